@@ -1,0 +1,287 @@
+"""Per-category statistics of a training set, the one input of every
+frequency-aware method (EQL, BAGS, repeat-factor sampling, analysis tools).
+
+Two file kinds are accepted:
+
+* an LVIS- or COCO-format annotation file (``images``, ``annotations``,
+  ``categories``). Where categories carry LVIS's ``image_count`` /
+  ``instance_count`` / ``frequency`` they are used; where they do not, the
+  counts are taken from the annotations and the frequency group follows LVIS's
+  rule (rare: 1-10 images, common: 11-100, frequent: >100).
+* the compact stats JSON that :func:`dump_category_stats` writes and that ships
+  with the package for LVIS v1 train::
+
+      {"num_images": 99388,
+       "categories": [{"id": 1, "name": "aerosol_can", "frequency": "c",
+                       "image_count": 64, "instance_count": 109}, ...]}
+
+The label of a category is its position when categories are sorted by id,
+which is what mmdet's ``cat2label`` produces for LVIS and COCO.
+"""
+import json
+import os
+import os.path as osp
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+#: Short names of the statistics that ship with the package.
+PACKAGED_STATS: Dict[str, str] = {
+    'lvis_v1': 'lvis_v1_train_category_stats.json',
+    'lvis_v1_train': 'lvis_v1_train_category_stats.json',
+}
+
+#: LVIS's frequency rule on training image counts (Gupta et al., 2019):
+#: rare <= 10 images, common <= 100, frequent otherwise.
+LVIS_RARE_MAX = 10
+LVIS_COMMON_MAX = 100
+
+FREQUENCY_GROUPS = ('r', 'c', 'f')
+
+
+def frequency_group(image_count: int,
+                    rare_max: int = LVIS_RARE_MAX,
+                    common_max: int = LVIS_COMMON_MAX) -> str:
+    """LVIS's r/c/f group of a category from its training image count."""
+    if image_count <= rare_max:
+        return 'r'
+    if image_count <= common_max:
+        return 'c'
+    return 'f'
+
+
+@dataclass(frozen=True)
+class CategoryStats:
+    """Statistics of the categories of a training set, in label order.
+
+    Attributes:
+        cat_ids (np.ndarray): ``(C,)`` int64 category ids, sorted ascending;
+            label ``i`` is ``cat_ids[i]``.
+        names (tuple[str]): ``C`` category names.
+        frequency (tuple[str]): ``C`` groups, each ``'r'``, ``'c'`` or ``'f'``.
+        image_count (np.ndarray): ``(C,)`` int64, training images that contain
+            the category.
+        instance_count (np.ndarray): ``(C,)`` int64, training instances.
+        num_images (int): Training images with at least one annotation.
+        source (str): Where the statistics were read from.
+    """
+    cat_ids: np.ndarray
+    names: Tuple[str, ...]
+    frequency: Tuple[str, ...]
+    image_count: np.ndarray
+    instance_count: np.ndarray
+    num_images: int
+    source: str = '<memory>'
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.cat_ids.shape[0])
+
+    @property
+    def image_frequency(self) -> np.ndarray:
+        """``(C,)`` float64 fraction of training images containing each class."""
+        return self.image_count.astype(np.float64) / float(self.num_images)
+
+    def group_mask(self, group: str) -> np.ndarray:
+        """``(C,)`` bool mask of the classes in frequency group ``group``."""
+        if group not in FREQUENCY_GROUPS:
+            raise ValueError(f'frequency group must be one of '
+                             f'{FREQUENCY_GROUPS}, got {group!r}')
+        return np.asarray(self.frequency) == group
+
+    def check_num_classes(self, num_classes: int, owner: str = 'model') -> None:
+        """Raise ``ValueError`` naming both numbers if they disagree."""
+        if int(num_classes) != self.num_classes:
+            raise ValueError(
+                f'{owner} has num_classes={num_classes}, but the category '
+                f'statistics from {self.source} describe {self.num_classes} '
+                f'classes. Use the statistics of the dataset you train on, or '
+                f'set num_classes={self.num_classes}.')
+
+    def to_dict(self) -> dict:
+        """The compact JSON form (see the module docstring)."""
+        return {
+            'num_images': int(self.num_images),
+            'categories': [{
+                'id': int(cid),
+                'name': name,
+                'frequency': freq,
+                'image_count': int(ic),
+                'instance_count': int(nc),
+            } for cid, name, freq, ic, nc in zip(
+                self.cat_ids, self.names, self.frequency, self.image_count,
+                self.instance_count)]
+        }
+
+
+StatsSource = Union[str, os.PathLike, dict, CategoryStats]
+
+
+def packaged_stats_path(name: str) -> str:
+    """Absolute path of a statistics file shipped with the package."""
+    if name not in PACKAGED_STATS:
+        raise KeyError(name)
+    return osp.join(
+        osp.dirname(osp.dirname(osp.abspath(__file__))), 'data',
+        PACKAGED_STATS[name])
+
+
+def load_category_stats(source: StatsSource,
+                        num_classes: Optional[int] = None,
+                        owner: str = 'model') -> CategoryStats:
+    """Load category statistics from a short name, a file, or a dict.
+
+    Args:
+        source: ``'lvis_v1'`` (packaged LVIS v1 train statistics), a path to a
+            compact stats JSON or to an LVIS/COCO annotation file, an already
+            parsed dict of either kind, or a :class:`CategoryStats`.
+        num_classes (int, optional): If given, must equal the number of
+            categories, else ``ValueError`` names both numbers.
+        owner (str): Who asks, for the error message.
+
+    Returns:
+        CategoryStats: In label order (categories sorted by id).
+    """
+    if isinstance(source, CategoryStats):
+        stats = source
+    elif isinstance(source, dict):
+        stats = stats_from_dict(source, '<dict>')
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path in PACKAGED_STATS:
+            path = packaged_stats_path(path)
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'category statistics file not found: {path!r}. Pass a path '
+                f'to a stats JSON or an LVIS/COCO annotation file, or one of '
+                f'the packaged names {sorted(PACKAGED_STATS)}.')
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f'category statistics file {path!r} is not valid JSON: {e}'
+            ) from e
+        stats = stats_from_dict(data, path)
+    else:
+        raise TypeError('category statistics must be a name, a path, a dict '
+                        f'or CategoryStats, got {type(source).__name__}')
+    if num_classes is not None:
+        stats.check_num_classes(num_classes, owner)
+    return stats
+
+
+def _require(cond: bool, source: str, what: str) -> None:
+    if not cond:
+        raise ValueError(f'malformed category statistics in {source}: {what}')
+
+
+def stats_from_dict(data: dict, source: str = '<dict>') -> CategoryStats:
+    """Parse either file kind (already decoded JSON) into CategoryStats."""
+    _require(isinstance(data, dict), source, 'top level must be an object')
+    _require(
+        isinstance(data.get('categories'), list) and len(data['categories']) > 0,
+        source, "missing or empty 'categories' list")
+    if 'annotations' in data or 'images' in data:
+        return _stats_from_annotations(data, source)
+    return _stats_from_compact(data, source)
+
+
+def _parse_categories(cats: Sequence[dict], source: str,
+                      fields: Sequence[str]) -> List[dict]:
+    for i, cat in enumerate(cats):
+        _require(isinstance(cat, dict), source, f'category #{i} is not an '
+                 'object')
+        for key in ('id', ) + tuple(fields):
+            _require(key in cat, source,
+                     f'category #{i} (id={cat.get("id")}) has no {key!r}')
+    dup = sorted(i for i, n in Counter(int(c['id']) for c in cats).items()
+                 if n > 1)
+    _require(not dup, source, f'duplicate category ids {dup[:10]}')
+    return sorted(cats, key=lambda c: int(c['id']))
+
+
+def _stats_from_compact(data: dict, source: str) -> CategoryStats:
+    _require('num_images' in data, source, "missing 'num_images'")
+    cats = _parse_categories(data['categories'], source,
+                             ('image_count', 'instance_count', 'frequency'))
+    stats = _build(cats, int(data['num_images']), source)
+    return stats
+
+
+def _build(cats: List[dict], num_images: int, source: str) -> CategoryStats:
+    image_count = np.array([int(c['image_count']) for c in cats], np.int64)
+    instance_count = np.array([int(c['instance_count']) for c in cats],
+                              np.int64)
+    frequency = tuple(str(c['frequency']) for c in cats)
+    bad = [f for f in frequency if f not in FREQUENCY_GROUPS]
+    _require(not bad, source, f'frequency must be r/c/f, got {bad[:5]}')
+    _require(num_images > 0, source, f'num_images must be > 0, got '
+             f'{num_images}')
+    _require(bool((image_count >= 0).all() and (instance_count >= 0).all()),
+             source, 'negative image_count or instance_count')
+    _require(bool((image_count <= num_images).all()), source,
+             f'an image_count exceeds num_images={num_images}')
+    return CategoryStats(
+        cat_ids=np.array([int(c['id']) for c in cats], np.int64),
+        names=tuple(str(c.get('name', c['id'])) for c in cats),
+        frequency=frequency,
+        image_count=image_count,
+        instance_count=instance_count,
+        num_images=int(num_images),
+        source=source)
+
+
+def _stats_from_annotations(data: dict, source: str) -> CategoryStats:
+    _require(isinstance(data.get('annotations'), list), source,
+             "annotation file has no 'annotations' list")
+    cats = _parse_categories(data['categories'], source, ())
+    cat_ids = np.array([int(c['id']) for c in cats], np.int64)
+    anns = data['annotations']
+    for i, ann in enumerate(anns[:1] + anns[-1:]):
+        _require('image_id' in ann and 'category_id' in ann, source,
+                 'annotations need image_id and category_id')
+    ann_img = np.fromiter((a['image_id'] for a in anns), np.int64, len(anns))
+    ann_cat = np.fromiter((a['category_id'] for a in anns), np.int64,
+                          len(anns))
+    label = np.searchsorted(cat_ids, ann_cat)
+    label_ok = (label < len(cat_ids)) & (
+        cat_ids[np.minimum(label, len(cat_ids) - 1)] == ann_cat)
+    if not label_ok.all():
+        unknown = sorted(set(ann_cat[~label_ok].tolist()))[:10]
+        raise ValueError(f'malformed annotation file {source}: annotations '
+                         f'refer to unknown category ids {unknown}')
+    counted_instances = np.bincount(label, minlength=len(cat_ids))
+    # distinct (image, category) pairs -> images per category
+    pairs = np.unique(np.stack([ann_img, label], 1), axis=0) if len(
+        anns) else np.zeros((0, 2), np.int64)
+    counted_images = np.bincount(pairs[:, 1], minlength=len(cat_ids))
+    num_images = int(len(np.unique(ann_img)))
+    has_counts = all('image_count' in c and 'instance_count' in c
+                     for c in cats)
+    out = []
+    for i, c in enumerate(cats):
+        ic = int(c['image_count']) if has_counts else int(counted_images[i])
+        nc = int(c['instance_count']) if has_counts else int(
+            counted_instances[i])
+        freq = c.get('frequency') or frequency_group(ic)
+        out.append(
+            dict(
+                id=c['id'],
+                name=c.get('name', str(c['id'])),
+                frequency=freq,
+                image_count=ic,
+                instance_count=nc))
+    return _build(out, max(num_images, 1), source)
+
+
+def dump_category_stats(stats: CategoryStats, path: str) -> None:
+    """Write ``stats`` as a compact stats JSON, one category per line."""
+    d = stats.to_dict()
+    lines = [json.dumps(c) for c in d['categories']]
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('{"num_images": %d, "categories": [\n' % d['num_images'])
+        f.write(',\n'.join(lines))
+        f.write('\n]}\n')

@@ -1,0 +1,1 @@
+"""Evaluation: the LVIS metric and its backends."""

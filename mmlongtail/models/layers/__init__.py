@@ -1,0 +1,1 @@
+"""Layers: normalized (cosine) predictors for Norm Mask."""
