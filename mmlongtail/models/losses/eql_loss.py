@@ -1,0 +1,150 @@
+"""Equalization Loss (Tan et al., "Equalization Loss for Long-Tailed Object
+Recognition", CVPR 2020)."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
+from torch import Tensor
+
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .focal_loss import (SigmoidClassifierMixin, check_cls_channels,
+                         check_label_weights, check_labels, check_reduction,
+                         empty_loss)
+
+
+def eql_loss(cls_score: Tensor,
+             labels: Tensor,
+             tail_mask: Tensor,
+             weight: Optional[Tensor] = None,
+             reduction: str = 'mean',
+             avg_factor: Optional[float] = None) -> Tensor:
+    r"""Equalization loss of a ``C``-channel sigmoid classifier.
+
+    For proposal :math:`i` and class :math:`j`,
+
+    .. math::
+        w_{ij} = 1 - E(r_i)\, T_\lambda(f_j)\, (1 - y_{ij}),\qquad
+        L = \frac{1}{N} \sum_i \sum_j w_{ij}\,
+            \mathrm{BCE}(x_{ij}, y_{ij})
+
+    where :math:`E(r_i)` is 1 for a foreground proposal and 0 for background,
+    and :math:`T_\lambda(f_j)` is 1 for the classes whose image frequency is
+    below :math:`\lambda` (Tan et al., CVPR 2020, Eq. 6-8). So the negative
+    gradients that foreground proposals send to rare classes are dropped;
+    background proposals still suppress every class.
+
+    Args:
+        cls_score (Tensor): ``(N, C)`` logits.
+        labels (Tensor): ``(N,)`` in ``[0, C]``; ``C`` is background (all-zero
+            target).
+        tail_mask (Tensor): ``(C,)`` bool, :math:`T_\lambda(f_j)`.
+        weight (Tensor, optional): ``(N,)`` per-proposal weights.
+        reduction (str): ``'none'`` gives the ``(N,)`` per-proposal loss
+            (summed over classes); ``'mean'`` averages it over ``N`` (the
+            paper's :math:`\Sigma/N`); ``'sum'`` sums it.
+        avg_factor (float, optional): With ``'mean'``, divide the sum by this
+            instead of ``N``.
+
+    Returns:
+        Tensor: Reduced loss.
+    """
+    num, num_classes = cls_score.shape
+    if num == 0:
+        return empty_loss(cls_score, reduction, (0, ))
+    target = F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    target = target.to(cls_score.dtype)
+    is_fg = (labels < num_classes).to(cls_score.dtype)  # E(r)
+    tail = tail_mask.to(cls_score.dtype)  # T_lambda(f)
+    eql_w = 1 - is_fg[:, None] * tail[None, :] * (1 - target)
+    loss = F.binary_cross_entropy_with_logits(
+        cls_score, target, reduction='none') * eql_w
+    loss = loss.sum(dim=1)
+    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+
+@MODELS.register_module()
+class EQLLoss(SigmoidClassifierMixin, nn.Module):
+    """Equalization Loss (Tan et al., CVPR 2020).
+
+    A sigmoid classifier with ``C`` channels; background is label ``C`` (an
+    all-zero target). With ``label_weights=None`` and ``avg_factor=None`` the
+    loss is the paper's ``sum(BCE * w) / N``; mmdet's ``BBoxHead`` passes
+    all-one ``label_weights`` and ``avg_factor=N``, which gives the same value.
+
+    Args:
+        num_classes (int): ``C``. Must match the category statistics.
+        category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
+            annotation file, a dict, or a ``CategoryStats`` (see
+            :func:`mmlongtail.datasets.load_category_stats`).
+        freq_thr (float): :math:`\\lambda`. Classes whose image frequency
+            ``image_count / num_images`` is strictly below it get no negative
+            gradients from foreground proposals. Defaults to 1.76e-3 (the
+            paper's value for LVIS v0.5; 1.1e-3 is the official LVIS v1
+            setting).
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+        use_sigmoid (bool): Must be True (accepted for mmdet configs).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 category_stats: StatsSource,
+                 freq_thr: float = 1.76e-3,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError('EQLLoss is a sigmoid loss; use_sigmoid must be '
+                             'True')
+        if not freq_thr >= 0:
+            raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
+                             f'{freq_thr}')
+        check_reduction(reduction, 'EQLLoss')
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner='EQLLoss')
+        self.use_sigmoid = True
+        self.num_classes = int(num_classes)
+        self.freq_thr = float(freq_thr)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        tail = torch.from_numpy(stats.image_frequency < self.freq_thr)
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer('tail_mask', tail, persistent=False)
+        MMLogger.get_current_instance().info(
+            f'EQLLoss: {int(tail.sum())} of {self.num_classes} classes have '
+            f'image frequency < {self.freq_thr} (from {stats.source})')
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            cls_score (Tensor): ``(N, C)`` logits.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        check_cls_channels(self.num_classes, cls_score.size(-1), 'EQLLoss')
+        check_labels(labels, self.num_classes, 'EQLLoss')
+        check_label_weights(label_weights, cls_score.size(0), 'EQLLoss')
+        loss = eql_loss(cls_score, labels, self.tail_mask, label_weights,
+                        reduction, avg_factor)
+        return self.loss_weight * loss

@@ -1,0 +1,261 @@
+"""Equalization Loss v2 (Tan et al., "Equalization Loss v2: A New Gradient
+Balance Approach for Long-tailed Object Detection", CVPR 2021)."""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.models.losses.accuracy import accuracy
+from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
+from torch import Tensor
+
+from mmlongtail.registry import MODELS
+from mmlongtail.utils.dist import all_reduce_sum_
+from .focal_loss import (check_cls_channels, check_label_weights,
+                         check_labels, check_reduction, empty_loss)
+
+#: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
+#: negative weight of 1 (and a positive weight of 1), so training starts as
+#: plain BCE, as in the official implementation.
+INITIAL_POS_NEG_RATIO = 100.0
+#: Added to the accumulated negative gradient before dividing (official value).
+RATIO_EPS = 1e-10
+
+
+def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,
+                  alpha: float) -> Tuple[Tensor, Tensor]:
+    r"""Per-channel positive and negative weights from the gradient ratio.
+
+    :math:`q_j = 1 / (1 + e^{-\gamma (g_j - \mu)})` with :math:`g_j` the
+    accumulated positive-to-negative gradient ratio; negatives get
+    :math:`q_j` and positives :math:`1 + \alpha (1 - q_j)` (Tan et al., CVPR
+    2021, Eq. 6-8). The objectness channel always gets weight 1.
+
+    Args:
+        pos_neg (Tensor): ``(C,)`` float32 ratio.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(pos_w, neg_w)``, each ``(C + 1,)``.
+    """
+    neg_w = 1 / (1 + torch.exp(-gamma * (pos_neg - mu)))
+    neg_w = torch.cat([neg_w, neg_w.new_ones(1)])
+    pos_w = 1 + alpha * (1 - neg_w)
+    return pos_w, neg_w
+
+
+def eqlv2_loss(cls_score: Tensor,
+               labels: Tensor,
+               pos_w: Tensor,
+               neg_w: Tensor,
+               weight: Optional[Tensor] = None,
+               reduction: str = 'mean',
+               avg_factor: Optional[float] = None
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""EQLv2's weighted BCE and its gradient statistics for this batch.
+
+    The loss is :math:`\sum_{ij} w_{ij}\,\mathrm{BCE}(x_{ij}, y_{ij}) / N`
+    with :math:`w_{ij} = y_{ij}\,pos_j + (1 - y_{ij})\,neg_j` over ``C + 1``
+    sigmoid channels, the last being objectness (on for background).
+
+    The statistics are the magnitudes of the gradient of
+    :math:`\sum_{ij} w_{ij}\,\mathrm{BCE}_{ij}` (times the per-proposal
+    ``weight`` when given) with respect to the logits,
+    :math:`|\partial/\partial x_{ij}| = w_{ij}\,|\sigma(x_{ij}) - y_{ij}|`,
+    summed over proposals separately for positives and negatives. This is the
+    closed form of what a backward hook on the logits would see for that sum,
+    and it is what the official ``collect_grad`` accumulates. It is computed
+    in float32 whatever the logits' dtype.
+
+    Args:
+        cls_score (Tensor): ``(N, C + 1)`` logits.
+        labels (Tensor): ``(N,)`` in ``[0, C]``.
+        pos_w (Tensor): ``(C + 1,)`` positive weights.
+        neg_w (Tensor): ``(C + 1,)`` negative weights.
+        weight (Tensor, optional): ``(N,)`` per-proposal weights.
+        reduction (str): ``'none'`` gives ``(N,)`` (summed over channels);
+            ``'mean'`` divides the sum by ``N`` (or ``avg_factor``).
+        avg_factor (float, optional): Normalizer for ``'mean'``.
+
+    Returns:
+        tuple: ``(loss, pos_grad, neg_grad)``; the last two are ``(C,)``
+        float32 without the objectness channel and without autograd history.
+    """
+    num, channels = cls_score.shape
+    target = F.one_hot(labels, channels).to(cls_score.dtype)
+    elem_w = pos_w.to(cls_score.dtype) * target + neg_w.to(
+        cls_score.dtype) * (1 - target)
+    if num == 0:
+        loss = empty_loss(cls_score, reduction, (0, ))
+    else:
+        loss = F.binary_cross_entropy_with_logits(
+            cls_score, target, reduction='none') * elem_w
+        loss = weight_reduce_loss(
+            loss.sum(dim=1), weight, reduction, avg_factor)
+    with torch.no_grad():
+        t32 = target.float()
+        grad = (cls_score.detach().float().sigmoid() - t32).abs()
+        grad = grad * (pos_w.float() * t32 + neg_w.float() * (1 - t32))
+        if weight is not None:
+            grad = grad * weight.detach().float()[:, None]
+        pos_grad = (grad * t32).sum(dim=0)[:-1]
+        neg_grad = (grad * (1 - t32)).sum(dim=0)[:-1]
+    return loss, pos_grad, neg_grad
+
+
+@MODELS.register_module()
+class EQLv2Loss(nn.Module):
+    """Equalization Loss v2 (Tan et al., CVPR 2021).
+
+    Exact to the official ``EQLv2`` of tztztztztz/eqlv2: ``C + 1`` sigmoid
+    channels (the last is objectness), weights from the accumulated
+    positive/negative gradient ratio (``gamma=12, mu=0.8, alpha=4``, initial
+    ratio 100 so that training starts with all weights 1), loss
+    ``sum / N``. The gradient statistics are computed in closed form in
+    forward, under ``no_grad``, with the weights in force for this batch, then
+    added to the running sums; the weights of the next batch use the updated
+    ratio.
+
+    Differences from the official code, none of which changes its numbers in
+    mmdet's ``BBoxHead`` (all-one ``label_weights``, ``avg_factor=N``):
+
+    * ``label_weights`` and ``avg_factor`` are honoured when given, in the
+      loss and in the gradient statistics;
+    * the statistics are persistent float32 buffers (``pos_grad``,
+      ``neg_grad``, ``pos_neg``), saved in checkpoints and restored on resume;
+    * they are all-reduced only when a multi-rank process group exists (the
+      official code calls ``all_reduce`` unconditionally and crashes without
+      one);
+    * it implements mmdet's classifier protocol, so ``BBoxHead`` scores its
+      logits with a sigmoid times ``1 - objectness`` instead of mmdet 3.x's
+      softmax.
+
+    Args:
+        num_classes (int): ``C``.
+        gamma (float): Slope of the mapping function. Defaults to 12.
+        mu (float): Center of the mapping function. Defaults to 0.8.
+        alpha (float): Extra weight of positives. Defaults to 4.0.
+        test_with_obj (bool): Multiply class scores by ``1 - objectness`` at
+            test time. Defaults to True.
+        use_distributed (bool): All-reduce the statistics when distributed.
+            Defaults to True.
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+        use_sigmoid (bool): Must be True (accepted for mmdet configs).
+    """
+    custom_cls_channels = True
+    custom_activation = True
+    custom_accuracy = True
+
+    def __init__(self,
+                 num_classes: int,
+                 gamma: float = 12.0,
+                 mu: float = 0.8,
+                 alpha: float = 4.0,
+                 test_with_obj: bool = True,
+                 use_distributed: bool = True,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError('EQLv2Loss is a sigmoid loss; use_sigmoid must '
+                             'be True')
+        if int(num_classes) < 1:
+            raise ValueError(f'EQLv2Loss: num_classes must be >= 1, got '
+                             f'{num_classes}')
+        check_reduction(reduction, 'EQLv2Loss')
+        self.use_sigmoid = True
+        self.num_classes = int(num_classes)
+        self.gamma = float(gamma)
+        self.mu = float(mu)
+        self.alpha = float(alpha)
+        self.test_with_obj = test_with_obj
+        self.use_distributed = use_distributed
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        self.register_buffer('pos_grad',
+                             torch.zeros(self.num_classes, dtype=torch.float32))
+        self.register_buffer('neg_grad',
+                             torch.zeros(self.num_classes, dtype=torch.float32))
+        self.register_buffer(
+            'pos_neg',
+            torch.full((self.num_classes, ),
+                       INITIAL_POS_NEG_RATIO,
+                       dtype=torch.float32))
+        MMLogger.get_current_instance().info(
+            f'EQLv2Loss: gamma={self.gamma}, mu={self.mu}, '
+            f'alpha={self.alpha}')
+
+    def get_weights(self) -> Tuple[Tensor, Tensor]:
+        """Current ``(pos_w, neg_w)``, each ``(C + 1,)`` float32."""
+        return eqlv2_weights(self.pos_neg, self.gamma, self.mu, self.alpha)
+
+    @torch.no_grad()
+    def _accumulate(self, pos_grad: Tensor, neg_grad: Tensor) -> None:
+        both = torch.cat([pos_grad, neg_grad])
+        all_reduce_sum_(both, enabled=self.use_distributed)
+        self.pos_grad += both[:self.num_classes]
+        self.neg_grad += both[self.num_classes:]
+        self.pos_neg.copy_(self.pos_grad / (self.neg_grad + RATIO_EPS))
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Compute the loss and update the gradient statistics.
+
+        Args:
+            cls_score (Tensor): ``(N, C + 1)`` logits.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        check_cls_channels(self.num_classes + 1, cls_score.size(-1),
+                           'EQLv2Loss')
+        check_labels(labels, self.num_classes, 'EQLv2Loss')
+        check_label_weights(label_weights, cls_score.size(0), 'EQLv2Loss')
+        pos_w, neg_w = self.get_weights()
+        loss, pos_grad, neg_grad = eqlv2_loss(cls_score, labels, pos_w,
+                                              neg_w, label_weights, reduction,
+                                              avg_factor)
+        # every rank calls this, also with an empty batch, so that the
+        # all-reduce matches up
+        self._accumulate(pos_grad, neg_grad)
+        return self.loss_weight * loss
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        """``C + 1``: the classes plus the objectness channel."""
+        if num_classes != self.num_classes:
+            raise ValueError(
+                f'EQLv2Loss was built with num_classes={self.num_classes}, '
+                f'but the head has num_classes={num_classes}')
+        return num_classes + 1
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """``(N, C + 1)`` logits -> ``(N, C + 1)`` probabilities.
+
+        Sigmoid per channel; with ``test_with_obj`` the class scores are
+        multiplied by ``1 - sigmoid(objectness)``. The last column stays the
+        background (objectness) probability.
+        """
+        prob = cls_score.sigmoid()
+        if not self.test_with_obj:
+            return prob
+        cls_prob = prob[:, :-1] * (1 - prob[:, -1:])
+        return torch.cat([cls_prob, prob[:, -1:]], dim=1)
+
+    def get_accuracy(self, cls_score: Tensor,
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
+        return dict(acc=accuracy(self.get_activation(cls_score), labels))
