@@ -1,0 +1,469 @@
+"""LVIS evaluation backends and the vectorized prediction conversion.
+
+Two evaluators compute LVIS's metrics (Gupta et al., CVPR 2019) on the same
+inputs:
+
+* ``'lvis'``: the official lvis-api (``lvis.LVISEval``), run on NumPy 2
+  through :func:`mmlongtail.compat.patch_lvis_numpy`. Pure Python per
+  (image, category) pair, so minutes on LVIS v1 val.
+* ``'fast'``: faster-coco-eval's C++ evaluator in LVIS mode
+  (``COCOeval_faster(..., lvis_style=True)``), which applies the same federated
+  rules: detections of a category neither annotated in nor listed as negative
+  for an image are dropped, and unmatched detections of a category listed in the
+  image's ``not_exhaustive_category_ids`` are ignored.
+
+Both keep at most ``max_dets`` (300) detections per image, by score across all
+categories; this cut is applied by :func:`topk_per_image` when predictions are
+collected, so both evaluators see the same detections.
+
+Predictions travel as a few NumPy columns (:class:`DetectionColumns`) and are
+turned into the per-detection dicts the evaluators index in one pass at the
+end; boxes are converted to ``xywh`` and labels to category ids with array
+operations.
+"""
+import copy
+import logging
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: Summary keys, in the order lvis-api reports them.
+AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+AR_KEYS = ('AR@300', 'ARs@300', 'ARm@300', 'ARl@300')
+BACKENDS = ('fast', 'lvis')
+IOU_TYPES = ('bbox', 'segm')
+
+
+@dataclass
+class DetectionColumns:
+    """All detections of an evaluation, one row each.
+
+    Attributes:
+        image_id (np.ndarray): ``(N,)`` int64.
+        category_id (np.ndarray): ``(N,)`` int64 dataset category ids.
+        bbox (np.ndarray): ``(N, 4)`` float64 ``[x, y, w, h]``.
+        score (np.ndarray): ``(N,)`` float64.
+        segmentation (list, optional): ``N`` compressed RLE dicts (``counts``
+            a str), for ``segm``.
+    """
+    image_id: np.ndarray
+    category_id: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+    segmentation: Optional[list] = None
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def to_anns(self) -> List[dict]:
+        """Per-detection dicts in the LVIS results format (JSON-ready)."""
+        cols = [
+            self.image_id.tolist(),
+            self.category_id.tolist(),
+            self.bbox.tolist(),
+            self.score.tolist()
+        ]
+        if self.segmentation is None:
+            keys = ('image_id', 'category_id', 'bbox', 'score')
+        else:
+            keys = ('image_id', 'category_id', 'bbox', 'score',
+                    'segmentation')
+            cols.append(self.segmentation)
+        return [dict(zip(keys, row)) for row in zip(*cols)]
+
+
+@dataclass
+class EvalOutput:
+    """What one evaluator returns for one iou type.
+
+    Attributes:
+        summary (dict): ``AP_KEYS`` and ``AR_KEYS`` to floats (``-1`` where
+            undefined, as lvis-api reports).
+        precision (np.ndarray): ``(T, R, K, A)`` interpolated precision over
+            IoU thresholds, recall thresholds, categories (sorted ids) and
+            area ranges (all, small, medium, large); ``-1`` where a category
+            has no ground truth.
+        recall (np.ndarray): ``(T, K, A)``.
+        cat_ids (list[int]): The ``K`` category ids.
+    """
+    summary: Dict[str, float]
+    precision: np.ndarray
+    recall: np.ndarray
+    cat_ids: List[int]
+
+    def per_class(self) -> Dict[str, np.ndarray]:
+        """``(K,)`` float64 arrays AP, AP50, AP75, AR (area 'all'); NaN for
+        categories without ground truth in the evaluated images."""
+
+        def _mean(x: np.ndarray, axes: Tuple[int, ...]) -> np.ndarray:
+            valid = x > -1
+            num = np.where(valid, x, 0).sum(axis=axes)
+            den = valid.sum(axis=axes)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+        p = self.precision[..., 0]  # (T, R, K)
+        r = self.recall[..., 0]  # (T, K)
+        return {
+            'AP': _mean(p, (0, 1)),
+            'AP50': _mean(p[:1], (0, 1)),
+            'AP75': _mean(p[5:6], (0, 1)),
+            'AR': _mean(r, (0, )),
+        }
+
+
+def xyxy_to_xywh(bboxes: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` ``[x1, y1, x2, y2]`` to float64 ``[x, y, w, h]``."""
+    b = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+    out = b.copy()
+    out[:, 2:] -= b[:, :2]
+    return out
+
+
+def topk_per_image(scores: np.ndarray, max_dets: int) -> Optional[np.ndarray]:
+    """Indices of the ``max_dets`` best detections of one image, or None when
+    all are kept.
+
+    Ties keep their original order (a stable sort on descending score), which
+    is what lvis-api's ``LVISResults.limit_dets_per_image`` does; the kept
+    detections come out in descending score order, also like lvis-api.
+    """
+    if max_dets < 0 or scores.shape[0] <= max_dets:
+        return None
+    return np.argsort(-scores, kind='stable')[:max_dets]
+
+
+def encode_masks(masks: np.ndarray) -> List[dict]:
+    """RLE-encode ``(N, H, W)`` binary masks in one pycocotools call.
+
+    Returns compressed RLE dicts whose ``counts`` are ``bytes``.
+    """
+    import pycocotools.mask as mask_util
+    masks = np.asarray(masks)
+    if masks.shape[0] == 0:
+        return []
+    if masks.dtype == np.bool_:
+        masks = masks.view(np.uint8)
+    elif masks.dtype != np.uint8:
+        masks = (masks > 0.5).astype(np.uint8) if masks.dtype.kind == 'f' \
+            else (masks != 0).astype(np.uint8)
+    return mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+
+
+# --------------------------------------------------------------------------
+# ground truth
+
+
+class LVISGroundTruth:
+    """An LVIS-format ground-truth dict plus lazily built evaluator objects.
+
+    Args:
+        dataset (dict): ``images``, ``annotations``, ``categories``. Images
+            must carry ``neg_category_ids`` and
+            ``not_exhaustive_category_ids`` and categories ``frequency``, as in
+            LVIS; use :func:`normalize_gt` to fill them in.
+        source (str): Where it came from, for messages.
+    """
+
+    def __init__(self, dataset: dict, source: str = '<memory>') -> None:
+        self.dataset = dataset
+        self.source = source
+        self.cat_ids = np.array(
+            sorted(int(c['id']) for c in dataset['categories']), np.int64)
+        cats = {int(c['id']): c for c in dataset['categories']}
+        self.cat_names = [str(cats[i].get('name', i)) for i in self.cat_ids]
+        self.frequency = [str(cats[i].get('frequency', '')) for i in
+                          self.cat_ids]
+        self.img_ids = np.array(
+            sorted(int(i['id']) for i in dataset['images']), np.int64)
+        self._lvis = None
+        self._coco = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.cat_ids.shape[0])
+
+    def cat_ids_with_annotations(self) -> np.ndarray:
+        """Sorted ids of the categories annotated in at least one image."""
+        anns = self.dataset['annotations']
+        return np.unique(
+            np.fromiter((a['category_id'] for a in anns), np.int64,
+                        len(anns)))
+
+    def lvis_api(self):
+        """``lvis.LVIS`` over this dataset (built once)."""
+        if self._lvis is None:
+            from lvis import LVIS
+
+            # lvis-api 0.5.3 only reads files; build it from the dict instead
+            # of writing one, through its own indexing code.
+            api = LVIS.__new__(LVIS)
+            api.logger = logging.getLogger('lvis.lvis')
+            api.dataset = self.dataset
+            api._create_index()
+            self._lvis = api
+        return self._lvis
+
+    def faster_coco(self):
+        """``faster_coco_eval.COCO`` over this dataset (built once)."""
+        if self._coco is None:
+            from faster_coco_eval import COCO
+            self._coco = COCO(self.dataset, print_function=_silent)
+        return self._coco
+
+
+def normalize_gt(dataset: dict, source: str = '<memory>',
+                 frequency: Optional[Dict[int, str]] = None,
+                 logger=None) -> dict:
+    """Check an LVIS/COCO-format dict and fill the fields LVIS needs.
+
+    * images without ``neg_category_ids`` / ``not_exhaustive_category_ids`` get
+      empty lists (then only categories annotated in an image are evaluated
+      there; a warning says so);
+    * categories without ``frequency`` take it from ``frequency`` (category
+      id to ``'r'/'c'/'f'``), else ``ValueError``.
+
+    Modifies and returns ``dataset``.
+    """
+    for key in ('images', 'categories'):
+        if not isinstance(dataset.get(key), list):
+            raise ValueError(f'ground truth {source} has no {key!r} list')
+    dataset.setdefault('annotations', [])
+    missing = 0
+    for img in dataset['images']:
+        if 'neg_category_ids' not in img or \
+                'not_exhaustive_category_ids' not in img:
+            missing += 1
+            img.setdefault('neg_category_ids', [])
+            img.setdefault('not_exhaustive_category_ids', [])
+    if missing and logger is not None:
+        logger.warning(
+            f'{missing} of {len(dataset["images"])} images of {source} have '
+            'no neg_category_ids/not_exhaustive_category_ids; they are '
+            'evaluated on their annotated categories only (not federated).')
+    for cat in dataset['categories']:
+        if 'frequency' not in cat:
+            cid = int(cat['id'])
+            if frequency is None or cid not in frequency:
+                raise ValueError(
+                    f'category {cid} ({cat.get("name")!r}) of {source} has no '
+                    "'frequency'; LVIS's APr/APc/APf need it. Give the "
+                    "metric category_stats= (e.g. 'lvis_v1' or a stats file).")
+            cat['frequency'] = frequency[cid]
+    return dataset
+
+
+# --------------------------------------------------------------------------
+# evaluators
+
+
+def _silent(*args, **kwargs) -> None:
+    """A print function that prints nothing."""
+
+
+def _empty_output(gt: LVISGroundTruth, iou_type: str) -> EvalOutput:
+    K = gt.num_classes
+    return EvalOutput(
+        summary={k: 0.0 for k in AP_KEYS + AR_KEYS},
+        precision=np.zeros((10, 101, K, 4)),
+        recall=np.zeros((10, K, 4)),
+        cat_ids=gt.cat_ids.tolist())
+
+
+def evaluate_lvis_api(gt: LVISGroundTruth, dets: DetectionColumns,
+                      iou_type: str, max_dets: int = 300) -> EvalOutput:
+    """Evaluate with the official lvis-api (``LVISResults`` + ``LVISEval``)."""
+    from mmlongtail.compat import patch_lvis_numpy
+    patch_lvis_numpy()
+    from lvis import LVISEval, LVISResults
+
+    if len(dets) == 0:
+        return _empty_output(gt, iou_type)
+    lvis_gt = gt.lvis_api()
+    # lvis-api logs a warning about user-provided results on every call
+    res_logger = logging.getLogger('lvis.results')
+    level = res_logger.level
+    res_logger.setLevel(logging.ERROR)
+    try:
+        lvis_dt = LVISResults(lvis_gt, dets.to_anns(), max_dets=max_dets)
+    finally:
+        res_logger.setLevel(level)
+    ev = LVISEval(lvis_gt, lvis_dt, iou_type)
+    ev.params.max_dets = max_dets
+    ev.run()
+    res = ev.get_results()
+    md = ev.params.max_dets
+    summary = {k: float(res[k]) for k in AP_KEYS}
+    for k in AR_KEYS:
+        summary[k] = float(res[k.replace('300', str(md))])
+    return EvalOutput(summary, np.asarray(ev.eval['precision']),
+                      np.asarray(ev.eval['recall']), list(ev.params.cat_ids))
+
+
+def _faster_dt(gt: LVISGroundTruth, dets: DetectionColumns, iou_type: str):
+    """A ``faster_coco_eval.COCO`` results object built directly from the
+    columns (what ``COCO.loadRes`` would produce, without its per-detection
+    Python pass)."""
+    from faster_coco_eval import COCO
+    n = len(dets)
+    # lvis-api and COCO's loadRes give box-format results the box area, also
+    # when they carry a mask (mmdet's segm results do).
+    area = (dets.bbox[:, 2] * dets.bbox[:, 3]).tolist()
+    cols = [
+        dets.image_id.tolist(),
+        dets.category_id.tolist(),
+        dets.bbox.tolist(),
+        dets.score.tolist(), area,
+        range(1, n + 1),
+        repeat(0, n)
+    ]
+    keys = ['image_id', 'category_id', 'bbox', 'score', 'area', 'id',
+            'iscrowd']
+    if iou_type == 'segm':
+        keys.append('segmentation')
+        cols.append(dets.segmentation)
+    anns = [dict(zip(keys, row)) for row in zip(*cols)]
+    res = COCO(print_function=_silent)
+    res.dataset = {
+        'images': gt.dataset['images'],
+        'categories': gt.dataset['categories'],
+        'annotations': anns,
+    }
+    res.createIndex()
+    return res
+
+
+def _faster_lvis_eval_class():
+    """``COCOeval_faster`` with a leaner ``evaluate`` (built on first use so
+    importing this module does not import faster-coco-eval)."""
+    global _FASTER_CLS
+    if _FASTER_CLS is not None:
+        return _FASTER_CLS
+    import faster_coco_eval.faster_eval_api_cpp as _C
+    from faster_coco_eval import COCOeval_faster
+
+    class FasterLVISEval(COCOeval_faster):
+        """faster-coco-eval's evaluator; ``evaluate`` computes IoUs only for
+        the (image, category) pairs that have both ground truth and
+        detections, keyed by Python ints.
+
+        faster-coco-eval 1.8.0's own ``evaluate`` builds a dict over every
+        (image, category) pair keyed by NumPy integers, which costs more
+        than its C++ matching on LVIS-sized inputs. The preparation
+        (``_prepare``, where the federated filtering happens), the IoUs
+        (``computeIoU``) and the C++ matching and accumulation are
+        faster-coco-eval's own.
+        """
+
+        def evaluate(self) -> None:
+            p = self.params
+            if p.iouType not in IOU_TYPES or not p.useCats:
+                raise ValueError('only category-aware bbox/segm evaluation')
+            p.imgIds = sorted({int(i) for i in p.imgIds})
+            p.catIds = sorted({int(c) for c in p.catIds})
+            p.maxDets = sorted(p.maxDets)
+            self._prepare()
+            pairs = self._nonempty_iou_pairs
+            computed = {(int(i), int(c)): self.computeIoU(i, c)
+                        for i, c in pairs}
+            empty: list = []
+            ious = [[computed.get((i, c), empty) for c in p.catIds]
+                    for i in p.imgIds]
+            self._paramsEval = copy.deepcopy(p)
+            self.eval = _C.COCOevalEvaluateAccumulate(
+                self._paramsEval, ious, self.gt_dataset, self.dt_dataset,
+                p.imgIds, p.catIds, True)
+
+        def accumulate(self) -> None:
+            self.matched = False  # evaluate() already accumulated
+
+    _FASTER_CLS = FasterLVISEval
+    return _FASTER_CLS
+
+
+_FASTER_CLS = None
+
+
+def evaluate_faster(gt: LVISGroundTruth, dets: DetectionColumns,
+                    iou_type: str, max_dets: int = 300) -> EvalOutput:
+    """Evaluate with faster-coco-eval's C++ evaluator in LVIS mode."""
+    if len(dets) == 0:
+        return _empty_output(gt, iou_type)
+    coco_gt = gt.faster_coco()
+    coco_dt = _faster_dt(gt, dets, iou_type)
+    # A category without ground truth in the evaluated images has precision
+    # and recall -1 (it is left out of every mean) whatever its detections, so
+    # evaluating only the categories with ground truth gives the same numbers
+    # while skipping most of the (image, category) pairs the evaluator visits.
+    gt_cats = gt.cat_ids_with_annotations()
+    if len(gt_cats) == 0:
+        K = gt.num_classes
+        return EvalOutput({k: -1.0 for k in AP_KEYS + AR_KEYS},
+                          -np.ones((10, 101, K, 4)), -np.ones((10, K, 4)),
+                          gt.cat_ids.tolist())
+    ev = _faster_lvis_eval_class()(
+        coco_gt, coco_dt, iou_type, lvis_style=True, print_function=_silent)
+    ev.params.maxDets = [max_dets]
+    ev.params.imgIds = gt.img_ids.tolist()
+    ev.params.catIds = gt_cats.tolist()
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    s = ev.stats_as_dict
+    names = dict(
+        AP='AP_all', AP50='AP_50', AP75='AP_75', APs='AP_small',
+        APm='AP_medium', APl='AP_large', APr='APr', APc='APc', APf='APf')
+    names.update({
+        'AR@300': 'AR_all',
+        'ARs@300': 'AR_small',
+        'ARm@300': 'AR_medium',
+        'ARl@300': 'AR_large'
+    })
+    summary = {k: float(s[v]) for k, v in names.items()}
+    K = gt.num_classes
+    cols = np.searchsorted(gt.cat_ids, gt_cats)
+    p = np.asarray(ev.eval['precision'])[..., -1]
+    r = np.asarray(ev.eval['recall'])[..., -1]
+    precision = -np.ones(p.shape[:2] + (K, ) + p.shape[3:])
+    recall = -np.ones(r.shape[:1] + (K, ) + r.shape[2:])
+    precision[:, :, cols] = p
+    recall[:, cols] = r
+    return EvalOutput(summary, precision, recall, gt.cat_ids.tolist())
+
+
+EVALUATORS = {'fast': evaluate_faster, 'lvis': evaluate_lvis_api}
+
+
+def run_evaluation(backend: str, gt: LVISGroundTruth, dets: DetectionColumns,
+                   iou_type: str, max_dets: int = 300) -> EvalOutput:
+    """Dispatch to the evaluator named ``backend`` (``'fast'``/``'lvis'``)."""
+    if backend not in EVALUATORS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got '
+                         f'{backend!r}')
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f'iou_type must be one of {IOU_TYPES}, got '
+                         f'{iou_type!r}')
+    return EVALUATORS[backend](gt, dets, iou_type, max_dets)
+
+
+def copy_gt(dataset: dict) -> dict:
+    """A deep copy (evaluators annotate ground-truth dicts in place)."""
+    return copy.deepcopy(dataset)
+
+
+def concat_columns(parts: Sequence[DetectionColumns]) -> DetectionColumns:
+    """Concatenate column sets (e.g. from several ranks)."""
+    seg = None
+    if parts and parts[0].segmentation is not None:
+        seg = [s for p in parts for s in p.segmentation]
+    if not parts:
+        return DetectionColumns(
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
+            np.zeros(0), None)
+    return DetectionColumns(
+        np.concatenate([p.image_id for p in parts]),
+        np.concatenate([p.category_id for p in parts]),
+        np.concatenate([p.bbox for p in parts]),
+        np.concatenate([p.score for p in parts]), seg)
