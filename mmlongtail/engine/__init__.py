@@ -1,1 +1,4 @@
 """Runner-side components (hooks)."""
+from .hooks import ClassifierRetrainingHook
+
+__all__ = ['ClassifierRetrainingHook']
