@@ -19,20 +19,24 @@ Implementation notes (the numbers match mmdet 3.3.0's ``SeesawLoss``; the
 tests check loss, gradient, counts and activation against it):
 
 * Everything is computed in the log domain, row by row, and only for the row
-  of each sample's label. ``log M_ij = p * min(0, log N_j - log N_i)`` needs
-  the label's count only, and ``log C_ij = q * max(0, s_j - r_i)`` with
-  ``r_i = max(s_i, logsumexp(s) + log eps)`` needs one log-sum-exp per row, so
-  neither the ``C x C`` ratio matrix nor a softmax is built. Cross entropy is
-  invariant to adding a constant to a row, so the row constants ``q * r_i``
-  and ``p * log N_i`` are left in ``z``: that saves two passes over ``(N, C)``.
-* Samples that are not positive are kept in place with weight 0 instead of
-  being selected with a boolean mask, so the forward makes no host-device
-  synchronisation. Their loss and gradient are exactly zero.
+  of each sample's label. With ``l = log_softmax(s)``,
+  ``log M_ij = p * min(0, log N_j - log N_i)`` needs the label's count only,
+  and ``log C_ij = q * max(0, l_j - max(l_i, log eps))`` needs the row's own
+  log-probabilities only, so the ``C x C`` ratio matrix is never built.
+  Cross entropy is invariant to adding a constant to a row, so the row
+  constants are left in ``z``: that saves two passes over ``(N, C)``.
+* One autograd function computes both terms and writes the ``(N, C + 2)``
+  gradient (``softmax - onehot`` per term) directly.
+* On accelerators, samples that are not positive are kept in place with
+  weight 0 instead of being selected with a boolean mask, so the forward
+  makes no host-device synchronisation; their loss and gradient are exactly
+  zero. On CPU, where selecting costs nothing, only positive rows are
+  computed (``select_positives``).
 * ``cum_samples`` is updated by one ``index_add_`` of the batch histogram,
   all-reduced across ranks first when ``torch.distributed`` is initialized.
 """
 import math
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -45,6 +49,99 @@ from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
 
 _REDUCTIONS = ('none', 'mean', 'sum')
+
+
+def _seesaw_log_softmax(score: Tensor, labels: Tensor,
+                        log_counts: Optional[Tensor], q: float,
+                        log_eps: float) -> Tensor:
+    """``log_softmax`` of the seesaw logits ``z``, shape ``(M, C)``.
+
+    With ``l = log_softmax(s)`` and ``i`` the row's label,
+    ``z_j = l_j + log M_ij + log C_ij`` up to a per-row constant (which
+    ``log_softmax`` ignores):
+
+    * ``log M_ij = p * min(0, log N_j - log N_i)
+      = p * min(log N_j, log N_i) - p * log N_i``;
+    * ``sigma_j / max(sigma_i, eps) > 1  <=>  l_j > r_i`` with
+      ``r_i = max(l_i, log eps)``, so
+      ``log C_ij = q * max(0, l_j - r_i) = q * max(l_j, r_i) - q * r_i``.
+    """
+    if log_counts is None and q <= 0:
+        return torch.log_softmax(score, dim=1)
+    log_prob = torch.log_softmax(score, dim=1)
+    if log_counts is not None:
+        logits = torch.minimum(log_counts[None, :], log_counts[labels, None])
+        logits.add_(log_prob)
+    else:
+        logits = log_prob.clone() if q > 0 else log_prob
+    if q > 0:
+        ref = log_prob.gather(1, labels[:, None]).clamp_(min=log_eps)
+        logits.add_(log_prob.clamp_(min=ref), alpha=q)
+    del log_prob
+    return torch.log_softmax(logits, dim=1)
+
+
+class _SeesawFunction(torch.autograd.Function):
+    """Seesaw cross entropy on class logits, and optionally plain cross
+    entropy on two objectness logits, with one hand-written backward.
+
+    Input ``score`` is ``(N, C)`` or ``(N, C + 2)``. The class term runs on
+    the rows ``rows`` (all rows when None); the objectness term on every row
+    of the last two columns. The seesaw factors are constants (as in the
+    paper), so the gradient of each term is ``softmax - onehot``. Writing the
+    backward by hand fills one ``(N, C + 2)`` gradient directly instead of
+    letting autograd build, zero and add one buffer per slice, which is most
+    of the cost on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, score: Tensor, cls_labels: Tensor,
+                rows: Optional[Tensor], obj_labels: Optional[Tensor],
+                log_counts: Optional[Tensor], q: float, log_eps: float,
+                num_classes: int) -> Tuple[Tensor, Tensor]:
+        cls_score = score[:, :num_classes]
+        if rows is not None:
+            cls_score = cls_score[rows]
+        log_prob = _seesaw_log_softmax(cls_score, cls_labels, log_counts, q,
+                                       log_eps)
+        loss_cls = log_prob.gather(1, cls_labels[:, None]).squeeze(1).neg_()
+        if obj_labels is not None:
+            obj_log_prob = torch.log_softmax(score[:, num_classes:], dim=1)
+            loss_obj = obj_log_prob.gather(1, obj_labels[:, None]).squeeze(
+                1).neg_()
+        else:
+            obj_log_prob = None
+            loss_obj = score.new_zeros(0)
+        ctx.num_classes = num_classes
+        ctx.score_shape = score.shape
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(
+                log_prob.exp_(), cls_labels, rows,
+                None if obj_log_prob is None else obj_log_prob.exp_(),
+                obj_labels)
+        return loss_cls, loss_obj
+
+    @staticmethod
+    def backward(ctx: Any, grad_cls: Tensor, grad_obj: Tensor) -> tuple:
+        prob, cls_labels, rows, obj_prob, obj_labels = ctx.saved_tensors
+        c = ctx.num_classes
+        grad = prob.new_empty(ctx.score_shape)
+        # class columns: (softmax(z) - onehot) * upstream, on `rows`
+        grad_cls = grad_cls[:, None]
+        if rows is None:
+            grad_rows = torch.mul(prob, grad_cls, out=grad[:, :c])
+        else:
+            grad[:, :c].zero_()
+            grad_rows = prob * grad_cls
+        grad_rows.scatter_add_(1, cls_labels[:, None], grad_cls.neg())
+        if rows is not None:
+            grad[:, :c].index_copy_(0, rows, grad_rows)
+        # objectness columns: (softmax - onehot) * upstream, on every row
+        if obj_prob is not None:
+            grad_obj = grad_obj[:, None]
+            torch.mul(obj_prob, grad_obj, out=grad[:, c:]).scatter_add_(
+                1, obj_labels[:, None], grad_obj.neg())
+        return grad, None, None, None, None, None, None, None
 
 
 def seesaw_ce_loss(cls_score: Tensor,
@@ -68,49 +165,41 @@ def seesaw_ce_loss(cls_score: Tensor,
             compensation factor. Defaults to 1e-2.
 
     Returns:
-        Tensor: Loss of each sample, shape ``(N,)``, differentiable with
-        respect to ``cls_score`` (the seesaw factors themselves are constants,
-        as in the paper).
+        Tensor: Loss of each sample, shape ``(N,)``, in at least float32,
+        differentiable with respect to ``cls_score`` (the seesaw factors
+        themselves are constants, as in the paper).
     """
-    num_classes = cls_score.size(-1)
+    if cls_score.dim() != 2 or labels.shape != cls_score.shape[:1]:
+        raise ValueError(
+            'seesaw_ce_loss expects cls_score (N, C) and labels (N,), got '
+            f'{tuple(cls_score.shape)} and {tuple(labels.shape)}')
+    num_classes = cls_score.size(1)
+    score, labels, log_counts, log_eps = _prepare(cls_score, labels,
+                                                  cum_samples, num_classes,
+                                                  p, q, eps)
+    loss, _ = _SeesawFunction.apply(score, labels, None, None, log_counts, q,
+                                    log_eps, num_classes)
+    return loss
+
+
+def _prepare(cls_score: Tensor, labels: Tensor, cum_samples: Tensor,
+             num_classes: int, p: float, q: float,
+             eps: float) -> Tuple[Tensor, Tensor, Optional[Tensor], float]:
+    """Promote to at least float32 and turn counts into ``p * log N``."""
     if cum_samples.numel() != num_classes:
         raise ValueError(
-            f'cum_samples has {cum_samples.numel()} entries but cls_score has '
+            f'cum_samples has {cum_samples.numel()} entries but there are '
             f'{num_classes} classes')
     # Work in at least float32, whatever the input precision (e.g. AMP).
-    dtype = torch.promote_types(cls_score.dtype, torch.float32)
-    score = cls_score.to(dtype)
-    if p <= 0 and q <= 0:
-        return F.cross_entropy(score, labels, reduction='none')
-
-    with torch.no_grad():
-        # log-seesaw factors of each row, up to a per-row constant.
-        detached = score.detach()
-        compensation = mitigation = None
-        if q > 0:
-            # sigma_j / max(sigma_i, eps) > 1  <=>  s_j > r_i, with
-            # r_i = max(s_i, logsumexp(s) + log eps), and
-            # q * max(0, s_j - r_i) = q * max(s_j, r_i) - q * r_i.
-            log_eps = math.log(eps) if eps > 0 else -math.inf
-            ref = torch.maximum(
-                detached.gather(1, labels[:, None]),
-                torch.logsumexp(detached, dim=1, keepdim=True) + log_eps)
-            compensation = torch.maximum(detached, ref)
-        if p > 0:
-            # p * min(0, log N_j - log N_i)
-            #     = p * min(log N_j, log N_i) - p * log N_i
+    score = cls_score.to(torch.promote_types(cls_score.dtype, torch.float32))
+    log_counts = None
+    if p > 0:
+        with torch.no_grad():
             log_counts = cum_samples.to(
-                device=score.device, dtype=torch.float32).clamp(min=1).log()
-            log_counts = log_counts.mul_(p).to(dtype)
-            mitigation = torch.minimum(log_counts[None, :],
-                                       log_counts[labels][:, None])
-        if mitigation is None:
-            shift = compensation.mul_(q)
-        elif compensation is None:
-            shift = mitigation
-        else:
-            shift = mitigation.add_(compensation, alpha=q)
-    return F.cross_entropy(score + shift, labels, reduction='none')
+                device=score.device, dtype=torch.float32).clamp(min=1).log_()
+            log_counts = log_counts.mul_(p).to(score.dtype)
+    log_eps = math.log(eps) if eps > 0 else -math.inf
+    return score, labels.long(), log_counts, log_eps
 
 
 @MODELS.register_module()
@@ -154,6 +243,13 @@ class SeesawLoss(nn.Module):
             ranks before accumulating it, so every rank holds the global
             counts. Only acts when a multi-rank process group is initialized.
             Defaults to True.
+        select_positives (bool, optional): How the class term restricts
+            itself to positives. True: gather their rows (needs their number
+            on the host). False: compute every row and give the others weight
+            0 (no host-device synchronisation). None picks True on CPU when
+            at most half the samples are positive, False otherwise and on
+            accelerators. Results agree up to float rounding.
+            Defaults to None.
 
     Buffers:
         cum_samples (Tensor): ``(C + 1,)`` float32, the number of samples seen
@@ -172,7 +268,8 @@ class SeesawLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  return_dict: bool = True,
-                 sync_counts: bool = True) -> None:
+                 sync_counts: bool = True,
+                 select_positives: Optional[bool] = None) -> None:
         super().__init__()
         if use_sigmoid:
             raise ValueError(
@@ -197,6 +294,7 @@ class SeesawLoss(nn.Module):
         self.loss_weight = loss_weight
         self.return_dict = return_dict
         self.sync_counts = sync_counts
+        self.select_positives = select_positives
 
         self.register_buffer(
             'cum_samples', torch.zeros(num_classes + 1, dtype=torch.float32))
@@ -355,32 +453,46 @@ class SeesawLoss(nn.Module):
         else:
             label_weights = label_weights.float()
         pos = labels < self.num_classes
-        cls_logits, obj_logits = self._split_cls_score(cls_score)
+        obj_labels = (~pos).long()  # 0: foreground, 1: background
 
-        # Class term: every row is computed, rows that are not positive get
-        # weight 0 (and a valid dummy target), so nothing depends on the
-        # number of positives on the host.
-        cls_labels = labels.masked_fill(~pos, 0)
-        cls_weights = label_weights * pos
-        loss_classes = seesaw_ce_loss(cls_logits, cls_labels,
-                                      self.cum_samples[:self.num_classes],
-                                      self.p, self.q, self.eps)
+        # The class term runs on positives only. Selecting their rows needs
+        # their number on the host: free on CPU, a synchronisation on an
+        # accelerator, where every row is computed instead and the rows that
+        # are not positive get weight 0 (and a valid dummy target).
+        select = self.select_positives
+        rows = None
+        if select is None:
+            select = cls_score.device.type == 'cpu'
+        if select:
+            rows = pos.nonzero(as_tuple=True)[0]
+            if self.select_positives is None and 2 * rows.numel() > len(pos):
+                rows = None  # mostly positives: gathering would cost more
+        if rows is not None:
+            cls_labels = labels[rows]
+            cls_weights = label_weights[rows]
+        else:
+            cls_labels = labels.masked_fill(~pos, 0)
+            cls_weights = label_weights * pos
+        score, cls_labels, log_counts, log_eps = _prepare(
+            cls_score, cls_labels, self.cum_samples[:self.num_classes],
+            self.num_classes, self.p, self.q, self.eps)
+        loss_classes, loss_objectness = _SeesawFunction.apply(
+            score, cls_labels, rows, obj_labels, log_counts, self.q, log_eps,
+            self.num_classes)
+
+        if rows is not None and reduction == 'none':
+            # Same layout as the masked branch: (N,), 0 off positives.
+            loss_classes = loss_classes.new_zeros(labels.shape).index_add(
+                0, rows, loss_classes * cls_weights)
+            cls_weights = None
         if reduction == 'mean' and avg_factor is None:
-            # mmdet averages over the positive rows only.
+            # mmdet averages over the positive rows.
             loss_classes = weight_reduce_loss(
                 loss_classes, cls_weights, reduction='sum') / pos.sum().clamp(
                     min=1)
         else:
             loss_classes = weight_reduce_loss(loss_classes, cls_weights,
                                               reduction, avg_factor)
-
-        # Objectness term: target 0 = foreground, 1 = background.
-        obj_labels = (~pos).long()
-        loss_objectness = F.cross_entropy(
-            obj_logits.to(torch.promote_types(obj_logits.dtype,
-                                              torch.float32)),
-            obj_labels,
-            reduction='none')
         loss_objectness = weight_reduce_loss(loss_objectness, label_weights,
                                              reduction, avg_factor)
 
