@@ -50,6 +50,7 @@ def make_lvis_gt(num_images: int,
                  empty_image_prob: float = 0.02,
                  image_size: tuple = (480, 640),
                  with_masks: bool = False,
+                 category_power: float = 1.0,
                  seed: int = 0) -> dict:
     """Generate an LVIS-format ground-truth dict.
 
@@ -71,6 +72,10 @@ def make_lvis_gt(num_images: int,
         image_size (tuple): ``(height, width)`` of every image.
         with_masks (bool): Add polygon ``segmentation`` (and mask ``area``);
             otherwise ``area`` is the box area and ``segmentation`` the box.
+        category_power (float): A category is drawn with probability
+            proportional to ``image_count ** category_power``: 1 follows the
+            training distribution, smaller values flatten it so that small
+            sets still contain rare categories. Defaults to 1.0.
         seed (int): NumPy generator seed.
 
     Returns:
@@ -92,7 +97,8 @@ def make_lvis_gt(num_images: int,
     img_count = cs.image_count[idx].astype(np.float64)
     inst_per_img = np.maximum(
         cs.instance_count[idx] / np.maximum(cs.image_count[idx], 1), 1.0)
-    p_cat = (img_count + 0.5) / (img_count + 0.5).sum()
+    w_cat = (img_count + 0.5)**category_power
+    p_cat = w_cat / w_cat.sum()
     categories = [{
         'id': int(cs.cat_ids[i]),
         'name': cs.names[i],
