@@ -347,8 +347,11 @@ class RepeatFactorSampler(Sampler):
         g = torch.Generator()
         g.manual_seed(_epoch_seed(self.seed, epoch))
         reps = self._repeats(g)
-        indices = torch.repeat_interleave(
-            torch.arange(reps.shape[0], dtype=torch.int64), reps)
+        # np.repeat: torch.repeat_interleave costs milliseconds even on
+        # tiny inputs when intra-op threads are contended
+        indices = torch.from_numpy(
+            np.repeat(np.arange(reps.shape[0], dtype=np.int64),
+                      reps.numpy()))
         if self.shuffle:
             indices = indices[torch.randperm(indices.shape[0], generator=g)]
         self._cached = (epoch, indices)
