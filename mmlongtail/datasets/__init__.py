@@ -1,4 +1,12 @@
 """Datasets: category statistics, repeat-factor sampling, synthetic LVIS data."""
 from .category_stats import CategoryStats, load_category_stats
+from .lvis_format import LVISFormatDataset
 
-__all__ = ['CategoryStats', 'load_category_stats']
+__all__ = ['CategoryStats', 'load_category_stats', 'LVISFormatDataset']
+
+# repeat-factor sampling (importing ``samplers`` registers the sampler)
+from . import samplers  # noqa: E402,F401
+from .repeat_factors import compute_repeat_factors  # noqa: E402
+from .samplers import RepeatFactorSampler  # noqa: E402
+
+__all__ += ['compute_repeat_factors', 'RepeatFactorSampler']
