@@ -15,7 +15,10 @@ import torch.multiprocessing as mp
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.synthetic import make_lvis_gt, make_predictions
+from mmlongtail.evaluation.synthetic import (make_lvis_gt, make_predictions,
+                                             tiny_federated_gt,
+                                             tiny_federated_predictions)
+from mmlongtail.evaluation.synthetic import _pred_rows as _pred
 from mmlongtail.registry import METRICS
 
 AP_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
@@ -187,78 +190,11 @@ def test_backends_agree_per_class(bbox_case, tmp_path):
 
 
 # ------------------------------------------------ hand-derived federated
-def _tiny_gt():
-    cats = [
-        dict(id=1, name='a', frequency='r', image_count=3, instance_count=3),
-        dict(id=2, name='b', frequency='c', image_count=40,
-             instance_count=50),
-        dict(id=3, name='c', frequency='f', image_count=500,
-             instance_count=900),
-        dict(id=4, name='d', frequency='f', image_count=200,
-             instance_count=300),
-        dict(id=5, name='e', frequency='f', image_count=300,
-             instance_count=400),
-    ]
-
-    def img(i, neg=(), nex=()):
-        return dict(
-            id=i, height=100, width=100, neg_category_ids=list(neg),
-            not_exhaustive_category_ids=list(nex))
-
-    def ann(i, img_id, cat, box):
-        return dict(
-            id=i, image_id=img_id, category_id=cat, bbox=box,
-            area=box[2] * box[3], segmentation=[[
-                box[0], box[1], box[0], box[1] + box[3], box[0] + box[2],
-                box[1] + box[3], box[0] + box[2], box[1]
-            ]])
-
-    images = [img(1, nex=[3]), img(2), img(3), img(4, neg=[1, 2])]
-    anns = [
-        ann(1, 1, 1, [10, 10, 20, 20]),  # a
-        ann(2, 1, 3, [50, 50, 30, 30]),  # c, not exhaustive in image 1
-        ann(3, 2, 2, [5, 5, 40, 40]),  # b
-        ann(4, 3, 5, [20, 20, 50, 50]),  # e
-    ]
-    return dict(images=images, annotations=anns, categories=cats)
-
-
-def _pred(img_id, rows):
-    """rows: (x, y, w, h, score, label)"""
-    r = np.array(rows, np.float64).reshape(-1, 6)
-    b = r[:, :4].copy()
-    b[:, 2:] += b[:, :2]
-    return dict(
-        img_id=img_id,
-        bboxes=b.astype(np.float32),
-        scores=r[:, 4].astype(np.float32),
-        labels=r[:, 5].astype(np.int64))
-
-
-def _tiny_preds():
-    far = [80, 0, 10, 10]
-    return [
-        _pred(1, [
-            [10, 10, 20, 20, .90, 0],  # a: TP
-            far + [.95, 0],  # a: FP (a is exhaustive in image 1)
-            [50, 50, 30, 30, .80, 2],  # c: TP
-            far + [.99, 2],  # c: unmatched, c not exhaustive -> ignored
-            far + [.97, 3],  # d: not in pos/neg of image 1 -> dropped
-        ]),
-        _pred(2, [[5, 5, 40, 40, .50, 1]]),  # b: TP
-        # e: 300 far boxes outscore the exact one, which the 300 cut drops
-        _pred(3, [far + [.6 + i * 1e-4, 4] for i in range(300)] +
-              [[20, 20, 50, 50, .10, 4]]),
-        # image 4 has no annotation; a and b are verified absent -> FPs
-        _pred(4, [far + [.99, 0], far + [.70, 1], far + [.98, 3]]),
-    ]
-
-
 @pytest.mark.parametrize('backend', ['fast', 'lvis'])
 def test_federated_rules_hand_derived(tmp_path, backend):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
-    preds = _tiny_preds()
+    preds = tiny_federated_predictions()
     res = _run_metric(
         path, gt, _samples(preds, gt), backend,
         metric_items=list(AP_ITEMS) + ['AR@300'],
@@ -291,10 +227,10 @@ def test_federated_rules_hand_derived(tmp_path, backend):
 
 
 def test_max_dets_is_configurable(tmp_path):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     res = _run_metric(
-        path, gt, _samples(_tiny_preds(), gt), 'fast', max_dets=301,
+        path, gt, _samples(tiny_federated_predictions(), gt), 'fast', max_dets=301,
         metric_items=['APf'])
     # e keeps its TP at rank 301: precision 1/301 at recall 1
     assert res['lvis/bbox_APf'] == pytest.approx(round((1 + 1 / 301) / 2, 3))
@@ -303,7 +239,7 @@ def test_max_dets_is_configurable(tmp_path):
 # ------------------------------------------------------------ robustness
 @pytest.mark.parametrize('backend', ['fast', 'lvis'])
 def test_no_predictions_gives_zeros_and_warning(tmp_path, backend):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     empty = [
         _pred(im['id'], np.zeros((0, 6))) for im in gt['images']
@@ -319,7 +255,7 @@ def test_no_predictions_gives_zeros_and_warning(tmp_path, backend):
 
 
 def test_label_outside_classes_is_a_clear_error(tmp_path):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     bad = [_pred(2, [[5, 5, 40, 40, .5, 5]])]  # 5 classes: labels 0..4
     m = LVISMetric(ann_file=path)
@@ -339,7 +275,7 @@ def test_label_outside_classes_is_a_clear_error(tmp_path):
 
 
 def test_unknown_image_and_bad_arguments(tmp_path):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     m = LVISMetric(ann_file=path)
     m.process({}, _samples([_pred(99, [[1, 1, 5, 5, .5, 0]])],
@@ -354,15 +290,15 @@ def test_unknown_image_and_bad_arguments(tmp_path):
         LVISMetric(ann_file=path, format_only=True)
     with pytest.raises(KeyError, match='masks'):
         LVISMetric(ann_file=path, metric='segm').process(
-            {}, _samples(_tiny_preds()[:1], gt))
+            {}, _samples(tiny_federated_predictions()[:1], gt))
 
 
 def test_format_only_and_results_file_loads_in_lvis(tmp_path):
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     prefix = str(tmp_path / 'sub' / 'res')
     m = LVISMetric(ann_file=path, format_only=True, outfile_prefix=prefix)
-    for s in _samples(_tiny_preds(), gt):
+    for s in _samples(tiny_federated_predictions(), gt):
         m.process({}, [s])
     assert m.evaluate(4) == {}
     patch_lvis_numpy()
@@ -479,7 +415,7 @@ def test_two_rank_gloo_gather(bbox_case, tmp_path):
 def test_only_unevaluated_detections(tmp_path, backend):
     """Detections that LVIS drops (category neither annotated nor negative
     in their image) leave every category with ground truth at AP 0."""
-    gt = _tiny_gt()
+    gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     preds = [_pred(1, [[10, 10, 20, 20, .9, 1]]),  # b: not pos/neg in img 1
              _pred(3, [[20, 20, 50, 50, .9, 3]])]  # d: not pos/neg in img 3

@@ -1,0 +1,271 @@
+"""Tests of mmlongtail.analysis and tools/analyze_longtail.py."""
+import json
+import os.path as osp
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import mmlongtail  # noqa: F401  (registers)
+from mmlongtail.analysis import (analyze_longtail, classifier_weight_norms,
+                                 foreground_rows, group_table,
+                                 load_per_class, spearman, training_counts)
+from mmlongtail.datasets import load_category_stats
+from mmlongtail.evaluation import LVISMetric
+from mmlongtail.evaluation.synthetic import (make_lvis_gt, make_predictions,
+                                             tiny_federated_gt,
+                                             tiny_federated_predictions)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _evaluate(tmp_path, gt, preds, metric=('bbox', )):
+    ann = str(tmp_path / 'gt.json')
+    with open(ann, 'w') as f:
+        json.dump(gt, f)
+    sizes = {im['id']: (im['height'], im['width']) for im in gt['images']}
+    prefix = str(tmp_path / 'eval' / 'lvis')
+    m = LVISMetric(ann_file=ann, metric=list(metric), outfile_prefix=prefix)
+    for p in preds:
+        inst = dict(
+            bboxes=torch.from_numpy(p['bboxes']),
+            scores=torch.from_numpy(p['scores']),
+            labels=torch.from_numpy(p['labels']))
+        if 'masks' in p:
+            inst['masks'] = torch.from_numpy(p['masks'])
+        m.process({}, [
+            dict(img_id=p['img_id'], ori_shape=sizes[p['img_id']],
+                 pred_instances=inst)
+        ])
+    res = m.evaluate(len(preds))
+    return prefix + '.per_class.json', res
+
+
+@pytest.fixture(scope='module')
+def eval_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('run')
+    gt = make_lvis_gt(
+        30, 'lvis_v1', num_classes=40, seed=11, category_power=0.2,
+        with_masks=True, image_size=(96, 128))
+    preds = make_predictions(gt, 40, seed=12, with_masks=True)
+    path, res = _evaluate(tmp, gt, preds, ('bbox', 'segm'))
+    return path, res, gt
+
+
+# --------------------------------------------------------- group table
+def test_group_table_matches_evaluator_summary(eval_run):
+    path, res, gt = eval_run
+    r = load_per_class(path)
+    assert r.iou_types == ['bbox', 'segm']
+    for iou in ('bbox', 'segm'):
+        t = group_table(r, iou)
+        s = r.metrics[iou]['summary']
+        # LVIS averages precision over the group's categories with GT, so
+        # the mean of per-class APs is the evaluator's APr/APc/APf
+        for g in ('r', 'c', 'f'):
+            assert t[g]['AP'] == pytest.approx(s[f'AP{g}'], abs=1e-9)
+            assert t[g]['num_classes'] > 0
+        assert t['all']['AP'] == pytest.approx(s['AP'], abs=1e-9)
+        assert t['all']['AR'] == pytest.approx(s['AR@300'], abs=1e-9)
+        assert round(t['all']['AP'], 3) == res[f'lvis/{iou}_AP']
+
+
+def test_group_table_hand_derived(tmp_path):
+    """Per-class APs of the hand-derived federated case of
+    tests/evaluation (a=1/3 rare, b=1/2 common, c=1 and e=0 frequent)."""
+    path, _ = _evaluate(tmp_path, tiny_federated_gt(), tiny_federated_predictions())
+    r = load_per_class(path)
+    t = group_table(r, 'bbox')
+    assert t['r']['AP'] == pytest.approx(1 / 3)
+    assert t['c']['AP'] == pytest.approx(1 / 2)
+    assert t['f']['AP'] == pytest.approx(1 / 2)
+    assert t['f']['num_classes'] == 2  # d has no ground truth
+    assert t['all']['AP'] == pytest.approx((1 / 3 + 1 / 2 + 1 + 0) / 4)
+    assert t['all']['AR'] == pytest.approx(3 / 4)
+    np.testing.assert_array_equal(r.num_gt, [1, 1, 1, 0, 1])
+    # counts recorded in the ground truth's categories
+    np.testing.assert_array_equal(
+        training_counts(r), [3, 40, 500, 200, 300])
+    with pytest.raises(ValueError, match='lack category ids'):
+        training_counts(r, load_category_stats({
+            'num_images': 5,
+            'categories': [dict(id=1, name='a', frequency='r',
+                                image_count=1, instance_count=1)]}))
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
+    # ties: ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4)
+    x = np.array([1., 2.5, 2.5, 4])
+    y = np.arange(1., 5)
+    expect = np.corrcoef(x, y)[0, 1]
+    assert spearman([0, 5, 5, 9], [1, 2, 3, 4]) == pytest.approx(expect)
+
+
+# ---------------------------------------------------------- weight norms
+C = 6
+INSTANCES = np.array([3, 50, 5, 2000, 700, 12])  # bins 0, 1, 0, 3, 2, 1
+
+
+def _head(loss_cls=None):
+    from mmdet.registry import MODELS
+    cfg = dict(
+        type='Shared2FCBBoxHead', in_channels=4, fc_out_channels=8,
+        roi_feat_size=2, num_classes=C)
+    if loss_cls is not None:
+        cfg['loss_cls'] = loss_cls
+    return MODELS.build(cfg)
+
+
+class _Detector(nn.Module):
+    """Holds ``roi_head.bbox_head`` like mmdet's two-stage detectors."""
+
+    def __init__(self, bbox_head):
+        super().__init__()
+        self.roi_head = nn.Module()
+        self.roi_head.bbox_head = bbox_head
+
+
+def _set_norms(fc, rows, scale):
+    """Row rows[j] gets norm scale[j]; other rows norm 100."""
+    with torch.no_grad():
+        w = torch.randn_like(fc.weight)
+        w = w / w.norm(dim=1, keepdim=True) * 100.
+        for j, r in enumerate(rows):
+            w[r] = w[r] / w[r].norm() * float(scale[j])
+        fc.weight.copy_(w)
+
+
+def _save(model, path):
+    torch.save({'meta': {'epoch': 1}, 'state_dict': model.state_dict()},
+               path)
+    return path
+
+
+STATS = {
+    'num_images': 5000,
+    'categories': [
+        dict(id=i + 1, name=f'k{i}', frequency='rcf'[min(i % 3, 2)],
+             image_count=int(n // 2 + 1), instance_count=int(n))
+        for i, n in enumerate(INSTANCES)
+    ]
+}
+
+
+@pytest.mark.parametrize('kind', ['softmax', 'seesaw', 'bags', 'sigmoid'])
+def test_weight_norms_layouts(tmp_path, kind):
+    loss = {
+        'softmax': None,
+        'seesaw': dict(type='mmlongtail.SeesawLoss', num_classes=C),
+        'bags': dict(type='mmlongtail.GroupSoftmaxLoss', num_classes=C,
+                     category_stats=STATS),
+        'sigmoid': dict(type='mmlongtail.EQLLoss', num_classes=C,
+                        category_stats=STATS),
+    }[kind]
+    head = _head(loss)
+    O = head.fc_cls.weight.shape[0]
+    assert O == {'softmax': C + 1, 'seesaw': C + 2, 'bags': C + 1 + 5,
+                 'sigmoid': C}[kind]
+    if kind == 'bags':
+        # rows of the foreground classes: the loss's own channel map
+        rows = head.loss_cls.label_channel[:C].tolist()
+    else:
+        rows = list(range(C))
+    assert foreground_rows(O, C, 'auto', INSTANCES).tolist() == rows
+    scale = np.array([1., 2., 3., 4., 5., 6.])
+    _set_norms(head.fc_cls, rows, scale)
+    path = _save(_Detector(head), str(tmp_path / 'ckpt.pth'))
+    norms = classifier_weight_norms(path, C, 'auto', INSTANCES)
+    assert list(norms) == ['fc_cls']
+    np.testing.assert_allclose(norms['fc_cls'], scale, rtol=1e-5)
+
+
+def test_weight_norms_cascade_and_errors(tmp_path):
+    heads = nn.ModuleList([_head() for _ in range(3)])
+    for i, h in enumerate(heads):
+        _set_norms(h.fc_cls, range(C), np.arange(1., C + 1) * (i + 1))
+    model = _Detector(heads)
+    norms = classifier_weight_norms(model.state_dict(), C)
+    assert list(norms) == ['stage0', 'stage1', 'stage2']
+    for i in range(3):
+        np.testing.assert_allclose(norms[f'stage{i}'],
+                                   np.arange(1., C + 1) * (i + 1), rtol=1e-5)
+    # DDP-wrapped keys
+    sd = {'module.' + k: v for k, v in model.state_dict().items()}
+    assert list(classifier_weight_norms({'state_dict': sd}, C)) == [
+        'stage0', 'stage1', 'stage2'
+    ]
+    with pytest.raises(ValueError, match='7 outputs for 9 classes'):
+        classifier_weight_norms(model.state_dict(), 9)
+    with pytest.raises(ValueError, match="'seesaw' expects 8"):
+        classifier_weight_norms(model.state_dict(), C, layout='seesaw')
+    with pytest.raises(KeyError, match='no box classifier'):
+        classifier_weight_norms({'backbone.w': torch.zeros(1)}, C)
+
+
+# ------------------------------------------------------------ the tool
+def test_tool_writes_pngs_and_markdown(eval_run, tmp_path):
+    path, res, gt = eval_run
+    cls_stats = load_category_stats('lvis_v1')
+    ids = sorted(c['id'] for c in gt['categories'])
+    inst = cls_stats.instance_count[np.searchsorted(cls_stats.cat_ids, ids)]
+    # a classifier whose norms grow with log frequency, as plain training
+    # gives (Kang et al. 2020)
+    C_eval = len(ids)
+    model = _Detector(_head_with(C_eval))
+    _set_norms(model.roi_head.bbox_head.fc_cls, range(C_eval),
+               1 + np.log1p(inst))
+    ckpt = _save(model, str(tmp_path / 'epoch_1.pth'))
+    out_dir = str(tmp_path / 'report')
+    argv = [
+        'analyze_longtail.py', path, '--out-dir', out_dir, '--stats',
+        'lvis_v1', '--checkpoint', ckpt
+    ]
+    old = sys.argv
+    sys.argv = argv
+    try:
+        runpy.run_path(osp.join(REPO, 'tools', 'analyze_longtail.py'),
+                       run_name='__main__')
+    finally:
+        sys.argv = old
+    for name in ('ap_vs_train_images_bbox.png',
+                 'ap_vs_train_images_segm.png', 'weight_norms.png'):
+        with open(osp.join(out_dir, name), 'rb') as f:
+            data = f.read()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, name
+    with open(osp.join(out_dir, 'longtail_summary.md')) as f:
+        md = f.read()
+    r = load_per_class(path)
+    t = group_table(r, 'bbox')
+    assert f'| rare | {t["r"]["num_classes"]} | {100 * t["r"]["AP"]:.1f} |' \
+        in md
+    assert '## segm' in md and 'weight_norms.png' in md
+    # norms increase with n_j by construction -> Spearman +1.00
+    assert '| fc_cls |' in md and '+1.00 |' in md
+
+
+def _head_with(num_classes):
+    from mmdet.registry import MODELS
+    return MODELS.build(
+        dict(type='Shared2FCBBoxHead', in_channels=4, fc_out_channels=8,
+             roi_feat_size=2, num_classes=num_classes))
+
+
+def test_analyze_without_checkpoint_uses_gt_counts(tmp_path):
+    path, _ = _evaluate(tmp_path, tiny_federated_gt(), tiny_federated_predictions())
+    out = analyze_longtail(path, str(tmp_path / 'rep'))
+    assert set(out) == {'summary', 'ap_vs_images_bbox'}
+    with open(out['summary']) as f:
+        md = f.read()
+    assert '| rare | 1 | 33.3 | 33.3 | 100.0 |' in md
+    assert '| all | 4 | 45.8 |' in md
+    with pytest.raises(ValueError, match='not a mmlongtail.lvis_per_class'):
+        bad = str(tmp_path / 'bad.json')
+        with open(bad, 'w') as f:
+            json.dump({'format': 'x'}, f)
+        load_per_class(bad)
