@@ -196,8 +196,8 @@ def _prepare(cls_score: Tensor, labels: Tensor, cum_samples: Tensor,
     if p > 0:
         with torch.no_grad():
             log_counts = cum_samples.to(
-                device=score.device, dtype=torch.float32).clamp(min=1).log_()
-            log_counts = log_counts.mul_(p).to(score.dtype)
+                device=score.device, dtype=score.dtype).clamp(min=1).log_()
+            log_counts = log_counts.mul_(p)
     log_eps = math.log(eps) if eps > 0 else -math.inf
     return score, labels.long(), log_counts, log_eps
 
@@ -493,6 +493,8 @@ class SeesawLoss(nn.Module):
         else:
             loss_classes = weight_reduce_loss(loss_classes, cls_weights,
                                               reduction, avg_factor)
+        if reduction == 'mean' and avg_factor is None and not len(labels):
+            reduction = 'sum'  # an empty batch: 0, not the mean of nothing
         loss_objectness = weight_reduce_loss(loss_objectness, label_weights,
                                              reduction, avg_factor)
 
