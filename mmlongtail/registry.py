@@ -9,6 +9,13 @@ names live in our own registries, they never clash with mmdet's ``SeesawLoss``,
 
 ``locations`` makes the lookup lazy: the first ``get`` on a registry imports the
 modules that register into it.
+
+mmengine resolves a scoped key by looking in the current registry's children,
+then in the root's children, one level deep. A grandchild of the root (ours,
+under mmdet's) would then be found from mmdet's scope but not from mmengine's
+root nor from a sibling scope such as mmpretrain or mmyolo. So each registry is
+also *listed* among its root's children (its parent stays mmdet's registry, so
+unscoped names still fall back to mmdet's modules).
 """
 from mmdet.registry import DATA_SAMPLERS as MMDET_DATA_SAMPLERS
 from mmdet.registry import DATASETS as MMDET_DATASETS
@@ -20,30 +27,41 @@ from mmengine.registry import Registry
 
 SCOPE = 'mmlongtail'
 
-MODELS = Registry(
+
+def _listed_under_root(registry: Registry) -> Registry:
+    """List ``registry`` among its root registry's children (see above)."""
+    root = registry._get_root_registry()
+    if root.children.get(registry.scope, registry) is not registry:
+        raise RuntimeError(f'another {registry.name!r} registry already has '
+                           f'the scope {registry.scope!r}')
+    root.children[registry.scope] = registry
+    return registry
+
+
+MODELS = _listed_under_root(Registry(
     'model',
     parent=MMDET_MODELS,
     scope=SCOPE,
-    locations=['mmlongtail.models'])
-DATASETS = Registry(
+    locations=['mmlongtail.models']))
+DATASETS = _listed_under_root(Registry(
     'dataset',
     parent=MMDET_DATASETS,
     scope=SCOPE,
-    locations=['mmlongtail.datasets'])
-DATA_SAMPLERS = Registry(
+    locations=['mmlongtail.datasets']))
+DATA_SAMPLERS = _listed_under_root(Registry(
     'data sampler',
     parent=MMDET_DATA_SAMPLERS,
     scope=SCOPE,
-    locations=['mmlongtail.datasets'])
-TRANSFORMS = Registry(
+    locations=['mmlongtail.datasets']))
+TRANSFORMS = _listed_under_root(Registry(
     'transform',
     parent=MMDET_TRANSFORMS,
     scope=SCOPE,
-    locations=['mmlongtail.datasets'])
-METRICS = Registry(
+    locations=['mmlongtail.datasets']))
+METRICS = _listed_under_root(Registry(
     'metric',
     parent=MMDET_METRICS,
     scope=SCOPE,
-    locations=['mmlongtail.evaluation'])
-HOOKS = Registry(
-    'hook', parent=MMDET_HOOKS, scope=SCOPE, locations=['mmlongtail.engine'])
+    locations=['mmlongtail.evaluation']))
+HOOKS = _listed_under_root(Registry(
+    'hook', parent=MMDET_HOOKS, scope=SCOPE, locations=['mmlongtail.engine']))
