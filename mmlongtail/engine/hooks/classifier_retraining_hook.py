@@ -156,6 +156,13 @@ class ClassifierRetrainingHook(Hook):
         logger.info(f'ClassifierRetrainingHook: loaded {self.checkpoint}')
 
     def before_train(self, runner) -> None:
+        if getattr(runner.model, 'find_unused_parameters', None) is False:
+            # DDP registered every parameter when it wrapped the model; it
+            # would wait forever for the frozen ones' gradients
+            raise ValueError(
+                'ClassifierRetrainingHook freezes parameters after the model '
+                'was wrapped in DistributedDataParallel: set '
+                '`find_unused_parameters = True` in the config')
         model = self._unwrap(runner.model)
         logger = MMLogger.get_current_instance()
         if self.checkpoint is not None:
