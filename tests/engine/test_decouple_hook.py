@@ -187,3 +187,12 @@ def test_default_pattern_matches_mmdet_detectors():
     single.roi_head.bbox_head = MODELS.build(heads[0])
     names = [n for n, _ in match_modules(single, ('*bbox_head*.fc_cls', ))]
     assert names == ['roi_head.bbox_head.fc_cls']
+
+
+def test_refuses_ddp_without_find_unused_parameters():
+    from types import SimpleNamespace
+    model = Toy()
+    model.find_unused_parameters = False  # what DDP exposes
+    with pytest.raises(ValueError, match='find_unused_parameters = True'):
+        ClassifierRetrainingHook().before_train(
+            SimpleNamespace(model=model, iter=0))
