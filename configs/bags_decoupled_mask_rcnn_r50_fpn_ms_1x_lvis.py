@@ -6,7 +6,8 @@
 # parameter and keeps batch-norm statistics frozen. Reusable for cRT.
 #
 #   stage 1: tools/train.py <a Mask R-CNN LVIS config, multi-scale, no RFS>
-#   stage 2: tools/train.py configs/bags_decoupled_mask_rcnn_r50_fpn_ms_1x_lvis.py \
+#   stage 2: tools/train.py \
+#                configs/bags_decoupled_mask_rcnn_r50_fpn_ms_1x_lvis.py \
 #                --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
 _base_ = './bags_mask_rcnn_r50_fpn_ms_1x_lvis.py'
 

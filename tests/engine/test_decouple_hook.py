@@ -149,7 +149,8 @@ def test_keep_classifier_weights_and_custom_trainable(tmp_path, stage1):
         assert torch.equal(v, state1[k]), k
     trained, frozen = freeze_except(model, hook.trainable)
     assert trained == [
-        'roi_head.bbox_head.1.fc_cls.weight', 'roi_head.bbox_head.1.fc_cls.bias'
+        'roi_head.bbox_head.1.fc_cls.weight',
+        'roi_head.bbox_head.1.fc_cls.bias'
     ]
     with pytest.raises(ValueError, match='no module.*matches'):
         freeze_except(model, ('*nonexistent*', ))

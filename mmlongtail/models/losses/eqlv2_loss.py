@@ -175,10 +175,9 @@ class EQLv2Loss(nn.Module):
         self.use_distributed = use_distributed
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
-        self.register_buffer('pos_grad',
-                             torch.zeros(self.num_classes, dtype=torch.float32))
-        self.register_buffer('neg_grad',
-                             torch.zeros(self.num_classes, dtype=torch.float32))
+        zeros = torch.zeros(self.num_classes, dtype=torch.float32)
+        self.register_buffer('pos_grad', zeros.clone())
+        self.register_buffer('neg_grad', zeros.clone())
         self.register_buffer(
             'pos_neg',
             torch.full((self.num_classes, ),

@@ -161,8 +161,9 @@ def sigmoid_focal_loss(pred: Tensor,
     num_classes = pred.size(1)
     if target.dim() == pred.dim():
         if target.shape != pred.shape:
-            raise ValueError(f'focal loss: target of shape {tuple(target.shape)}'
-                             f' does not match pred {tuple(pred.shape)}')
+            raise ValueError(
+                f'focal loss: target of shape {tuple(target.shape)} does '
+                f'not match pred {tuple(pred.shape)}')
         target = target.type_as(pred)
     else:
         check_labels(target, num_classes, 'FocalLoss')
