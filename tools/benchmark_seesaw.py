@@ -149,7 +149,8 @@ def main() -> None:
     print('ours: default path (rows of positives gathered on CPU, masked '
           'elsewhere); ours_mask: sync-free masked path; CE: mmdet '
           'CrossEntropyLoss on (N, C + 1).')
-    if any(d.startswith('cuda') for d in devices) and torch.cuda.is_available():
+    if torch.cuda.is_available() and any(
+            d.startswith('cuda') for d in devices):
         print(f'CUDA device: {torch.cuda.get_device_name()}')
 
 
