@@ -39,9 +39,7 @@ model = dict(
         rpn=dict(sampler=dict(num=64)),
         rpn_proposal=dict(nms_pre=300, max_per_img=100),
         rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(
-        rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=100)))
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
 
 max_epochs = 12
 train_cfg = dict(

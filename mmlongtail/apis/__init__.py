@@ -1,5 +1,9 @@
 """What tools/train.py and tools/test.py need, kept here so it is tested."""
+from .demo import demo_config, format_metrics, run_demo
 from .runner_setup import (apply_device_defaults, build_runner_config,
                            enable_amp)
 
-__all__ = ['apply_device_defaults', 'build_runner_config', 'enable_amp']
+__all__ = [
+    'apply_device_defaults', 'build_runner_config', 'enable_amp',
+    'demo_config', 'format_metrics', 'run_demo'
+]

@@ -1,0 +1,173 @@
+"""The synthetic long-tailed LVIS-format dataset."""
+import hashlib
+import json
+import os
+import os.path as osp
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from mmlongtail.datasets.category_stats import (frequency_group,
+                                                load_category_stats)
+from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
+                                           generate_synthetic_lvis,
+                                           target_image_counts)
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_lvis_api_loads_both_splits(tiny_lvis):
+    from lvis import LVIS
+    for split in ('train', 'val'):
+        api = LVIS(tiny_lvis[split])
+        assert len(api.get_cat_ids()) == 12
+        assert len(api.get_img_ids()) > 0
+        img = api.load_imgs(api.get_img_ids()[:1])[0]
+        assert 'neg_category_ids' in img
+        assert 'not_exhaustive_category_ids' in img
+
+
+def test_counts_and_frequency_groups_agree(tiny_lvis):
+    cfg = tiny_lvis['cfg']
+    data = _load(tiny_lvis['train'])
+    per_cat_imgs = Counter()
+    seen = set()
+    for a in data['annotations']:
+        if (a['image_id'], a['category_id']) not in seen:
+            seen.add((a['image_id'], a['category_id']))
+            per_cat_imgs[a['category_id']] += 1
+    per_cat_inst = Counter(a['category_id'] for a in data['annotations'])
+    groups = Counter()
+    for c in data['categories']:
+        assert c['image_count'] == per_cat_imgs[c['id']]
+        assert c['instance_count'] == per_cat_inst[c['id']]
+        assert c['frequency'] == frequency_group(c['image_count'],
+                                                 cfg.rare_max, cfg.common_max)
+        groups[c['frequency']] += 1
+    assert groups == {'r': 4, 'c': 4, 'f': 4}
+    # the realised counts are exactly the designed long tail
+    by_id = sorted(data['categories'], key=lambda c: c['id'])
+    assert [c['image_count'] for c in by_id
+            ] == target_image_counts(cfg).tolist()
+    # rare classes are LVIS-rare: 1..rare_max training images
+    rare = [c['image_count'] for c in by_id if c['frequency'] == 'r']
+    assert min(rare) >= 1 and max(rare) <= cfg.rare_max
+    # the stats loader reads the same numbers from the annotation file
+    stats = load_category_stats(tiny_lvis['train'], num_classes=12)
+    assert stats.image_count.tolist() == [c['image_count'] for c in by_id]
+    assert stats.num_images == len({a['image_id']
+                                    for a in data['annotations']})
+
+
+def test_val_is_balanced_and_federated_fields_are_right(tiny_lvis):
+    val = _load(tiny_lvis['val'])
+    per_cat = Counter()
+    present = {}
+    for a in val['annotations']:
+        present.setdefault(a['image_id'], set()).add(a['category_id'])
+    for img_id, cats in present.items():
+        per_cat.update(cats)
+    assert set(per_cat.values()) == {tiny_lvis['cfg'].val_images_per_class}
+    all_ids = {c['id'] for c in val['categories']}
+    for img in val['images']:
+        pos = present.get(img['id'], set())
+        assert set(img['neg_category_ids']) == all_ids - pos
+        assert img['not_exhaustive_category_ids'] == []
+    # val carries the training split's groups, as LVIS does
+    train = _load(tiny_lvis['train'])
+    assert val['categories'] == train['categories']
+
+
+def test_masks_are_exact(tiny_lvis):
+    """The polygon covers the object's pixels and nothing of another's."""
+    data = _load(tiny_lvis['train'])
+    img_info = data['images'][0]
+    img = cv2.imread(osp.join(tiny_lvis['root'], img_info['file_name']))
+    bg = np.median(img.reshape(-1, 3), 0)
+    foreground = np.abs(img.astype(int) - bg).sum(-1) > 90
+    union = np.zeros(foreground.shape, bool)
+    anns = [a for a in data['annotations'] if a['image_id'] == img_info['id']]
+    assert anns
+    for a in anns:
+        rle = mask_utils.frPyObjects(a['segmentation'], img_info['height'],
+                                     img_info['width'])
+        m = mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+        assert abs(m.sum() - a['area']) <= 0.25 * a['area'] + 8
+        x, y, w, h = a['bbox']
+        ys, xs = np.nonzero(m)
+        assert xs.min() >= np.floor(x) - 1 and xs.max() <= x + w + 1
+        assert ys.min() >= np.floor(y) - 1 and ys.max() <= y + h + 1
+        assert not (union & m).any(), 'objects must not overlap'
+        union |= m
+    # high-contrast pixels lie inside the masks (edges are anti-aliased)
+    inner = cv2.erode(foreground.astype(np.uint8), np.ones((3, 3))) > 0
+    assert (inner & ~union).sum() <= 0.02 * inner.sum() + 2
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            with open(osp.join(dirpath, name), 'rb') as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    cfg = SyntheticLVISConfig(
+        num_rare=2, num_common=2, num_frequent=2, num_train_images=20,
+        val_images_per_class=1, image_size=48, min_size=8, max_size=16,
+        rare_max=2, common_max=4, frequent_max_fraction=0.5, seed=11)
+    generate_synthetic_lvis(str(tmp_path / 'a'), cfg, show_progress=False)
+    generate_synthetic_lvis(str(tmp_path / 'b'), cfg, show_progress=False)
+    assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b')
+    cfg.seed = 12
+    generate_synthetic_lvis(str(tmp_path / 'c'), cfg, show_progress=False)
+    assert _digest(tmp_path / 'a') != _digest(tmp_path / 'c')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(num_rare=100, num_common=10, num_frequent=10), 'distinct'),
+    (dict(num_rare=-1), 'class counts'),
+    (dict(rare_max=10, common_max=5), 'rare_max < common_max'),
+    (dict(num_train_images=40, common_max=30), 'frequent classes need more'),
+    (dict(min_size=50, max_size=80, image_size=64), 'min_size'),
+    (dict(val_images_per_class=0), 'val_images_per_class'),
+])
+def test_impossible_requests_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_synthetic_lvis(
+            str(tmp_path), SyntheticLVISConfig(**kwargs), show_progress=False)
+    assert not osp.exists(tmp_path / 'annotations')
+
+
+def test_lvis_format_dataset_reads_classes_from_file(tiny_lvis):
+    from mmlongtail.datasets import LVISFormatDataset
+    ds = LVISFormatDataset(
+        data_root=tiny_lvis['root'],
+        ann_file='annotations/lvis_v1_train.json',
+        data_prefix=dict(img=''),
+        pipeline=[])
+    names = [c['name'] for c in _load(tiny_lvis['train'])['categories']]
+    assert list(ds.metainfo['classes']) == names
+    item = ds.get_data_info(0)
+    assert osp.isfile(item['img_path'])
+    assert all(0 <= i['bbox_label'] < 12 for i in item['instances'])
+    assert len(ds) == len(_load(tiny_lvis['train'])['images'])
+
+
+def test_lvis_format_dataset_refuses_unknown_categories(tiny_lvis, tmp_path):
+    from mmlongtail.datasets import LVISFormatDataset
+    data = _load(tiny_lvis['train'])
+    data['annotations'][0]['category_id'] = 999
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r'category ids \[999\]'):
+        LVISFormatDataset(ann_file=str(bad), data_prefix=dict(img=''),
+                          pipeline=[])
