@@ -111,7 +111,8 @@ def repeat_factors_from_pairs(image_index: np.ndarray,
                               num_images: int,
                               repeat_thr: float,
                               sqrt: bool = True,
-                              grouped_by: str = 'image') -> RepeatFactors:
+                              grouped_by: str = 'image',
+                              _checked: bool = False) -> RepeatFactors:
     """Repeat factors from flat ``(image, category)`` pairs.
 
     Pairs may repeat (one per instance); an image is counted once per
@@ -148,7 +149,8 @@ def repeat_factors_from_pairs(image_index: np.ndarray,
         empty_i = np.zeros(0, dtype=np.int64)
         return RepeatFactors(image_factors, np.zeros(0, np.float64), empty_i,
                              empty_i.copy(), num_images)
-    if int(img.min()) < 0 or int(img.max()) >= num_images:
+    if not _checked and (int(img.min()) < 0
+                         or int(img.max()) >= num_images):
         raise ValueError(
             f'image_index must lie in [0, {num_images}), got values in '
             f'[{int(img.min())}, {int(img.max())}]')
@@ -164,8 +166,8 @@ def repeat_factors_from_pairs(image_index: np.ndarray,
         label = label.reshape(-1).astype(np.int64)
         num_cats = int(uniq.shape[0])
 
-    by_image = grouped_by == 'image' and not (
-        img.size > 1 and bool(np.any(img[1:] < img[:-1])))
+    by_image = grouped_by == 'image' and (_checked or not (
+        img.size > 1 and bool(np.any(img[1:] < img[:-1]))))
     if grouped_by == 'category':
         if cat.size > 1 and bool(np.any(cat[1:] < cat[:-1])):
             raise ValueError('grouped_by="category" needs pairs sorted by '
@@ -265,4 +267,5 @@ def compute_repeat_factors(image_cat_ids: Sequence[Iterable[int]],
         num_images=lengths.shape[0],
         repeat_thr=repeat_thr,
         sqrt=sqrt,
-        grouped_by='image').image
+        grouped_by='image',
+        _checked=True).image

@@ -418,3 +418,23 @@ def test_iter_based_runner_loop_infinite(tmp_path):
     stream = torch.cat([s.epoch_indices(e) for e in range(10)]).tolist()
     assert len(seen) == 50 > len(s.epoch_indices(0))  # several epochs
     assert seen == stream[:50]
+
+
+def test_serialized_img_id_reading_and_fallbacks(lvis_file, monkeypatch):
+    from mmlongtail.datasets.samplers import repeat_factor_sampler as m
+    ds = make_dataset(lvis_file, dict(filter_empty_gt=True, min_size=32))
+    want = [ds.get_data_info(i)['img_id'] for i in range(len(ds))]
+    ids, how = m._dataset_img_ids(ds)
+    assert ids.tolist() == want and how == 'serialized img_id entries'
+    # layout not recognized: every item is searched for its img_id entry
+    monkeypatch.setattr(
+        m, '_read_img_ids_vectorized', lambda d, s, e:
+        (np.zeros(len(s), np.int64), np.zeros(len(s), bool)))
+    ids, how = m._dataset_img_ids(ds)
+    assert ids.tolist() == want
+    assert f'{len(ds)} items searched, 0 of them unpickled' in how
+    # entry not found either: those items are unpickled
+    monkeypatch.setattr(m, '_IMG_ID_PATTERN', m.re.compile(b'\x00never\x00'))
+    ids, how = m._dataset_img_ids(ds)
+    assert ids.tolist() == want
+    assert f'{len(ds)} of them unpickled' in how
