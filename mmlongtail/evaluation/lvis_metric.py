@@ -427,6 +427,12 @@ class LVISMetric(BaseMetric):
         gt = self._gt
         if gt is None:
             gt = self._gt_from_samples([r['gt'] for r in results])
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is not None and len(classes) != gt.num_classes:
+            raise ValueError(
+                f'the dataset has {len(classes)} classes but the ground truth '
+                f'{gt.source} has {gt.num_classes} categories; evaluate with '
+                'the annotation file of the dataset the model predicts')
         eval_results: Dict[str, float] = OrderedDict()
         outputs: Dict[str, EvalOutput] = {}
         prefix = self.outfile_prefix

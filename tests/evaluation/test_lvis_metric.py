@@ -230,7 +230,8 @@ def test_max_dets_is_configurable(tmp_path):
     gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
     res = _run_metric(
-        path, gt, _samples(tiny_federated_predictions(), gt), 'fast', max_dets=301,
+        path, gt, _samples(tiny_federated_predictions(), gt), 'fast',
+        max_dets=301,
         metric_items=['APf'])
     # e keeps its TP at rank 301: precision 1/301 at recall 1
     assert res['lvis/bbox_APf'] == pytest.approx(round((1 + 1 / 301) / 2, 3))
@@ -277,6 +278,11 @@ def test_label_outside_classes_is_a_clear_error(tmp_path):
 def test_unknown_image_and_bad_arguments(tmp_path):
     gt = tiny_federated_gt()
     path = _write(tmp_path, gt)
+    m = LVISMetric(ann_file=path)
+    m.dataset_meta = dict(classes=['a', 'b', 'c'])
+    m.process({}, _samples(tiny_federated_predictions()[1:2], gt))
+    with pytest.raises(ValueError, match='3 classes.*5 categories'):
+        m.evaluate(1)
     m = LVISMetric(ann_file=path)
     m.process({}, _samples([_pred(99, [[1, 1, 5, 5, .5, 0]])],
                            {'images': [dict(id=99, height=9, width=9)]}))
