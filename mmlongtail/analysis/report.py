@@ -144,8 +144,10 @@ def analyze_longtail(per_class_file: str,
     md = [
         '# Long-tail analysis', '',
         f'- evaluation: `{result.source}`',
-        f'- training counts: `{cs.source if cs else "ground-truth categories"}`',
-        f'- categories: {len(result.cat_ids)} (rare {result.frequency.count("r")}, '
+        '- training counts: '
+        f'`{cs.source if cs else "ground-truth categories"}`',
+        f'- categories: {len(result.cat_ids)} '
+        f'(rare {result.frequency.count("r")}, '
         f'common {result.frequency.count("c")}, frequent '
         f'{result.frequency.count("f")})', ''
     ]

@@ -77,7 +77,8 @@ def test_group_table_matches_evaluator_summary(eval_run):
 def test_group_table_hand_derived(tmp_path):
     """Per-class APs of the hand-derived federated case of
     tests/evaluation (a=1/3 rare, b=1/2 common, c=1 and e=0 frequent)."""
-    path, _ = _evaluate(tmp_path, tiny_federated_gt(), tiny_federated_predictions())
+    path, _ = _evaluate(tmp_path, tiny_federated_gt(),
+                        tiny_federated_predictions())
     r = load_per_class(path)
     t = group_table(r, 'bbox')
     assert t['r']['AP'] == pytest.approx(1 / 3)
@@ -257,7 +258,8 @@ def _head_with(num_classes):
 
 
 def test_analyze_without_checkpoint_uses_gt_counts(tmp_path):
-    path, _ = _evaluate(tmp_path, tiny_federated_gt(), tiny_federated_predictions())
+    path, _ = _evaluate(tmp_path, tiny_federated_gt(),
+                        tiny_federated_predictions())
     out = analyze_longtail(path, str(tmp_path / 'rep'))
     assert set(out) == {'summary', 'ap_vs_images_bbox'}
     with open(out['summary']) as f:
