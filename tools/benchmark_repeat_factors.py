@@ -14,7 +14,7 @@ best of ``--repeats`` runs is reported.
 Usage::
 
     python tools/benchmark_repeat_factors.py [--images 100000]
-        [--dataset-images 20000] [--repeats 3]
+        [--dataset-images 21000] [--repeats 3]
 """
 import argparse
 import json
@@ -139,7 +139,7 @@ def write_lvis_annotations(path: str, num_images: int, seed: int = 0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--images', type=int, default=100_000)
-    parser.add_argument('--dataset-images', type=int, default=20_000)
+    parser.add_argument('--dataset-images', type=int, default=21_000)
     parser.add_argument('--repeat-thr', type=float, default=1e-3)
     parser.add_argument('--repeats', type=int, default=3)
     args = parser.parse_args()
