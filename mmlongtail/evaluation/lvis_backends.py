@@ -48,6 +48,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmlongtail.datasets.category_stats import frequency_group
+
 #: Summary keys, in the order lvis-api reports them.
 AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
 AR_KEYS = ('AR@300', 'ARs@300', 'ARm@300', 'ARl@300')
@@ -305,7 +307,8 @@ def normalize_gt(dataset: dict, source: str = '<memory>',
       empty lists (then only categories annotated in an image are evaluated
       there; a warning says so);
     * categories without ``frequency`` take it from ``frequency`` (category
-      id to ``'r'/'c'/'f'``), else ``ValueError``.
+      id to ``'r'/'c'/'f'``), else from their ``image_count`` by LVIS's rule,
+      else ``ValueError``.
 
     Modifies and returns ``dataset``.
     """
@@ -325,15 +328,27 @@ def normalize_gt(dataset: dict, source: str = '<memory>',
             f'{missing} of {len(dataset["images"])} images of {source} have '
             'no neg_category_ids/not_exhaustive_category_ids; they are '
             'evaluated on their annotated categories only (not federated).')
+    derived = 0
     for cat in dataset['categories']:
         if 'frequency' not in cat:
             cid = int(cat['id'])
+            if (frequency is None or cid not in frequency) and \
+                    cat.get('image_count') is not None:
+                # LVIS's rule on the training image count the category records
+                cat['frequency'] = frequency_group(int(cat['image_count']))
+                derived += 1
+                continue
             if frequency is None or cid not in frequency:
                 raise ValueError(
                     f'category {cid} ({cat.get("name")!r}) of {source} has no '
                     "'frequency'; LVIS's APr/APc/APf need it. Give the "
                     "metric category_stats= (e.g. 'lvis_v1' or a stats file).")
             cat['frequency'] = frequency[cid]
+    if derived and logger is not None:
+        logger.warning(
+            f'{derived} categories of {source} have no frequency; derived '
+            'from their image_count with LVIS\'s rule (rare <= 10 images, '
+            'common <= 100).')
     return dataset
 
 

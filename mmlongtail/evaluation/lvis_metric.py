@@ -125,7 +125,9 @@ class LVISMetric(BaseMetric):
             truth built from data samples, any source
             :func:`~mmlongtail.datasets.load_category_stats` takes (e.g.
             ``'lvis_v1'``); label ``i`` is the stats' ``i``-th category.
-            Unused with ``ann_file``. Defaults to None.
+            With ``ann_file``, used only for categories that carry no
+            ``frequency`` (those that carry ``image_count`` otherwise get
+            LVIS's rule applied to it). Defaults to None.
         collect_device (str): ``'cpu'`` or ``'gpu'``, for gathering results
             across ranks. Defaults to ``'cpu'``.
         prefix (str, optional): Metric name prefix. Defaults to ``'lvis'``.
@@ -187,8 +189,13 @@ class LVISMetric(BaseMetric):
             with open(p, encoding='utf-8') as f:
                 dataset = json.load(f)
         logger = MMLogger.get_current_instance()
+        freq = None
+        if self.category_stats is not None:
+            cs = load_category_stats(self.category_stats)
+            freq = dict(zip(cs.cat_ids.tolist(), cs.frequency))
         gt = LVISGroundTruth(
-            normalize_gt(dataset, ann_file, logger=logger), ann_file)
+            normalize_gt(dataset, ann_file, frequency=freq, logger=logger),
+            ann_file)
         # build the evaluator's index now, as mmdet loads LVIS in __init__
         if self.backend == 'fast':
             gt.faster_coco()

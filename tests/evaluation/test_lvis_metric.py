@@ -428,3 +428,27 @@ def test_only_unevaluated_detections(tmp_path, backend):
     res = _run_metric(path, gt, _samples(preds, gt), backend)
     assert res == {f'lvis/bbox_{k}': (-1.0 if k == 'APl' else 0.0)
                    for k in AP_ITEMS}
+
+
+def test_frequency_from_image_count_or_stats(tmp_path):
+    """Categories without 'frequency' get LVIS's rule on their image_count;
+    with neither, category_stats supplies it, else a clear error."""
+    gt = tiny_federated_gt()
+    ref = _run_metric(_write(tmp_path, gt, 'a.json'), gt,
+                      _samples(tiny_federated_predictions(), gt), 'fast')
+    for c in gt['categories']:  # counts give the same groups (3/40/500...)
+        del c['frequency']
+    res = _run_metric(_write(tmp_path, gt, 'b.json'), gt,
+                      _samples(tiny_federated_predictions(), gt), 'fast')
+    assert res == ref
+    for c in gt['categories']:
+        del c['image_count']
+    path = _write(tmp_path, gt, 'c.json')
+    with pytest.raises(ValueError, match="no 'frequency'.*category_stats"):
+        LVISMetric(ann_file=path)
+    stats = tiny_federated_gt()
+    stats['num_images'] = 500
+    del stats['images'], stats['annotations']
+    res = _run_metric(path, gt, _samples(tiny_federated_predictions(), gt),
+                      'lvis', category_stats=stats)
+    assert res == ref
