@@ -4,7 +4,7 @@
 # C + 1 + 5 channels.
 _base_ = [
     './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    './_base_/datasets/lvis_v1_instance_ms.py',
     './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
 ]
 
@@ -19,7 +19,3 @@ model = dict(
                 bin_split=(10, 100, 1000),
                 beta=8,
                 loss_weight=1.0))))
-
-# as published: no repeat-factor sampling
-train_dataloader = dict(
-    sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

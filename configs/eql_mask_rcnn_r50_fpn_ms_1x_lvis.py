@@ -3,7 +3,7 @@
 # lambda = 1.1e-3 on LVIS v1 image frequencies (the official v1 setting).
 _base_ = [
     './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    './_base_/datasets/lvis_v1_instance_ms.py',
     './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
 ]
 
@@ -17,7 +17,3 @@ model = dict(
                 category_stats='lvis_v1',
                 freq_thr=1.1e-3,
                 loss_weight=1.0))))
-
-# as published: no repeat-factor sampling
-train_dataloader = dict(
-    sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

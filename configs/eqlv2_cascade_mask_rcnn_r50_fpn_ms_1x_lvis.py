@@ -2,7 +2,7 @@
 # (multi-scale, no RFS). Every stage has its own EQLv2Loss and statistics.
 _base_ = [
     './_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    './_base_/datasets/lvis_v1_instance_ms.py',
     './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
 ]
 
@@ -35,7 +35,3 @@ model = dict(
             stage_bbox_head['bbox_coder'], target_stds=stds))
         for stds in stage_target_stds
     ]))
-
-# as published: no repeat-factor sampling
-train_dataloader = dict(
-    sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

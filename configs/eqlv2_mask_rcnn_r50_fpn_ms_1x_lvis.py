@@ -5,7 +5,7 @@
 # EQLv2Loss sizes fc_cls and scores it with sigmoid * (1 - objectness).
 _base_ = [
     './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    './_base_/datasets/lvis_v1_instance_ms.py',
     './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
 ]
 
@@ -20,7 +20,3 @@ model = dict(
                 mu=0.8,
                 alpha=4.0,
                 loss_weight=1.0))))
-
-# as published: no repeat-factor sampling
-train_dataloader = dict(
-    sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

@@ -3,7 +3,7 @@
 # C sigmoid channels, background = all-zero target.
 _base_ = [
     './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    './_base_/datasets/lvis_v1_instance_ms.py',
     './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
 ]
 
@@ -18,7 +18,3 @@ model = dict(
                 gamma=2.0,
                 alpha=0.25,
                 loss_weight=1.0))))
-
-# as published: no repeat-factor sampling
-train_dataloader = dict(
-    sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))

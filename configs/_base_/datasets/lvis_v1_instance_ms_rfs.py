@@ -1,16 +1,7 @@
-# LVIS v1, repeat-factor sampling and multi-scale training (shorter side
-# 640-800), the setting of the Seesaw Loss paper's Mask R-CNN results.
-_base_ = './lvis_v1_instance_rfs.py'
+# LVIS v1, multi-scale training and repeat-factor sampling (t = 1e-3), the
+# setting of the Seesaw Loss paper's Mask R-CNN results.
+_base_ = './lvis_v1_instance_ms.py'
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(1333, 640), (1333, 672), (1333, 704), (1333, 736),
-                (1333, 768), (1333, 800)],
-        keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(
+    sampler=dict(
+        _delete_=True, type='mmlongtail.RepeatFactorSampler', repeat_thr=1e-3))
