@@ -21,6 +21,7 @@ from mmdet.registry import DATA_SAMPLERS as MMDET_DATA_SAMPLERS
 from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import METRICS as MMDET_METRICS
+from mmdet.registry import MODEL_WRAPPERS as MMDET_MODEL_WRAPPERS
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
 from mmengine.registry import Registry
@@ -65,3 +66,8 @@ METRICS = _listed_under_root(Registry(
     locations=['mmlongtail.evaluation']))
 HOOKS = _listed_under_root(Registry(
     'hook', parent=MMDET_HOOKS, scope=SCOPE, locations=['mmlongtail.engine']))
+MODEL_WRAPPERS = _listed_under_root(Registry(
+    'model_wrapper',
+    parent=MMDET_MODEL_WRAPPERS,
+    scope=SCOPE,
+    locations=['mmlongtail.engine']))

@@ -11,7 +11,7 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmlongtail.apis import build_runner_config
+from mmlongtail.apis import build_runner_config, init_cpu_distributed
 
 
 def parse_args():
@@ -51,6 +51,7 @@ def main():
         amp=args.amp,
         launcher=args.launcher,
         auto_scale_lr=args.auto_scale_lr)
+    init_cpu_distributed(cfg)  # no-op with CUDA or without a launcher
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -10,6 +10,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
+# num_classes of heads, losses and dataset agree; loss channel layouts are
+# honoured by their heads (checked before train/val/test)
+custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]
 
 # tools/train.py switches the backend to gloo on machines without CUDA.
 env_cfg = dict(

@@ -2,39 +2,92 @@
 
 The tools stay thin: they parse arguments and call these functions.
 """
+import datetime
+import os
 import os.path as osp
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 
 def apply_device_defaults(cfg: Config) -> Config:
-    """Use gloo for ``torch.distributed`` where there is no CUDA device.
+    """Make a GPU config run on a machine without CUDA.
 
-    Configs say ``nccl`` (the right choice on GPUs); nccl cannot run on a
-    CPU-only machine, so there the backend becomes ``gloo``.
+    * ``torch.distributed`` uses gloo (configs say ``nccl``, the right choice
+      on GPUs, which cannot run on a CPU-only machine);
+    * with a launcher, the model is wrapped by
+      :class:`mmlongtail.engine.CPUDistributedDataParallel`: mmengine's
+      default DDP wrapper passes ``device_ids``, which torch refuses for a
+      CPU module. The config's ``find_unused_parameters`` is carried over.
     """
     if not torch.cuda.is_available():
         env = cfg.setdefault('env_cfg', {})
         dist_cfg = env.setdefault('dist_cfg', {})
         if dist_cfg.get('backend', 'nccl') == 'nccl':
             dist_cfg['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') != 'none':
+            wrapper = cfg.get('model_wrapper_cfg', None)
+            if wrapper is None:
+                cfg.model_wrapper_cfg = dict(
+                    type='mmlongtail.CPUDistributedDataParallel',
+                    broadcast_buffers=False,
+                    find_unused_parameters=cfg.get('find_unused_parameters',
+                                                   False))
+            elif wrapper.get('type', 'MMDistributedDataParallel') in (
+                    'MMDistributedDataParallel', 'DistributedDataParallel'):
+                wrapper['type'] = 'mmlongtail.CPUDistributedDataParallel'
     return cfg
+
+
+def init_cpu_distributed(cfg: Config) -> bool:
+    """Join the torchrun process group on a machine without CUDA.
+
+    mmengine's ``init_dist`` for the ``pytorch`` launcher calls
+    ``torch.cuda.set_device`` first, which fails on a CPU-only machine. When
+    there is no CUDA and ``cfg.launcher == 'pytorch'``, this initializes the
+    group itself from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``) with ``env_cfg.dist_cfg``; the Runner
+    then finds it initialized and skips ``init_dist``. Call it before
+    ``Runner.from_cfg`` (``tools/train.py`` does).
+
+    Returns:
+        bool: Whether a process group was initialized here.
+    """
+    if (torch.cuda.is_available() or cfg.get('launcher', 'none') != 'pytorch'
+            or not dist.is_available() or dist.is_initialized()):
+        return False
+    kwargs = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    backend = kwargs.pop('backend', 'gloo')
+    if 'timeout' in kwargs:
+        kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+    dist.init_process_group(
+        backend=backend,
+        rank=int(os.environ['RANK']),
+        world_size=int(os.environ['WORLD_SIZE']),
+        **kwargs)
+    return True
 
 
 def enable_amp(cfg: Config) -> Config:
     """Switch the optimizer wrapper to mixed precision (fp16 on CUDA).
 
+    Uses mmengine's ``AmpOptimWrapper`` (fp16 autocast, dynamic loss
+    scaling). The long-tail losses are safe under autocast and keep their
+    statistics in float32 (``tests/test_amp.py``).
+
     Raises:
-        RuntimeError: On a machine without CUDA, where mmengine's
-            ``AmpOptimWrapper`` cannot run.
+        RuntimeError: On a machine without CUDA. CPU autocast (bf16) cannot
+            run a detector: mmcv's CPU kernels (``nms``, ``RoIAlign``) accept
+            only float32 and fail on the bf16 features autocast produces.
     """
     if not torch.cuda.is_available():
         raise RuntimeError(
-            '--amp needs a CUDA device: mmengine\'s AmpOptimWrapper uses '
-            'torch.cuda.amp. Run without --amp on this machine.')
+            '--amp needs a CUDA device: on the CPU, autocast runs in bf16 '
+            'and mmcv\'s CPU kernels (nms, RoIAlign) support float32 only. '
+            'Run without --amp on this machine.')
     optim = cfg.optim_wrapper
     if optim.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
         print_log('AMP is already enabled in the config', logger='current')

@@ -1,4 +1,9 @@
-"""Runner-side components (hooks)."""
-from .hooks import ClassifierRetrainingHook
+"""Runner-side components (hooks, CPU DDP wrapper)."""
+from .hooks import (ClassifierRetrainingHook, LongTailConsistencyHook,
+                    check_longtail_consistency)
+from .wrappers import CPUDistributedDataParallel
 
-__all__ = ['ClassifierRetrainingHook']
+__all__ = [
+    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
+    'check_longtail_consistency', 'CPUDistributedDataParallel'
+]

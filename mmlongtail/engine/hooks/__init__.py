@@ -1,4 +1,9 @@
 """Runner hooks."""
 from .classifier_retraining_hook import ClassifierRetrainingHook
+from .longtail_consistency_hook import (LongTailConsistencyHook,
+                                        check_longtail_consistency)
 
-__all__ = ['ClassifierRetrainingHook']
+__all__ = [
+    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
+    'check_longtail_consistency'
+]

@@ -1,0 +1,198 @@
+"""Refuse a model whose class counts or classifier layout do not fit.
+
+A long-tail run that trains the wrong number of classes, or whose loss lays
+out its classifier channels in a way the head ignores, fails late (a shape
+error deep in a loss) or not at all (silently wrong scores at test time).
+:func:`check_longtail_consistency` checks before the first iteration and
+names every number involved; :class:`LongTailConsistencyHook` runs it before
+training, validation and testing. ``configs/_base_/default_runtime.py``
+enables the hook by default.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
+
+from mmlongtail.registry import HOOKS
+
+#: Heads that honour ``custom_cls_channels`` in mmdet 3.3 (they ask the loss
+#: for their classifier width); named in the error message.
+HONOURING_HEADS = ('Shared2FCBBoxHead', 'Shared4Conv1FCBBoxHead',
+                   'ConvFCBBoxHead', 'BBoxHead')
+
+
+def _is_proposal_head(name: str, module: nn.Module) -> bool:
+    """RPN-like heads are class-agnostic (``num_classes=1``); skip them."""
+    from mmdet.models.dense_heads import RPNHead
+    return isinstance(module, RPNHead) or name.split('.')[-1] == 'rpn_head'
+
+
+def _classifier_width(head: nn.Module) -> Optional[int]:
+    """Output channels of a head's classifier, or None if not found."""
+    fc_cls = getattr(head, 'fc_cls', None)
+    if isinstance(fc_cls, nn.Linear):  # includes mmlongtail.NormedLinear
+        return int(fc_cls.out_features)
+    width = getattr(head, 'cls_out_channels', None)  # dense heads
+    if isinstance(width, int):
+        return width
+    return None
+
+
+def _class_count_owners(model: nn.Module) -> Dict[str, int]:
+    """``{description: num_classes}`` of every classifying head and its
+    loss.
+
+    A head is a module with an integer ``num_classes`` and a ``loss_cls`` or
+    ``loss_mask`` module (bbox heads, dense detection heads, mask heads,
+    each stage of a Cascade); proposal heads are skipped.
+    """
+    found: Dict[str, int] = {}
+    for name, module in model.named_modules():
+        num = getattr(module, 'num_classes', None)
+        if not isinstance(num, int) or isinstance(num, bool):
+            continue
+        has_loss = any(
+            isinstance(getattr(module, k, None), nn.Module)
+            for k in ('loss_cls', 'loss_mask'))
+        if not has_loss or _is_proposal_head(name, module):
+            continue
+        found[f'{name or "model"}.num_classes ({type(module).__name__})'] = \
+            num
+        loss = getattr(module, 'loss_cls', None)
+        loss_num = getattr(loss, 'num_classes', None)
+        if isinstance(loss_num, int) and not isinstance(loss_num, bool):
+            found[f'{name or "model"}.loss_cls.num_classes '
+                  f'({type(loss).__name__})'] = loss_num
+    return found
+
+
+def _check_layouts(model: nn.Module) -> None:
+    """A loss with ``custom_cls_channels`` must sit in a head that sizes its
+    classifier from ``loss.get_cls_channels``."""
+    for name, head in model.named_modules():
+        loss = getattr(head, 'loss_cls', None)
+        num = getattr(head, 'num_classes', None)
+        if (not isinstance(loss, nn.Module) or not isinstance(num, int)
+                or not getattr(loss, 'custom_cls_channels', False)
+                or _is_proposal_head(name, head)):
+            continue
+        width = _classifier_width(head)
+        if width is None:
+            continue
+        expected = int(loss.get_cls_channels(num))
+        if width != expected:
+            raise ValueError(
+                f'{name or "model"} ({type(head).__name__}) has a classifier '
+                f'with {width} outputs, but its loss_cls '
+                f'{type(loss).__name__} lays out {expected} channels for '
+                f'num_classes={num} (custom_cls_channels). '
+                f'{type(head).__name__} sizes its classifier itself and '
+                'ignores the loss\'s channel layout, so the loss would get '
+                'the wrong logits (and predictions would be scored wrongly); '
+                'use a head that honours custom_cls_channels, e.g. '
+                f'{", ".join(HONOURING_HEADS)}')
+
+
+def _check_cascades(model: nn.Module) -> None:
+    """Cascade stages average their raw logits at test time, which the last
+    stage then scores: every stage needs the same classifier layout."""
+    for name, module in model.named_modules():
+        heads = getattr(module, 'bbox_head', None)
+        if not isinstance(heads, nn.ModuleList) or len(heads) < 2:
+            continue
+        layouts = []
+        for head in heads:
+            loss = getattr(head, 'loss_cls', None)
+            layouts.append((type(loss).__name__, _classifier_width(head)))
+        if len(set(layouts)) > 1:
+            listing = '; '.join(
+                f'stage {i}: {loss} with {width} outputs'
+                for i, (loss, width) in enumerate(layouts))
+            raise ValueError(
+                f'{name or "model"} ({type(module).__name__}) averages the '
+                'raw classifier logits of its stages at test time and scores '
+                'them with the last stage\'s loss, so every stage needs the '
+                f'same classification loss and layout, got: {listing}')
+
+
+def check_longtail_consistency(model: nn.Module,
+                               classes: Optional[Sequence[str]] = None,
+                               dataset_name: str = 'dataset') -> None:
+    """Check that class counts agree and classifier layouts are honoured.
+
+    Checked:
+
+    * ``num_classes`` of every classifying head (each bbox head, Cascade
+      stage, mask head, dense detection head), of each head's ``loss_cls``
+      when it has one (losses built from category statistics have already
+      checked theirs against the statistics), and ``len(classes)`` of the
+      dataset all agree;
+    * a ``loss_cls`` with its own channel layout (``custom_cls_channels``,
+      e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
+      in a head whose classifier has that many outputs;
+    * the stages of a Cascade use the same classification loss and layout
+      (their logits are averaged at test time).
+
+    Args:
+        model (nn.Module): The detector (a DDP wrapper is unwrapped).
+        classes (Sequence[str], optional): The dataset's
+            ``metainfo['classes']``. Not checked when None.
+        dataset_name (str): How the dataset is called in the message.
+
+    Raises:
+        ValueError: Naming every count (or the head, the loss and both
+            channel counts; or every Cascade stage's loss and width).
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    counts = _class_count_owners(model)
+    if classes is not None:
+        counts[f'{dataset_name} classes (len(metainfo["classes"]))'] = len(
+            classes)
+    if len(set(counts.values())) > 1:
+        listing = '; '.join(f'{k} = {v}' for k, v in counts.items())
+        raise ValueError(
+            'num_classes disagree: ' + listing + '. Set num_classes of '
+            'every head and loss to the number of classes of the dataset '
+            '(and of its category statistics).')
+    _check_layouts(model)
+    _check_cascades(model)
+
+
+@HOOKS.register_module()
+class LongTailConsistencyHook(Hook):
+    """Run :func:`check_longtail_consistency` before train, val and test.
+
+    Enabled by ``configs/_base_/default_runtime.py``::
+
+        custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]
+
+    (a config that sets its own ``custom_hooks`` replaces that list; add the
+    hook to it to keep the check).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def _check(self, runner, loop_name: str) -> None:
+        loop = getattr(runner, loop_name)
+        dataset = getattr(getattr(loop, 'dataloader', None), 'dataset', None)
+        classes: Optional[List[str]] = None
+        if dataset is not None:
+            classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        check_longtail_consistency(
+            runner.model, classes,
+            dataset_name=f'{loop_name.replace("_loop", "")} dataset '
+            f'({type(dataset).__name__})')
+        MMLogger.get_current_instance().debug(
+            f'LongTailConsistencyHook: {loop_name} passed')
+
+    def before_train(self, runner) -> None:
+        self._check(runner, 'train_loop')
+
+    def before_val(self, runner) -> None:
+        self._check(runner, 'val_loop')
+
+    def before_test(self, runner) -> None:
+        self._check(runner, 'test_loop')
