@@ -82,6 +82,17 @@ def _check_layouts(model: nn.Module) -> None:
         if width is None:
             continue
         expected = int(loss.get_cls_channels(num))
+        if width != expected and hasattr(head, 'use_sigmoid_cls'):
+            raise ValueError(
+                f'{name or "model"} ({type(head).__name__}) has '
+                f'{width} classifier outputs per anchor, but its loss_cls '
+                f'{type(loss).__name__} lays out {expected} channels for '
+                f'num_classes={num} (custom_cls_channels). Dense heads size '
+                'their classifier from loss_cls.use_sigmoid alone (C if '
+                'True, else C + 1) and ignore the loss\'s channel layout; '
+                f'use_sigmoid={head.use_sigmoid_cls} here. Set use_sigmoid in '
+                'the loss config to match, or use a loss whose layout a dense '
+                'head can hold')
         if width != expected:
             raise ValueError(
                 f'{name or "model"} ({type(head).__name__}) has a classifier '

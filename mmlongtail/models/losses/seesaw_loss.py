@@ -406,9 +406,18 @@ class SeesawLoss(nn.Module):
             raise ValueError(
                 f'label_weights must have shape {tuple(labels.shape)}, got '
                 f'{tuple(label_weights.shape)}')
-        # Checked on the device: no host synchronisation on CUDA (a failure
-        # surfaces as a device-side assert there), an immediate error on CPU.
-        if labels.numel() > 0:
+        # On CPU an immediate error naming the offending labels; elsewhere
+        # checked on the device, without host synchronisation (a failure
+        # surfaces as a device-side assert).
+        if labels.numel() > 0 and labels.device.type == 'cpu':
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi > self.num_classes:
+                bad = labels[(labels < 0) | (labels > self.num_classes)]
+                raise RuntimeError(
+                    f'SeesawLoss: labels must lie in [0, {self.num_classes}] '
+                    f'(num_classes={self.num_classes}, {self.num_classes} is '
+                    f'background), got {bad.unique().tolist()[:8]}')
+        elif labels.numel() > 0:
             torch._assert_async(
                 ((labels >= 0) & (labels <= self.num_classes)).all(),
                 f'SeesawLoss: labels must lie in [0, {self.num_classes}] '
