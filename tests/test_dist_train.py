@@ -99,3 +99,30 @@ def test_sampler_shards_cover_the_epoch(dist_run):
     assert drawn[0] == padded[0::2]
     assert drawn[1] == padded[1::2]
     assert sorted(drawn[0] + drawn[1]) == sorted(padded)
+
+
+def test_cpu_device_defaults_for_a_launcher():
+    """Without CUDA a launched run gets gloo and the CPU DDP wrapper, which
+    keeps the config's find_unused_parameters (mmengine reads it only when
+    model_wrapper_cfg is unset)."""
+    from mmengine.config import Config
+
+    from mmlongtail.apis import apply_device_defaults
+    if torch.cuda.is_available():
+        pytest.skip('CPU-only behaviour')
+    cfg = apply_device_defaults(Config(dict(
+        launcher='pytorch', find_unused_parameters=True,
+        env_cfg=dict(dist_cfg=dict(backend='nccl')))))
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg == dict(
+        type='mmlongtail.CPUDistributedDataParallel',
+        broadcast_buffers=False, find_unused_parameters=True)
+    cfg = apply_device_defaults(Config(dict(
+        launcher='pytorch',
+        model_wrapper_cfg=dict(type='MMDistributedDataParallel',
+                               detect_anomalous_params=True))))
+    assert cfg.model_wrapper_cfg == dict(
+        type='mmlongtail.CPUDistributedDataParallel',
+        detect_anomalous_params=True)
+    assert 'model_wrapper_cfg' not in apply_device_defaults(
+        Config(dict(launcher='none')))
