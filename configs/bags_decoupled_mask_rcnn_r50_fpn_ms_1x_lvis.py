@@ -5,7 +5,7 @@
 # checkpoint (without its fc_cls, whose shape differs), freezes every other
 # parameter and keeps batch-norm statistics frozen. Reusable for cRT.
 #
-#   stage 1: tools/train.py <a Mask R-CNN LVIS config, multi-scale, no RFS>
+#   stage 1: tools/train.py configs/mask_rcnn_r50_fpn_ms_1x_lvis.py
 #   stage 2: tools/train.py \
 #                configs/bags_decoupled_mask_rcnn_r50_fpn_ms_1x_lvis.py \
 #                --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
@@ -16,7 +16,8 @@ custom_hooks = [
         type='mmlongtail.ClassifierRetrainingHook',
         checkpoint='work_dirs/mask_rcnn_r50_fpn_ms_1x_lvis/epoch_12.pth',
         trainable=('*bbox_head*.fc_cls', ),
-        reinit_trainable=True)
+        reinit_trainable=True),
+    dict(type='mmlongtail.LongTailConsistencyHook'),
 ]
 
 # the hook freezes parameters after the model is wrapped in DDP

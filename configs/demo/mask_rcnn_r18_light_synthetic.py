@@ -41,7 +41,7 @@ model = dict(
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
 
-max_epochs = 7
+max_epochs = 5
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
@@ -53,13 +53,18 @@ param_scheduler = [
         begin=0,
         end=max_epochs,
         by_epoch=True,
-        milestones=[5, 6],
+        milestones=[4],
         gamma=0.1)
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.04, momentum=0.9, weight_decay=1e-4),
     clip_grad=dict(max_norm=10.0, norm_type=2))
+
+# Two cores: data loading in the main process leaves both to the model.
+train_dataloader = dict(num_workers=0, persistent_workers=False)
+val_dataloader = dict(num_workers=0, persistent_workers=False)
+test_dataloader = val_dataloader
 
 default_hooks = dict(
     logger=dict(interval=25),

@@ -3,6 +3,7 @@ import os.path as osp
 from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 
 from .runner_setup import build_runner_config
 
@@ -14,9 +15,8 @@ def demo_config(config: str, work_dir: str,
                 data_root: Optional[str] = None) -> Config:
     """The demo config, pointed at ``data_root`` and writing per-class AP.
 
-    Validation is moved after training (``Runner.val``) so the metrics can be
-    returned; ``outfile_prefix`` makes the metric write the per-class file
-    that :func:`mmlongtail.analysis.analyze_longtail` reads.
+    ``outfile_prefix`` makes the metric write the per-class file that
+    :func:`mmlongtail.analysis.analyze_longtail` reads.
     """
     cfg = build_runner_config(config, work_dir=work_dir)
     if data_root is not None:
@@ -27,8 +27,19 @@ def demo_config(config: str, work_dir: str,
         for ev in ('val_evaluator', 'test_evaluator'):
             cfg[ev].ann_file = root + 'annotations/lvis_v1_val.json'
     cfg.val_evaluator.outfile_prefix = osp.join(cfg.work_dir, 'lvis')
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1
     return cfg
+
+
+class LastMetricsHook(Hook):
+    """Keeps the metrics of the last validation (the train loop's final one,
+    so the demo does not evaluate twice)."""
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self.metrics: Dict[str, float] = {}
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.metrics = dict(metrics or {})
 
 
 def run_demo(config: str,
@@ -46,8 +57,10 @@ def run_demo(config: str,
 
     cfg = demo_config(config, work_dir, data_root)
     runner = Runner.from_cfg(cfg)
-    runner.train()
-    metrics = runner.val()
+    keep = LastMetricsHook()
+    runner.register_hook(keep)
+    runner.train()  # validates after the last epoch
+    metrics = keep.metrics or runner.val()
     root = cfg.train_dataloader.dataset.data_root
     report = analyze_longtail(
         osp.join(cfg.work_dir, 'lvis.per_class.json'),
