@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo demo-data bench clean-demo
+.PHONY: install test demo demo-data clean-demo
 
 install:
 	@bash tools/install.sh
