@@ -15,12 +15,21 @@ import pytest
 import torch
 from mmdet.registry import DATASETS, MODELS
 from mmdet.utils import register_all_modules
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from longtail_probe import tiny_config
 from mmlongtail.engine import check_longtail_consistency
 
 register_all_modules()
+
+
+@pytest.fixture(autouse=True)
+def _mmdet_scope():
+    """Build in mmdet's scope whatever Runner an earlier test made current
+    (a plain mmengine Runner leaves the scope at 'mmengine')."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 C = 4
 STATS = dict(

@@ -1,6 +1,10 @@
 # The synthetic long-tailed dataset (mmlongtail.datasets.synthetic), in the
 # data/lvis_v1 layout. Make it with:
 #   python tools/make_synthetic_lvis.py data/synthetic_lvis
+# Only what differs from LVIS v1 is set here: the dataset class (classes come
+# from the file), 128 px images used as they are, batch sizes.
+_base_ = './lvis_v1_instance.py'
+
 dataset_type = 'mmlongtail.LVISFormatDataset'
 data_root = 'data/synthetic_lvis/'
 backend_args = None
@@ -25,35 +29,18 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    batch_sampler=None,  # square images: no aspect-ratio grouping
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        ann_file='annotations/lvis_v1_train.json',
-        data_prefix=dict(img=''),
         filter_cfg=dict(filter_empty_gt=True, min_size=4),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+        pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/lvis_v1_val.json',
-        data_prefix=dict(img=''),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(
-    type='mmlongtail.LVISMetric',
-    ann_file=data_root + 'annotations/lvis_v1_val.json',
-    metric=['bbox', 'segm'],
-    backend_args=backend_args)
+val_evaluator = dict(ann_file=data_root + 'annotations/lvis_v1_val.json')
 test_evaluator = val_evaluator
