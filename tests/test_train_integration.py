@@ -60,7 +60,9 @@ def test_trains_and_checkpoints(trained):
         assert torch.isfinite(torch.tensor(losses[key].current()))
 
 
-def test_resume_then_evaluate(trained, tiny_lvis):
+@pytest.fixture(scope='module')
+def resumed(trained, tiny_lvis):
+    """Resume the run for a second epoch; it validates after that epoch."""
     work_dir, first, counts = trained
     cfg = _cfg(tiny_lvis, work_dir, max_epochs=2)
     cfg.resume = True
@@ -77,12 +79,38 @@ def test_resume_then_evaluate(trained, tiny_lvis):
     runner.register_hook(last)
     runner.train()  # validates after its last epoch
     handle.remove()
+    return runner, seen, last.metrics
+
+
+def test_resume_then_evaluate(trained, resumed):
+    work_dir, first, counts = trained
+    runner, seen, metrics = resumed
     assert runner.epoch == 2 and runner.iter > first.iter
     assert torch.equal(seen['counts'], counts)
-    metrics = last.metrics
     for task in ('bbox', 'segm'):
         for k in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
                   'APf'):
             value = metrics[f'lvis/{task}_{k}']
             assert -1.0 <= value <= 1.0
     assert osp.isfile(osp.join(work_dir, 'lvis.per_class.json'))
+
+
+def test_longtail_report_from_the_demo_run(trained, resumed, tiny_lvis):
+    """tools/analyze_longtail.py's logic on what the demo recipe wrote."""
+    from mmlongtail.analysis import analyze_longtail
+    work_dir = trained[0]
+    out = analyze_longtail(
+        osp.join(work_dir, 'lvis.per_class.json'),
+        osp.join(work_dir, 'longtail'),
+        stats=tiny_lvis['train'],
+        checkpoint=osp.join(work_dir, 'epoch_2.pth'))
+    for key in ('summary', 'weight_norms'):
+        assert osp.getsize(out[key]) > 0
+    pngs = [p for p in out.values() if p.endswith('.png')]
+    assert len(pngs) >= 3
+    for p in pngs:
+        with open(p, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    with open(out['summary']) as f:
+        summary = f.read()
+    assert 'rare' in summary and 'frequent' in summary
