@@ -41,35 +41,18 @@ def _stage_rcnn_cfg(iou):
         debug=False)
 
 
+# The mask branch and the RoI extractors are the Mask R-CNN base's; the box
+# head and the R-CNN training settings become one entry per stage.
 model = dict(
     type='CascadeRCNN',
     roi_head=dict(
-        _delete_=True,
         type='CascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
-        bbox_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
         bbox_head=[
             dict(stage_bbox_head, bbox_coder=dict(
                 stage_bbox_head['bbox_coder'], target_stds=stds))
             for stds in stage_target_stds
-        ],
-        mask_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        mask_head=dict(
-            type='FCNMaskHead',
-            num_convs=4,
-            in_channels=256,
-            conv_out_channels=256,
-            num_classes=num_classes,
-            loss_mask=dict(
-                type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
+        ]),
     train_cfg=dict(
         rcnn=[_stage_rcnn_cfg(iou) for iou in stage_iou_thrs]))
