@@ -10,24 +10,18 @@ recording hook of ``tests/longtail_probe.py`` and never validates.
 import math
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from dist_utils import free_port
 from longtail_probe import tiny_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEESAW = 'roi_head.bbox_head.0.loss_cls'
 EQLV2 = 'roi_head.bbox_head.1.loss_cls'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +36,7 @@ def dist_run(tiny_lvis, tmp_path_factory):
     cfg.dump(cfg_file)
     env = dict(os.environ)
     env.update(
-        PORT=str(_free_port()),
+        PORT=str(free_port()),
         PYTHON=sys.executable,
         OMP_NUM_THREADS='1',
         PYTHONPATH=osp.join(ROOT, 'tests'))

@@ -3,12 +3,11 @@ determinism, and mmengine Runner loops."""
 import collections
 import json
 import os.path as osp
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
+from dist_utils import spawn_gloo
 from mmdet.datasets import LVISV1Dataset
 from mmengine.dataset import ClassBalancedDataset
 
@@ -295,43 +294,24 @@ def test_infinite_is_concatenated_epochs():
 # --------------------------------------------------------- distributed --
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _dist_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    dist.init_process_group(
-        'gloo',
-        init_method=f'tcp://127.0.0.1:{port}',
-        rank=rank,
-        world_size=world)
-    try:
-        cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
-        s = RepeatFactorSampler(CatListDataset(cats), repeat_thr=0.4)
-        res = dict(seed=s.seed, epochs={}, lens={})
-        for e in (0, 1):
-            s.set_epoch(e)
-            res['epochs'][e] = list(s)
-            res['lens'][e] = len(s)
-        inf = RepeatFactorSampler(
-            CatListDataset(cats), repeat_thr=0.4, seed=s.seed, infinite=True)
-        it = iter(inf)
-        res['infinite'] = [next(it) for _ in range(100)]
-        with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(res, f)
-    finally:
-        dist.destroy_process_group()
+def _dist_worker(rank, world, out_dir):
+    cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
+    s = RepeatFactorSampler(CatListDataset(cats), repeat_thr=0.4)
+    res = dict(seed=s.seed, epochs={}, lens={})
+    for e in (0, 1):
+        s.set_epoch(e)
+        res['epochs'][e] = list(s)
+        res['lens'][e] = len(s)
+    inf = RepeatFactorSampler(
+        CatListDataset(cats), repeat_thr=0.4, seed=s.seed, infinite=True)
+    it = iter(inf)
+    res['infinite'] = [next(it) for _ in range(100)]
+    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(res, f)
 
 
 def test_two_gloo_ranks_partition_the_epoch(tmp_path):
-    mp.spawn(
-        _dist_worker,
-        args=(2, _free_port(), str(tmp_path)),
-        nprocs=2,
-        join=True)
+    spawn_gloo(_dist_worker, str(tmp_path))
     r0, r1 = (json.load(open(tmp_path / f'rank{k}.json')) for k in (0, 1))
     assert r0['seed'] == r1['seed']  # seed=None was synchronized
     cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]

@@ -4,13 +4,13 @@ import json
 import logging
 import os
 import os.path as osp
-import socket
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from dist_utils import spawn_gloo
 
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
@@ -380,37 +380,21 @@ def test_results_from_shards_match_single_process(bbox_case):
     assert out == single
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _dist_worker(rank, world, port, path, samples, classes, out_dir):
-    import torch.distributed as dist
-    dist.init_process_group(
-        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-        world_size=world)
-    try:
-        m = LVISMetric(ann_file=path)
-        m.dataset_meta = dict(classes=classes)
-        # an mmengine-style sampler split: rank r gets every world-th sample
-        m.process({}, samples[rank::world])
-        res = m.evaluate(len(samples))
-        with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(res, f)
-    finally:
-        dist.destroy_process_group()
+def _dist_worker(rank, world, path, samples, classes, out_dir):
+    m = LVISMetric(ann_file=path)
+    m.dataset_meta = dict(classes=classes)
+    # an mmengine-style sampler split: rank r gets every world-th sample
+    m.process({}, samples[rank::world])
+    res = m.evaluate(len(samples))
+    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(res, f)
 
 
 def test_two_rank_gloo_gather(bbox_case, tmp_path):
     gt, preds, path = bbox_case
     samples = _samples(preds[:20], gt)
     single = _run_metric(path, gt, samples, 'fast')
-    mp.spawn(
-        _dist_worker,
-        args=(2, _free_port(), path, samples, _classes(gt), str(tmp_path)),
-        nprocs=2)
+    spawn_gloo(_dist_worker, path, samples, _classes(gt), str(tmp_path))
     for r in range(2):
         with open(tmp_path / f'rank{r}.json') as f:
             assert json.load(f) == pytest.approx(single)

@@ -1,20 +1,12 @@
 """EQLv2 gradient statistics across 2 gloo ranks: identical on both ranks
 and equal to one process that sees both ranks' batches."""
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_utils import spawn_gloo
 
 C = 5
 ITERS = 4
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _batch(it, rank):
@@ -25,33 +17,21 @@ def _batch(it, rank):
     return x, y
 
 
-def _worker(rank, port, out_dir):
-    dist.init_process_group(
-        'gloo',
-        init_method=f'tcp://127.0.0.1:{port}',
-        rank=rank,
-        world_size=2)
-    try:
-        from mmlongtail.models.losses import EQLv2Loss
-        synced = EQLv2Loss(C)
-        local = EQLv2Loss(C, use_distributed=False)
-        for it in range(ITERS):
-            x, y = _batch(it, rank)
-            synced(x.requires_grad_(True), y).backward()
-            local(x, y)
-        torch.save(
-            dict(synced=synced.state_dict(), local=local.state_dict()),
-            os.path.join(out_dir, f'{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, world, out_dir):
+    from mmlongtail.models.losses import EQLv2Loss
+    synced = EQLv2Loss(C)
+    local = EQLv2Loss(C, use_distributed=False)
+    for it in range(ITERS):
+        x, y = _batch(it, rank)
+        synced(x.requires_grad_(True), y).backward()
+        local(x, y)
+    torch.save(
+        dict(synced=synced.state_dict(), local=local.state_dict()),
+        os.path.join(out_dir, f'{rank}.pth'))
 
 
 def _run(tmp_path):
-    mp.spawn(
-        _worker,
-        args=(_free_port(), str(tmp_path)),
-        nprocs=2,
-        join=True)
+    spawn_gloo(_worker, str(tmp_path))
     return [torch.load(tmp_path / f'{r}.pth') for r in range(2)]
 
 

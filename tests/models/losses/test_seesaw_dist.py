@@ -2,20 +2,12 @@
 the global label histogram (background included); with sync_counts=False
 each rank keeps its own."""
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_utils import spawn_gloo
 
 C = 4
 ITERS = 3
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _labels(it, rank):
@@ -27,33 +19,24 @@ def _labels(it, rank):
     return torch.multinomial(weights, n, True, generator=g)
 
 
-def _worker(rank, port, out_dir):
-    dist.init_process_group(
-        'gloo',
-        init_method=f'tcp://127.0.0.1:{port}',
-        rank=rank,
-        world_size=2)
-    try:
-        from mmlongtail.models.losses import SeesawLoss
-        synced = SeesawLoss(num_classes=C)
-        local = SeesawLoss(num_classes=C, sync_counts=False)
-        history = []
-        for it in range(ITERS):
-            y = _labels(it, rank)
-            x = torch.randn(len(y), C + 2, requires_grad=True)
-            sum(synced(x, y).values()).backward()
-            local(x.detach(), y)
-            history.append(synced.cum_samples.clone())
-        torch.save(
-            dict(history=history, local=local.cum_samples.clone()),
-            os.path.join(out_dir, f'{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, world, out_dir):
+    from mmlongtail.models.losses import SeesawLoss
+    synced = SeesawLoss(num_classes=C)
+    local = SeesawLoss(num_classes=C, sync_counts=False)
+    history = []
+    for it in range(ITERS):
+        y = _labels(it, rank)
+        x = torch.randn(len(y), C + 2, requires_grad=True)
+        sum(synced(x, y).values()).backward()
+        local(x.detach(), y)
+        history.append(synced.cum_samples.clone())
+    torch.save(
+        dict(history=history, local=local.cum_samples.clone()),
+        os.path.join(out_dir, f'{rank}.pth'))
 
 
 def test_counts_are_the_global_histogram_on_every_rank(tmp_path):
-    mp.spawn(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_worker, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f'{r}.pth') for r in range(2))
     expected = torch.zeros(C + 1)
     for it in range(ITERS):
