@@ -7,15 +7,6 @@ set -euo pipefail
 CONFIG=${1:?usage: tools/dist_train.sh CONFIG NUM_PROCS [options]}
 NPROCS=${2:?usage: tools/dist_train.sh CONFIG NUM_PROCS [options]}
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 DIR=$(cd "$(dirname "$0")" && pwd)
-PY=${PYTHON:-python}
-[[ -x $DIR/../.venv/bin/python && -z ${PYTHON:-} ]] && PY=$DIR/../.venv/bin/python
-PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-exec "$PY" -m torch.distributed.run \
-  --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-  --nproc_per_node="$NPROCS" --master_port="$PORT" \
-  "$DIR/train.py" "$CONFIG" --launcher pytorch "$@"
+exec bash "$DIR/torchrun.sh" "$NPROCS" "$DIR/train.py" "$CONFIG" \
+  --launcher pytorch "$@"

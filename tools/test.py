@@ -10,7 +10,7 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmlongtail.apis import build_runner_config
+from mmlongtail.apis import build_runner_config, init_cpu_distributed
 
 
 def parse_args():
@@ -41,6 +41,7 @@ def main():
         cfg_options=args.cfg_options,
         launcher=args.launcher)
     cfg.load_from = args.checkpoint
+    init_cpu_distributed(cfg)  # no-op with CUDA or without a launcher
     runner = Runner.from_cfg(cfg)
     runner.test()
 
