@@ -4,8 +4,12 @@ The dependency window is the one the test suite runs against. torch is
 deliberately *not* pinned to an exact build here: ``make install`` installs
 ``torch==2.13.0`` (the CPU build) before this package, so the requirement below
 is already satisfied and pip never reaches for CUDA wheels.
+
+``mmlongtail/csrc/repeat_factors.c`` is built as an *optional* extension: a
+machine without a C compiler still installs, and repeat factors then take a
+slower NumPy path.
 """
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 
 def read_version() -> str:
@@ -38,6 +42,15 @@ setup(
         'faster-coco-eval>=1.6',
         'numpy>=1.24',
         'matplotlib>=3.7',
+    ],
+    # A small C helper of compute_repeat_factors. Optional: without a C
+    # compiler the install still succeeds and a NumPy path is used instead.
+    ext_modules=[
+        Extension(
+            'mmlongtail.datasets._rfs_ext',
+            sources=['mmlongtail/csrc/repeat_factors.c'],
+            extra_compile_args=['-O3'],
+            optional=True)
     ],
     extras_require={'tests': ['pytest>=7']},
     zip_safe=False,

@@ -56,7 +56,15 @@ def rest_ok():
     import mmdet, lvis, pycocotools, faster_coco_eval, matplotlib, pytest
     import mmlongtail
     assert mmdet.__version__ == "3.3.0"
-for name, fn in (("torch", torch_ok), ("build", build_ok), ("mmcv", mmcv_ok), ("rest", rest_ok)):
+def ext_ok():
+    # the optional C helper of compute_repeat_factors, current with its source
+    import shutil, sysconfig
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        return
+    from mmlongtail.datasets.repeat_factors import _load_ext
+    assert _load_ext() is not None
+for name, fn in (("torch", torch_ok), ("build", build_ok), ("mmcv", mmcv_ok), ("rest", rest_ok), ("ext", ext_ok)):
     check(name, fn)
 print(" ".join(ok))
 '
@@ -94,8 +102,13 @@ if ! done_ rest; then
   "${PIP[@]}" install "mmdet==3.3.0" "lvis==0.5.3" "pycocotools>=2.0.7" "faster-coco-eval>=1.6" "matplotlib>=3.7" "pytest>=7" \
     || die "could not install mmdet and its dependencies"
   "${PIP[@]}" install --no-build-isolation --no-deps -e . || die "could not install mmlongtail (pip install -e .)"
+elif ! done_ ext; then
+  # mmlongtail is installed but its C helper is missing or stale (a checkout
+  # that predates it, or a changed ABI): rebuild it in place
+  say "building mmlongtail's C helper (mmlongtail/csrc)"
+  "${PIP[@]}" install --no-build-isolation --no-deps -e . || die "could not install mmlongtail (pip install -e .)"
 fi
-if [[ $STATUS == " torch build mmcv rest " ]]; then
+if [[ $STATUS == " torch build mmcv rest ext " ]]; then
   say "ok: already installed in $VENV"
 else
   VERS=$("$PY" -c 'import torch, mmcv, mmdet, mmengine, numpy, mmlongtail; from mmcv.ops import RoIAlign, nms; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, numpy {numpy.__version__}")') \
