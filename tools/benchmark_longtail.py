@@ -13,6 +13,7 @@ under --out-dir. Makes the dataset first if it is missing. `make bench` runs
 it with the defaults (about 40 min on 2 CPU cores).
 """
 import argparse
+import os
 import os.path as osp
 import time
 
@@ -38,6 +39,7 @@ def main():
     p.add_argument('--no-reuse', action='store_true',
                    help='retrain runs that already finished')
     args = p.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
     logger = MMLogger.get_instance(
         f'benchmark_longtail_{time.strftime("%Y%m%d_%H%M%S")}',
         log_file=osp.join(args.out_dir, 'benchmark.log'))
