@@ -29,3 +29,21 @@ def tiny_lvis(tmp_path_factory):
         seed=3)
     paths = generate_synthetic_lvis(str(root), cfg, show_progress=False)
     return dict(root=str(root), cfg=cfg, **paths)
+
+
+@pytest.fixture(scope='session')
+def synthetic40(tmp_path_factory):
+    """The 40 classes (12 r / 14 c / 14 f) of the demo and benchmark configs,
+    in a small dataset: 120 train images of 96 px, one val image per class
+    (about 2 s to make)."""
+    from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
+                                               generate_synthetic_lvis)
+    root = tmp_path_factory.mktemp('synthetic40')
+    cfg = SyntheticLVISConfig(
+        num_train_images=120,
+        val_images_per_class=1,
+        image_size=96,
+        min_size=10,
+        max_size=24)
+    paths = generate_synthetic_lvis(str(root), cfg, show_progress=False)
+    return dict(root=str(root), cfg=cfg, **paths)

@@ -95,7 +95,8 @@ class RunSpec:
 
 def set_epochs(cfg, epochs: int) -> None:
     """Shorten or lengthen the schedule: the LR drops by 10x for the last
-    fifth of the epochs, as in the 5-epoch demo schedule (milestone 4)."""
+    fifth of the epochs (at least the last epoch when there are two or
+    more), as in the 5-epoch demo schedule (milestone 4)."""
     if epochs < 1:
         raise ValueError(f'epochs must be >= 1, got {epochs}')
     cfg.train_cfg.max_epochs = epochs
@@ -103,8 +104,8 @@ def set_epochs(cfg, epochs: int) -> None:
     for sched in cfg.param_scheduler:
         if sched.get('type') == 'MultiStepLR':
             sched.end = epochs
-            drop = int(round(0.8 * epochs))
-            sched.milestones = [drop] if 0 < drop < epochs else []
+            drop = min(epochs - 1, int(round(0.8 * epochs)))
+            sched.milestones = [drop] if drop > 0 else []
     cfg.default_hooks.checkpoint.interval = epochs
 
 
@@ -265,7 +266,7 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     cmap = plt.get_cmap('tab10')
     try:
-        counts = None
+        top = 0.0
         for i, m in enumerate(methods):
             rec = next((r for r in records if r['spec']['key'] == m.key
                         and r['spec']['seed'] == seed), None)
@@ -284,6 +285,7 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
                 jitter = 1 + 0.06 * (i - len(methods) / 2) / len(methods)
                 ax.scatter(counts[ok] * jitter, ap[ok], s=9, alpha=0.35,
                            color=cmap(i))
+                top = max(top, float(ap[ok].max(initial=0.0)))
                 xs, ys = [], []
                 for b in range(len(edges) - 1):
                     sel = ok & (band == b)
@@ -302,8 +304,8 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
                          f'seed {seed}')
             ax.grid(True, which='both', alpha=0.3)
         axes[0].set_ylabel('AP')
-        axes[0].set_ylim(-0.02, 1.02)
-        axes[1].legend(loc='lower right', fontsize=8)
+        axes[0].set_ylim(-0.02, min(1.02, top + 0.08))
+        axes[0].legend(loc='upper left', fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:
@@ -430,8 +432,26 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
             init_checkpoint=init, epochs=epochs, train_images=train_images,
             val_images=val_images, threads=threads)
 
+    reused_runs: List[str] = []
+
+    def add_best_when_known() -> None:
+        # once every method has its first seed, the best one gets the second
+        nonlocal best_job_added
+        if best_job_added or not all(f'{m.key}_seed{seeds[0]}' in done
+                                     for m in methods):
+            return
+        summary = summarize([j.record for j in done.values()], methods)
+        best_m = next(m for m in methods
+                      if m.key == pick_best(summary, baseline, best_by))
+        logger.info(f'best method by {best_by} on seed {seeds[0]}: '
+                    f'{best_m.label}; adding seed {seeds[1]}')
+        pending.append(_Job(best_m, seeds[1]))
+        best_job_added = True
+
     def finish(job: _Job, record: dict, reused: bool) -> None:
         job.record = record
+        if reused:
+            reused_runs.append(job.name)
         done[job.name] = job
         m = record['metrics']
         how = 'reused' if reused else f'{record["seconds"] / 60:.1f} min'
@@ -441,6 +461,7 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
             f'(r {_fmt(m.get("lvis/bbox_APr"))}), segm AP '
             f'{_fmt(m.get("lvis/segm_AP"))} '
             f'(r {_fmt(m.get("lvis/segm_APr"))})')
+        add_best_when_known()
 
     try:
         while pending or running:
@@ -457,16 +478,6 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
                         f'end of {log}:\n{_tail(log)}')
                 with open(osp.join(job.spec.work_dir, 'metrics.json')) as f:
                     finish(job, json.load(f), reused=False)
-            if not best_job_added and all(
-                    f'{m.key}_seed{seeds[0]}' in done for m in methods):
-                summary = summarize([j.record for j in done.values()],
-                                    methods)
-                best = pick_best(summary, baseline, best_by)
-                best_m = next(m for m in methods if m.key == best)
-                logger.info(f'best method by {best_by} on seed {seeds[0]}: '
-                            f'{best_m.label}; adding seed {seeds[1]}')
-                pending.append(_Job(best_m, seeds[1]))
-                best_job_added = True
             for job in list(pending):
                 if len(running) >= workers:
                     break
@@ -506,11 +517,13 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
         json.dump(
             dict(summary=summary, best=best, best_by=best_by,
                  seconds=seconds, workers=workers, threads=threads,
-                 runs=records), f, indent=1)
+                 reused=reused_runs, runs=records), f, indent=1)
+    trained = len(records) - len(reused_runs)
     with open(files['markdown'], 'w') as f:
         f.write(table + '\n\nPercent; mean ± half the range over the seeds '
-                f'listed. Wall time {seconds / 60:.1f} min, {workers} '
-                'run(s) at a time.\n')
+                f'listed. Best method by {best_by}: {best}. This call: '
+                f'{seconds / 60:.1f} min wall, {trained} run(s) trained '
+                f'({workers} at a time), {len(reused_runs)} reused.\n')
     plot_ap_vs_frequency(records, methods, files['plot'], seed=seeds[0])
     logger.info(f'benchmark done in {seconds / 60:.1f} min\n{table}')
     return dict(summary=summary, best=best, table=table, files=files,

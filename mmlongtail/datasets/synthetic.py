@@ -47,6 +47,9 @@ import numpy as np
 from .category_stats import frequency_group
 
 COCO_URL_ROOT = 'http://images.cocodataset.org/'
+# Placement attempts at the smallest object size before an image is declared
+# too crowded (each attempt tries 200 random positions per object).
+_FLOOR_TRIES = 50
 
 #: RGB colours, far apart from each other and from the grey background.
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -297,8 +300,17 @@ def _make_split(per_image: List[List[int]], split: str, first_id: int,
         sizes = [int(rng.integers(cfg.min_size, cfg.max_size + 1))
                  for _ in inst]
         centres = _place(sizes, size, rng)
+        floor_tries = 0
         while centres is None:  # too crowded: shrink and retry
-            sizes = [max(cfg.min_size // 2, int(s * .85)) for s in sizes]
+            shrunk = [max(cfg.min_size // 2, int(s * .85)) for s in sizes]
+            floor_tries += shrunk == sizes
+            if floor_tries > _FLOOR_TRIES:
+                raise ValueError(
+                    f'{split} image {img_id}: {len(sizes)} objects do not fit '
+                    f'in {size} x {size} px even at {min(sizes)} px each; '
+                    'raise image_size or num_train_images (fewer classes '
+                    'per image), or lower min_size')
+            sizes = shrunk
             centres = _place(sizes, size, rng)
         objects, colours = [], []
         for c, s, (cx, cy) in zip(inst, sizes, centres):

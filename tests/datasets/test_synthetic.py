@@ -147,6 +147,16 @@ def test_impossible_requests_are_refused(tmp_path, kwargs, message):
     assert not osp.exists(tmp_path / 'annotations')
 
 
+def test_too_crowded_images_are_refused_not_retried_forever(tmp_path):
+    # 40 classes on 120 images: ~5 classes (~7 objects) per 64 px image;
+    # this used to shrink the objects to the floor and then loop forever
+    cfg = SyntheticLVISConfig(num_train_images=120, image_size=64,
+                              min_size=10, max_size=24)
+    with pytest.raises(ValueError, match=r'train image \d+: \d+ objects do '
+                       r'not fit in 64 x 64 px even at 5 px each'):
+        generate_synthetic_lvis(str(tmp_path), cfg, show_progress=False)
+
+
 def test_lvis_format_dataset_reads_classes_from_file(tiny_lvis):
     from mmlongtail.datasets import LVISFormatDataset
     ds = LVISFormatDataset(
