@@ -33,7 +33,7 @@ clean-demo:
 	rm -rf $(DEMO_WORK_DIR)
 
 # The long-tail benchmark (all methods, 2 seeds for the baseline and the best
-# one): about 40 min on 2 CPU cores. Makes its dataset first if missing.
+# one): about 45 min on 2 CPU cores. Makes its dataset first if missing.
 bench: install
 	$(PY) tools/benchmark_longtail.py --data-root $(BENCH_DATA) \
 		--out-dir $(BENCH_DIR)

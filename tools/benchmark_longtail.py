@@ -10,7 +10,7 @@ Trains the CE baseline, RFS, Seesaw + Norm Mask, EQL, EQLv2, focal and BAGS
 them on the balanced val split, runs a second seed of the baseline and of the
 best method, and writes results.md, results.json and ap_vs_frequency.png
 under --out-dir. Makes the dataset first if it is missing. `make bench` runs
-it with the defaults (about 40 min on 2 CPU cores).
+it with the defaults (43 min on 2 CPU cores, measured).
 """
 import argparse
 import os
