@@ -24,7 +24,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -82,10 +82,6 @@ class RunSpec:
     train_images: Optional[int] = None
     val_images: Optional[int] = None
     threads: Optional[int] = None
-
-    @property
-    def name(self) -> str:
-        return f'{self.key}_seed{self.seed}'
 
 
 # --------------------------------------------------------------------------
@@ -147,19 +143,14 @@ def train_and_evaluate(spec: RunSpec) -> dict:
     """Train ``spec`` and evaluate it after the last epoch; writes and
     returns ``{work_dir}/metrics.json``."""
     import torch
-    from mmengine.runner import Runner
 
-    from .demo import LastMetricsHook
+    from .demo import train_keeping_final_metrics
 
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     cfg = run_config(spec)
     start = time.time()
-    runner = Runner.from_cfg(cfg)
-    keep = LastMetricsHook()
-    runner.register_hook(keep)
-    runner.train()  # validates after the last epoch
-    metrics = keep.metrics or runner.val()
+    metrics = train_keeping_final_metrics(cfg)
     record = dict(
         spec=asdict(spec),
         metrics={k: float(v) for k, v in metrics.items()},
@@ -186,9 +177,7 @@ class _Job:
     spec: Optional[RunSpec] = None
     proc: Optional[subprocess.Popen] = None
     log: Optional[object] = None
-    started: float = 0.0
     record: Optional[dict] = None
-    deps: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -265,6 +254,9 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     cmap = plt.get_cmap('tab10')
+    # bands: 1-2, 3-5, 6-10 (rare), 11-20, 21-30 (common), 31-60, 61-120,
+    # >120 (frequent) training images
+    edges = np.array([0, 2.5, 5.5, 10.5, 20.5, 30.5, 60.5, 120.5, np.inf])
     try:
         top = 0.0
         for i, m in enumerate(methods):
@@ -274,10 +266,6 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
                 continue
             res = load_per_class(rec['per_class'])
             counts = np.maximum(res.image_count.astype(np.float64), 0.8)
-            # bands: 1-2, 3-5, 6-10 (rare), 11-20, 21-30 (common),
-            # 31-60, 61-120, >120 (frequent) training images
-            edges = np.array([0, 2.5, 5.5, 10.5, 20.5, 30.5, 60.5, 120.5,
-                              np.inf])
             band = np.digitize(counts, edges) - 1
             for ax, task in zip(axes, ('bbox', 'segm')):
                 ap = res.per_class(task)
@@ -313,7 +301,7 @@ def plot_ap_vs_frequency(records: Sequence[dict], methods: Sequence[Method],
     return path
 
 
-def _launch(job: _Job, logger) -> None:
+def _launch(job: _Job) -> None:
     os.makedirs(job.spec.work_dir, exist_ok=True)
     env = dict(os.environ)
     if job.spec.threads:
@@ -324,7 +312,6 @@ def _launch(job: _Job, logger) -> None:
         [sys.executable, '-m', 'mmlongtail.apis.benchmark_job',
          json.dumps(asdict(job.spec))],
         stdout=job.log, stderr=subprocess.STDOUT, env=env)
-    job.started = time.time()
 
 
 def _tail(path: str, n: int = 25) -> str:
@@ -489,7 +476,7 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
                 if record is not None:
                     finish(job, record, reused=True)
                     continue
-                _launch(job, logger)
+                _launch(job)
                 running.append(job)
                 logger.info(f'started {job.method.label}, seed {job.seed} '
                             f'-> {job.spec.work_dir}/job.log')

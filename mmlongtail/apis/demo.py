@@ -42,6 +42,18 @@ class LastMetricsHook(Hook):
         self.metrics = dict(metrics or {})
 
 
+def train_keeping_final_metrics(cfg: Config) -> Dict[str, float]:
+    """Train ``cfg`` and return the metrics of the train loop's final
+    validation (evaluating again only if the loop did not validate)."""
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    keep = LastMetricsHook()
+    runner.register_hook(keep)
+    runner.train()  # validates after the last epoch
+    return keep.metrics or runner.val()
+
+
 def run_demo(config: str,
              work_dir: str,
              data_root: Optional[str] = None) -> Tuple[Dict[str, float], dict]:
@@ -51,16 +63,10 @@ def run_demo(config: str,
         tuple: ``(metrics, report)`` where ``metrics`` is the LVIS metric's
         dict and ``report`` maps output names to file paths.
     """
-    from mmengine.runner import Runner
-
     from mmlongtail.analysis import analyze_longtail
 
     cfg = demo_config(config, work_dir, data_root)
-    runner = Runner.from_cfg(cfg)
-    keep = LastMetricsHook()
-    runner.register_hook(keep)
-    runner.train()  # validates after the last epoch
-    metrics = keep.metrics or runner.val()
+    metrics = train_keeping_final_metrics(cfg)
     root = cfg.train_dataloader.dataset.data_root
     report = analyze_longtail(
         osp.join(cfg.work_dir, 'lvis.per_class.json'),

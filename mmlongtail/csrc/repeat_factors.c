@@ -17,9 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define ABI_VERSION 1
 

@@ -60,6 +60,24 @@ def _check_threshold(repeat_thr: float) -> float:
     return float(repeat_thr)
 
 
+def _dense_labels(cat: np.ndarray):
+    """Category ids -> labels ``0..K-1`` as a contiguous int64 array.
+
+    Small non-negative ids are used as they are (absent ids then simply get a
+    zero image count); other ids are ranked with ``np.unique``.
+
+    Returns:
+        tuple: ``(labels, K, unique_ids)``, ``unique_ids`` None when the ids
+        are their own labels.
+    """
+    cmin, cmax = int(cat.min()), int(cat.max())
+    if cmin >= 0 and cmax < 4 * cat.size + (1 << 16):
+        return cat, cmax + 1, None
+    uniq, label = np.unique(cat, return_inverse=True)
+    label = np.ascontiguousarray(label.reshape(-1), dtype=np.int64)
+    return label, int(uniq.shape[0]), uniq
+
+
 def _first_of_each_pair(major: np.ndarray, minor: np.ndarray,
                         minor_size: int) -> np.ndarray:
     """Mask selecting exactly one element of every distinct (major, minor).
@@ -162,16 +180,7 @@ def repeat_factors_from_pairs(image_index: np.ndarray,
             f'image_index must lie in [0, {num_images}), got values in '
             f'[{int(img.min())}, {int(img.max())}]')
 
-    # Category ids become labels 0..K-1. Small non-negative ids are used as
-    # they are (absent ids simply get a zero image count).
-    cmin, cmax = int(cat.min()), int(cat.max())
-    if cmin >= 0 and cmax < 4 * cat.size + (1 << 16):
-        label, num_cats = cat, cmax + 1
-        uniq = None
-    else:
-        uniq, label = np.unique(cat, return_inverse=True)
-        label = label.reshape(-1).astype(np.int64)
-        num_cats = int(uniq.shape[0])
+    label, num_cats, uniq = _dense_labels(cat)
 
     by_image = grouped_by == 'image' and (_checked or not (
         img.size > 1 and bool(np.any(img[1:] < img[:-1]))))
@@ -284,13 +293,7 @@ def _factors_compiled(image_cat_ids, thr: float, sqrt: bool,
     num_images = lengths.shape[0]
     if flat.size == 0:
         return np.ones(num_images, dtype=np.float64)
-    cmin, cmax = int(flat.min()), int(flat.max())
-    if cmin >= 0 and cmax < 4 * flat.size + (1 << 16):
-        labels, num_labels = flat, cmax + 1
-    else:
-        _, labels = np.unique(flat, return_inverse=True)
-        labels = np.ascontiguousarray(labels.reshape(-1), dtype=np.int64)
-        num_labels = int(labels.max()) + 1
+    labels, num_labels, _ = _dense_labels(flat)
     counts = np.frombuffer(
         ext.distinct_counts(labels, lengths, num_labels), dtype=np.int64)
     cat_factors = _category_factors(counts, num_images, thr, sqrt)
