@@ -1,6 +1,9 @@
-"""Long-tail classification losses, one method per file."""
+"""Long-tail classification losses, one method per file, on the shared
+protocol of :mod:`.protocol` (input checks, classifier protocol, layout)."""
 # Each module registers its loss in mmlongtail.registry.MODELS on import.
-from .seesaw_loss import SeesawLoss, seesaw_ce_loss  # noqa: F401
+from .protocol import (ClassifierLayout, ClassifierProtocol,  # noqa: F401
+                       SigmoidClassifierProtocol, head_layout, loss_layout)
+from .seesaw_loss import SeesawLoss, seesaw_ce_loss, seesaw_loss  # noqa: F401
 from .focal_loss import FocalLoss  # noqa: F401,E402
 from .eql_loss import EQLLoss  # noqa: F401,E402
 from .eqlv2_loss import EQLv2Loss  # noqa: F401,E402

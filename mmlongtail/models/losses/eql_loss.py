@@ -12,9 +12,8 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .focal_loss import (SigmoidClassifierMixin, check_cls_channels,
-                         check_label_weights, check_labels, check_reduction,
-                         empty_loss)
+from .protocol import (SigmoidClassifierProtocol, check_num_classes,
+                       check_reduction, empty_loss)
 
 
 def eql_loss(cls_score: Tensor,
@@ -68,7 +67,7 @@ def eql_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLLoss(SigmoidClassifierMixin, nn.Module):
+class EQLLoss(SigmoidClassifierProtocol, nn.Module):
     """Equalization Loss (Tan et al., CVPR 2020).
 
     A sigmoid classifier with ``C`` channels; background is label ``C`` (an
@@ -107,6 +106,7 @@ class EQLLoss(SigmoidClassifierMixin, nn.Module):
             raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
                              f'{freq_thr}')
         check_reduction(reduction, 'EQLLoss')
+        check_num_classes(num_classes, 'EQLLoss')
         stats = load_category_stats(
             category_stats, num_classes=num_classes, owner='EQLLoss')
         self.use_sigmoid = True
@@ -142,9 +142,7 @@ class EQLLoss(SigmoidClassifierMixin, nn.Module):
         """
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
-        check_cls_channels(self.num_classes, cls_score.size(-1), 'EQLLoss')
-        check_labels(labels, self.num_classes, 'EQLLoss')
-        check_label_weights(label_weights, cls_score.size(0), 'EQLLoss')
+        self.check_inputs(cls_score, labels, label_weights)
         loss = eql_loss(cls_score, labels, self.tail_mask, label_weights,
                         reduction, avg_factor)
         return self.loss_weight * loss

@@ -1,19 +1,18 @@
 """Equalization Loss v2 (Tan et al., "Equalization Loss v2: A New Gradient
 Balance Approach for Long-tailed Object Detection", CVPR 2021)."""
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.models.losses.accuracy import accuracy
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.dist import all_reduce_sum_
-from .focal_loss import (check_cls_channels, check_label_weights,
-                         check_labels, check_reduction, empty_loss)
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_num_classes, check_reduction, empty_loss)
 
 #: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
 #: negative weight of 1 (and a positive weight of 1), so training starts as
@@ -104,7 +103,7 @@ def eqlv2_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLv2Loss(nn.Module):
+class EQLv2Loss(ClassifierProtocol, nn.Module):
     """Equalization Loss v2 (Tan et al., CVPR 2021).
 
     Exact to the official ``EQLv2`` of tztztztztz/eqlv2: ``C + 1`` sigmoid
@@ -126,7 +125,8 @@ class EQLv2Loss(nn.Module):
     * they are all-reduced only when a multi-rank process group exists (the
       official code calls ``all_reduce`` unconditionally and crashes without
       one);
-    * it implements mmdet's classifier protocol, so ``BBoxHead`` scores its
+    * it implements the classifier protocol
+      (:class:`~mmlongtail.models.losses.protocol.ClassifierProtocol`), so ``BBoxHead`` scores its
       logits with a sigmoid times ``1 - objectness`` instead of mmdet 3.x's
       softmax.
 
@@ -144,9 +144,6 @@ class EQLv2Loss(nn.Module):
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def __init__(self,
                  num_classes: int,
@@ -162,9 +159,7 @@ class EQLv2Loss(nn.Module):
         if use_sigmoid is not True:
             raise ValueError('EQLv2Loss is a sigmoid loss; use_sigmoid must '
                              'be True')
-        if int(num_classes) < 1:
-            raise ValueError(f'EQLv2Loss: num_classes must be >= 1, got '
-                             f'{num_classes}')
+        check_num_classes(num_classes, 'EQLv2Loss')
         check_reduction(reduction, 'EQLv2Loss')
         self.use_sigmoid = True
         self.num_classes = int(num_classes)
@@ -220,10 +215,7 @@ class EQLv2Loss(nn.Module):
         """
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
-        check_cls_channels(self.num_classes + 1, cls_score.size(-1),
-                           'EQLv2Loss')
-        check_labels(labels, self.num_classes, 'EQLv2Loss')
-        check_label_weights(label_weights, cls_score.size(0), 'EQLv2Loss')
+        self.check_inputs(cls_score, labels, label_weights)
         pos_w, neg_w = self.get_weights()
         loss, pos_grad, neg_grad = eqlv2_loss(cls_score, labels, pos_w,
                                               neg_w, label_weights, reduction,
@@ -233,15 +225,17 @@ class EQLv2Loss(nn.Module):
         self._accumulate(pos_grad, neg_grad)
         return self.loss_weight * loss
 
-    def get_cls_channels(self, num_classes: int) -> int:
-        """``C + 1``: the classes plus the objectness channel."""
-        if num_classes != self.num_classes:
-            raise ValueError(
-                f'EQLv2Loss was built with num_classes={self.num_classes}, '
-                f'but the head has num_classes={num_classes}')
-        return num_classes + 1
+    # ------------------------------------------------- classifier protocol
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        """``C + 1`` sigmoid rows: the classes, then objectness (on for
+        background)."""
+        scoring = ('sigmoid per class' +
+                   (' * (1 - P(background))' if self.test_with_obj else '') +
+                   '; background column sigmoid(objectness)')
+        return ClassifierLayout.classes_first(
+            'EQLv2Loss', num_classes, ('background', ), scoring=scoring)
 
-    def get_activation(self, cls_score: Tensor) -> Tensor:
+    def _activation(self, cls_score: Tensor) -> Tensor:
         """``(N, C + 1)`` logits -> ``(N, C + 1)`` probabilities.
 
         Sigmoid per channel; with ``test_with_obj`` the class scores are
@@ -253,8 +247,3 @@ class EQLv2Loss(nn.Module):
             return prob
         cls_prob = prob[:, :-1] * (1 - prob[:, -1:])
         return torch.cat([cls_prob, prob[:, -1:]], dim=1)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
-        return dict(acc=accuracy(self.get_activation(cls_score), labels))

@@ -1,133 +1,16 @@
 """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection",
-ICCV 2017), usable both in dense heads and as the RoI classification loss.
-
-Also hosts the small input checks and the sigmoid classifier protocol shared by
-the sigmoid losses of this package (EQL, focal).
-"""
-from typing import Dict, Optional
+ICCV 2017), usable both in dense heads and as the RoI classification loss."""
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.models.losses.accuracy import accuracy
 from mmdet.models.losses.utils import weight_reduce_loss
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
-
-_REDUCTIONS = (None, 'none', 'mean', 'sum')
-
-
-def check_labels(labels: Tensor, max_label: int, owner: str) -> None:
-    """Raise if ``labels`` is not a 1-D integer tensor in ``[0, max_label]``.
-
-    On CPU this raises ``ValueError`` naming the offending range. On an
-    accelerator it uses ``torch._assert_async`` so that the check does not
-    synchronize the device (the failure then surfaces at the next sync).
-
-    Args:
-        labels (Tensor): ``(N,)`` integer labels.
-        max_label (int): Largest valid label (the background label ``C``).
-        owner (str): Name used in the message.
-    """
-    if labels.dim() != 1:
-        raise ValueError(f'{owner}: labels must have shape (N,), got '
-                         f'{tuple(labels.shape)}')
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f'{owner}: labels must be an integer tensor, got '
-                         f'{labels.dtype}')
-    if labels.numel() == 0:
-        return
-    if labels.device.type == 'cpu':
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi > max_label:
-            raise ValueError(
-                f'{owner}: labels must lie in [0, {max_label}] (background '
-                f'is {max_label}), got values in [{lo}, {hi}]')
-    else:
-        torch._assert_async(((labels >= 0) & (labels <= max_label)).all())
-
-
-def check_label_weights(label_weights: Optional[Tensor], num: int,
-                        owner: str) -> None:
-    """Raise ``ValueError`` unless ``label_weights`` is None or ``(N,)``."""
-    if label_weights is not None and tuple(label_weights.shape) != (num, ):
-        raise ValueError(f'{owner}: label_weights must have shape ({num},), '
-                         f'got {tuple(label_weights.shape)}')
-
-
-def check_reduction(reduction: str, owner: str) -> None:
-    """Raise ``ValueError`` unless ``reduction`` is none/mean/sum."""
-    if reduction not in ('none', 'mean', 'sum'):
-        raise ValueError(f"{owner}: reduction must be 'none', 'mean' or "
-                         f"'sum', got {reduction!r}")
-
-
-def check_cls_channels(expected: int, got: int, owner: str) -> None:
-    """Raise ``ValueError`` naming both numbers if the channels disagree."""
-    if int(expected) != int(got):
-        raise ValueError(f'{owner}: cls_score has {got} channels, expected '
-                         f'{expected}')
-
-
-def empty_loss(cls_score: Tensor, reduction: str, none_shape: tuple) -> Tensor:
-    """Loss of an empty batch: zeros connected to the graph (no NaN)."""
-    if reduction == 'none':
-        return cls_score.new_zeros(none_shape) + cls_score.sum() * 0
-    return cls_score.sum() * 0
-
-
-def sigmoid_scores_with_background(cls_score: Tensor) -> Tensor:
-    """``(N, C)`` logits of a sigmoid classifier -> ``(N, C + 1)`` scores.
-
-    Columns ``0..C-1`` are the per-class sigmoid probabilities. A sigmoid
-    classifier has no background output, so the last column is
-    ``1 - max_j p_j``: the arg-max over the ``C + 1`` columns predicts
-    background exactly when no class probability exceeds 0.5. mmdet drops that
-    column before NMS, so it never affects detections.
-    """
-    prob = cls_score.sigmoid()
-    if prob.shape[0] == 0:
-        bg = prob.new_zeros((0, 1))
-    else:
-        bg = 1 - prob.max(dim=1, keepdim=True).values
-    return torch.cat([prob, bg], dim=1)
-
-
-class SigmoidClassifierMixin:
-    """Classifier protocol of mmdet's ``BBoxHead`` for ``C``-channel sigmoid
-    classifiers (background = label ``C`` = all-zero target).
-
-    ``BBoxHead`` reads ``custom_cls_channels`` / ``custom_activation`` /
-    ``custom_accuracy`` and then calls ``get_cls_channels``,
-    ``get_activation`` (test-time scores, ``(N, C + 1)`` probabilities) and
-    ``get_accuracy``. Dense heads ignore all of this.
-    """
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
-    num_classes: Optional[int] = None
-
-    def get_cls_channels(self, num_classes: int) -> int:
-        """``C`` output channels; checks ``num_classes`` when the loss has
-        one."""
-        if self.num_classes is not None and num_classes != self.num_classes:
-            raise ValueError(
-                f'{type(self).__name__} was built with num_classes='
-                f'{self.num_classes}, but the head has num_classes='
-                f'{num_classes}')
-        return num_classes
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """``(N, C)`` logits -> ``(N, C + 1)`` scores in [0, 1]."""
-        return sigmoid_scores_with_background(cls_score)
-
-    def get_accuracy(self, cls_score: Tensor, labels: Tensor) -> Dict[str,
-                                                                     Tensor]:
-        """Top-1 accuracy over ``C + 1`` outcomes (background = no class
-        above 0.5)."""
-        return dict(acc=accuracy(self.get_activation(cls_score), labels))
-
+from .protocol import (SigmoidClassifierProtocol, check_labels,
+                       check_num_classes, check_reduction)
 
 def sigmoid_focal_loss(pred: Tensor,
                        target: Tensor,
@@ -166,7 +49,7 @@ def sigmoid_focal_loss(pred: Tensor,
                 f'not match pred {tuple(pred.shape)}')
         target = target.type_as(pred)
     else:
-        check_labels(target, num_classes, 'FocalLoss')
+        check_labels(target, pred.size(0), num_classes, 'FocalLoss')
         # one column per class plus one for background, which is then dropped
         target = F.one_hot(target, num_classes + 1)[:, :num_classes]
         target = target.type_as(pred)
@@ -194,7 +77,7 @@ def sigmoid_focal_loss(pred: Tensor,
 
 
 @MODELS.register_module()
-class FocalLoss(SigmoidClassifierMixin, nn.Module):
+class FocalLoss(SigmoidClassifierProtocol, nn.Module):
     """Sigmoid focal loss (Lin et al., ICCV 2017).
 
     Numerically the same as mmdet 3.3.0's ``FocalLoss(use_sigmoid=True)``
@@ -234,7 +117,8 @@ class FocalLoss(SigmoidClassifierMixin, nn.Module):
         self.alpha = float(alpha)
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else \
+            check_num_classes(num_classes, 'FocalLoss')
 
     def forward(self,
                 cls_score: Tensor,
@@ -256,7 +140,7 @@ class FocalLoss(SigmoidClassifierMixin, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N, C)`` with ``'none'``.
         """
-        assert reduction_override in _REDUCTIONS
+        assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
         loss = sigmoid_focal_loss(
             cls_score,

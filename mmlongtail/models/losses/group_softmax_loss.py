@@ -1,12 +1,11 @@
 """Balanced Group Softmax, BAGS (Li et al., "Overcoming Classifier Imbalance
 for Long-tail Object Detection with Balanced Group Softmax", CVPR 2020)."""
 import bisect
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.models.losses.accuracy import accuracy
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
@@ -14,8 +13,8 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .focal_loss import (check_cls_channels, check_label_weights,
-                         check_labels, check_reduction, empty_loss)
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_num_classes, check_reduction, empty_loss)
 
 
 def check_bin_split(bin_split: Sequence[int]) -> Tuple[int, ...]:
@@ -75,7 +74,7 @@ def sample_others(group_labels: Tensor, valid: Tensor,
 
 
 @MODELS.register_module()
-class GroupSoftmaxLoss(nn.Module):
+class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
     """Balanced Group Softmax (BAGS; Li et al., CVPR 2020).
 
     Classes are put into groups by their training instance count with
@@ -117,9 +116,6 @@ class GroupSoftmaxLoss(nn.Module):
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be False (accepted for mmdet configs).
     """
-    custom_cls_channels = True
-    custom_activation = True
-    custom_accuracy = True
 
     def __init__(self,
                  num_classes: int,
@@ -137,6 +133,7 @@ class GroupSoftmaxLoss(nn.Module):
             raise ValueError(f'GroupSoftmaxLoss: beta must be >= 0, got '
                              f'{beta}')
         check_reduction(reduction, 'GroupSoftmaxLoss')
+        check_num_classes(num_classes, 'GroupSoftmaxLoss')
         self.bin_split = check_bin_split(bin_split)
         stats = load_category_stats(
             category_stats, num_classes=num_classes, owner='GroupSoftmaxLoss')
@@ -175,25 +172,32 @@ class GroupSoftmaxLoss(nn.Module):
             f'GroupSoftmaxLoss: bin_split={self.bin_split}, classes per '
             f'group (last = background) {self.group_sizes}, beta={self.beta}')
 
-    # ---------------------------------------------------------------- layout
-    def get_cls_channels(self, num_classes: int) -> int:
-        """``C + 1 + G`` channels."""
-        if num_classes != self.num_classes:
-            raise ValueError(
-                f'GroupSoftmaxLoss was built with num_classes='
-                f'{self.num_classes}, but the head has num_classes='
-                f'{num_classes}')
-        return num_classes + 1 + self.num_groups
+    # ------------------------------------------------- classifier protocol
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        """``C + 1 + G`` rows; ``groups`` are the softmax groups."""
+        C = num_classes
+        offsets = self.group_offsets
+        return ClassifierLayout(
+            owner='GroupSoftmaxLoss',
+            num_classes=C,
+            num_outputs=C + 1 + self.num_groups,
+            class_rows=tuple(self.label_channel[:C].tolist()),
+            extra_rows=(('others', tuple(offsets[:-1])),
+                        ('objectness', (offsets[-1], )),
+                        ('background', (int(self.label_channel[C]), ))),
+            groups=tuple(
+                tuple(range(o, o + n + 1))
+                for o, n in zip(offsets, self.group_sizes)),
+            scoring='in-group softmax per class * P(objectness) of the '
+            'background group; background column its P(background)')
 
     def split_groups(self, cls_score: Tensor) -> List[Tensor]:
         """``(N, C + 1 + G)`` -> per group ``(N, 1 + n_g)`` logits."""
         return list(
             cls_score.split([n + 1 for n in self.group_sizes], dim=1))
 
-    def get_activation(self, cls_score: Tensor) -> Tensor:
+    def _activation(self, cls_score: Tensor) -> Tensor:
         """``(N, C + 1 + G)`` logits -> ``(N, C + 1)`` probabilities."""
-        check_cls_channels(self.num_classes + 1 + self.num_groups,
-                           cls_score.size(-1), 'GroupSoftmaxLoss')
         probs = torch.cat(
             [F.softmax(g, dim=1) for g in self.split_groups(cls_score)],
             dim=1)
@@ -201,11 +205,6 @@ class GroupSoftmaxLoss(nn.Module):
         scores = probs[:, self.label_channel]
         cls_scores = scores[:, :-1] * bg_probs[:, :1]
         return torch.cat([cls_scores, bg_probs[:, 1:]], dim=1)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
-        return dict(acc=accuracy(self.get_activation(cls_score), labels))
 
     # ------------------------------------------------------------------ loss
     def forward(self,
@@ -229,12 +228,8 @@ class GroupSoftmaxLoss(nn.Module):
         """
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
-        C = self.num_classes
-        check_cls_channels(C + 1 + self.num_groups, cls_score.size(-1),
-                           'GroupSoftmaxLoss')
-        check_labels(labels, C, 'GroupSoftmaxLoss')
+        self.check_inputs(cls_score, labels, label_weights)
         num = cls_score.size(0)
-        check_label_weights(label_weights, num, 'GroupSoftmaxLoss')
         if num == 0:
             return self.loss_weight * empty_loss(cls_score, reduction, (0, ))
 

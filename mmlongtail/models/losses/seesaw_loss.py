@@ -47,8 +47,9 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
-
-_REDUCTIONS = ('none', 'mean', 'sum')
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_cls_score, check_num_classes, check_reduction,
+                       register_foreign_layout)
 
 
 def _seesaw_log_softmax(score: Tensor, labels: Tensor,
@@ -144,13 +145,121 @@ class _SeesawFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
+def seesaw_loss(cls_score: Tensor,
+                labels: Tensor,
+                cum_samples: Tensor,
+                label_weights: Optional[Tensor] = None,
+                p: float = 0.8,
+                q: float = 2.0,
+                eps: float = 1e-2,
+                reduction: str = 'mean',
+                avg_factor: Optional[Union[float, Tensor]] = None,
+                select_positives: Optional[bool] = None
+                ) -> Tuple[Tensor, Optional[Tensor]]:
+    """Seesaw cross entropy on the class logits of positives, and plain
+    cross entropy on the objectness logits of every sample when present.
+
+    Args:
+        cls_score (Tensor): Logits, ``(N, C + 2)`` (classes, then the
+            objectness pair foreground / background) or ``(N, C)`` (classes
+            only).
+        labels (Tensor): ``(N,)`` int64 in ``[0, C]``, ``C`` = background.
+        cum_samples (Tensor): ``(C,)`` accumulated sample count of each class
+            (counts below 1 are treated as 1). Its length gives ``C``.
+        label_weights (Tensor, optional): ``(N,)`` per-sample weights.
+        p (float): Exponent of the mitigation factor; 0 turns it off.
+        q (float): Exponent of the compensation factor; 0 turns it off.
+        eps (float): Lower bound of the target-class probability in the
+            compensation factor.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. With
+            ``'mean'`` and no ``avg_factor`` the class term is averaged over
+            positives (as in mmdet); with ``'none'`` it has shape ``(N,)``,
+            zero off positives.
+        avg_factor (float | Tensor, optional): Divisor of the summed loss for
+            ``'mean'``.
+        select_positives (bool, optional): See :class:`SeesawLoss`.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: ``(loss_classes, loss_objectness)``,
+        the latter None for ``(N, C)`` input. Both are in at least float32 and
+        differentiable with respect to ``cls_score`` (the seesaw factors are
+        constants, as in the paper).
+    """
+    num_classes = cum_samples.numel()
+    if cls_score.dim() != 2 or cls_score.size(1) not in (num_classes,
+                                                         num_classes + 2):
+        raise ValueError(
+            f'seesaw_loss: cum_samples has {num_classes} entries, so '
+            f'cls_score must be (N, {num_classes}) or (N, {num_classes + 2}),'
+            f' got {tuple(cls_score.shape)}')
+    if labels.shape != cls_score.shape[:1]:
+        raise ValueError(
+            f'seesaw_loss: labels must have shape ({cls_score.size(0)},), '
+            f'got {tuple(labels.shape)}')
+    with_objectness = cls_score.size(1) == num_classes + 2
+    labels = labels.long()
+    if label_weights is None:
+        label_weights = cls_score.new_ones(labels.shape, dtype=torch.float32)
+    else:
+        label_weights = label_weights.float()
+    pos = labels < num_classes
+    obj_labels = (~pos).long() if with_objectness else None  # 0: foreground
+
+    # The class term runs on positives only. Selecting their rows needs
+    # their number on the host: free on CPU, a synchronisation on an
+    # accelerator, where every row is computed instead and the rows that
+    # are not positive get weight 0 (and a valid dummy target).
+    select = select_positives
+    rows = None
+    if select is None:
+        select = cls_score.device.type == 'cpu'
+    if select:
+        rows = pos.nonzero(as_tuple=True)[0]
+        if select_positives is None and 2 * rows.numel() > len(pos):
+            rows = None  # mostly positives: gathering would cost more
+    if rows is not None:
+        cls_labels = labels[rows]
+        cls_weights = label_weights[rows]
+    else:
+        cls_labels = labels.masked_fill(~pos, 0)
+        cls_weights = label_weights * pos
+    score, cls_labels, log_counts, log_eps = _prepare(
+        cls_score, cls_labels, cum_samples, num_classes, p, q, eps)
+    loss_classes, loss_objectness = _SeesawFunction.apply(
+        score, cls_labels, rows, obj_labels, log_counts, q, log_eps,
+        num_classes)
+
+    if rows is not None and reduction == 'none':
+        # Same layout as the masked branch: (N,), 0 off positives.
+        loss_classes = loss_classes.new_zeros(labels.shape).index_add(
+            0, rows, loss_classes * cls_weights)
+        cls_weights = None
+    if reduction == 'mean' and avg_factor is None:
+        # mmdet averages over the positive rows.
+        loss_classes = weight_reduce_loss(
+            loss_classes, cls_weights, reduction='sum') / pos.sum().clamp(
+                min=1)
+    else:
+        loss_classes = weight_reduce_loss(loss_classes, cls_weights,
+                                          reduction, avg_factor)
+    if not with_objectness:
+        return loss_classes, None
+    if reduction == 'mean' and avg_factor is None and not len(labels):
+        reduction = 'sum'  # an empty batch: 0, not the mean of nothing
+    loss_objectness = weight_reduce_loss(loss_objectness, label_weights,
+                                         reduction, avg_factor)
+    return loss_classes, loss_objectness
+
+
 def seesaw_ce_loss(cls_score: Tensor,
                    labels: Tensor,
                    cum_samples: Tensor,
                    p: float = 0.8,
                    q: float = 2.0,
                    eps: float = 1e-2) -> Tensor:
-    """Element-wise Seesaw cross entropy.
+    """Element-wise Seesaw cross entropy of class logits (no objectness):
+    :func:`seesaw_loss` with ``reduction='none'`` on ``(N, C)`` input, in
+    the form of mmdet's ``seesaw_ce_loss``.
 
     Args:
         cls_score (Tensor): Class logits, shape ``(N, C)``.
@@ -165,20 +274,10 @@ def seesaw_ce_loss(cls_score: Tensor,
             compensation factor. Defaults to 1e-2.
 
     Returns:
-        Tensor: Loss of each sample, shape ``(N,)``, in at least float32,
-        differentiable with respect to ``cls_score`` (the seesaw factors
-        themselves are constants, as in the paper).
+        Tensor: Loss of each sample, shape ``(N,)``, in at least float32.
     """
-    if cls_score.dim() != 2 or labels.shape != cls_score.shape[:1]:
-        raise ValueError(
-            'seesaw_ce_loss expects cls_score (N, C) and labels (N,), got '
-            f'{tuple(cls_score.shape)} and {tuple(labels.shape)}')
-    num_classes = cls_score.size(1)
-    score, labels, log_counts, log_eps = _prepare(cls_score, labels,
-                                                  cum_samples, num_classes,
-                                                  p, q, eps)
-    loss, _ = _SeesawFunction.apply(score, labels, None, None, log_counts, q,
-                                    log_eps, num_classes)
+    loss, _ = seesaw_loss(cls_score, labels, cum_samples, p=p, q=q, eps=eps,
+                          reduction='none')
     return loss
 
 
@@ -186,10 +285,6 @@ def _prepare(cls_score: Tensor, labels: Tensor, cum_samples: Tensor,
              num_classes: int, p: float, q: float,
              eps: float) -> Tuple[Tensor, Tensor, Optional[Tensor], float]:
     """Promote to at least float32 and turn counts into ``p * log N``."""
-    if cum_samples.numel() != num_classes:
-        raise ValueError(
-            f'cum_samples has {cum_samples.numel()} entries but there are '
-            f'{num_classes} classes')
     # Work in at least float32, whatever the input precision (e.g. AMP).
     score = cls_score.to(torch.promote_types(cls_score.dtype, torch.float32))
     log_counts = None
@@ -202,8 +297,28 @@ def _prepare(cls_score: Tensor, labels: Tensor, cum_samples: Tensor,
     return score, labels.long(), log_counts, log_eps
 
 
+SEESAW_SCORING = ('softmax(classes) * P(objectness) per class; '
+                  'background column P(background)')
+
+
+def seesaw_layout(owner: str, num_classes: int) -> ClassifierLayout:
+    """``C + 2`` rows: the classes, then the objectness pair (foreground,
+    background). Also the layout of mmdet's ``SeesawLoss``."""
+    return ClassifierLayout.classes_first(
+        owner, num_classes, ('objectness', 'background'),
+        scoring=SEESAW_SCORING)
+
+
+def seesaw_activation(cls_score: Tensor) -> Tensor:
+    """``(..., C + 2)`` logits -> ``(..., C + 1)`` scores:
+    ``softmax(classes) * P(foreground)``, then ``P(background)``."""
+    obj_prob = F.softmax(cls_score[..., -2:], dim=-1)
+    cls_prob = F.softmax(cls_score[..., :-2], dim=-1) * obj_prob[..., :1]
+    return torch.cat([cls_prob, obj_prob[..., 1:]], dim=-1)
+
+
 @MODELS.register_module()
-class SeesawLoss(nn.Module):
+class SeesawLoss(ClassifierProtocol, nn.Module):
     """Seesaw Loss with an objectness branch (Wang et al., CVPR 2021).
 
     The classifier feeding this loss has ``C + 2`` outputs: ``C`` class
@@ -216,14 +331,13 @@ class SeesawLoss(nn.Module):
       samples (target 0 for positives, 1 for background).
 
     Both honour ``label_weights``, ``avg_factor`` and ``reduction`` exactly as
-    mmdet's losses do. With ``reduction='mean'`` and no ``avg_factor`` the
-    class term is averaged over positives (as in mmdet). With
-    ``reduction='none'`` the class term has shape ``(N,)``, zero at samples
-    that are not positive (mmdet returns only the positive rows).
+    mmdet's losses do (see :func:`seesaw_loss`, which ``forward`` runs
+    after counting the batch's labels).
 
-    The loss implements mmdet's custom classifier protocol, so a ``BBoxHead``
-    sizes its ``fc_cls`` with :meth:`get_cls_channels`, scores detections with
-    :meth:`get_activation` and logs :meth:`get_accuracy`.
+    The loss implements the classifier protocol
+    (:class:`~mmlongtail.models.losses.protocol.ClassifierProtocol`), so a
+    ``BBoxHead`` sizes its ``fc_cls`` with :meth:`get_cls_channels`, scores
+    detections with :meth:`get_activation` and logs :meth:`get_accuracy`.
 
     Args:
         num_classes (int): Number of classes ``C`` (1203 for LVIS v1).
@@ -275,12 +389,8 @@ class SeesawLoss(nn.Module):
             raise ValueError(
                 'SeesawLoss is a softmax loss: use_sigmoid=True is not '
                 'supported')
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(
-                f'num_classes must be a positive int, got {num_classes!r}')
-        if reduction not in _REDUCTIONS:
-            raise ValueError(
-                f'reduction must be one of {_REDUCTIONS}, got {reduction!r}')
+        check_num_classes(num_classes, 'SeesawLoss')
+        check_reduction(reduction, 'SeesawLoss')
         if p < 0 or q < 0:
             raise ValueError(f'p and q must be >= 0, got p={p}, q={q}')
         if eps < 0:
@@ -298,11 +408,6 @@ class SeesawLoss(nn.Module):
 
         self.register_buffer(
             'cum_samples', torch.zeros(num_classes + 1, dtype=torch.float32))
-
-        # mmdet's custom classifier protocol (see BBoxHead).
-        self.custom_cls_channels = True
-        self.custom_activation = True
-        self.custom_accuracy = True
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, p={self.p}, q={self.q}, '
@@ -325,40 +430,14 @@ class SeesawLoss(nn.Module):
 
     # ------------------------------------------------------------------
     # classifier protocol
-    def _split_cls_score(self, cls_score: Tensor) -> Tuple[Tensor, Tensor]:
-        """Split ``(..., C + 2)`` into class ``(..., C)`` and objectness
-        ``(..., 2)`` logits."""
-        expected = self.num_classes + 2
-        if cls_score.size(-1) != expected:
-            raise ValueError(
-                f'SeesawLoss expects cls_score with num_classes + 2 = '
-                f'{expected} channels (num_classes={self.num_classes}), got '
-                f'{cls_score.size(-1)}')
-        return cls_score[..., :-2], cls_score[..., -2:]
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        return seesaw_layout('SeesawLoss', num_classes)
 
-    def get_cls_channels(self, num_classes: int) -> int:
-        """Number of classifier outputs for ``num_classes`` classes: C + 2."""
-        if num_classes != self.num_classes:
-            raise ValueError(
-                f'num_classes mismatch: the head has {num_classes} classes '
-                f'but SeesawLoss was built with num_classes='
-                f'{self.num_classes}')
-        return num_classes + 2
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores from logits.
-
-        Args:
-            cls_score (Tensor): Logits, shape ``(..., C + 2)``.
-
-        Returns:
-            Tensor: ``(..., C + 1)``: ``softmax(classes) * P(foreground)``,
-            then ``P(background)`` in the last column.
-        """
-        cls_logits, obj_logits = self._split_cls_score(cls_score)
-        obj_prob = F.softmax(obj_logits, dim=-1)
-        cls_prob = F.softmax(cls_logits, dim=-1) * obj_prob[..., :1]
-        return torch.cat([cls_prob, obj_prob[..., 1:]], dim=-1)
+    def _activation(self, cls_score: Tensor) -> Tensor:
+        """``(..., C + 2)`` logits -> ``(..., C + 1)``:
+        ``softmax(classes) * P(foreground)``, then ``P(background)`` in the
+        last column."""
+        return seesaw_activation(cls_score)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
@@ -372,12 +451,14 @@ class SeesawLoss(nn.Module):
         Returns:
             dict[str, Tensor]: ``acc_objectness`` and ``acc_classes`` (%).
         """
-        cls_logits, obj_logits = self._split_cls_score(cls_score)
+        layout = self.classifier_layout()
+        check_cls_score(cls_score, layout.num_outputs, 'SeesawLoss',
+                        layout.describe())
         pos = labels < self.num_classes
         obj_labels = (~pos).long()
         return dict(
-            acc_objectness=accuracy(obj_logits, obj_labels),
-            acc_classes=accuracy(cls_logits[pos], labels[pos]))
+            acc_objectness=accuracy(cls_score[:, -2:], obj_labels),
+            acc_classes=accuracy(cls_score[pos, :-2], labels[pos]))
 
     # ------------------------------------------------------------------
     @torch.no_grad()
@@ -388,41 +469,6 @@ class SeesawLoss(nn.Module):
                         torch.ones_like(labels, dtype=hist.dtype))
         all_reduce_sum_(hist, enabled=self.sync_counts)
         self.cum_samples.add_(hist)
-
-    def _check_inputs(self, cls_score: Tensor, labels: Tensor,
-                      label_weights: Optional[Tensor]) -> None:
-        if cls_score.dim() != 2:
-            raise ValueError('SeesawLoss expects cls_score of shape '
-                             f'(N, C + 2), got {tuple(cls_score.shape)}')
-        self._split_cls_score(cls_score)
-        if labels.dim() != 1 or labels.size(0) != cls_score.size(0):
-            raise ValueError(
-                f'labels must have shape ({cls_score.size(0)},), got '
-                f'{tuple(labels.shape)}')
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise TypeError(
-                f'labels must be an integer tensor, got {labels.dtype}')
-        if label_weights is not None and label_weights.shape != labels.shape:
-            raise ValueError(
-                f'label_weights must have shape {tuple(labels.shape)}, got '
-                f'{tuple(label_weights.shape)}')
-        # On CPU an immediate error naming the offending labels; elsewhere
-        # checked on the device, without host synchronisation (a failure
-        # surfaces as a device-side assert).
-        if labels.numel() > 0 and labels.device.type == 'cpu':
-            lo, hi = int(labels.min()), int(labels.max())
-            if lo < 0 or hi > self.num_classes:
-                bad = labels[(labels < 0) | (labels > self.num_classes)]
-                raise RuntimeError(
-                    f'SeesawLoss: labels must lie in [0, {self.num_classes}] '
-                    f'(num_classes={self.num_classes}, {self.num_classes} is '
-                    f'background), got {bad.unique().tolist()[:8]}')
-        elif labels.numel() > 0:
-            torch._assert_async(
-                ((labels >= 0) & (labels <= self.num_classes)).all(),
-                f'SeesawLoss: labels must lie in [0, {self.num_classes}] '
-                f'(num_classes={self.num_classes}, {self.num_classes} is '
-                'background)')
 
     def forward(
         self,
@@ -451,62 +497,13 @@ class SeesawLoss(nn.Module):
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override if reduction_override else \
             self.reduction
-        self._check_inputs(cls_score, labels, label_weights)
+        self.check_inputs(cls_score, labels, label_weights)
         labels = labels.long()
-
         self._accumulate(labels)
-
-        if label_weights is None:
-            label_weights = cls_score.new_ones(labels.shape,
-                                               dtype=torch.float32)
-        else:
-            label_weights = label_weights.float()
-        pos = labels < self.num_classes
-        obj_labels = (~pos).long()  # 0: foreground, 1: background
-
-        # The class term runs on positives only. Selecting their rows needs
-        # their number on the host: free on CPU, a synchronisation on an
-        # accelerator, where every row is computed instead and the rows that
-        # are not positive get weight 0 (and a valid dummy target).
-        select = self.select_positives
-        rows = None
-        if select is None:
-            select = cls_score.device.type == 'cpu'
-        if select:
-            rows = pos.nonzero(as_tuple=True)[0]
-            if self.select_positives is None and 2 * rows.numel() > len(pos):
-                rows = None  # mostly positives: gathering would cost more
-        if rows is not None:
-            cls_labels = labels[rows]
-            cls_weights = label_weights[rows]
-        else:
-            cls_labels = labels.masked_fill(~pos, 0)
-            cls_weights = label_weights * pos
-        score, cls_labels, log_counts, log_eps = _prepare(
-            cls_score, cls_labels, self.cum_samples[:self.num_classes],
-            self.num_classes, self.p, self.q, self.eps)
-        loss_classes, loss_objectness = _SeesawFunction.apply(
-            score, cls_labels, rows, obj_labels, log_counts, self.q, log_eps,
-            self.num_classes)
-
-        if rows is not None and reduction == 'none':
-            # Same layout as the masked branch: (N,), 0 off positives.
-            loss_classes = loss_classes.new_zeros(labels.shape).index_add(
-                0, rows, loss_classes * cls_weights)
-            cls_weights = None
-        if reduction == 'mean' and avg_factor is None:
-            # mmdet averages over the positive rows.
-            loss_classes = weight_reduce_loss(
-                loss_classes, cls_weights, reduction='sum') / pos.sum().clamp(
-                    min=1)
-        else:
-            loss_classes = weight_reduce_loss(loss_classes, cls_weights,
-                                              reduction, avg_factor)
-        if reduction == 'mean' and avg_factor is None and not len(labels):
-            reduction = 'sum'  # an empty batch: 0, not the mean of nothing
-        loss_objectness = weight_reduce_loss(loss_objectness, label_weights,
-                                             reduction, avg_factor)
-
+        loss_classes, loss_objectness = seesaw_loss(
+            cls_score, labels, self.cum_samples[:self.num_classes],
+            label_weights, self.p, self.q, self.eps, reduction, avg_factor,
+            self.select_positives)
         loss_classes = self.loss_weight * loss_classes
         loss_objectness = self.loss_weight * loss_objectness
         if self.return_dict:
@@ -514,3 +511,17 @@ class SeesawLoss(nn.Module):
                 loss_cls_objectness=loss_objectness,
                 loss_cls_classes=loss_classes)
         return loss_classes + loss_objectness
+
+
+def _mmdet_seesaw_layout(loss: nn.Module,
+                         num_classes: int) -> ClassifierLayout:
+    return seesaw_layout(f'{type(loss).__module__}.SeesawLoss', num_classes)
+
+
+def _register_mmdet_seesaw() -> None:
+    """mmdet's own ``SeesawLoss`` has the same ``C + 2`` layout."""
+    from mmdet.models.losses import SeesawLoss as MMDetSeesawLoss
+    register_foreign_layout(MMDetSeesawLoss, _mmdet_seesaw_layout)
+
+
+_register_mmdet_seesaw()

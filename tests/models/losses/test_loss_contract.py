@@ -12,7 +12,11 @@ mean; the tests then check, for every loss:
 * all-one ``label_weights`` change nothing, zero weights equal dropping the
   proposals, and a per-proposal weight scales that proposal;
 * ``loss_weight`` scales every reduction;
-* gradients are finite and out-of-range labels are refused.
+* gradients are finite and out-of-range labels are refused;
+* the loss implements the classifier protocol and its layout describes the
+  ``fc_cls`` of a real ``Shared2FCBBoxHead``: the head has that many outputs,
+  the row the layout gives class ``j`` drives class ``j``'s test-time score
+  and the background row (where there is one) the background column.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -21,6 +25,7 @@ import pytest
 import torch
 
 import mmlongtail  # noqa: F401
+from mmlongtail.models.losses.protocol import ClassifierProtocol, loss_layout
 from mmlongtail.registry import MODELS
 
 C = 5
@@ -236,3 +241,38 @@ def test_bad_labels_refused(name):
         y_bad[2] = bad
         with pytest.raises((ValueError, IndexError, RuntimeError)):
             _call(name, x, y_bad)
+
+
+@pytest.mark.parametrize('name', _names())
+def test_layout_describes_a_real_heads_classifier(name):
+    from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
+    if name not in MODELS.module_dict:
+        pytest.skip(f'{name} is not registered (yet)')
+    head = Shared2FCBBoxHead(
+        in_channels=2, fc_out_channels=4, roi_feat_size=1, num_classes=C,
+        loss_cls=dict(type=f'mmlongtail.{name}', **SPECS[name].kwargs))
+    assert isinstance(head.loss_cls, ClassifierProtocol)
+    layout = loss_layout(head.loss_cls, C)
+    assert layout == head.loss_cls.classifier_layout(C)
+    assert layout.num_classes == C
+    assert head.fc_cls.out_features == layout.num_outputs == \
+        SPECS[name].channels
+    rows = layout.foreground_rows()
+    assert rows.shape == (C, ) and len(set(rows.tolist())) == C
+    background = layout.rows('background').tolist()
+    # one probe per class (and one for the background row): the classifier
+    # outputs a large logit on that row only, through the head's forward
+    probes = [int(r) for r in rows] + background
+    with torch.no_grad():
+        head.fc_cls.weight.zero_()
+        cls_scores = []
+        for row in probes:
+            head.fc_cls.bias.zero_()
+            head.fc_cls.bias[row] = 12.0
+            cls_score, _ = head(torch.randn(1, 2, 1, 1))
+            cls_scores.append(cls_score)
+        scores = head.loss_cls.get_activation(torch.cat(cls_scores))
+    assert scores.shape == (len(probes), C + 1)
+    assert scores[:C, :C].argmax(dim=1).tolist() == list(range(C))
+    if background:
+        assert scores[C:].argmax(dim=1).tolist() == [C]
