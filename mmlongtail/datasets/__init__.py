@@ -1,8 +1,12 @@
 """Datasets: category statistics, repeat-factor sampling, synthetic LVIS data."""
 from .category_stats import CategoryStats, load_category_stats
+from .image_categories import ImageCategories, image_categories
 from .lvis_format import LVISFormatDataset
 
-__all__ = ['CategoryStats', 'load_category_stats', 'LVISFormatDataset']
+__all__ = [
+    'CategoryStats', 'load_category_stats', 'ImageCategories',
+    'image_categories', 'LVISFormatDataset'
+]
 
 # repeat-factor sampling (importing ``samplers`` registers the sampler)
 from . import samplers  # noqa: E402,F401

@@ -8,83 +8,13 @@ import numpy as np
 import pytest
 import torch
 from dist_utils import spawn_gloo
-from mmdet.datasets import LVISV1Dataset
+from lvis_toy import make_dataset, write_lvis
 from mmengine.dataset import ClassBalancedDataset
 
 from mmlongtail.datasets import RepeatFactorSampler, compute_repeat_factors
 from mmlongtail.registry import DATA_SAMPLERS
 
 # ---------------------------------------------------------------- fixtures --
-
-
-def _ann(aid, img_id, cat_id, x=2.0, y=2.0, w=10.0, h=8.0):
-    return dict(
-        id=aid,
-        image_id=img_id,
-        category_id=cat_id,
-        bbox=[x, y, w, h],
-        area=w * h,
-        segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]],
-        iscrowd=0)
-
-
-def write_lvis(path, num_images=60, seed=0):
-    """A small LVIS v1-format file with a long tail and edge cases.
-
-    Image ids are shuffled and non-contiguous. Image positions (in file
-    order) with special content:
-
-    * 3 and 17: no annotations;
-    * 5: small (20 px): dropped by ``min_size=32``;
-    * 8: its only annotation is degenerate (w < 1), which mmdet's parser
-      drops; with ``degenerate=False`` the box is normal.
-    """
-    rng = np.random.default_rng(seed)
-    cat_ids = [3, 7, 11, 20, 21, 40]
-    weights = np.array([30, 12, 6, 3, 2, 1], float)
-    img_ids = rng.permutation(np.arange(1, 4 * num_images))[:num_images] * 5
-    images, anns = [], []
-    aid = 1
-    for pos, iid in enumerate(img_ids.tolist()):
-        side = 20 if pos == 5 else 64
-        images.append(
-            dict(
-                id=iid,
-                width=side,
-                height=side,
-                coco_url=f'http://images.cocodataset.org/train2017/'
-                f'{iid:012d}.jpg',
-                neg_category_ids=[],
-                not_exhaustive_category_ids=[]))
-        if pos in (3, 17):
-            continue
-        if pos == 8:
-            anns.append(_ann(aid, iid, 40, w=0.5))
-            aid += 1
-            continue
-        k = int(rng.integers(1, 5))
-        for c in rng.choice(cat_ids[:-1], size=k, p=weights[:-1] /
-                            weights[:-1].sum()):
-            anns.append(_ann(aid, iid, int(c), w=float(rng.integers(4, 30))))
-            aid += 1
-    cats = [dict(id=c, name=f'cat_{c}', frequency='r') for c in cat_ids]
-    with open(path, 'w') as f:
-        json.dump(dict(images=images, annotations=anns, categories=cats), f)
-    return img_ids
-
-
-def make_dataset(ann_file, filter_cfg=None, serialize_data=True, **kw):
-    with open(ann_file) as f:
-        names = tuple(c['name'] for c in json.load(f)['categories'])
-    return LVISV1Dataset(
-        ann_file=ann_file,
-        metainfo=dict(classes=names),
-        data_prefix=dict(img=''),
-        filter_cfg=filter_cfg,
-        pipeline=[],
-        serialize_data=serialize_data,
-        lazy_init=False,
-        **kw)
 
 
 @pytest.fixture(scope='module')
@@ -398,23 +328,3 @@ def test_iter_based_runner_loop_infinite(tmp_path):
     stream = torch.cat([s.epoch_indices(e) for e in range(10)]).tolist()
     assert len(seen) == 50 > len(s.epoch_indices(0))  # several epochs
     assert seen == stream[:50]
-
-
-def test_serialized_img_id_reading_and_fallbacks(lvis_file, monkeypatch):
-    from mmlongtail.datasets.samplers import repeat_factor_sampler as m
-    ds = make_dataset(lvis_file, dict(filter_empty_gt=True, min_size=32))
-    want = [ds.get_data_info(i)['img_id'] for i in range(len(ds))]
-    ids, how = m._dataset_img_ids(ds)
-    assert ids.tolist() == want and how == 'serialized img_id entries'
-    # layout not recognized: every item is searched for its img_id entry
-    monkeypatch.setattr(
-        m, '_read_img_ids_vectorized', lambda d, s, e:
-        (np.zeros(len(s), np.int64), np.zeros(len(s), bool)))
-    ids, how = m._dataset_img_ids(ds)
-    assert ids.tolist() == want
-    assert f'{len(ds)} items searched, 0 of them unpickled' in how
-    # entry not found either: those items are unpickled
-    monkeypatch.setattr(m, '_IMG_ID_PATTERN', m.re.compile(b'\x00never\x00'))
-    ids, how = m._dataset_img_ids(ds)
-    assert ids.tolist() == want
-    assert f'{len(ds)} of them unpickled' in how
