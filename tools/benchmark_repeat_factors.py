@@ -1,13 +1,17 @@
 """Benchmark repeat-factor computation and sampler construction.
 
-1. ``compute_repeat_factors`` (its compiled path, the default, and its NumPy
-   fallback) vs a per-image Python loop in the style of
-   detectron2's ``repeat_factors_from_category_frequency`` on LVIS-like
-   image -> category lists (category image/instance counts sampled from the
-   packaged LVIS v1 train statistics).
-2. Building ``mmlongtail.RepeatFactorSampler`` vs mmengine's
-   ``ClassBalancedDataset`` over the same loaded mmdet ``LVISV1Dataset``
-   (a synthetic, annotation-only LVIS v1-format file; no pixels are read).
+1. The factor computation: ``compute_repeat_factors`` vs a per-image Python
+   loop written out in the style of detectron2's
+   ``RepeatFactorTrainingSampler.repeat_factors_from_category_frequency``, on
+   LVIS-like image -> category lists (category image/instance counts sampled
+   from the packaged LVIS v1 train statistics).
+2. The path users run: building ``mmlongtail.RepeatFactorSampler`` (which
+   gathers each image's categories with
+   :func:`mmlongtail.datasets.image_categories`) vs mmengine's
+   ``ClassBalancedDataset`` over the same loaded mmdet ``LVISV1Dataset`` (a
+   synthetic, annotation-only LVIS v1-format file; no pixels are read). It
+   also times the ``img_id`` pass (``get_data_info`` per item) against the
+   dataset's own load time.
 
 Both sides of each comparison run in the same process, interleaved, and the
 best of ``--repeats`` runs is reported.
@@ -30,8 +34,9 @@ from mmdet.datasets import LVISV1Dataset
 from mmengine.dataset import ClassBalancedDataset
 from mmengine.logging import MMLogger
 
-from mmlongtail.datasets import RepeatFactorSampler, load_category_stats
-from mmlongtail.datasets import repeat_factors as rf
+from mmlongtail.datasets import (RepeatFactorSampler, compute_repeat_factors,
+                                 load_category_stats)
+from mmlongtail.datasets.image_categories import dataset_img_ids
 
 
 def lvis_like_pairs(num_images: int, seed: int = 0):
@@ -66,7 +71,8 @@ def lvis_like_lists(num_images: int, seed: int = 0):
 
 
 def loop_repeat_factors(image_cat_ids, repeat_thr):
-    """A straightforward per-image loop, as detectron2 writes it."""
+    """The definition as a per-image loop, the way detectron2 computes it
+    (count images per category, then r(c), then the max per image)."""
     category_freq = defaultdict(int)
     for cats in image_cat_ids:
         for c in set(cats):
@@ -149,15 +155,10 @@ def main():
     # 1. factors from image -> category lists
     lists = lvis_like_lists(args.images)
     n_inst = sum(map(len, lists))
-    ext = rf._load_ext()
     rows = [('per-image Python loop (detectron2 style)',
              lambda: loop_repeat_factors(lists, args.repeat_thr)),
-            ('compute_repeat_factors, NumPy path',
-             lambda: rf._factors_numpy(lists, args.repeat_thr, True))]
-    if ext is not None:
-        rows.append(('compute_repeat_factors, compiled path (default)',
-                     lambda: rf._factors_compiled(lists, args.repeat_thr,
-                                                  True, ext)))
+            ('compute_repeat_factors (NumPy)',
+             lambda: compute_repeat_factors(lists, args.repeat_thr))]
     best = {name: (float('inf'), None) for name, _ in rows}
     for _ in range(args.repeats):  # interleaved, best of --repeats
         for name, fn in rows:
@@ -173,11 +174,7 @@ def main():
         assert np.array_equal(out, r_loop), name
         print(f'    {name:48s} {dt * 1000:8.1f} ms   '
               f'({t_loop / dt:5.1f}x vs the loop)')
-    if ext is None:
-        print('    (the compiled helper is not built, so '
-              'compute_repeat_factors uses the NumPy path)')
-    print(f'    identical factors on every path; mean r(I) = '
-          f'{r_loop.mean():.3f}')
+    print(f'    identical factors on both; mean r(I) = {r_loop.mean():.3f}')
 
     # 2. sampler construction over a loaded LVISV1Dataset
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,6 +192,9 @@ def main():
         print(f'[2] sampler construction over a loaded LVISV1Dataset: '
               f'{len(ds)} images (loaded in {t_load:.1f} s, '
               f'{ds.data_bytes.nbytes / 2**20:.0f} MiB serialized)')
+        t_ids, _ = best_of(lambda: dataset_img_ids(ds), args.repeats)
+        print(f'    img_id of every item (get_data_info): {t_ids:.3f} s, '
+              f'{100 * t_ids / t_load:.1f}% of the dataset load')
         rows = {}
         for _ in range(args.repeats):
             for name, fn in (
@@ -213,19 +213,19 @@ def main():
                 if dt < rows.get(name, (float('inf'), None))[0]:
                     rows[name] = (dt, obj)
         cbd = rows['mmengine ClassBalancedDataset'][1]
-        fast = rows['RepeatFactorSampler (auto: annotation index)'][1]
-        slow = rows['RepeatFactorSampler (get_cat_ids)'][1]
+        by_index = rows['RepeatFactorSampler (auto: annotation index)'][1]
+        by_get = rows['RepeatFactorSampler (get_cat_ids)'][1]
         base = rows['mmengine ClassBalancedDataset'][0]
         for name, (dt, _) in rows.items():
             print(f'    {name:46s} {dt:8.3f} s   ({base / dt:5.1f}x vs '
                   'ClassBalancedDataset)')
-        same = np.array_equal(fast.repeat_factors, slow.repeat_factors)
+        same = np.array_equal(by_index.repeat_factors, by_get.repeat_factors)
         cbd_len = len(cbd)
-        ceil_len = int(np.ceil(fast.repeat_factors.numpy()).sum())
+        ceil_len = int(np.ceil(by_index.repeat_factors.numpy()).sum())
         print(f'    factors: annotation index == get_cat_ids: {same}; '
               f'ClassBalancedDataset length {cbd_len}, sum ceil(r) '
               f'{ceil_len}, expected stochastic epoch '
-              f'{float(fast.repeat_factors.sum()):.0f}')
+              f'{float(by_index.repeat_factors.sum()):.0f}')
 
 
 if __name__ == '__main__':

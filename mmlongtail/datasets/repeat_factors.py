@@ -10,10 +10,6 @@ Segmentation", CVPR 2019, appendix B.2) defines, for a threshold ``t``:
 
 Everything here works on flat ``(image, category)`` pair arrays, so the cost is
 a handful of NumPy passes over the pairs instead of a Python loop per image.
-``compute_repeat_factors`` takes Python lists; turning 1M+ boxed ids into an
-array costs NumPy as much as the rest, so an optional compiled helper
-(``mmlongtail/csrc/repeat_factors.c``) reads the lists and does the two
-per-image passes, with the NumPy path as the fallback.
 """
 import itertools
 import numbers
@@ -24,9 +20,6 @@ import numpy as np
 
 # Entries of the scratch table used to deduplicate (image, category) pairs.
 _DEDUP_TABLE_SIZE = 1 << 20
-# ABI_VERSION of the compiled helper (mmlongtail/csrc/repeat_factors.c) this
-# module was written against; another value means a stale build.
-_EXT_ABI_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -240,18 +233,6 @@ def _flatten(image_cat_ids: Sequence[Iterable[int]]):
     return lengths, flat
 
 
-def _load_ext():
-    """The compiled helper module, or None when it is not built (or is from
-    another version of the C source)."""
-    try:
-        from . import _rfs_ext
-    except ImportError:
-        return None
-    if getattr(_rfs_ext, 'ABI_VERSION', None) != _EXT_ABI_VERSION:
-        return None
-    return _rfs_ext
-
-
 def _category_factors(image_count: np.ndarray, num_images: int, thr: float,
                       sqrt: bool) -> np.ndarray:
     """``r(c)`` from per-category image counts (inf where a count is 0)."""
@@ -269,39 +250,6 @@ def _check_image_cat_ids(image_cat_ids) -> None:
                         'of category ids per image')
 
 
-def _factors_numpy(image_cat_ids, thr: float, sqrt: bool) -> np.ndarray:
-    """The NumPy path: flatten, then :func:`repeat_factors_from_pairs`."""
-    lengths, flat = _flatten(image_cat_ids)
-    img = np.repeat(np.arange(lengths.shape[0], dtype=np.int64), lengths)
-    return repeat_factors_from_pairs(
-        img,
-        flat,
-        num_images=lengths.shape[0],
-        repeat_thr=thr,
-        sqrt=sqrt,
-        grouped_by='image',
-        _checked=True).image
-
-
-def _factors_compiled(image_cat_ids, thr: float, sqrt: bool,
-                      ext) -> np.ndarray:
-    """The compiled path: ``ext`` reads the lists and does the two passes
-    that need the per-image grouping; NumPy does the per-category part."""
-    flat_bytes, length_bytes = ext.flatten(image_cat_ids)
-    flat = np.frombuffer(flat_bytes, dtype=np.int64)
-    lengths = np.frombuffer(length_bytes, dtype=np.int64)
-    num_images = lengths.shape[0]
-    if flat.size == 0:
-        return np.ones(num_images, dtype=np.float64)
-    labels, num_labels, _ = _dense_labels(flat)
-    counts = np.frombuffer(
-        ext.distinct_counts(labels, lengths, num_labels), dtype=np.int64)
-    cat_factors = _category_factors(counts, num_images, thr, sqrt)
-    return np.frombuffer(
-        ext.segment_max(cat_factors, labels, lengths, 1.0),
-        dtype=np.float64).copy()
-
-
 def compute_repeat_factors(image_cat_ids: Sequence[Iterable[int]],
                            repeat_thr: float,
                            sqrt: bool = True) -> np.ndarray:
@@ -313,10 +261,6 @@ def compute_repeat_factors(image_cat_ids: Sequence[Iterable[int]],
     (``max(1, t / f(c))`` when ``sqrt=False``) and ``r(I)`` the maximum of
     ``r(c)`` over the categories of image ``I``; images without annotations
     keep ``r(I) = 1`` and their position.
-
-    The lists are read by a small compiled helper (``mmlongtail/csrc``,
-    built at install) when it is available; otherwise a NumPy path gives the
-    same values, about three times slower.
 
     Args:
         image_cat_ids (Sequence[Sequence[int]]): ``N`` sequences of integer
@@ -334,7 +278,13 @@ def compute_repeat_factors(image_cat_ids: Sequence[Iterable[int]],
     """
     thr = _check_threshold(repeat_thr)
     _check_image_cat_ids(image_cat_ids)
-    ext = _load_ext()
-    if ext is None:
-        return _factors_numpy(image_cat_ids, thr, sqrt)
-    return _factors_compiled(image_cat_ids, thr, sqrt, ext)
+    lengths, flat = _flatten(image_cat_ids)
+    img = np.repeat(np.arange(lengths.shape[0], dtype=np.int64), lengths)
+    return repeat_factors_from_pairs(
+        img,
+        flat,
+        num_images=lengths.shape[0],
+        repeat_thr=thr,
+        sqrt=sqrt,
+        grouped_by='image',
+        _checked=True).image

@@ -1,8 +1,6 @@
-"""compute_repeat_factors: hand-derived values and mmengine's reference, on
-both the compiled path and the NumPy fallback."""
+"""compute_repeat_factors: hand-derived values, mmengine's reference and the
+definition written out as a per-image loop."""
 import math
-import shutil
-import sysconfig
 
 import numpy as np
 import pytest
@@ -13,33 +11,7 @@ from mmlongtail.datasets import repeat_factors as rf_mod
 from mmlongtail.datasets.repeat_factors import repeat_factors_from_pairs
 
 
-def _have_c_compiler():
-    cc = (sysconfig.get_config_var('CC') or 'cc').split()[0]
-    return shutil.which(cc) is not None
-
-
-@pytest.fixture(params=['compiled', 'numpy'])
-def backend(request, monkeypatch):
-    """Runs a test once through the compiled helper, once through NumPy."""
-    if request.param == 'compiled':
-        if rf_mod._load_ext() is None:
-            pytest.skip('the compiled helper is not built')
-    else:
-        monkeypatch.setattr(rf_mod, '_load_ext', lambda: None)
-    return request.param
-
-
-def test_compiled_helper_is_built():
-    # `pip install -e .` builds it wherever a C compiler exists; a silent
-    # build failure would otherwise only show up as a slower path
-    if not _have_c_compiler():
-        pytest.skip('no C compiler: the NumPy path is used')
-    assert rf_mod._load_ext() is not None, (
-        'mmlongtail/datasets/_rfs_ext was not built: re-run '
-        '`pip install --no-build-isolation -e .` and read its output')
-
-
-def test_hand_computed_sqrt_and_linear(backend):
+def test_hand_computed_sqrt_and_linear():
     # N = 5: f(1) = 3/5, f(2) = 1/5, f(3) = 2/5; t = 0.5
     cats = [[1], [1, 2], [3, 3], [], [1, 3]]
     r = compute_repeat_factors(cats, repeat_thr=0.5)
@@ -53,14 +25,14 @@ def test_hand_computed_sqrt_and_linear(backend):
         compute_repeat_factors(cats, repeat_thr=0.1), np.ones(5))
 
 
-def test_duplicates_count_once_per_image(backend):
+def test_duplicates_count_once_per_image():
     # category 7 has 4 instances but is in 1 image of 4: f = 1/4
     r = compute_repeat_factors([[7, 7, 7, 7], [8], [8], [8]], repeat_thr=1.0)
     np.testing.assert_allclose(r, [2.0, math.sqrt(4 / 3)] + [math.sqrt(4 / 3)]
                                * 2)
 
 
-def test_empty_inputs(backend):
+def test_empty_inputs():
     assert compute_repeat_factors([], 1e-3).shape == (0, )
     np.testing.assert_array_equal(compute_repeat_factors([[], []], 0.5),
                                   [1.0, 1.0])
@@ -86,7 +58,7 @@ def _mmengine_factors(cats, thr):
 
 
 @pytest.mark.parametrize('ids', ['small', 'large', 'negative'])
-def test_matches_mmengine_reference(ids, backend):
+def test_matches_mmengine_reference(ids):
     rng = np.random.default_rng(0)
     n, k = 400, 60
     p = 1.0 / np.arange(1, k + 1)**1.3  # long-tailed
@@ -108,7 +80,7 @@ def test_matches_mmengine_reference(ids, backend):
         np.testing.assert_array_equal(np.ceil(ours), np.ceil(ref))
 
 
-def test_exact_integer_factors_ceil_like_mmengine(backend):
+def test_exact_integer_factors_ceil_like_mmengine():
     # f(c) = 1/4 and t = 1 -> r(c) = 2 exactly; ceil must give 2, not 3
     cats = [[1], [2], [2], [2]]
     ours = compute_repeat_factors(cats, 1.0)
@@ -118,7 +90,6 @@ def test_exact_integer_factors_ceil_like_mmengine(backend):
 
 
 def test_many_dedup_blocks(monkeypatch):
-    monkeypatch.setattr(rf_mod, '_load_ext', lambda: None)
     # shrink the scratch table so pairs cross many blocks
     monkeypatch.setattr(rf_mod, '_DEDUP_TABLE_SIZE', 64)
     rng = np.random.default_rng(1)
@@ -151,7 +122,7 @@ def test_pairs_grouping_modes_agree():
         repeat_factors_from_pairs(img, cat, 60, 0.1, grouped_by='category')
 
 
-def test_bad_input(backend):
+def test_bad_input():
     with pytest.raises(ValueError, match='repeat_thr'):
         compute_repeat_factors([[1]], 0.0)
     with pytest.raises(ValueError, match='repeat_thr'):
@@ -175,22 +146,18 @@ def _python_loop(cats, thr):
     return np.array([max((rep[k] for k in set(c)), default=1.0) for c in cats])
 
 
-def test_compiled_equals_numpy_and_loop_at_scale():
-    if rf_mod._load_ext() is None:
-        pytest.skip('the compiled helper is not built')
+def test_equals_loop_at_scale():
     rng = np.random.default_rng(3)
     p = 1.0 / np.arange(1, 301)**1.2
     p /= p.sum()
     cats = [(rng.choice(300, size=rng.integers(0, 25), p=p) * 7 + 1).tolist()
             for _ in range(5000)]
-    compiled = compute_repeat_factors(cats, 1e-3)
-    numpy_path = rf_mod._factors_numpy(cats, 1e-3, True)
-    np.testing.assert_array_equal(compiled, numpy_path)
-    np.testing.assert_allclose(compiled, _python_loop(cats, 1e-3), atol=1e-12)
-    assert compiled.flags.writeable and compiled.dtype == np.float64
+    ours = compute_repeat_factors(cats, 1e-3)
+    np.testing.assert_allclose(ours, _python_loop(cats, 1e-3), atol=1e-12)
+    assert ours.flags.writeable and ours.dtype == np.float64
 
 
-def test_any_integer_sequences(backend):
+def test_any_integer_sequences():
     # tuples, sets, arrays, NumPy integer scalars, an outer tuple
     cats = ([1, 2], (2, 2), {3}, np.array([1, 3], dtype=np.int32), [],
             [np.int64(4), np.uint8(2)])
@@ -199,50 +166,3 @@ def test_any_integer_sequences(backend):
                                atol=1e-12)
     np.testing.assert_allclose(compute_repeat_factors(list(cats), 0.4),
                                expected, atol=1e-12)
-
-
-def test_compiled_rejects_bad_ids_with_their_position():
-    if rf_mod._load_ext() is None:
-        pytest.skip('the compiled helper is not built')
-    with pytest.raises(TypeError, match=r'integer category ids, got bool '
-                       r'\(True\) in image 1'):
-        compute_repeat_factors([[1], [2, True]], 0.1)
-    with pytest.raises(TypeError, match=r'got float \(2.0\) in image 0'):
-        compute_repeat_factors([[2.0]], 0.1)
-    with pytest.raises(TypeError, match=r'image_cat_ids\[1\] must be a '
-                       'sequence of category ids, got NoneType'):
-        compute_repeat_factors([[1], None], 0.1)
-    with pytest.raises(TypeError, match=r'image_cat_ids\[0\] .* got str'):
-        compute_repeat_factors(['12'], 0.1)
-    with pytest.raises(OverflowError, match='does not fit in int64'):
-        compute_repeat_factors([[2**70]], 0.1)
-
-
-def test_compiled_primitives_check_their_inputs():
-    ext = rf_mod._load_ext()
-    if ext is None:
-        pytest.skip('the compiled helper is not built')
-    labels = np.array([0, 2, 2, 1], dtype=np.int64)
-    lengths = np.array([3, 0, 1], dtype=np.int64)
-    counts = np.frombuffer(ext.distinct_counts(labels, lengths, 3), np.int64)
-    np.testing.assert_array_equal(counts, [1, 1, 1])
-    values = np.array([1.0, 5.0, 2.0])
-    np.testing.assert_array_equal(
-        np.frombuffer(ext.segment_max(values, labels, lengths, 1.0)),
-        [2.0, 1.0, 5.0])
-    with pytest.raises(ValueError, match=r'label 2 at 1 is outside \[0, 2\)'):
-        ext.distinct_counts(labels, lengths, 2)
-    with pytest.raises(ValueError, match='lengths sum to 5 but there are 4'):
-        ext.segment_max(values, labels, np.array([5], np.int64), 1.0)
-    with pytest.raises(ValueError, match='not a whole number'):
-        ext.distinct_counts(b'123', lengths, 3)
-
-
-def test_stale_compiled_helper_is_not_used(monkeypatch):
-    ext = rf_mod._load_ext()
-    if ext is None:
-        pytest.skip('the compiled helper is not built')
-    monkeypatch.setattr(ext, 'ABI_VERSION', rf_mod._EXT_ABI_VERSION + 1)
-    assert rf_mod._load_ext() is None
-    np.testing.assert_allclose(
-        compute_repeat_factors([[1], [1, 2]], 1.0), [1.0, math.sqrt(2)])
