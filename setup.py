@@ -5,23 +5,26 @@ deliberately *not* pinned to an exact build here: ``make install`` installs
 ``torch==2.13.0`` (the CPU build) before this package, so the requirement below
 is already satisfied and pip never reaches for CUDA wheels.
 
-``mmlongtail/csrc/repeat_factors.c`` is built as an *optional* extension: a
-machine without a C compiler still installs, and repeat factors then take a
-slower NumPy path.
+The faster-coco-eval window is declared once, in ``mmlongtail/version.py``
+(``tools/install.sh`` reads the same line).
 """
-from setuptools import Extension, find_packages, setup
+from setuptools import find_packages, setup
 
 
-def read_version() -> str:
+def read_version_file() -> dict:
+    """The names ``mmlongtail/version.py`` defines (without importing the
+    package, whose dependencies may not be installed yet)."""
     namespace: dict = {}
     with open('mmlongtail/version.py', encoding='utf-8') as f:
         exec(f.read(), namespace)
-    return namespace['__version__']
+    return namespace
 
+
+VERSION_FILE = read_version_file()
 
 setup(
     name='mmlongtail',
-    version=read_version(),
+    version=VERSION_FILE['__version__'],
     description='Long-tailed detection and instance segmentation for '
     'MMDetection: Seesaw, EQL, EQLv2, BAGS, focal, Norm Mask, RFS, LVIS '
     'evaluation.',
@@ -39,18 +42,9 @@ setup(
         'mmdet==3.3.0',
         'lvis==0.5.3',
         'pycocotools>=2.0.7',
-        'faster-coco-eval>=1.6',
+        VERSION_FILE['FASTER_COCO_EVAL_REQUIREMENT'],
         'numpy>=1.24',
         'matplotlib>=3.7',
-    ],
-    # A small C helper of compute_repeat_factors. Optional: without a C
-    # compiler the install still succeeds and a NumPy path is used instead.
-    ext_modules=[
-        Extension(
-            'mmlongtail.datasets._rfs_ext',
-            sources=['mmlongtail/csrc/repeat_factors.c'],
-            extra_compile_args=['-O3'],
-            optional=True)
     ],
     extras_require={'tests': ['pytest>=7']},
     zip_safe=False,

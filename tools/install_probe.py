@@ -1,0 +1,100 @@
+"""Which parts of mmlongtail's stack are installed: the probe of install.sh.
+
+Prints ``requirement REQ``, the faster-coco-eval window declared in
+``mmlongtail/version.py``, then one line per check, ``ok NAME`` or
+``failed NAME: Exception: message``, so that ``tools/install.sh`` installs only
+what is missing and says why. It only imports and compares versions; it
+installs nothing.
+
+Usage::
+
+    python tools/install_probe.py TORCH_VERSION MMCV_VERSION
+"""
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def declared_fce_requirement() -> str:
+    """The faster-coco-eval window declared in ``mmlongtail/version.py``."""
+    namespace: dict = {}
+    with open(osp.join(ROOT, 'mmlongtail', 'version.py'),
+              encoding='utf-8') as f:
+        exec(f.read(), namespace)
+    return namespace['FASTER_COCO_EVAL_REQUIREMENT']
+
+
+def _want(name: str, have: str, want: str) -> None:
+    if have != want:
+        raise RuntimeError(f'{name} {have} is installed, {want} is needed')
+
+
+def torch_ok(torch_version: str) -> None:
+    import torch
+    if not torch.__version__.startswith(torch_version):
+        raise RuntimeError(f'torch {torch.__version__} is installed, '
+                           f'{torch_version} is needed')
+
+
+def build_ok() -> None:
+    import mmengine
+    import ninja  # noqa: F401
+    import setuptools
+    import wheel  # noqa: F401
+    _want('mmengine', mmengine.__version__, '0.10.7')
+    major = int(setuptools.__version__.split('.')[0])
+    if not 77 <= major < 81:
+        raise RuntimeError(f'setuptools {setuptools.__version__} is '
+                           'installed, >=77,<81 is needed')
+
+
+def mmcv_ok(mmcv_version: str) -> None:
+    import mmcv
+    _want('mmcv', mmcv.__version__, mmcv_version)
+    from mmcv.ops import RoIAlign, nms  # noqa: F401
+
+
+def rest_ok() -> None:
+    from importlib.metadata import version
+
+    import lvis  # noqa: F401
+    import matplotlib  # noqa: F401
+    import mmdet
+    import pycocotools  # noqa: F401
+    import pytest  # noqa: F401
+    from packaging.requirements import Requirement
+    _want('mmdet', mmdet.__version__, '3.3.0')
+    req = Requirement(declared_fce_requirement())
+    have = version(req.name)
+    if not req.specifier.contains(have, prereleases=True):
+        raise RuntimeError(f'{req.name} {have} is installed, '
+                           f'{req.specifier} is needed')
+    import mmlongtail  # noqa: F401
+
+
+def _one_line(e: BaseException) -> str:
+    text = ' | '.join(str(e).strip().splitlines()) or repr(e)
+    return f'{type(e).__name__}: {text[:300]}'
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    torch_version, mmcv_version = argv
+    print(f'requirement {declared_fce_requirement()}', flush=True)
+    checks = (('torch', lambda: torch_ok(torch_version)), ('build', build_ok),
+              ('mmcv', lambda: mmcv_ok(mmcv_version)), ('rest', rest_ok))
+    for name, check in checks:
+        try:
+            check()
+        except Exception as e:  # reported, never swallowed
+            print(f'failed {name}: {_one_line(e)}', flush=True)
+        else:
+            print(f'ok {name}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
