@@ -41,6 +41,42 @@ LOSSES = {
         type='mmlongtail.GroupSoftmaxLoss',
         num_classes=C,
         category_stats=STATS), C + 1 + 5),
+    # 3 < C + 1: classes are drawn in the cascade test's batches
+    'FederatedLoss': (dict(
+        type='mmlongtail.FederatedLoss',
+        num_classes=C,
+        category_stats=STATS,
+        num_classes_sampled=3), C),
+    'ECMLoss': (dict(
+        type='mmlongtail.ECMLoss', num_classes=C, category_stats=STATS),
+                C + 1),
+    'GumbelLoss': (dict(
+        type='mmlongtail.GumbelLoss',
+        num_classes=C,
+        category_stats=STATS,
+        lambda_=0.1), C),
+    'GumbelLoss-no-drop': (dict(
+        type='mmlongtail.GumbelLoss', num_classes=C, drop_loss=False), C),
+    'BalancedSoftmaxLoss': (dict(
+        type='mmlongtail.BalancedSoftmaxLoss',
+        num_classes=C,
+        category_stats=STATS), C + 1),
+    'BalancedSoftmaxLoss-sigmoid': (dict(
+        type='mmlongtail.BalancedSoftmaxLoss',
+        num_classes=C,
+        category_stats=STATS,
+        use_sigmoid=True), C),
+    'ClassBalancedLoss-CE': (dict(
+        type='mmlongtail.ClassBalancedLoss',
+        num_classes=C,
+        category_stats=STATS,
+        loss=dict(type='CrossEntropyLoss', use_sigmoid=False)), C + 1),
+    'ClassBalancedLoss-focal': (dict(
+        type='mmlongtail.ClassBalancedLoss',
+        num_classes=C,
+        category_stats=STATS,
+        beta=0.99,
+        loss=dict(type='mmlongtail.FocalLoss', num_classes=C)), C),
 }
 
 
@@ -229,3 +265,93 @@ def test_cascade_roi_head(name):
     assert len(res) > 0
     assert ((res.scores >= 0) & (res.scores <= 1)).all()
     assert ((res.labels >= 0) & (res.labels < C)).all()
+
+
+def _predict_scores(head, feats, rois):
+    with torch.no_grad():
+        cls_score, bbox_pred = head(feats)
+        res = head.predict_by_feat((rois, ), (cls_score, ), (bbox_pred, ),
+                                   [dict(img_shape=(64, 64))],
+                                   rcnn_test_cfg=None)[0]
+    return cls_score, res.scores
+
+
+def test_ecm_scores_through_head():
+    head = bbox_head(LOSSES['ECMLoss'][0])
+    feats, rois, _ = roi_batch()
+    z, scores = _predict_scores(head, feats, rois)
+    p = z.sigmoid()
+    torch.testing.assert_close(scores[:, :C], p[:, :C] * (1 - p[:, C:]))
+    torch.testing.assert_close(scores[:, C], p[:, C])
+
+
+def test_gumbel_scores_and_official_init_through_head():
+    cfg = dict(LOSSES['GumbelLoss'][0])
+    head = Shared2FCBBoxHead(
+        in_channels=4,
+        fc_out_channels=16,
+        roi_feat_size=3,
+        num_classes=C,
+        loss_cls=cfg,
+        init_cfg=dict(
+            type='Constant', val=0.001, bias=-2,
+            override=dict(name='fc_cls')))
+    head.init_weights()
+    assert (head.fc_cls.bias == -2).all()
+    assert (head.fc_cls.weight == 0.001).all()
+    feats, rois, _ = roi_batch()
+    z, scores = _predict_scores(head, feats, rois)
+    torch.testing.assert_close(scores[:, :C], torch.exp(-torch.exp(-z)))
+
+
+@pytest.mark.parametrize('name', ['BalancedSoftmaxLoss',
+                                  'BalancedSoftmaxLoss-sigmoid'])
+def test_balanced_softmax_scores_are_plain(name):
+    head = bbox_head(LOSSES[name][0])
+    feats, rois, _ = roi_batch()
+    z, scores = _predict_scores(head, feats, rois)
+    if name.endswith('sigmoid'):
+        torch.testing.assert_close(scores[:, :C], z.sigmoid())
+    else:
+        torch.testing.assert_close(scores, z.softmax(-1))
+
+
+def test_class_balanced_weights_reach_the_wrapped_loss():
+    head = bbox_head(LOSSES['ClassBalancedLoss-CE'][0])
+    feats, rois, labels = roi_batch()
+    cls_score, _ = head(feats)
+    wrapper = head.loss_cls
+    w = wrapper.roi_weights(labels)
+    got = wrapper(cls_score, labels, reduction_override='none')
+    ref = torch.nn.functional.cross_entropy(
+        cls_score, labels, reduction='none') * w
+    torch.testing.assert_close(got, ref)
+    assert w[labels == C].eq(1.0).all()
+    # rarer classes weigh more
+    cw = wrapper.class_weight
+    assert (cw[:-1] > cw[1:]).all() and cw.sum().item() == pytest.approx(C)
+
+
+@pytest.mark.parametrize('name', sorted(LOSSES))
+def test_a_few_training_iterations_lower_the_loss(name):
+    """The head learns a fixed batch: 30 SGD steps, classification loss
+    down by a third (random draws and all)."""
+    cfg, _ = LOSSES[name]
+    torch.manual_seed(0)
+    head = bbox_head(cfg)
+    head.init_weights()
+    feats, rois, labels = roi_batch(n=32)
+    n = len(labels)
+    opt = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
+    first = last = None
+    for _ in range(30):
+        cls_score, bbox_pred = head(feats)
+        losses = head.loss(cls_score, bbox_pred, rois, labels, torch.ones(n),
+                           torch.zeros(n, 4), torch.ones(n, 4))
+        loss = losses['loss_cls']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+        last = loss.item()
+    assert last < 2 / 3 * first, (first, last)

@@ -8,3 +8,8 @@ from .focal_loss import FocalLoss  # noqa: F401,E402
 from .eql_loss import EQLLoss  # noqa: F401,E402
 from .eqlv2_loss import EQLv2Loss  # noqa: F401,E402
 from .group_softmax_loss import GroupSoftmaxLoss  # noqa: F401,E402
+from .federated_loss import FederatedLoss  # noqa: F401,E402
+from .ecm_loss import ECMLoss  # noqa: F401,E402
+from .gumbel_loss import GumbelLoss  # noqa: F401,E402
+from .balanced_softmax_loss import BalancedSoftmaxLoss  # noqa: F401,E402
+from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402

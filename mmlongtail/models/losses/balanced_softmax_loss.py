@@ -14,15 +14,31 @@ a ``C``-channel sigmoid classifier whose logits, for foreground RoIs only,
 are shifted by ``-log((1 - f_j) / f_j)`` with ``f_j`` the image frequency of
 class ``j``; background RoIs are left as they are. Test-time scores are plain
 sigmoids.
+
+Background (softmax variant): the annotations give no frequency for
+background, yet in a detector it is the most frequent label. It gets the
+count ``fg_bg_ratio * sum(n)`` (default 6.3313, the ratio of background to
+foreground that the ECM authors measured on Mask R-CNN's sampled RoIs), so
+its logit is adjusted like any class's. Softmax is invariant to a common
+shift, so only the ratios ``pi_c / pi_bg = n_c / (fg_bg_ratio * sum(n))``
+matter.
 """
 from typing import Optional
 
 import numpy as np
+import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
 from torch import Tensor
 
-from .protocol import empty_loss
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .protocol import (SOFTMAX_SCORING, ClassifierLayout,
+                       SigmoidClassifierProtocol, check_num_classes,
+                       check_reduction, empty_loss)
 
 #: Background RoIs per foreground count used for the background prior of the
 #: softmax variant by default: the ECM authors' measurement of Mask R-CNN's
@@ -138,3 +154,127 @@ def balanced_sigmoid_loss(cls_score: Tensor,
     logits = cls_score - fg * (tau * log_odds.to(cls_score.dtype))[None, :]
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction='none')
     return weight_reduce_loss(loss.sum(dim=1), weight, reduction, avg_factor)
+
+
+#: Which count gives a class's frequency (CategoryStats attribute).
+_COUNTS = {'image': 'image_count', 'instance': 'instance_count'}
+
+
+@MODELS.register_module()
+class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
+    """Balanced softmax / logit-adjusted cross-entropy, or BALMS's sigmoid
+    variant (``use_sigmoid=True``).
+
+    Softmax variant: ``C + 1`` outputs, background last, trained with
+    ``CE(z + tau log pi, y)`` (:func:`softmax_log_prior`); at test time the
+    head scores with plain softmax, i.e. the balanced posterior. Exact to the
+    formula (Ren et al., Eq. 4; Menon et al., Eq. 10).
+
+    Sigmoid variant: ``C`` outputs, equal to BALMS's
+    ``BalancedSoftmaxFastRCNNOutputs`` (cunjunyu/BalancedMetaSoftmax-
+    InstanceSeg) for ``tau = 1``, without its meta re-weighter. Differences:
+    ``label_weights``, ``avg_factor`` and ``reduction_override`` are honoured
+    (BALMS ignores them); the logits are not modified in place; test-time
+    scores have ``1 - max_j p_j`` as background column instead of BALMS's
+    dummy 0 (class scores equal); frequencies come from category statistics.
+
+    Args:
+        num_classes (int): ``C``. Must match the category statistics.
+        category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
+            annotation file, a dict, or a ``CategoryStats``.
+        use_sigmoid (bool): BALMS's sigmoid variant. Defaults to False.
+        tau (float): Scale of the adjustment; 1 is balanced softmax, 0 plain
+            cross-entropy. Defaults to 1.0.
+        fg_bg_ratio (float): Softmax variant: background count per
+            foreground count. Defaults to 6.3313.
+        count (str): Softmax variant: ``'image'`` (training images per
+            class, LVIS's frequency) or ``'instance'``. Defaults to
+            ``'image'``. The sigmoid variant always uses image frequencies.
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 category_stats: StatsSource,
+                 use_sigmoid: bool = False,
+                 tau: float = 1.0,
+                 fg_bg_ratio: float = DEFAULT_FG_BG_RATIO,
+                 count: str = 'image',
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        owner = 'BalancedSoftmaxLoss'
+        check_reduction(reduction, owner)
+        check_num_classes(num_classes, owner)
+        if count not in _COUNTS:
+            raise ValueError(f"{owner}: count must be 'image' or 'instance', "
+                             f'got {count!r}')
+        if use_sigmoid and count != 'image':
+            raise ValueError(f'{owner}: the sigmoid variant uses image '
+                             f"frequencies; count must be 'image', got "
+                             f'{count!r}')
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner=owner)
+        self.use_sigmoid = bool(use_sigmoid)
+        self.num_classes = int(num_classes)
+        self.tau = float(tau)
+        self.fg_bg_ratio = float(fg_bg_ratio)
+        self.count = count
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        if self.use_sigmoid:
+            adjust = sigmoid_log_odds(stats.image_frequency)
+        else:
+            adjust = softmax_log_prior(
+                getattr(stats, _COUNTS[count]), self.fg_bg_ratio)
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer(
+            'adjustment', torch.from_numpy(adjust).float(), persistent=False)
+        variant = 'sigmoid (BALMS)' if self.use_sigmoid else \
+            f'softmax, {count} counts, fg_bg_ratio {self.fg_bg_ratio}'
+        MMLogger.get_current_instance().info(
+            f'BalancedSoftmaxLoss: {variant}, tau {self.tau} (from '
+            f'{stats.source})')
+
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        if self.use_sigmoid:
+            return super()._layout(num_classes)
+        return ClassifierLayout.classes_first(
+            'BalancedSoftmaxLoss', num_classes, ('background', ),
+            scoring=SOFTMAX_SCORING)
+
+    def _activation(self, cls_score: Tensor) -> Tensor:
+        if self.use_sigmoid:
+            return super()._activation(cls_score)
+        return F.softmax(cls_score, dim=-1)
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            cls_score (Tensor): ``(N, C + 1)`` logits (softmax variant) or
+                ``(N, C)`` (sigmoid variant).
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        self.check_inputs(cls_score, labels, label_weights)
+        fn = balanced_sigmoid_loss if self.use_sigmoid else \
+            balanced_softmax_loss
+        loss = fn(cls_score, labels, self.adjustment, self.tau,
+                  label_weights, reduction, avg_factor)
+        return self.loss_weight * loss

@@ -8,10 +8,29 @@ the official code, richardaecn/class-balanced-loss, does) so that the ``C``
 class weights sum to ``C``. The weight is per sample, that of its
 ground-truth class, for softmax, sigmoid and focal losses alike (paper,
 Sec. 4), so it is given to any loss as a per-RoI weight.
+
+:class:`ClassBalancedLoss` wraps any classification loss (mmdet's
+``CrossEntropyLoss``, ``mmlongtail.FocalLoss``, the sigmoid losses ...) and
+multiplies its ``label_weights`` by these weights, so no new loss class is
+needed per combination. Background RoIs (label ``C``), which the paper does
+not have, get ``bg_weight`` (default 1, the mean class weight).
 """
+from typing import Dict, Optional
+
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.models.losses.accuracy import accuracy
+from mmengine.logging import MMLogger
 from torch import Tensor
+
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_label_weights, check_labels, check_num_classes,
+                       loss_layout)
 
 
 def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
@@ -47,3 +66,139 @@ def roi_class_weights(labels: Tensor, class_weight: Tensor,
     background (label ``C``)."""
     table = torch.cat([class_weight, class_weight.new_full((1, ), bg_weight)])
     return table[labels]
+
+
+#: Which count is a class's number of samples (CategoryStats attribute).
+_COUNTS = {'image': 'image_count', 'instance': 'instance_count'}
+
+
+@MODELS.register_module()
+class ClassBalancedLoss(ClassifierProtocol, nn.Module):
+    """Class-balanced weights (Cui et al., CVPR 2019) for any classification
+    loss.
+
+    ``forward`` gives the wrapped loss ``label_weights * w[labels]``, with
+    ``w`` from :func:`class_balanced_weights` and ``bg_weight`` for
+    background, and passes ``avg_factor`` and ``reduction_override`` on. The
+    classifier protocol (channels, test-time scores, accuracy) is the wrapped
+    loss's: a loss with its own protocol keeps it, any other (mmdet's
+    ``CrossEntropyLoss``) gets mmdet's ``BBoxHead`` default of ``C + 1``
+    rows scored with softmax.
+
+    Example::
+
+        loss_cls=dict(
+            type='mmlongtail.ClassBalancedLoss',
+            num_classes=1203, category_stats='lvis_v1', beta=0.999,
+            loss=dict(type='mmlongtail.FocalLoss', num_classes=1203))
+
+    Args:
+        loss (dict): Config of the wrapped loss (built in mmlongtail's
+            registry, which falls back to mmdet's).
+        num_classes (int): ``C``. Must match the category statistics.
+        category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
+            annotation file, a dict, or a ``CategoryStats``.
+        beta (float): In ``[0, 1)``. Defaults to 0.999.
+        count (str): ``'instance'`` (training instances per class, the
+            samples an RoI classifier sees) or ``'image'``. Defaults to
+            ``'instance'``.
+        bg_weight (float): Weight of background RoIs. Defaults to 1.0.
+        loss_weight (float): Multiplier on top of the wrapped loss's own.
+            Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 loss: dict,
+                 num_classes: int,
+                 category_stats: StatsSource,
+                 beta: float = 0.999,
+                 count: str = 'instance',
+                 bg_weight: float = 1.0,
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        owner = 'ClassBalancedLoss'
+        check_num_classes(num_classes, owner)
+        if count not in _COUNTS:
+            raise ValueError(f"{owner}: count must be 'instance' or 'image', "
+                             f'got {count!r}')
+        if not bg_weight >= 0:
+            raise ValueError(f'{owner}: bg_weight must be >= 0, got '
+                             f'{bg_weight}')
+        if not isinstance(loss, dict) or 'type' not in loss:
+            raise ValueError(f'{owner}: loss must be the config dict of the '
+                             f'wrapped loss, got {loss!r}')
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner=owner)
+        self.num_classes = int(num_classes)
+        self.beta = float(beta)
+        self.count = count
+        self.bg_weight = float(bg_weight)
+        self.loss_weight = float(loss_weight)
+        weights = class_balanced_weights(
+            getattr(stats, _COUNTS[count]), self.beta)
+        self.loss = MODELS.build(loss)
+        # the wrapped loss must lay out C classes too (raises otherwise)
+        loss_layout(self.loss, self.num_classes)
+        self.use_sigmoid = getattr(self.loss, 'use_sigmoid', False)
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer(
+            'class_weight', torch.from_numpy(weights).float(),
+            persistent=False)
+        MMLogger.get_current_instance().info(
+            f'ClassBalancedLoss around {type(self.loss).__name__}: beta '
+            f'{self.beta} on {count} counts (from {stats.source}), weights '
+            f'{weights.min():.3g} .. {weights.max():.3g}, background '
+            f'{self.bg_weight}')
+
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        return loss_layout(self.loss, num_classes)
+
+    def _activation(self, cls_score: Tensor) -> Tensor:
+        if getattr(self.loss, 'custom_activation', False):
+            return self.loss.get_activation(cls_score)
+        return F.softmax(cls_score, dim=-1)
+
+    def get_accuracy(self, cls_score: Tensor,
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """The wrapped loss's accuracy (mmdet's top-1 on the logits for a
+        loss without the protocol)."""
+        if getattr(self.loss, 'custom_accuracy', False):
+            return self.loss.get_accuracy(cls_score, labels)
+        return dict(acc=accuracy(cls_score, labels))
+
+    def roi_weights(self, labels: Tensor) -> Tensor:
+        """``(N,)`` class-balanced weight of each RoI."""
+        return roi_class_weights(labels, self.class_weight, self.bg_weight)
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """The wrapped loss with class-balanced ``label_weights``.
+
+        Args:
+            cls_score (Tensor): Logits, as the wrapped loss takes them.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Passed on.
+            reduction_override (str, optional): Passed on.
+
+        Returns:
+            Tensor: The wrapped loss's output times ``loss_weight``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        owner = 'ClassBalancedLoss'
+        check_labels(labels, cls_score.size(0), self.num_classes, owner)
+        check_label_weights(label_weights, cls_score.size(0), owner)
+        weight = self.roi_weights(labels).to(cls_score.dtype)
+        if label_weights is not None:
+            weight = weight * label_weights
+        loss = self.loss(
+            cls_score,
+            labels,
+            weight,
+            avg_factor=avg_factor,
+            reduction_override=reduction_override)
+        return self.loss_weight * loss

@@ -17,16 +17,42 @@ The official loss is the binary cross-entropy of
 logit ``2 z_j + m+_j - m-_j`` (the logit enters twice), weighted by ``w_j``
 and divided by ``N``; test-time scores are ``sigmoid(z_c) (1 -
 sigmoid(z_bg))``.
+
+Differences from the official code:
+
+* the margins and weights are computed in float64 (then stored as float32).
+  The official float32 ``a log((1 + a) / a)`` loses the weight of classes
+  with very few images (``(1 + a) / a`` rounds to 1 or ``1 + 2^-23`` when
+  ``a ~ 1e6``): on LVIS v1 its weights of classes with 1-2 images are off by
+  up to 5 % (0.946 or 1.05 instead of 0.9999996); with the same counts in
+  float64 the two agree to rounding;
+* the loss is computed as the binary cross-entropy of ``2 z + m+ - m-``
+  with logits, which equals the official exp/ratio/log form but does not
+  overflow for ``|z| > ~88``;
+* ``label_weights``, ``avg_factor`` and ``reduction_override`` are honoured
+  (the official forward ignores them); in mmdet's ``BBoxHead`` (all-one
+  weights, ``avg_factor = N``) this changes nothing;
+* the counts come from category statistics (``'lvis_v1'`` or an
+  annotation file), not from a ``.pkl`` in the working directory;
+* accuracy is the top-1 of the test-time scores over ``C + 1`` outcomes
+  (the official ``get_accuracy`` takes the arg-max of raw logits, split into
+  objectness and class accuracy).
 """
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
 from torch import Tensor
 
-from .protocol import empty_loss
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_num_classes, check_reduction, empty_loss)
 
 #: Background RoIs per foreground image count, measured by the ECM authors on
 #: Mask R-CNN's sampled RoIs (the official default).
@@ -120,3 +146,93 @@ def ecm_scores(cls_score: Tensor) -> Tensor:
     sigmoid(z_bg))`` for the classes, ``sigmoid(z_bg)`` last."""
     prob = cls_score.sigmoid()
     return torch.cat([prob[:, :-1] * (1 - prob[:, -1:]), prob[:, -1:]], 1)
+
+
+@MODELS.register_module()
+class ECMLoss(ClassifierProtocol, nn.Module):
+    """Effective Class-Margin loss (Cho and Krähenbühl, ECCV 2022).
+
+    Equal (loss, gradient and test-time scores) to the official
+    ``EffectiveClassMarginLoss`` of janghyuncho/ECM-Loss given the same
+    counts, up to the float32 rounding of the official weights (see the
+    module docstring). ``C + 1`` outputs: rows ``0 .. C - 1`` are the
+    classes, row ``C`` background.
+
+    Args:
+        num_classes (int): ``C``. Must match the category statistics.
+        category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
+            annotation file, a dict, or a ``CategoryStats``. The margins use
+            the training image counts.
+        fg_bg_ratio (float): Background count per foreground image count.
+            Defaults to 6.3313 (the authors' measurement on Mask R-CNN).
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+        use_sigmoid (bool): Must be True (accepted for mmdet configs).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 category_stats: StatsSource,
+                 fg_bg_ratio: float = ECM_FG_BG_RATIO,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError('ECMLoss is a sigmoid loss; use_sigmoid must be '
+                             'True')
+        check_reduction(reduction, 'ECMLoss')
+        check_num_classes(num_classes, 'ECMLoss')
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner='ECMLoss')
+        self.use_sigmoid = True
+        self.num_classes = int(num_classes)
+        self.fg_bg_ratio = float(fg_bg_ratio)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        offset, weight = ecm_margins(
+            ecm_counts(stats.image_count, self.fg_bg_ratio))
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer(
+            'offset', torch.from_numpy(offset).float(), persistent=False)
+        self.register_buffer(
+            'class_weight', torch.from_numpy(weight).float(),
+            persistent=False)
+        MMLogger.get_current_instance().info(
+            f'ECMLoss: margins from {stats.source}, background count '
+            f'{self.fg_bg_ratio} x {int(stats.image_count.sum())}')
+
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        return ClassifierLayout.classes_first(
+            'ECMLoss', num_classes, ('background', ),
+            scoring='sigmoid per row; classes times 1 - sigmoid(background)')
+
+    def _activation(self, cls_score: Tensor) -> Tensor:
+        return ecm_scores(cls_score)
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            cls_score (Tensor): ``(N, C + 1)`` logits.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        self.check_inputs(cls_score, labels, label_weights)
+        loss = ecm_loss(cls_score, labels, self.offset, self.class_weight,
+                        label_weights, reduction, avg_factor)
+        return self.loss_weight * loss

@@ -10,16 +10,34 @@ proportional to ``image_count ** freq_weight_power`` until the subset has
 annotated only for some classes, so a loss over every class punishes
 unannotated true objects; the drawn negatives stand for the classes that were
 checked.
+
+Differences from detectron2, none of which changes its numbers in mmdet's
+``BBoxHead`` (all-one ``label_weights``, ``avg_factor = N``):
+
+* ``C`` outputs; detectron2's box predictor keeps a ``C + 1``-th logit that
+  this loss never reads (it only adds a meaningless test-time column);
+* ``label_weights`` and ``avg_factor`` are honoured, and ``U`` is taken over
+  the RoIs with a positive weight (a zero-weight RoI is as if absent);
+* when fewer classes than needed have a positive weight, all of them are
+  taken (detectron2's ``torch.multinomial`` raises);
+* the weights come from category statistics (``'lvis_v1'`` or an annotation
+  file) instead of detectron2's dataset metadata.
 """
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
 from torch import Tensor
 
-from .protocol import empty_loss
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .protocol import (SigmoidClassifierProtocol, check_num_classes,
+                       check_reduction, empty_loss)
 
 
 def fed_loss_class_weights(image_count: np.ndarray,
@@ -142,3 +160,114 @@ def federated_loss(cls_score: Tensor,
     if reduction == 'mean' and avg_factor is None:
         avg_factor = num
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+
+@MODELS.register_module()
+class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
+    """Federated loss (Zhou et al., 2021), detectron2's ``use_fed_loss``.
+
+    A ``C``-channel sigmoid classifier (background = label ``C`` = all-zero
+    target) trained with binary cross-entropy over the batch's federated
+    classes only (:func:`federated_classes`), summed and divided by the
+    number of RoIs; test-time scores are per-class sigmoids.
+
+    Randomness: the negative classes are drawn by ``torch.multinomial`` with
+    torch's default generator on the labels' device, exactly the call of
+    detectron2, so ``torch.manual_seed`` (mmengine's ``randomness.seed``)
+    makes the draws reproducible and equal to detectron2's. Each rank draws
+    its own set from its own batch, as in detectron2; nothing is
+    synchronized. A Cascade head has one loss, and one draw, per stage.
+
+    Note detectron2's trap: its ``get_fed_loss_cls_weights`` helper defaults
+    the power to 1.0, while its config (``FED_LOSS_FREQ_WEIGHT_POWER``) and
+    the paper use 0.5, the default here.
+
+    Args:
+        num_classes (int): ``C``. Must match the category statistics.
+        category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
+            annotation file, a dict, or a ``CategoryStats``.
+        num_classes_sampled (int): Size of the class subset, background
+            included when present (as in detectron2). Defaults to 50.
+        freq_weight_power (float): Sampling weight ``image_count ** power``.
+            Defaults to 0.5.
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+        use_sigmoid (bool): Must be True (accepted for mmdet configs).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 category_stats: StatsSource,
+                 num_classes_sampled: int = 50,
+                 freq_weight_power: float = 0.5,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        owner = 'FederatedLoss'
+        if use_sigmoid is not True:
+            raise ValueError(f'{owner} is a sigmoid loss; use_sigmoid must '
+                             'be True')
+        if isinstance(num_classes_sampled, bool) or not isinstance(
+                num_classes_sampled, int) or num_classes_sampled < 1:
+            raise ValueError(f'{owner}: num_classes_sampled must be a '
+                             f'positive int, got {num_classes_sampled!r}')
+        if not freq_weight_power >= 0:
+            raise ValueError(f'{owner}: freq_weight_power must be >= 0, got '
+                             f'{freq_weight_power}')
+        check_reduction(reduction, owner)
+        check_num_classes(num_classes, owner)
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner=owner)
+        self.use_sigmoid = True
+        self.num_classes = int(num_classes)
+        self.num_classes_sampled = num_classes_sampled
+        self.freq_weight_power = float(freq_weight_power)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer(
+            'class_weights',
+            fed_loss_class_weights(stats.image_count,
+                                   self.freq_weight_power),
+            persistent=False)
+        MMLogger.get_current_instance().info(
+            f'FederatedLoss: {self.num_classes_sampled} of '
+            f'{self.num_classes} classes per batch, sampling weight '
+            f'image_count^{self.freq_weight_power} (from {stats.source})')
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Draw this batch's classes and compute the loss.
+
+        Args:
+            cls_score (Tensor): ``(N, C)`` logits.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        self.check_inputs(cls_score, labels, label_weights)
+        if cls_score.size(0) == 0:  # detectron2 draws nothing either
+            mask = cls_score.new_zeros(self.num_classes)
+        else:
+            present = labels if label_weights is None else labels[
+                label_weights > 0]
+            classes = federated_classes(present, self.num_classes,
+                                        self.num_classes_sampled,
+                                        self.class_weights)
+            mask = federated_class_mask(classes, self.num_classes)
+        loss = federated_loss(cls_score, labels, mask, label_weights,
+                              reduction, avg_factor)
+        return self.loss_weight * loss

@@ -17,15 +17,38 @@ image frequency is below ``lambda_``, the negative term of every foreground
 RoI is dropped, and that of every background RoI is dropped at random, kept
 with probability equal to the share of rare classes among the batch's
 foreground RoIs.
+
+Differences from the official code, none of which changes its numbers in
+mmdet's ``BBoxHead`` (all-one ``label_weights``, ``avg_factor = N``):
+
+* ``label_weights``, ``avg_factor`` and ``reduction_override`` are honoured
+  (the official forward ignores them); the rare-positive ratio counts only
+  RoIs with a positive weight;
+* with no foreground RoI the ratio is defined as 1 (the official NaN has the
+  same effect: every background negative is kept);
+* the loss is computed in float32 with autocast off, as
+  ``F.binary_cross_entropy`` requires; under mixed precision the official
+  code fails;
+* frequencies come from category statistics (``'lvis_v1'`` or an
+  annotation file), not from a table in the package;
+* test-time scores have ``1 - max_j p_j`` as their background column (the
+  official code puts a dummy 0 there); class scores are the same, and mmdet
+  drops that column before NMS.
 """
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
+from mmengine.logging import MMLogger
 from torch import Tensor
 
-from .protocol import empty_loss
+from mmlongtail.datasets.category_stats import (StatsSource,
+                                                load_category_stats)
+from mmlongtail.registry import MODELS
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_num_classes, check_reduction, empty_loss)
 
 #: The official clamp of the logits before the Gumbel activation.
 GUMBEL_LOGIT_MIN = -4.0
@@ -35,6 +58,18 @@ GUMBEL_LOGIT_MAX = 10.0
 def gumbel_activation(cls_score: Tensor) -> Tensor:
     """``exp(-exp(-z))`` element-wise, unclamped (test-time scores)."""
     return 1 / torch.exp(torch.exp(-cls_score))
+
+
+def gumbel_scores_with_background(cls_score: Tensor) -> Tensor:
+    """``(N, C)`` logits -> ``(N, C + 1)`` scores: the Gumbel probability of
+    each class, then ``1 - max_j p_j`` (background when no class exceeds
+    0.5)."""
+    prob = gumbel_activation(cls_score)
+    if prob.shape[0] == 0:
+        bg = prob.new_zeros((0, 1))
+    else:
+        bg = 1 - prob.max(dim=1, keepdim=True).values
+    return torch.cat([prob, bg], dim=1)
 
 
 def gumbel_bce(cls_score: Tensor, target: Tensor) -> Tensor:
@@ -142,3 +177,129 @@ def gumbel_loss(cls_score: Tensor,
     if weight is not None:
         weight = weight.float()
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
+
+
+@MODELS.register_module()
+class GumbelLoss(ClassifierProtocol, nn.Module):
+    """Gumbel optimized loss (Alexandridis et al., ECCV 2022), with or
+    without DropLoss.
+
+    Equal (loss, gradient and test-time class scores) to kostas1515/GOL's
+    ``DropLoss(use_classif='gumbel')`` under the same random draws
+    (``drop_loss=True``), and to its Gumbel BCE alone (``drop_loss=False``).
+    ``C`` outputs, background = label ``C`` = all-zero target.
+
+    Randomness: DropLoss draws one uniform number per RoI and class with
+    ``torch.rand`` (torch's default generator, on the logits' device), as
+    the official ``torch.rand_like``, so ``torch.manual_seed`` reproduces
+    the draws; each rank draws its own.
+
+    The official recipe also initializes ``fc_cls`` with weights 0.001 and
+    bias -2: give the box head
+    ``init_cfg=dict(type='Constant', val=0.001, bias=-2,
+    override=dict(name='fc_cls'))`` (see the GOL config).
+
+    Args:
+        num_classes (int): ``C``.
+        category_stats (optional): ``'lvis_v1'``, a path to a stats JSON or
+            an LVIS/COCO annotation file, a dict, or a ``CategoryStats``.
+            Required with ``drop_loss``.
+        drop_loss (bool): Apply DropLoss. Defaults to True.
+        lambda_ (float): DropLoss's image-frequency threshold: classes with
+            ``image_count / num_images < lambda_`` are rare. Defaults to
+            1.1e-3 (the official LVIS v1 setting; its code default 1.77e-3 is
+            for LVIS v0.5).
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
+            Defaults to ``'mean'``.
+        loss_weight (float): Multiplier. Defaults to 1.0.
+        use_sigmoid (bool): Must be True (accepted for mmdet configs: the
+            classifier is one binary output per class).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 category_stats: Optional[StatsSource] = None,
+                 drop_loss: bool = True,
+                 lambda_: float = 1.1e-3,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        owner = 'GumbelLoss'
+        if use_sigmoid is not True:
+            raise ValueError(f'{owner} has one binary output per class; '
+                             'use_sigmoid must be True')
+        check_reduction(reduction, owner)
+        check_num_classes(num_classes, owner)
+        self.use_sigmoid = True
+        self.num_classes = int(num_classes)
+        self.drop_loss = bool(drop_loss)
+        self.lambda_ = float(lambda_)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        if not self.drop_loss:
+            self.rare_mask = None
+            return
+        if category_stats is None:
+            raise ValueError(f'{owner}: drop_loss=True needs category_stats '
+                             "(e.g. 'lvis_v1' or an annotation file)")
+        if not self.lambda_ >= 0:
+            raise ValueError(f'{owner}: lambda_ must be >= 0, got '
+                             f'{lambda_}')
+        stats = load_category_stats(
+            category_stats, num_classes=num_classes, owner=owner)
+        rare = torch.from_numpy(stats.image_frequency < self.lambda_)
+        # derived from the statistics, not trained: not saved in checkpoints
+        self.register_buffer('rare_mask', rare, persistent=False)
+        MMLogger.get_current_instance().info(
+            f'GumbelLoss with DropLoss: {int(rare.sum())} of '
+            f'{self.num_classes} classes have image frequency < '
+            f'{self.lambda_} (from {stats.source})')
+
+    def _layout(self, num_classes: int) -> ClassifierLayout:
+        return ClassifierLayout.classes_first(
+            'GumbelLoss', num_classes,
+            scoring='exp(-exp(-z)) per class; background column '
+            '1 - max_j p_j')
+
+    def _activation(self, cls_score: Tensor) -> Tensor:
+        return gumbel_scores_with_background(cls_score)
+
+    def drop_weights(self, labels: Tensor,
+                     label_weights: Optional[Tensor]) -> Tensor:
+        """DropLoss's ``(N, C)`` weights for this batch (draws from torch's
+        RNG)."""
+        valid = None if label_weights is None else label_weights > 0
+        ratio = rare_positive_ratio(labels, self.rare_mask, valid)
+        rand = torch.rand((labels.numel(), self.num_classes),
+                          device=labels.device)
+        return drop_loss_weights(labels, self.rare_mask, ratio, rand)
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """Compute the loss (drawing DropLoss's random numbers).
+
+        Args:
+            cls_score (Tensor): ``(N, C)`` logits.
+            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
+            label_weights (Tensor, optional): ``(N,)``.
+            avg_factor (float, optional): Normalizer for ``'mean'``.
+            reduction_override (str, optional): ``'none'``, ``'mean'`` or
+                ``'sum'``.
+
+        Returns:
+            Tensor: Float32 scalar, or ``(N,)`` with ``'none'``.
+        """
+        assert reduction_override in (None, 'none', 'mean', 'sum')
+        reduction = reduction_override or self.reduction
+        self.check_inputs(cls_score, labels, label_weights)
+        elem_weight = None
+        if self.drop_loss and cls_score.size(0) > 0:
+            elem_weight = self.drop_weights(labels, label_weights)
+        loss = gumbel_loss(cls_score, labels, elem_weight, label_weights,
+                           reduction, avg_factor)
+        return self.loss_weight * loss

@@ -83,6 +83,27 @@ SPECS = {
         channels=C + 1 + 5,
         expected_mean=None,
         avg_factor='ignored'),
+    'FederatedLoss':
+    Spec(dict(num_classes=C, category_stats=STATS), channels=C),
+    'ECMLoss':
+    Spec(dict(num_classes=C, category_stats=STATS), channels=C + 1),
+    # DropLoss draws at random: the suite seeds torch before every call
+    'GumbelLoss':
+    Spec(
+        dict(num_classes=C, category_stats=STATS, lambda_=0.05),
+        channels=C),
+    'BalancedSoftmaxLoss':
+    Spec(dict(num_classes=C, category_stats=STATS), channels=C + 1),
+    # wrapping the focal loss: its (N, C) 'none' and element-wise mean
+    'ClassBalancedLoss':
+    Spec(
+        dict(
+            num_classes=C,
+            category_stats=STATS,
+            loss=dict(type='mmlongtail.FocalLoss', num_classes=C)),
+        channels=C,
+        none_shape=lambda n: (n, C),
+        expected_mean=lambda none, y: none.sum() / (len(y) * C)),
     # dict output; like mmdet, the class term's mean is over positives
     'SeesawLoss':
     Spec(
