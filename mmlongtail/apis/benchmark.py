@@ -53,7 +53,7 @@ class Method:
 
 
 def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
-    """The seven methods of the benchmark, the baseline first."""
+    """The methods of the benchmark, the baseline first."""
     rows = [
         ('baseline_ce', 'CE baseline', None),
         ('rfs', 'RFS', None),
@@ -62,6 +62,11 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         ('eqlv2', 'EQLv2', None),
         ('focal', 'Focal', None),
         ('bags_decoupled', 'BAGS (decoupled)', 'baseline_ce'),
+        ('federated', 'Federated loss', None),
+        ('ecm', 'ECM + Norm Mask', None),
+        ('gumbel_droploss', 'GOL (Gumbel + DropLoss)', None),
+        ('balanced_softmax', 'Balanced softmax', None),
+        ('class_balanced_focal', 'Class-balanced focal', None),
     ]
     return [
         Method(k, label, osp.join(config_dir, f'{k}.py'), init)

@@ -23,14 +23,16 @@ def _methods():
     return default_methods(BENCH)
 
 
-def test_default_methods_are_the_seven_of_the_issue():
+def test_default_methods_are_those_of_the_issues():
     ms = _methods()
     assert [m.label for m in ms] == [
         'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
-        'BAGS (decoupled)'
+        'BAGS (decoupled)', 'Federated loss', 'ECM + Norm Mask',
+        'GOL (Gumbel + DropLoss)', 'Balanced softmax', 'Class-balanced focal'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [m.init_from for m in ms] == [None] * 6 + ['baseline_ce']
+    assert [m.init_from for m in ms] == [None] * 6 + ['baseline_ce'] + \
+        [None] * 5
 
 
 def test_every_method_is_the_baseline_plus_one_change():
