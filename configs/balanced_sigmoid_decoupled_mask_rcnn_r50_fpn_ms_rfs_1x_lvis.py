@@ -9,8 +9,8 @@
 #
 #   stage 1: tools/train.py configs/mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py
 #   stage 2: tools/train.py \
-#         configs/balanced_sigmoid_decoupled_mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py \
-#         --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
+#     configs/balanced_sigmoid_decoupled_mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py \
+#     --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
 _base_ = [
     './_base_/models/mask_rcnn_r50_fpn_lvis.py',
     './_base_/datasets/lvis_v1_instance_ms_rfs.py',

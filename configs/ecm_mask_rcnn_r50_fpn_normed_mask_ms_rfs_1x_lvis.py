@@ -1,5 +1,5 @@
-# Effective Class-Margin loss (ECM; Cho & Krähenbühl, ECCV 2022) on Mask R-CNN
-# R50-FPN, LVIS v1, following the official recipe (janghyuncho/ECM-Loss,
+# Effective Class-Margin loss (ECM; Cho & Krähenbühl, ECCV 2022) on Mask
+# R-CNN R50-FPN, LVIS v1, following the official recipe (janghyuncho/ECM-Loss,
 # configs/effective_class_margin_loss/r50_ecm_1x.py): normalized linear
 # classifier and Norm Mask (temperature 20), RFS 1e-3, multi-scale training,
 # their 1x schedule (10k warm-up iterations, gradient clipping at 5).

@@ -107,3 +107,39 @@ def test_sigmoid_variant_formula():
     got = balanced_sigmoid_loss(
         z, y, torch.tensor(sigmoid_log_odds(freq.double().numpy())).float())
     torch.testing.assert_close(got, ref)
+
+
+def _stats(image_counts, instance_counts, num_images=100):
+    return dict(
+        num_images=num_images,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=n,
+                 instance_count=m)
+            for i, (n, m) in enumerate(zip(image_counts, instance_counts))
+        ])
+
+
+def test_module_priors_and_checks():
+    from mmlongtail.models.losses import BalancedSoftmaxLoss
+    st = _stats([1, 3], [2, 30])
+    soft = BalancedSoftmaxLoss(2, st, fg_bg_ratio=4.0)
+    torch.testing.assert_close(
+        soft.adjustment,
+        torch.tensor(np.log([1 / 20, 3 / 20, 16 / 20])).float())
+    inst = BalancedSoftmaxLoss(2, st, fg_bg_ratio=1.0, count='instance')
+    torch.testing.assert_close(
+        inst.adjustment,
+        torch.tensor(np.log([2 / 64, 30 / 64, 32 / 64])).float())
+    sig = BalancedSoftmaxLoss(2, st, use_sigmoid=True)
+    torch.testing.assert_close(
+        sig.adjustment, torch.tensor([math.log(99), math.log(97 / 3)]))
+    assert soft.get_cls_channels(2) == 3 and sig.get_cls_channels(2) == 2
+    z = torch.randn(4, 3)
+    torch.testing.assert_close(soft.get_activation(z), z.softmax(-1))
+    with pytest.raises(ValueError, match="count must be 'image'"):
+        BalancedSoftmaxLoss(2, st, use_sigmoid=True, count='instance')
+    with pytest.raises(ValueError, match='num_classes=3'):
+        BalancedSoftmaxLoss(3, st)
+    y = torch.tensor([0, 1, 2, 2])
+    torch.testing.assert_close(
+        soft(z, y), balanced_softmax_loss(z, y, soft.adjustment))

@@ -123,3 +123,30 @@ def test_scores():
     p = torch.sigmoid(z[1])
     torch.testing.assert_close(
         s[1], torch.stack([p[0] * (1 - p[2]), p[1] * (1 - p[2]), p[2]]))
+
+
+def test_module():
+    from mmlongtail.models.losses import ECMLoss
+    st = dict(
+        num_images=10,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=n,
+                 instance_count=n) for i, n in enumerate([1, 3])
+        ])
+    loss = ECMLoss(2, st, fg_bg_ratio=1.0)
+    offset, weight = ecm_margins(np.array([1., 3., 4.]))
+    torch.testing.assert_close(loss.offset, torch.tensor(offset).float())
+    torch.testing.assert_close(loss.class_weight,
+                               torch.tensor(weight).float())
+    assert loss.get_cls_channels(2) == 3
+    layout = loss.classifier_layout(2)
+    assert layout.rows('background').tolist() == [2]
+    z = torch.randn(5, 3)
+    y = torch.tensor([0, 1, 2, 2, 1])
+    torch.testing.assert_close(loss.get_activation(z), ecm_scores(z))
+    torch.testing.assert_close(
+        loss(z, y), ecm_loss(z, y, loss.offset, loss.class_weight))
+    with pytest.raises(ValueError, match='channels'):
+        loss(torch.zeros(2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match='num_classes=3'):
+        ECMLoss(3, st)

@@ -143,3 +143,57 @@ def test_empty_batch():
     loss = federated_loss(x, torch.zeros(0, dtype=torch.long), torch.ones(4))
     assert loss.item() == 0
     loss.backward()
+
+
+def _stats(image_counts):
+    return dict(
+        num_images=1000,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=n,
+                 instance_count=n) for i, n in enumerate(image_counts)
+        ])
+
+
+def test_module_equals_detectron2_as_bbox_head_calls_it():
+    from mmlongtail.models.losses import FederatedLoss
+    c = 60
+    g = torch.Generator().manual_seed(3)
+    counts = torch.randint(1, 500, (c, ), generator=g)
+    loss = FederatedLoss(c, _stats(counts.tolist()))
+    x = torch.randn(64, c, generator=g) * 3
+    y = torch.randint(0, 12, (64, ), generator=g)
+    y[16:] = c
+    torch.manual_seed(5)
+    ref = detectron2_formula(x, y, 50, counts.float()**0.5)
+    torch.manual_seed(5)
+    got = loss(x, y, torch.ones(64), avg_factor=64.0)
+    assert torch.equal(got, ref)
+
+
+def test_module_draws_from_weighted_rois_only():
+    from mmlongtail.models.losses import FederatedLoss
+    loss = FederatedLoss(4, _stats([1, 4, 9, 16]), num_classes_sampled=3)
+    x = torch.randn(4, 4)
+    y = torch.tensor([0, 4, 3, 2])
+    w = torch.tensor([1., 1., 0., 0.])
+    # U = {0, 4} from the weighted RoIs, as if RoIs 2 and 3 were absent
+    torch.manual_seed(0)
+    got = loss(x, y, w, reduction_override='sum')
+    torch.manual_seed(0)
+    assert torch.equal(got, loss(x[:2], y[:2], reduction_override='sum'))
+    torch.manual_seed(0)
+    assert federated_classes(y[:2], 4, 3,
+                             loss.class_weights).tolist() == [0, 4, 2]
+
+
+def test_module_checks():
+    from mmlongtail.models.losses import FederatedLoss
+    with pytest.raises(ValueError, match='num_classes=3'):
+        FederatedLoss(3, _stats([1, 2]))
+    with pytest.raises(ValueError, match='num_classes_sampled'):
+        FederatedLoss(2, _stats([1, 2]), num_classes_sampled=0)
+    loss = FederatedLoss(2, _stats([1, 2]))
+    assert loss.get_cls_channels(2) == 2
+    assert loss.state_dict() == {}  # derived from the statistics only
+    with pytest.raises(ValueError, match='channels'):
+        loss(torch.zeros(3, 3), torch.tensor([0, 1, 2]))

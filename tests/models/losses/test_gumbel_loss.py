@@ -132,3 +132,48 @@ def test_without_drop_and_under_autocast():
         low = gumbel_loss(x.bfloat16(), y)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, plain.mean(), rtol=2e-2, atol=0)
+
+
+def _stats(image_counts, num_images=1000):
+    return dict(
+        num_images=num_images,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=n,
+                 instance_count=n) for i, n in enumerate(image_counts)
+        ])
+
+
+def test_module_equals_official_under_one_seed():
+    from mmlongtail.models.losses import GumbelLoss
+    counts = [1, 500, 5, 200, 9, 50]
+    freq = torch.tensor(counts) / 1000
+    loss = GumbelLoss(6, _stats(counts), lambda_=0.01)
+    assert loss.rare_mask.tolist() == [True, False, True, False, True,
+                                       False]
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(24, 6, generator=g) * 4).requires_grad_(True)
+    y = torch.randint(0, 7, (24, ), generator=g)
+    torch.manual_seed(11)
+    ref = official_droploss(x, y, freq, 0.01, torch.rand(24, 6))
+    ref_grad, = torch.autograd.grad(ref, x)
+    torch.manual_seed(11)
+    got = loss(x, y, torch.ones(24), avg_factor=24.0)
+    got_grad, = torch.autograd.grad(got, x)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(got_grad, ref_grad)
+    # test-time class scores are the official (unclamped) Gumbel ones
+    s = loss.get_activation(x.detach())
+    torch.testing.assert_close(s[:, :6], 1 / torch.exp(torch.exp(-x)))
+    torch.testing.assert_close(s[:, 6], 1 - s[:, :6].max(1).values)
+
+
+def test_module_checks():
+    from mmlongtail.models.losses import GumbelLoss
+    with pytest.raises(ValueError, match='category_stats'):
+        GumbelLoss(3)
+    plain = GumbelLoss(3, drop_loss=False)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 3])
+    t = torch.nn.functional.one_hot(y, 4)[:, :3].float()
+    torch.testing.assert_close(plain(x, y), gumbel_bce(x, t).sum() / 4)
+    with pytest.raises(ValueError, match='num_classes=4'):
+        GumbelLoss(4, _stats([1, 2, 3]))
