@@ -127,7 +127,7 @@ def tiny_config(data_root: str, num_classes: int, work_dir: str,
     """
     import copy
 
-    from mmlongtail.apis import demo_config
+    from mmlongtail_bench.demo import demo_config
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     cfg = demo_config(
         osp.join(root,

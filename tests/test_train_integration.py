@@ -6,7 +6,8 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mmlongtail.apis import LastMetricsHook, demo_config
+from mmlongtail.engine import LastMetricsHook
+from mmlongtail_bench.demo import demo_config
 
 CONFIG = 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -19,10 +19,10 @@ import time
 
 from mmengine.logging import MMLogger
 
-from mmlongtail.apis.benchmark import (TABLE_KEYS, default_methods,
-                                       run_benchmark)
-from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
-                                           generate_synthetic_lvis)
+from mmlongtail_bench.benchmark import (TABLE_KEYS, default_methods,
+                                        run_benchmark)
+from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
+                                        generate_synthetic_lvis)
 
 
 def main():

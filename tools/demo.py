@@ -8,7 +8,7 @@ print LVIS AP / AP_r / AP_c / AP_f and write the long-tail report.
 import argparse
 import time
 
-from mmlongtail.apis import format_metrics, run_demo
+from mmlongtail_bench.demo import format_metrics, run_demo
 
 
 def main():

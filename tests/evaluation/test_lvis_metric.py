@@ -11,15 +11,14 @@ import pytest
 import torch
 
 from dist_utils import spawn_gloo
+from tiny_federated import pred_rows as _pred
+from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.synthetic import (make_lvis_gt, make_predictions,
-                                             tiny_federated_gt,
-                                             tiny_federated_predictions)
-from mmlongtail.evaluation.synthetic import _pred_rows as _pred
 from mmlongtail.registry import METRICS
+from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 AP_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
 

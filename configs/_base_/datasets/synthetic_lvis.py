@@ -1,4 +1,4 @@
-# The synthetic long-tailed dataset (mmlongtail.datasets.synthetic), in the
+# The synthetic long-tailed dataset (mmlongtail_bench.synthetic), in the
 # data/lvis_v1 layout. Make it with:
 #   python tools/make_synthetic_lvis.py data/synthetic_lvis
 # Only what differs from LVIS v1 is set here: the dataset class (classes come

@@ -85,7 +85,7 @@ class RunSpec:
 
 
 # --------------------------------------------------------------------------
-# One run (in its own process: python -m mmlongtail.apis.benchmark_job)
+# One run (in its own process: python -m mmlongtail_bench.benchmark.job)
 # --------------------------------------------------------------------------
 
 
@@ -108,7 +108,7 @@ def set_epochs(cfg, epochs: int) -> None:
 def run_config(spec: RunSpec):
     """The Runner config of ``spec``: data root, seed, statistics file,
     retraining checkpoint and schedule applied to the method's config."""
-    from .demo import demo_config
+    from mmlongtail_bench.demo import demo_config
 
     cfg = demo_config(spec.config, spec.work_dir, spec.data_root)
     root = spec.data_root.rstrip('/') + '/'
@@ -144,7 +144,7 @@ def train_and_evaluate(spec: RunSpec) -> dict:
     returns ``{work_dir}/metrics.json``."""
     import torch
 
-    from .demo import train_keeping_final_metrics
+    from mmlongtail_bench.demo import train_keeping_final_metrics
 
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
@@ -309,7 +309,7 @@ def _launch(job: _Job) -> None:
             env[var] = str(job.spec.threads)
     job.log = open(osp.join(job.spec.work_dir, 'job.log'), 'w')
     job.proc = subprocess.Popen(
-        [sys.executable, '-m', 'mmlongtail.apis.benchmark_job',
+        [sys.executable, '-m', 'mmlongtail_bench.benchmark.job',
          json.dumps(asdict(job.spec))],
         stdout=job.log, stderr=subprocess.STDOUT, env=env)
 

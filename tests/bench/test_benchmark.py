@@ -10,10 +10,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmlongtail.apis.benchmark import (TABLE_KEYS, Method, RunSpec,
-                                       default_methods, pick_best,
-                                       results_markdown, run_benchmark,
-                                       run_config, set_epochs, summarize)
+from mmlongtail_bench.benchmark import (TABLE_KEYS, Method, RunSpec,
+                                        default_methods, pick_best,
+                                        results_markdown, run_benchmark,
+                                        run_config, set_epochs, summarize)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BENCH = osp.join(ROOT, 'configs', 'benchmark')

@@ -3,9 +3,9 @@ import os.path as osp
 from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
 
-from .runner_setup import build_runner_config
+from mmlongtail.apis import build_runner_config
+from mmlongtail.engine import LastMetricsHook
 
 #: The metrics the demo prints, in order.
 DEMO_KEYS = ('AP', 'APr', 'APc', 'APf')
@@ -28,18 +28,6 @@ def demo_config(config: str, work_dir: str,
             cfg[ev].ann_file = root + 'annotations/lvis_v1_val.json'
     cfg.val_evaluator.outfile_prefix = osp.join(cfg.work_dir, 'lvis')
     return cfg
-
-
-class LastMetricsHook(Hook):
-    """Keeps the metrics of the last validation (the train loop's final one,
-    so the demo does not evaluate twice)."""
-    priority = 'VERY_LOW'
-
-    def __init__(self) -> None:
-        self.metrics: Dict[str, float] = {}
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self.metrics = dict(metrics or {})
 
 
 def train_keeping_final_metrics(cfg: Config) -> Dict[str, float]:

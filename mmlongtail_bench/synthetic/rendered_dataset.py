@@ -1,4 +1,5 @@
-"""A synthetic long-tailed instance segmentation dataset in LVIS v1 format.
+"""A rendered synthetic long-tailed instance segmentation dataset (images,
+masks and LVIS v1 annotation files).
 
 It lets anyone without LVIS or a GPU watch a long-tail detector train and be
 evaluated with AP_r / AP_c / AP_f in minutes.
@@ -44,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .category_stats import frequency_group
+from mmlongtail.datasets.category_stats import frequency_group
 
 COCO_URL_ROOT = 'http://images.cocodataset.org/'
 # Placement attempts at the smallest object size before an image is declared
@@ -421,6 +422,8 @@ def generate_synthetic_lvis(out_dir: str,
     cats = _categories(names, img_count, inst_count, cfg)
     info = {
         'description': 'mmlongtail synthetic long-tailed dataset',
+        # the module's first name, kept so that the files stay byte-identical
+        # to those made before it moved to mmlongtail_bench
         'generator': 'mmlongtail.datasets.synthetic',
         'config': asdict(cfg),
         'frequency_rule': {
