@@ -7,7 +7,7 @@
 import json
 import sys
 
-from mmlongtail_bench.benchmark.runner import RunSpec, train_and_evaluate
+from mmlongtail_bench.benchmark.run import RunSpec, train_and_evaluate
 
 
 def main(argv=None) -> None:

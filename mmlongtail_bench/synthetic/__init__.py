@@ -9,9 +9,9 @@
 """
 from .gt_and_predictions import make_lvis_gt, make_predictions
 from .rendered_dataset import (SyntheticLVISConfig, generate_synthetic_lvis,
-                               target_image_counts)
+                               read_frequency_rule, target_image_counts)
 
 __all__ = [
-    'SyntheticLVISConfig', 'generate_synthetic_lvis', 'target_image_counts',
-    'make_lvis_gt', 'make_predictions'
+    'SyntheticLVISConfig', 'generate_synthetic_lvis', 'read_frequency_rule',
+    'target_image_counts', 'make_lvis_gt', 'make_predictions'
 ]

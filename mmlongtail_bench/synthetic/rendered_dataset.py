@@ -48,6 +48,9 @@ import numpy as np
 from mmlongtail.datasets.category_stats import frequency_group
 
 COCO_URL_ROOT = 'http://images.cocodataset.org/'
+# The r/c/f rule as recorded in both files' info.frequency_rule
+_RARE_MAX_KEY = 'rare_max_images'
+_COMMON_MAX_KEY = 'common_max_images'
 # Placement attempts at the smallest object size before an image is declared
 # too crowded (each attempt tries 200 random positions per object).
 _FLOOR_TRIES = 50
@@ -427,8 +430,8 @@ def generate_synthetic_lvis(out_dir: str,
         'generator': 'mmlongtail.datasets.synthetic',
         'config': asdict(cfg),
         'frequency_rule': {
-            'rare_max_images': cfg.rare_max,
-            'common_max_images': cfg.resolved_common_max()
+            _RARE_MAX_KEY: cfg.rare_max,
+            _COMMON_MAX_KEY: cfg.resolved_common_max()
         },
     }
     paths = {}
@@ -452,3 +455,26 @@ class _NoProgress:
 
     def update(self, num_tasks: int = 1) -> None:
         pass
+
+
+def read_frequency_rule(ann_file: str) -> Tuple[int, int]:
+    """The r/c/f rule the generator recorded in ``ann_file``.
+
+    Returns:
+        tuple[int, int]: ``(rare_max, common_max)``: a class with at most
+        ``rare_max`` training images is rare, with at most ``common_max``
+        common, else frequent.
+
+    Raises:
+        ValueError: If the file records no rule (it was not made by
+            :func:`generate_synthetic_lvis`).
+    """
+    with open(ann_file, encoding='utf-8') as f:
+        info = json.load(f).get('info') or {}
+    rule = info.get('frequency_rule') or {}
+    if _RARE_MAX_KEY not in rule or _COMMON_MAX_KEY not in rule:
+        raise ValueError(
+            f'{ann_file} records no frequency rule (info.frequency_rule with '
+            f'{_RARE_MAX_KEY} and {_COMMON_MAX_KEY}); make the dataset with '
+            'tools/make_synthetic_lvis.py')
+    return int(rule[_RARE_MAX_KEY]), int(rule[_COMMON_MAX_KEY])

@@ -6,7 +6,9 @@
 _base_ = './lvis_v1_instance.py'
 
 dataset_type = 'mmlongtail.LVISFormatDataset'
-data_root = 'data/synthetic_lvis/'
+# Elsewhere: SYNTHETIC_LVIS_ROOT=/path/to/it (mmengine substitutes the
+# environment variable; every path below follows data_root).
+data_root = '{{$SYNTHETIC_LVIS_ROOT:data/synthetic_lvis/}}'.rstrip('/') + '/'
 backend_args = None
 
 train_pipeline = [
