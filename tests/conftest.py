@@ -9,8 +9,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def _synthetic(tmp_path_factory, name, **kwargs):
-    from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
-                                               generate_synthetic_lvis)
+    from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
+                                            generate_synthetic_lvis)
     root = tmp_path_factory.mktemp(name)
     cfg = SyntheticLVISConfig(**kwargs)
     paths = generate_synthetic_lvis(str(root), cfg, show_progress=False)

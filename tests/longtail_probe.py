@@ -19,6 +19,7 @@ For every rank it saves ``<work_dir>/probe_rank<r>.pt`` holding:
   epoch trained, when the sampler is a RepeatFactorSampler;
 * ``iter``, ``epoch``, ``rank``, ``world_size``.
 """
+import os
 import os.path as osp
 from collections import defaultdict
 
@@ -126,13 +127,16 @@ def tiny_config(data_root: str, num_classes: int, work_dir: str,
     exercises both kinds of statistics.
     """
     import copy
+    from unittest import mock
 
-    from mmlongtail.apis import demo_config
+    from mmlongtail_bench.demo import DATA_ROOT_VAR, demo_config
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    cfg = demo_config(
-        osp.join(root,
-                 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'),
-        work_dir, data_root)
+    with mock.patch.dict(os.environ, {DATA_ROOT_VAR: data_root}):
+        cfg = demo_config(
+            osp.join(
+                root,
+                'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'),
+            work_dir)
     n = num_classes
     head = cfg.model.roi_head
     head.bbox_head.num_classes = n

@@ -1,19 +1,25 @@
 """End to end: train the flagship demo recipe a few iterations on a tiny
 synthetic dataset, checkpoint, resume, evaluate with AP_r / AP_c / AP_f."""
+import os
 import os.path as osp
+from unittest import mock
 
 import pytest
 import torch
 from mmengine.runner import Runner
 
-from mmlongtail.apis import LastMetricsHook, demo_config
+from mmlongtail.engine import LastMetricsHook
+from mmlongtail_bench.demo import DATA_ROOT_VAR, demo_config
 
 CONFIG = 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _cfg(tiny_lvis, work_dir, max_epochs):
-    cfg = demo_config(osp.join(ROOT, CONFIG), str(work_dir), tiny_lvis['root'])
+    # the config finds the dataset through the variable it reads
+    with mock.patch.dict(os.environ, {DATA_ROOT_VAR: tiny_lvis['root']}):
+        cfg = demo_config(osp.join(ROOT, CONFIG), str(work_dir))
+    assert cfg.val_evaluator.ann_file == tiny_lvis['val']
     n = tiny_lvis['cfg'].num_classes
     head = cfg.model.roi_head
     head.bbox_head.num_classes = n

@@ -28,7 +28,7 @@ from mmlongtail.evaluation import LVISMetric
 from mmlongtail.evaluation.lvis_backends import (_faster_dt,
                                                  _faster_lvis_eval_class,
                                                  _silent)
-from mmlongtail.evaluation.synthetic import make_lvis_gt, make_predictions
+from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 
 def parse_args() -> argparse.Namespace:

@@ -6,9 +6,10 @@ print LVIS AP / AP_r / AP_c / AP_f and write the long-tail report.
 `make demo` runs it after making the dataset.
 """
 import argparse
+import os
 import time
 
-from mmlongtail.apis import format_metrics, run_demo
+from mmlongtail_bench.demo import DATA_ROOT_VAR, format_metrics, run_demo
 
 
 def main():
@@ -17,10 +18,15 @@ def main():
         '--config',
         default='configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py')
     p.add_argument('--work-dir', default='work_dirs/demo')
-    p.add_argument('--data-root', default='data/synthetic_lvis')
+    p.add_argument(
+        '--data-root',
+        help=f'the dataset (sets ${DATA_ROOT_VAR}, which the demo configs '
+        "read); default: the configs' data/synthetic_lvis/")
     args = p.parse_args()
+    if args.data_root:
+        os.environ[DATA_ROOT_VAR] = args.data_root.rstrip('/') + '/'
     start = time.time()
-    metrics, report = run_demo(args.config, args.work_dir, args.data_root)
+    metrics, report = run_demo(args.config, args.work_dir)
     minutes = (time.time() - start) / 60
     print(f'\nmmlongtail demo: {args.config}')
     print(f'trained and evaluated in {minutes:.1f} min\n')

@@ -70,7 +70,11 @@ def rest_ok() -> None:
     if not req.specifier.contains(have, prereleases=True):
         raise RuntimeError(f'{req.name} {have} is installed, '
                            f'{req.specifier} is needed')
+    # both packages of setup.py, found where they are installed (run as a
+    # script, this probe does not see the checkout): a venv installed before
+    # mmlongtail_bench existed gets `pip install -e .` again
     import mmlongtail  # noqa: F401
+    import mmlongtail_bench  # noqa: F401
 
 
 def _one_line(e: BaseException) -> str:

@@ -2,13 +2,13 @@
 
     python tools/make_synthetic_lvis.py data/synthetic_lvis [--seed 0] ...
 
-See mmlongtail/datasets/synthetic.py for the design.
+See mmlongtail_bench/synthetic/rendered_dataset.py for the design.
 """
 import argparse
 from dataclasses import fields
 
-from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
-                                           generate_synthetic_lvis)
+from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
+                                        generate_synthetic_lvis)
 
 
 def main():

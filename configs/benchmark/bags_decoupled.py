@@ -1,8 +1,8 @@
 # Benchmark: Balanced Group Softmax (Li et al., CVPR 2020), decoupled: the
 # trained CE baseline's classifier is re-initialized and retrained with group
 # softmax for the same schedule while everything else stays frozen.
-# tools/benchmark_longtail.py points `checkpoint` at the baseline run of the
-# same seed.
+# tools/benchmark_longtail.py sets LONGTAIL_BENCH_INIT_CHECKPOINT to the
+# baseline run of the same seed.
 #
 # Groups by training instances: LVIS's (10, 100, 1000) split 1203 classes
 # into roughly rare / common / frequent / very frequent; on the synthetic set
@@ -27,8 +27,7 @@ model = dict(
 custom_hooks = [
     dict(
         type='mmlongtail.ClassifierRetrainingHook',
-        checkpoint='work_dirs/benchmark_longtail/baseline_ce_seed0/'
-        'epoch_5.pth',
+        checkpoint='{{$LONGTAIL_BENCH_INIT_CHECKPOINT:work_dirs/benchmark_longtail/baseline_ce_seed0/epoch_5.pth}}',  # noqa: E501
         trainable=('*bbox_head*.fc_cls', ),
         reinit_trainable=True),
     dict(type='mmlongtail.LongTailConsistencyHook'),

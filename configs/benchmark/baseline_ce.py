@@ -8,9 +8,12 @@
 #   python tools/make_synthetic_lvis.py data/synthetic_lvis_bench \
 #       --val-images-per-class 20
 # (same generator, seed and per-class training image counts as the demo's).
+# Elsewhere: LONGTAIL_BENCH_ROOT=/path/to/it (tools/benchmark_longtail.py
+# --data-root sets it; every path below follows data_root).
 _base_ = '../demo/mask_rcnn_r18_light_synthetic.py'
 
-data_root = 'data/synthetic_lvis_bench/'
+data_root = '{{$LONGTAIL_BENCH_ROOT:data/synthetic_lvis_bench/}}'.rstrip(
+    '/') + '/'
 train_stats = data_root + 'annotations/lvis_v1_train.json'
 
 # 40 classes and <= 8 objects per 128 px image: 100 detections per image

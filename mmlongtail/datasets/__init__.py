@@ -1,4 +1,4 @@
-"""Datasets: category statistics, repeat-factor sampling, synthetic LVIS data."""
+"""Datasets: category statistics, LVIS-format data, repeat-factor sampling."""
 from .category_stats import CategoryStats, load_category_stats
 from .image_categories import ImageCategories, image_categories
 from .lvis_format import LVISFormatDataset

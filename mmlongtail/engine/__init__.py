@@ -1,9 +1,9 @@
 """Runner-side components (hooks, CPU DDP wrapper)."""
-from .hooks import (ClassifierRetrainingHook, LongTailConsistencyHook,
-                    check_longtail_consistency)
+from .hooks import (ClassifierRetrainingHook, LastMetricsHook,
+                    LongTailConsistencyHook, check_longtail_consistency)
 from .wrappers import CPUDistributedDataParallel
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
+    'ClassifierRetrainingHook', 'LastMetricsHook', 'LongTailConsistencyHook',
     'check_longtail_consistency', 'CPUDistributedDataParallel'
 ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.analysis import (analyze_longtail, classifier_weight_norms,
@@ -15,9 +16,7 @@ from mmlongtail.analysis import (analyze_longtail, classifier_weight_norms,
                                  load_per_class, spearman, training_counts)
 from mmlongtail.datasets import load_category_stats
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.synthetic import (make_lvis_gt, make_predictions,
-                                             tiny_federated_gt,
-                                             tiny_federated_predictions)
+from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'

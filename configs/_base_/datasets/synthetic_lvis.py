@@ -1,4 +1,4 @@
-# The synthetic long-tailed dataset (mmlongtail.datasets.synthetic), in the
+# The synthetic long-tailed dataset (mmlongtail_bench.synthetic), in the
 # data/lvis_v1 layout. Make it with:
 #   python tools/make_synthetic_lvis.py data/synthetic_lvis
 # Only what differs from LVIS v1 is set here: the dataset class (classes come
@@ -6,7 +6,9 @@
 _base_ = './lvis_v1_instance.py'
 
 dataset_type = 'mmlongtail.LVISFormatDataset'
-data_root = 'data/synthetic_lvis/'
+# Elsewhere: SYNTHETIC_LVIS_ROOT=/path/to/it (mmengine substitutes the
+# environment variable; every path below follows data_root).
+data_root = '{{$SYNTHETIC_LVIS_ROOT:data/synthetic_lvis/}}'.rstrip('/') + '/'
 backend_args = None
 
 train_pipeline = [

@@ -1,9 +1,10 @@
 """Runner hooks."""
 from .classifier_retraining_hook import ClassifierRetrainingHook
+from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
+    'ClassifierRetrainingHook', 'LastMetricsHook', 'LongTailConsistencyHook',
     'check_longtail_consistency'
 ]

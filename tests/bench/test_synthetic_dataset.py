@@ -1,4 +1,4 @@
-"""The synthetic long-tailed LVIS-format dataset."""
+"""The rendered synthetic long-tailed LVIS-format dataset."""
 import hashlib
 import json
 import os
@@ -12,9 +12,9 @@ from pycocotools import mask as mask_utils
 
 from mmlongtail.datasets.category_stats import (frequency_group,
                                                 load_category_stats)
-from mmlongtail.datasets.synthetic import (SyntheticLVISConfig,
-                                           generate_synthetic_lvis,
-                                           target_image_counts)
+from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
+                                        generate_synthetic_lvis,
+                                        target_image_counts)
 
 
 def _load(path):
@@ -155,29 +155,3 @@ def test_too_crowded_images_are_refused_not_retried_forever(tmp_path):
     with pytest.raises(ValueError, match=r'train image \d+: \d+ objects do '
                        r'not fit in 64 x 64 px even at 5 px each'):
         generate_synthetic_lvis(str(tmp_path), cfg, show_progress=False)
-
-
-def test_lvis_format_dataset_reads_classes_from_file(tiny_lvis):
-    from mmlongtail.datasets import LVISFormatDataset
-    ds = LVISFormatDataset(
-        data_root=tiny_lvis['root'],
-        ann_file='annotations/lvis_v1_train.json',
-        data_prefix=dict(img=''),
-        pipeline=[])
-    names = [c['name'] for c in _load(tiny_lvis['train'])['categories']]
-    assert list(ds.metainfo['classes']) == names
-    item = ds.get_data_info(0)
-    assert osp.isfile(item['img_path'])
-    assert all(0 <= i['bbox_label'] < 12 for i in item['instances'])
-    assert len(ds) == len(_load(tiny_lvis['train'])['images'])
-
-
-def test_lvis_format_dataset_refuses_unknown_categories(tiny_lvis, tmp_path):
-    from mmlongtail.datasets import LVISFormatDataset
-    data = _load(tiny_lvis['train'])
-    data['annotations'][0]['category_id'] = 999
-    bad = tmp_path / 'bad.json'
-    bad.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r'category ids \[999\]'):
-        LVISFormatDataset(ann_file=str(bad), data_prefix=dict(img=''),
-                          pipeline=[])

@@ -1,45 +1,32 @@
-"""The CPU demo: train on the synthetic dataset, evaluate, report."""
+"""The CPU demo: train on the synthetic dataset, evaluate, report.
+
+The demo configs say where the dataset is: ``configs/_base_/datasets/
+synthetic_lvis.py`` reads ``$SYNTHETIC_LVIS_ROOT`` (default
+``data/synthetic_lvis/``) with mmengine's ``{{$NAME:default}}``
+substitution, and derives every path from it. ``tools/demo.py --data-root``
+sets that variable; nothing here rewrites a path.
+"""
 import os.path as osp
 from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
 
-from .runner_setup import build_runner_config
+from mmlongtail.apis import build_runner_config
+from mmlongtail.engine import LastMetricsHook
 
+#: Where configs/demo/* find the synthetic dataset (ends with '/').
+DATA_ROOT_VAR = 'SYNTHETIC_LVIS_ROOT'
 #: The metrics the demo prints, in order.
 DEMO_KEYS = ('AP', 'APr', 'APc', 'APf')
 
 
-def demo_config(config: str, work_dir: str,
-                data_root: Optional[str] = None) -> Config:
-    """The demo config, pointed at ``data_root`` and writing per-class AP.
-
-    ``outfile_prefix`` makes the metric write the per-class file that
-    :func:`mmlongtail.analysis.analyze_longtail` reads.
-    """
+def demo_config(config: str, work_dir: Optional[str] = None) -> Config:
+    """``config`` ready to train in ``work_dir``, its metric writing the
+    per-class AP file (``{work_dir}/lvis.per_class.json``) that
+    :func:`mmlongtail.analysis.analyze_longtail` reads."""
     cfg = build_runner_config(config, work_dir=work_dir)
-    if data_root is not None:
-        root = data_root.rstrip('/') + '/'
-        for loader in ('train_dataloader', 'val_dataloader',
-                       'test_dataloader'):
-            cfg[loader].dataset.data_root = root
-        for ev in ('val_evaluator', 'test_evaluator'):
-            cfg[ev].ann_file = root + 'annotations/lvis_v1_val.json'
     cfg.val_evaluator.outfile_prefix = osp.join(cfg.work_dir, 'lvis')
     return cfg
-
-
-class LastMetricsHook(Hook):
-    """Keeps the metrics of the last validation (the train loop's final one,
-    so the demo does not evaluate twice)."""
-    priority = 'VERY_LOW'
-
-    def __init__(self) -> None:
-        self.metrics: Dict[str, float] = {}
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self.metrics = dict(metrics or {})
 
 
 def train_keeping_final_metrics(cfg: Config) -> Dict[str, float]:
@@ -55,9 +42,9 @@ def train_keeping_final_metrics(cfg: Config) -> Dict[str, float]:
 
 
 def run_demo(config: str,
-             work_dir: str,
-             data_root: Optional[str] = None) -> Tuple[Dict[str, float], dict]:
-    """Train, evaluate and write the long-tail report.
+             work_dir: Optional[str] = None) -> Tuple[Dict[str, float], dict]:
+    """Train, evaluate and write the long-tail report (on the dataset the
+    config names, see the module docstring).
 
     Returns:
         tuple: ``(metrics, report)`` where ``metrics`` is the LVIS metric's
@@ -65,7 +52,7 @@ def run_demo(config: str,
     """
     from mmlongtail.analysis import analyze_longtail
 
-    cfg = demo_config(config, work_dir, data_root)
+    cfg = demo_config(config, work_dir)
     metrics = train_keeping_final_metrics(cfg)
     root = cfg.train_dataloader.dataset.data_root
     report = analyze_longtail(

@@ -1,13 +1,13 @@
 """One run of the long-tail benchmark, in its own process.
 
-    python -m mmlongtail.apis.benchmark_job '<RunSpec as JSON>'
+    python -m mmlongtail_bench.benchmark.job '<RunSpec as JSON>'
 
-:func:`mmlongtail.apis.benchmark.run_benchmark` starts these.
+:func:`mmlongtail_bench.benchmark.run_benchmark` starts these.
 """
 import json
 import sys
 
-from mmlongtail.apis.benchmark import RunSpec, train_and_evaluate
+from mmlongtail_bench.benchmark.run import RunSpec, train_and_evaluate
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,359 @@
+"""The long-tail benchmark on the synthetic dataset.
+
+Every method of ``configs/benchmark/`` is trained with the same schedule and
+seed on the synthetic long-tailed set and evaluated on its balanced val split
+(LVIS AP, AP_r, AP_c, AP_f for boxes and masks). The CE baseline and the best
+method get a second seed, so the spread between seeds can be set against the
+differences between methods. ``tools/benchmark_longtail.py`` (``make bench``)
+is the command line.
+
+Each run is its own process (a fresh Runner, registry and RNG state); on a
+CPU-only machine two run side by side with one thread each, which trains
+about 1.4x faster in total than one run on two threads. The configs say
+where the data is (``$LONGTAIL_BENCH_ROOT``, see :mod:`.run`); the runs
+inherit this process's environment. Outputs under ``out_dir``::
+
+    <method>_seed<k>/       the run's work dir: config, log, checkpoint,
+                            metrics.json, lvis.per_class.json
+    results.json            every run's metrics, per-class AP and timing
+    results.md              the table (mean and spread where two seeds ran)
+    ap_vs_frequency.png     per-class AP against training images, all methods
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from .methods import Method, default_methods
+from .plot import plot_ap_vs_frequency, rule_of_runs
+from .results import (TABLE_KEYS, fmt_percent, pick_best, results_markdown,
+                      summarize)
+from .run import INIT_CHECKPOINT_VAR, RunSpec, dataset_files
+
+
+def check_methods(methods: Sequence[Method], seeds: Sequence[int],
+                  best_by: str) -> Dict[str, Tuple[str, str]]:
+    """Refuse a benchmark that cannot run, before anything trains.
+
+    Returns:
+        dict: Per method key, the ``(train, val)`` annotation files its
+        config resolves to in this process's environment.
+
+    Raises:
+        ValueError: No seed, repeated keys, an unknown ``init_from`` or
+            ``best_by``.
+        FileNotFoundError: A config or a dataset file is missing (with the
+            command that makes the dataset).
+    """
+    if not seeds:
+        raise ValueError('seeds must name at least one seed')
+    if best_by not in TABLE_KEYS:
+        raise ValueError(f'best_by must be one of {TABLE_KEYS}, got '
+                         f'{best_by!r}')
+    keys = [m.key for m in methods]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f'method keys repeat: {keys}')
+    files = {}
+    for m in methods:
+        if not osp.isfile(m.config):
+            raise FileNotFoundError(f'{m.label}: config {m.config} not found')
+        if m.init_from is not None and m.init_from not in keys:
+            raise ValueError(f'{m.label} starts from {m.init_from!r}, which '
+                             f'is not among the methods {keys}')
+        files[m.key] = dataset_files(Config.fromfile(m.config))
+        for ann in files[m.key]:
+            if not osp.isfile(ann):
+                root = osp.dirname(osp.dirname(ann))
+                raise FileNotFoundError(
+                    f'{ann} ({m.config}) not found; make the benchmark '
+                    f'dataset with: python tools/make_synthetic_lvis.py '
+                    f'{root} --val-images-per-class 20')
+    return files
+
+
+def parallelism(workers: Optional[int]) -> Tuple[int, Optional[int]]:
+    """Runs at a time and threads per run: one run on a GPU, else
+    ``min(2, cpus)`` runs sharing the cores (``workers`` overrides)."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    cuda = torch.cuda.is_available()
+    if workers is None:
+        workers = 1 if cuda else max(1, min(2, cpus))
+    threads = None if cuda else max(1, cpus // workers)
+    return workers, threads
+
+
+@dataclass
+class _Job:
+    method: Method
+    seed: int
+    spec: Optional[RunSpec] = None
+    proc: Optional[subprocess.Popen] = None
+    log: Optional[IO] = None
+    record: Optional[dict] = None
+
+    @property
+    def name(self) -> str:
+        return f'{self.method.key}_seed{self.seed}'
+
+    def launch(self) -> None:
+        """Start ``python -m mmlongtail_bench.benchmark.job`` for the spec,
+        its output in ``{work_dir}/job.log``."""
+        spec = self.spec
+        os.makedirs(spec.work_dir, exist_ok=True)
+        env = dict(os.environ)
+        if spec.threads:
+            for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+                env[var] = str(spec.threads)
+        env.pop(INIT_CHECKPOINT_VAR, None)
+        if spec.init_checkpoint is not None:
+            env[INIT_CHECKPOINT_VAR] = spec.init_checkpoint
+        self.log = open(osp.join(spec.work_dir, 'job.log'), 'w')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'mmlongtail_bench.benchmark.job',
+             json.dumps(asdict(spec))],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self.log.close()
+
+
+def _tail(path: str, n: int = 25) -> str:
+    with open(path, errors='replace') as f:
+        return ''.join(f.readlines()[-n:])
+
+
+def _reusable(spec: RunSpec) -> Optional[dict]:
+    """The finished run's record if ``metrics.json`` has the same spec."""
+    path = osp.join(spec.work_dir, 'metrics.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        rec = json.load(f)
+    if rec.get('spec') != asdict(spec) or not osp.isfile(rec['per_class']):
+        return None
+    return rec
+
+
+class _Schedule:
+    """Which runs go when: every method on the first seed, the baseline on
+    the second, and the best method on the second once every first seed is
+    done. A run starts when a worker is free and the run it starts from
+    (``init_from``, same seed) has finished."""
+
+    def __init__(self, methods: Sequence[Method], seeds: Sequence[int],
+                 best_by: str, workers: int,
+                 make_spec: Callable[[Method, int, Optional[str]], RunSpec],
+                 reuse: bool, poll_seconds: float = 2.0) -> None:
+        self.methods, self.seeds, self.best_by = list(methods), seeds, best_by
+        self.workers, self.make_spec, self.reuse = workers, make_spec, reuse
+        self.poll_seconds = poll_seconds
+        self.pending = [_Job(m, seeds[0]) for m in methods]
+        for s in seeds[1:2]:
+            self.pending.insert(1, _Job(methods[0], s))
+        self.best_added = len(seeds) < 2
+        self.total = len(self.pending) + (0 if self.best_added else 1)
+        self.running: List[_Job] = []
+        self.done: Dict[str, _Job] = {}
+        self.reused: List[str] = []
+        self.logger = MMLogger.get_current_instance()
+
+    def run(self) -> List[dict]:
+        """Run everything; return the records in the order they finished."""
+        try:
+            while self.pending or self.running:
+                self._collect_finished()
+                self._start_ready()
+                if self.running:
+                    time.sleep(self.poll_seconds)
+                elif self.pending and not any(map(self._ready,
+                                                  self.pending)):
+                    raise RuntimeError(
+                        'benchmark runs wait on each other: '
+                        f'{[j.name for j in self.pending]}')
+        finally:
+            for job in self.running:
+                job.stop()
+        return [j.record for j in self.done.values()]
+
+    def _ready(self, job: _Job) -> bool:
+        dep = job.method.init_from
+        return dep is None or f'{dep}_seed{job.seed}' in self.done
+
+    def _collect_finished(self) -> None:
+        for job in list(self.running):
+            rc = job.proc.poll()
+            if rc is None:
+                continue
+            job.log.close()
+            self.running.remove(job)
+            if rc != 0:
+                log = osp.join(job.spec.work_dir, 'job.log')
+                raise RuntimeError(
+                    f'benchmark run {job.name} failed (exit {rc}); the '
+                    f'end of {log}:\n{_tail(log)}')
+            with open(osp.join(job.spec.work_dir, 'metrics.json')) as f:
+                self._finish(job, json.load(f), reused=False)
+
+    def _start_ready(self) -> None:
+        for job in list(self.pending):
+            if len(self.running) >= self.workers:
+                return
+            if not self._ready(job):
+                continue
+            self.pending.remove(job)
+            init = None
+            if job.method.init_from is not None:
+                init = self.done[f'{job.method.init_from}_seed{job.seed}'
+                                 ].record['checkpoint']
+            job.spec = self.make_spec(job.method, job.seed, init)
+            record = _reusable(job.spec) if self.reuse else None
+            if record is not None:
+                self._finish(job, record, reused=True)
+                continue
+            job.launch()
+            self.running.append(job)
+            self.logger.info(f'started {job.method.label}, seed {job.seed} '
+                             f'-> {job.spec.work_dir}/job.log')
+
+    def _finish(self, job: _Job, record: dict, reused: bool) -> None:
+        job.record = record
+        if reused:
+            self.reused.append(job.name)
+        self.done[job.name] = job
+        m = record['metrics']
+        how = 'reused' if reused else f'{record["seconds"] / 60:.1f} min'
+        self.logger.info(
+            f'[{len(self.done)}/{self.total}] {job.method.label}, seed '
+            f'{job.seed} ({how}): bbox AP {fmt_percent(m.get("lvis/bbox_AP"))}'
+            f' (r {fmt_percent(m.get("lvis/bbox_APr"))}), segm AP '
+            f'{fmt_percent(m.get("lvis/segm_AP"))} '
+            f'(r {fmt_percent(m.get("lvis/segm_APr"))})')
+        self._add_best_when_known()
+
+    def _add_best_when_known(self) -> None:
+        # once every method has its first seed, the best one gets the second
+        if self.best_added or not all(f'{m.key}_seed{self.seeds[0]}' in
+                                      self.done for m in self.methods):
+            return
+        summary = summarize([j.record for j in self.done.values()],
+                            self.methods)
+        best = pick_best(summary, self.methods[0].key, self.best_by)
+        best_m = next(m for m in self.methods if m.key == best)
+        self.logger.info(f'best method by {self.best_by} on seed '
+                         f'{self.seeds[0]}: {best_m.label}; adding seed '
+                         f'{self.seeds[1]}')
+        self.pending.append(_Job(best_m, self.seeds[1]))
+        self.best_added = True
+
+
+def write_results(out_dir: str, records: Sequence[dict],
+                  methods: Sequence[Method], seeds: Sequence[int],
+                  best_by: str, run_info: dict) -> dict:
+    """Write ``results.json``, ``results.md`` and ``ap_vs_frequency.png``.
+
+    Args:
+        run_info (dict): ``seconds``, ``workers``, ``threads`` and
+            ``reused`` (names of the runs not trained by this call).
+
+    Returns:
+        dict: ``{'summary', 'best', 'table', 'files', 'seconds'}``.
+    """
+    summary = summarize(records, methods)
+    best = (None if len(seeds) < 2 else pick_best(summary, methods[0].key,
+                                                   best_by))
+    table = results_markdown(summary)
+    files = dict(
+        json=osp.join(out_dir, 'results.json'),
+        markdown=osp.join(out_dir, 'results.md'),
+        plot=osp.join(out_dir, 'ap_vs_frequency.png'))
+    with open(files['json'], 'w') as f:
+        json.dump(dict(summary=summary, best=best, best_by=best_by,
+                       **run_info, runs=list(records)), f, indent=1)
+    reused = len(run_info['reused'])
+    with open(files['markdown'], 'w') as f:
+        f.write(table + '\n\nPercent; mean ± half the range over the seeds '
+                f'listed. Best method by {best_by}: {best}. This call: '
+                f'{run_info["seconds"] / 60:.1f} min wall, '
+                f'{len(records) - reused} run(s) trained '
+                f'({run_info["workers"]} at a time), {reused} reused.\n')
+    plot_ap_vs_frequency(records, methods, files['plot'],
+                         rule=rule_of_runs(records), seed=seeds[0])
+    return dict(summary=summary, best=best, table=table, files=files,
+                seconds=run_info['seconds'])
+
+
+def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
+                  methods: Optional[Sequence[Method]] = None,
+                  seeds: Sequence[int] = (0, 1),
+                  best_by: str = 'segm_APr',
+                  workers: Optional[int] = None,
+                  epochs: Optional[int] = None,
+                  train_images: Optional[int] = None,
+                  val_images: Optional[int] = None,
+                  reuse: bool = True) -> dict:
+    """Train and evaluate every method, then write the table and the plot.
+
+    The dataset is the one the configs resolve to in this process's
+    environment (``$LONGTAIL_BENCH_ROOT``, default
+    ``data/synthetic_lvis_bench/``); the runs inherit the environment.
+
+    Args:
+        out_dir (str): Where runs and results go.
+        methods (list[Method], optional): Defaults to
+            :func:`default_methods`; the first is the baseline.
+        seeds (Sequence[int]): The first seed runs every method; the second
+            (if given) runs the baseline and the best method.
+        best_by (str): Which number picks the best method, one of
+            :data:`TABLE_KEYS`. Defaults to mask AP_r.
+        workers (int, optional): Runs at a time. Defaults to 1 with CUDA,
+            else ``min(2, cpus)`` (each gets ``cpus // workers`` threads).
+        epochs (int, optional): Override the configs' schedule.
+        train_images / val_images (int, optional): Use only the first N
+            images (smoke tests).
+        reuse (bool): Keep a finished run whose ``metrics.json`` has the same
+            spec instead of training it again.
+
+    Returns:
+        dict: ``{'summary', 'best', 'table', 'files', 'seconds'}``.
+    """
+    logger = MMLogger.get_current_instance()
+    methods = list(methods or default_methods())
+    data = check_methods(methods, seeds, best_by)
+    workers, threads = parallelism(workers)
+    os.makedirs(out_dir, exist_ok=True)
+
+    def make_spec(method: Method, seed: int,
+                  init_checkpoint: Optional[str]) -> RunSpec:
+        train_ann, val_ann = data[method.key]
+        return RunSpec(
+            key=method.key, seed=seed, config=method.config,
+            work_dir=osp.join(out_dir, f'{method.key}_seed{seed}'),
+            train_ann_file=train_ann, val_ann_file=val_ann,
+            init_checkpoint=init_checkpoint, epochs=epochs,
+            train_images=train_images, val_images=val_images,
+            threads=threads)
+
+    schedule = _Schedule(methods, seeds, best_by, workers, make_spec, reuse)
+    logger.info(f'benchmark: {schedule.total} runs, {workers} at a time'
+                f'{"" if threads is None else f", {threads} thread(s) each"}'
+                f'; out_dir={out_dir}')
+    start = time.time()
+    records = schedule.run()
+    out = write_results(
+        out_dir, records, methods, seeds, best_by,
+        dict(seconds=time.time() - start, workers=workers, threads=threads,
+             reused=schedule.reused))
+    logger.info(f'benchmark done in {out["seconds"] / 60:.1f} min\n'
+                f'{out["table"]}')
+    return out
