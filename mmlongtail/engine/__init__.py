@@ -1,9 +1,13 @@
-"""Runner-side components (hooks, CPU DDP wrapper)."""
-from .hooks import (ClassifierRetrainingHook, LongTailConsistencyHook,
-                    check_longtail_consistency)
+"""Runner-side components (hooks, CPU DDP wrapper, checkpoint files)."""
+from .checkpoint_io import (CheckpointError, check_checkpoint,
+                            choose_resume_checkpoint)
+from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
+                    LongTailConsistencyHook, check_longtail_consistency)
 from .wrappers import CPUDistributedDataParallel
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
-    'check_longtail_consistency', 'CPUDistributedDataParallel'
+    'CheckpointError', 'check_checkpoint', 'choose_resume_checkpoint',
+    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook',
+    'LongTailConsistencyHook', 'check_longtail_consistency',
+    'CPUDistributedDataParallel'
 ]

@@ -1,9 +1,10 @@
 """Runner hooks."""
 from .classifier_retraining_hook import ClassifierRetrainingHook
+from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LongTailConsistencyHook',
-    'check_longtail_consistency'
+    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook',
+    'LongTailConsistencyHook', 'check_longtail_consistency'
 ]
