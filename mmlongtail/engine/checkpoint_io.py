@@ -152,8 +152,8 @@ def read_pointer(work_dir: str) -> Optional[str]:
 
 
 def choose_resume_checkpoint(
-        work_dir: str, ckpt_dir: str,
-        filename_tmpl: str) -> Tuple[Optional[str], List[str]]:
+        work_dir: str, ckpt_dir: str, filename_tmpl: str
+) -> Tuple[Optional[str], List[str], Dict[str, Any]]:
     """The checkpoint an auto-resume should start from.
 
     The one ``<work_dir>/last_checkpoint`` names, if :func:`check_checkpoint`
@@ -161,10 +161,11 @@ def choose_resume_checkpoint(
     in its ``filename_tmpl`` name) that it accepts.
 
     Returns:
-        tuple: ``(path, notes)``. ``path`` is None when there is nothing to
-        resume from (no pointer and no checkpoint: a fresh run). ``notes``
-        says why another file than the pointer's was chosen (empty when the
-        pointer's file was used or there is nothing).
+        tuple: ``(path, notes, meta)``. ``path`` is None when there is
+        nothing to resume from (no pointer and no checkpoint: a fresh run).
+        ``notes`` says why another file than the pointer's was chosen (empty
+        when the pointer's file was used or there is nothing). ``meta`` is
+        the chosen checkpoint's (``{}`` without one).
 
     Raises:
         CheckpointError: When checkpoints exist but none is usable; its
@@ -182,14 +183,14 @@ def choose_resume_checkpoint(
         notes.append(f'{osp.join(work_dir, POINTER_FILE)} is missing')
     for path in candidates:
         try:
-            check_checkpoint(path)
+            meta = check_checkpoint(path)
         except CheckpointError as e:
             problems.append(str(e))
             notes.append(str(e))
             continue
-        return path, notes if path != pointed else []
+        return path, notes if path != pointed else [], meta
     if problems:
         raise CheckpointError(
             pointed or ckpt_dir, 'no usable checkpoint to resume from:\n  ' +
             '\n  '.join(problems))
-    return None, []
+    return None, [], {}

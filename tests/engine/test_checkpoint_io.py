@@ -86,8 +86,9 @@ def test_pointer_intact_is_used(tmp_path):
     _save(tmp_path / 'epoch_1.pth', 1)
     two = _save(tmp_path / 'epoch_2.pth', 2)
     _point(tmp_path, two)
-    assert choose_resume_checkpoint(str(tmp_path), str(tmp_path),
-                                    'epoch_{}.pth') == (two, [])
+    path, notes, meta = choose_resume_checkpoint(str(tmp_path),
+                                                 str(tmp_path), 'epoch_{}.pth')
+    assert (path, notes, meta['epoch']) == (two, [], 2)
 
 
 def test_damaged_pointer_target_falls_back_to_newest_intact(tmp_path):
@@ -97,25 +98,25 @@ def test_damaged_pointer_target_falls_back_to_newest_intact(tmp_path):
     data = open(two, 'rb').read()
     three.write_bytes(data[:100])  # what mmengine's in-place write leaves
     _point(tmp_path, three)
-    path, notes = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
-                                           'epoch_{}.pth')
+    path, notes, _ = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
+                                              'epoch_{}.pth')
     assert path == two
     assert len(notes) == 1 and str(three) in notes[0] and \
         'truncated' in notes[0]
     # the pointer's file gone (mmengine removed it before writing the next)
     os.remove(three)
     os.remove(two)
-    path, notes = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
-                                           'epoch_{}.pth')
+    path, notes, _ = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
+                                              'epoch_{}.pth')
     assert path == one and 'does not exist' in notes[0]
 
 
 def test_missing_pointer(tmp_path):
     assert choose_resume_checkpoint(str(tmp_path), str(tmp_path),
-                                    'epoch_{}.pth') == (None, [])
+                                    'epoch_{}.pth') == (None, [], {})
     two = _save(tmp_path / 'epoch_2.pth', 2)
-    path, notes = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
-                                           'epoch_{}.pth')
+    path, notes, _ = choose_resume_checkpoint(str(tmp_path), str(tmp_path),
+                                              'epoch_{}.pth')
     assert path == two and 'last_checkpoint is missing' in notes[0]
 
 

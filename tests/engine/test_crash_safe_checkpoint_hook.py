@@ -97,7 +97,7 @@ class _StopAt(Hook):
 
 
 def _runner(work_dir, by_epoch=True, resume=False, load_from=None,
-            max_keep_ckpts=-1, val=False, **ckpt):
+            max_keep_ckpts=-1, val=False, seed=11, **ckpt):
     loader = dict(dataset=_Draws(), batch_size=2, num_workers=0,
                   sampler=dict(type='DefaultSampler', shuffle=True)
                   if by_epoch else dict(type='InfiniteSampler', shuffle=True))
@@ -129,7 +129,7 @@ def _runner(work_dir, by_epoch=True, resume=False, load_from=None,
                 max_keep_ckpts=max_keep_ckpts,
                 **ckpt),
             logger=dict(type='LoggerHook', interval=100)),
-        randomness=dict(seed=11),
+        randomness=dict(seed=seed),
         resume=resume,
         load_from=load_from,
         log_level='WARNING',
@@ -380,3 +380,16 @@ def test_stale_temporaries_removed_at_start(tmp_path):
     keep.write_bytes(b'user file')
     _train(tmp_path)
     assert not stale.exists() and keep.exists()
+
+
+def test_resume_with_another_seed_is_reported(tmp_path):
+    _train(tmp_path, stop_at=4)
+    handler = _Collect()
+    runner, _ = _runner(tmp_path, resume=True, seed=12)
+    runner.logger.addHandler(handler)
+    try:
+        runner.train()
+    finally:
+        runner.logger.removeHandler(handler)
+    assert any('was trained with seed 11' in m and 'seed 12' in m
+               for m in handler.messages)

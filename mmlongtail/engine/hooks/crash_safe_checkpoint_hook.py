@@ -36,7 +36,7 @@ the log says which and why.
 """
 import os.path as osp
 from collections import deque
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from mmengine.dist import (all_gather_object, broadcast_object_list,
                            get_dist_info, is_main_process)
@@ -45,9 +45,8 @@ from mmengine.hooks import CheckpointHook
 
 from mmlongtail.engine.checkpoint_io import (ATOMIC_BACKEND, POINTER_FILE,
                                              CheckpointError,
-                                             check_checkpoint,
-                                             choose_resume_checkpoint,
-                                             checkpoint_dir)
+                                             check_checkpoint, checkpoint_dir,
+                                             choose_resume_checkpoint)
 from mmlongtail.registry import HOOKS
 from mmlongtail.utils.atomic_io import atomic_write, remove_stale_temporaries
 from mmlongtail.utils.rng_state import get_rng_state, set_rng_state
@@ -116,36 +115,54 @@ class CrashSafeCheckpointHook(CheckpointHook):
         self._resuming = False
 
     # ------------------------------------------------------------ resume --
-    def _checkpoint_dir(self, runner) -> str:
-        # before_train has not resolved self.out_dir yet
+    def checkpoint_dir(self, work_dir: str) -> str:
+        """Where this hook writes checkpoints for ``work_dir`` (mmengine's
+        rule; ``self.out_dir`` is resolved only at ``before_train``)."""
         return checkpoint_dir(
-            runner.work_dir,
-            None if self.out_dir is None else str(self.out_dir))
+            work_dir, None if self.out_dir is None else str(self.out_dir))
+
+    def checkpoint_to_resume(
+            self, work_dir: str,
+            load_from: Optional[str] = None) -> Tuple[Optional[str],
+                                                      List[str], dict]:
+        """The checkpoint a resume in ``work_dir`` starts from.
+
+        Args:
+            work_dir (str): The run's work dir.
+            load_from (str, optional): The checkpoint given to resume from;
+                None for the newest (auto mode).
+
+        Returns:
+            tuple: ``(path, notes, meta)`` as
+            :func:`~mmlongtail.engine.checkpoint_io.choose_resume_checkpoint`
+            gives them; ``path`` is None when there is nothing to resume.
+
+        Raises:
+            CheckpointError: When ``load_from`` is damaged, or in auto mode
+                when no checkpoint is usable.
+        """
+        if load_from is None:
+            return choose_resume_checkpoint(work_dir,
+                                            self.checkpoint_dir(work_dir),
+                                            self.filename_tmpl)
+        if '://' in load_from:  # remote: mmengine's loader reports problems
+            return load_from, [], {}
+        return load_from, [], check_checkpoint(load_from)
 
     def before_run(self, runner) -> None:
         """Check the checkpoint a resume will load (rank 0), fall back to the
         newest intact one in auto mode, and tell every rank."""
-        # mmengine's Runner.load_or_resume reads these two attributes, after
+        # mmengine's Runner.load_or_resume reads these two attributes after
         # before_run; setting _load_from makes it resume from that file.
         if not getattr(runner, '_resume', False):
             return
         self._resuming = True
-        explicit = runner._load_from
         result: List[Any] = [None, [], None, None]
         if is_main_process():
             try:
-                if explicit is not None and '://' in explicit:
-                    meta = {}  # remote: mmengine's loader reports problems
-                    result[:2] = explicit, []
-                elif explicit is not None:
-                    meta = check_checkpoint(explicit)
-                    result[:2] = explicit, []
-                else:
-                    result[:2] = choose_resume_checkpoint(
-                        runner.work_dir, self._checkpoint_dir(runner),
-                        self.filename_tmpl)
-                    meta = check_checkpoint(result[0]) if result[0] else {}
-                result[3] = meta.get('seed')
+                path, notes, meta = self.checkpoint_to_resume(
+                    runner.work_dir, runner._load_from)
+                result = [path, notes, None, meta.get('seed')]
             except CheckpointError as e:
                 result[2] = (e.path, e.reason)
         broadcast_object_list(result, src=0)
@@ -154,8 +171,9 @@ class CrashSafeCheckpointHook(CheckpointHook):
             raise CheckpointError(*error)
         if path is None:
             runner.logger.info(
-                f'Resume: no checkpoint in {self._checkpoint_dir(runner)}; '
-                'training from the start.')
+                f'Resume: no checkpoint in '
+                f'{self.checkpoint_dir(runner.work_dir)}; training from the '
+                'start.')
             return
         if notes:
             runner.logger.warning(
