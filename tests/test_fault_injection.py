@@ -77,7 +77,9 @@ def _kill_all(proc):
 class _Launcher:
 
     def __init__(self, cfg_file, work_dir, log_dir):
-        self.cfg_file, self.work_dir, self.log_dir = cfg_file, work_dir, log_dir
+        self.cfg_file = cfg_file
+        self.work_dir = work_dir
+        self.log_dir = log_dir
         self.launches = []
 
     def start(self, resume, extra_env=None):
