@@ -170,7 +170,8 @@ def tiny_config(data_root: str, num_classes: int, work_dir: str,
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.train_cfg.max_epochs = max_epochs
     cfg.train_cfg.val_interval = max_epochs + 1
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.default_hooks.checkpoint = dict(
+        type='mmlongtail.CrashSafeCheckpointHook', interval=1)
     cfg.default_hooks.logger.interval = 1
     cfg.log_level = 'WARNING'
     return cfg

@@ -67,3 +67,21 @@ def test_config_builds_model(path, request):
     assert rcnn_test.max_per_img == (100 if bench else 300)
     assert rcnn_test.score_thr == pytest.approx(1e-4)
     assert cfg.val_evaluator.type == 'mmlongtail.LVISMetric'
+
+
+@pytest.mark.parametrize('path', CONFIGS,
+                         ids=[osp.relpath(p, ROOT) for p in CONFIGS])
+def test_config_saves_checkpoints_crash_safe(path):
+    """Every config writes checkpoints atomically and with RNG state
+    (README: Resume and failures); its own options still apply."""
+    from mmengine.registry import HOOKS
+
+    from mmlongtail.engine import CrashSafeCheckpointHook
+    cfg = build_runner_config(path, work_dir='/tmp/unused')
+    hook_cfg = cfg.default_hooks.checkpoint
+    assert hook_cfg.type == 'mmlongtail.CrashSafeCheckpointHook'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        hook = HOOKS.build(hook_cfg)
+    assert isinstance(hook, CrashSafeCheckpointHook) and hook.atomic
+    assert hook.interval == hook_cfg.interval
+    assert hook.max_keep_ckpts == hook_cfg.get('max_keep_ckpts', -1)

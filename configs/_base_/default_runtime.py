@@ -7,7 +7,13 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # mmengine's CheckpointHook options and file names; writes atomically
+    # (a kill at any moment leaves a usable checkpoint), stores every rank's
+    # RNG state and resumes it exactly (README: Resume and failures)
+    checkpoint=dict(
+        type='mmlongtail.CrashSafeCheckpointHook',
+        interval=1,
+        max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
 # num_classes of heads, losses and dataset agree; loss channel layouts are

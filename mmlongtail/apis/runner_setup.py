@@ -97,6 +97,43 @@ def enable_amp(cfg: Config) -> Config:
     return cfg
 
 
+def seed_from_checkpoint(cfg: Config) -> Config:
+    """Resume with the seed of the checkpoint when the config sets none.
+
+    mmengine builds the sampler and the dataloader's worker seeding with the
+    run's seed *before* it reads the checkpoint; a config without
+    ``randomness.seed`` gets a new random seed each launch, so the data
+    order after a resume would differ from the interrupted run. The
+    checkpoint to resume is found as the checkpoint hook will find it
+    (:meth:`mmlongtail.engine.CrashSafeCheckpointHook.checkpoint_to_resume`).
+    A damaged checkpoint is left for the hook to report when the run starts.
+    """
+    import copy
+
+    from mmengine.registry import HOOKS
+
+    from mmlongtail.engine import CheckpointError, CrashSafeCheckpointHook
+    randomness = dict(cfg.get('randomness', None) or {})
+    hook_cfg = cfg.get('default_hooks', {}).get('checkpoint', None)
+    if not cfg.get('resume', False) or randomness.get('seed') is not None \
+            or not hook_cfg:
+        return cfg
+    hook = HOOKS.build(copy.deepcopy(hook_cfg))
+    if not isinstance(hook, CrashSafeCheckpointHook):
+        return cfg
+    try:
+        path, _, meta = hook.checkpoint_to_resume(cfg.work_dir,
+                                                  cfg.get('load_from', None))
+    except CheckpointError:
+        return cfg
+    if meta.get('seed') is not None:
+        randomness['seed'] = meta['seed']
+        cfg.randomness = randomness
+        print_log(f'Resume: seed {meta["seed"]} taken from {path} (the '
+                  'config sets no randomness.seed)', logger='current')
+    return cfg
+
+
 def build_runner_config(config: str,
                         work_dir: Optional[str] = None,
                         cfg_options: Optional[dict] = None,
@@ -146,5 +183,7 @@ def build_runner_config(config: str,
             raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
         cfg.resume = True
         cfg.load_from = resume
+    if resume is not None:
+        seed_from_checkpoint(cfg)
     return apply_device_defaults(cfg)
 

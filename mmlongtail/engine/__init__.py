@@ -1,9 +1,14 @@
-"""Runner-side components (hooks, CPU DDP wrapper)."""
-from .hooks import (ClassifierRetrainingHook, LastMetricsHook,
-                    LongTailConsistencyHook, check_longtail_consistency)
+"""Runner-side components (hooks, CPU DDP wrapper, checkpoint files)."""
+from .checkpoint_io import (CheckpointError, check_checkpoint,
+                            choose_resume_checkpoint)
+from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
+                    LastMetricsHook, LongTailConsistencyHook,
+                    check_longtail_consistency)
 from .wrappers import CPUDistributedDataParallel
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LastMetricsHook', 'LongTailConsistencyHook',
-    'check_longtail_consistency', 'CPUDistributedDataParallel'
+    'CheckpointError', 'check_checkpoint', 'choose_resume_checkpoint',
+    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
+    'LongTailConsistencyHook', 'check_longtail_consistency',
+    'CPUDistributedDataParallel'
 ]

@@ -1,10 +1,11 @@
 """Runner hooks."""
 from .classifier_retraining_hook import ClassifierRetrainingHook
+from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
 
 __all__ = [
-    'ClassifierRetrainingHook', 'LastMetricsHook', 'LongTailConsistencyHook',
-    'check_longtail_consistency'
+    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
+    'LongTailConsistencyHook', 'check_longtail_consistency'
 ]
