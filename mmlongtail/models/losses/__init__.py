@@ -8,3 +8,4 @@ from .focal_loss import FocalLoss  # noqa: F401,E402
 from .eql_loss import EQLLoss  # noqa: F401,E402
 from .eqlv2_loss import EQLv2Loss  # noqa: F401,E402
 from .group_softmax_loss import GroupSoftmaxLoss  # noqa: F401,E402
+from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
