@@ -13,9 +13,9 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.dist import all_reduce_sum_
-from .focal_loss import (SigmoidClassifierMixin, check_cls_channels,
-                         check_label_weights, check_labels, check_reduction,
-                         empty_loss, sigmoid_focal_loss)
+from .focal_loss import sigmoid_focal_loss
+from .protocol import (SigmoidClassifierProtocol, check_num_classes,
+                       check_reduction, empty_loss)
 
 #: Initial positive/negative gradient ratio g_j: 1, so that every class starts
 #: with the base focusing factor and weight 1 (plain focal loss), as in the
@@ -169,7 +169,7 @@ def _reduction_scale(reduction: str, numel: int,
 
 
 @MODELS.register_module()
-class EqualizedFocalLoss(SigmoidClassifierMixin, nn.Module):
+class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
     r"""Equalized Focal Loss (Li et al., CVPR 2022).
 
     Focal loss with a per-class focusing factor :math:`\gamma_j = \gamma_b +
@@ -229,9 +229,7 @@ class EqualizedFocalLoss(SigmoidClassifierMixin, nn.Module):
         if use_sigmoid is not True:
             raise ValueError('EqualizedFocalLoss is a sigmoid loss; '
                              'use_sigmoid must be True')
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(f'EqualizedFocalLoss: num_classes must be >= 1, '
-                             f'got {num_classes}')
+        check_num_classes(num_classes, 'EqualizedFocalLoss')
         if gamma <= 0:
             raise ValueError(f'EqualizedFocalLoss: gamma must be > 0 (the '
                              f'weighting factor divides by it), got {gamma}')
@@ -297,17 +295,7 @@ class EqualizedFocalLoss(SigmoidClassifierMixin, nn.Module):
         """
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
-        owner = 'EqualizedFocalLoss'
-        if cls_score.dim() != 2:
-            raise ValueError(f'{owner}: cls_score must have shape (N, C), '
-                             f'got {tuple(cls_score.shape)}')
-        check_cls_channels(self.num_classes, cls_score.size(-1), owner)
-        check_labels(labels, self.num_classes, owner)
-        if labels.size(0) != cls_score.size(0):
-            raise ValueError(f'{owner}: labels must have shape '
-                             f'({cls_score.size(0)},), got '
-                             f'{tuple(labels.shape)}')
-        check_label_weights(label_weights, cls_score.size(0), owner)
+        self.check_inputs(cls_score, labels, label_weights)
         gammas, weights = self.get_factors()
         loss = self.loss_weight * equalized_focal_loss(
             cls_score, labels, gammas, weights, self.alpha, label_weights,
