@@ -214,6 +214,10 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True; mmdet's dense heads read it from
             the config to size their classifier. Defaults to True.
+        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
+            ATSS, FCOS), which then scores its ``C`` logits with a plain
+            sigmoid (see :class:`~.protocol.SigmoidClassifierProtocol`). Defaults to
+            False (an R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
@@ -224,7 +228,8 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
                  use_distributed: bool = True,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
+                 use_sigmoid: bool = True,
+                 dense_head: bool = False) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('EqualizedFocalLoss is a sigmoid loss; '
@@ -245,6 +250,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         self.use_distributed = use_distributed
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
+        self.set_dense_head(dense_head)
         zeros = torch.zeros(self.num_classes, dtype=torch.float32)
         self.register_buffer('pos_grad', zeros.clone())
         self.register_buffer('neg_grad', zeros.clone())
