@@ -210,3 +210,81 @@ def test_efl_statistics_equal_a_backward_hook_on_the_classifier_outputs(
     expected_calls = 1 if head == 'FCOSHead' else len(STRIDES)
     assert len(calls) == expected_calls
     assert exp_pos.sum() > 0
+
+
+# ------------------------------------------- LongTailConsistencyHook rules --
+REFUSED = {
+    # loss config -> what the message must say
+    'SeesawLoss': (dict(type='mmlongtail.SeesawLoss', num_classes=C),
+                   r'SeesawLoss lays out C \+ 2 .*EqualizedFocalLoss'),
+    'EQLv2Loss': (dict(type='mmlongtail.EQLv2Loss', num_classes=C),
+                  r'EQLv2Loss lays out C \+ 1 .*EqualizedFocalLoss'),
+    'GroupSoftmaxLoss': (dict(type='mmlongtail.GroupSoftmaxLoss',
+                              num_classes=C, category_stats=STATS),
+                         r'GroupSoftmaxLoss lays out C \+ .*'
+                         'EqualizedFocalLoss'),
+}
+
+
+def _check(model):
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        check_longtail_consistency
+    check_longtail_consistency(model)
+
+
+@pytest.mark.parametrize('loss', sorted(LOSSES))
+@pytest.mark.parametrize('head', sorted(HEADS))
+def test_hook_accepts_the_combinations_that_work(head, loss):
+    _check(build_head(head, loss))
+
+
+@pytest.mark.parametrize('loss', sorted(REFUSED))
+@pytest.mark.parametrize('head', sorted(HEADS))
+def test_hook_refuses_layouts_a_dense_head_cannot_hold(head, loss):
+    cfg, match = REFUSED[loss]
+    model = MMDET_MODELS.build(ConfigDict(HEADS[head](copy.deepcopy(cfg))))
+    with pytest.raises(ValueError, match=match):
+        _check(model)
+
+
+@pytest.mark.parametrize('head', sorted(HEADS))
+def test_hook_refuses_a_sigmoid_loss_without_dense_head(head):
+    """Without dense_head the head predicts the background column as class
+    C; the hook says so before that happens."""
+    cfg = dict(LOSSES['FocalLoss'], dense_head=False)
+    model = MMDET_MODELS.build(ConfigDict(HEADS[head](cfg)))
+    with pytest.raises(ValueError, match=r'set dense_head=True.*FocalLoss.*'
+                       rf'background column as class {C}'):
+        _check(model)
+    # what it prevents: with the focal prior (p = 0.01 everywhere) the
+    # background column, 1 - max p = 0.99, is predicted as class C
+    model.init_weights()
+    model.eval()
+    feats, samples = batch(3)
+    with torch.no_grad():
+        results = model.predict(feats, samples, rescale=False)
+    assert all((r.labels == C).any() for r in results)
+
+
+def test_hook_refuses_untested_dense_heads_and_dense_losses_in_roi_heads():
+    from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
+    fovea = MMDET_MODELS.build(ConfigDict(
+        type='FoveaHead', num_classes=C, in_channels=8, feat_channels=8,
+        stacked_convs=1, strides=STRIDES, base_edge_list=[16, 32, 64],
+        scale_ranges=((1, 32), (16, 64), (32, 128)),
+        loss_cls=copy.deepcopy(LOSSES['EqualizedFocalLoss'])))
+    with pytest.raises(ValueError, match=r'FoveaHead.*tested in the dense '
+                       'heads RetinaHead, ATSSHead, FCOSHead'):
+        _check(fovea)
+    roi = Shared2FCBBoxHead(
+        in_channels=4, fc_out_channels=8, roi_feat_size=3, num_classes=C,
+        loss_cls=copy.deepcopy(LOSSES['EqualizedFocalLoss']))
+    with pytest.raises(ValueError, match='Shared2FCBBoxHead.*not a dense '
+                       'head.*dense_head=True.*drop dense_head'):
+        _check(roi)
+    # EFL as an R-CNN classifier: the sigmoid protocol, C-channel fc_cls
+    roi = Shared2FCBBoxHead(
+        in_channels=4, fc_out_channels=8, roi_feat_size=3, num_classes=C,
+        loss_cls=dict(LOSSES['EqualizedFocalLoss'], dense_head=False))
+    assert roi.fc_cls.out_features == C
+    _check(roi)
