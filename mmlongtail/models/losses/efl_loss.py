@@ -216,8 +216,9 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
             the config to size their classifier. Defaults to True.
         dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
             ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see :class:`~.protocol.SigmoidClassifierProtocol`). Defaults to
-            False (an R-CNN ``BBoxHead``).
+            sigmoid (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``). Defaults to False (an
+            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,

@@ -91,8 +91,9 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
         use_sigmoid (bool): Must be True (accepted for mmdet configs).
         dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
             ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see :class:`~.protocol.SigmoidClassifierProtocol`). Defaults to
-            False (an R-CNN ``BBoxHead``).
+            sigmoid (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``). Defaults to False (an
+            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,

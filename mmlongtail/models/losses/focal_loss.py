@@ -100,8 +100,9 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
             ``num_classes`` when the head sizes ``fc_cls``.
         dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
             ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see :class:`~.protocol.SigmoidClassifierProtocol`). Defaults to
-            False (an R-CNN ``BBoxHead``).
+            sigmoid (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``). Defaults to False (an
+            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
