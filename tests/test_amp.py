@@ -26,6 +26,8 @@ LOSSES = {
                     category_stats=STATS, freq_thr=0.05),
     'EQLv2Loss': dict(type='mmlongtail.EQLv2Loss', num_classes=C),
     'FocalLoss': dict(type='mmlongtail.FocalLoss'),
+    'EqualizedFocalLoss': dict(type='mmlongtail.EqualizedFocalLoss',
+                               num_classes=C),
     'GroupSoftmaxLoss': dict(type='mmlongtail.GroupSoftmaxLoss',
                              num_classes=C, category_stats=STATS, beta=1000),
 }

@@ -37,7 +37,7 @@ def test_configs_found():
 def test_config_builds_model(path, request):
     cfg = build_runner_config(path, work_dir='/tmp/unused')
     bench = osp.relpath(path, ROOT).startswith('configs/benchmark/')
-    loss = cfg.model.roi_head.get('bbox_head', {})
+    loss = cfg.model.get('roi_head', {}).get('bbox_head', {})
     loss = loss.get('loss_cls', {}) if isinstance(loss, dict) else {}
     if bench and 'category_stats' in loss:
         # the benchmark's dataset is made by its command; a 40-class stand-in
@@ -49,6 +49,10 @@ def test_config_builds_model(path, request):
     _no_pretrained(cfg.model)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
+    assert cfg.val_evaluator.type == 'mmlongtail.LVISMetric'
+    if 'roi_head' not in cfg.model:
+        _check_one_stage(cfg, model, bench)
+        return
     heads = model.roi_head.bbox_head
     heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
     for head in heads:
@@ -85,3 +89,16 @@ def test_config_saves_checkpoints_crash_safe(path):
     assert isinstance(hook, CrashSafeCheckpointHook) and hook.atomic
     assert hook.interval == hook_cfg.interval
     assert hook.max_keep_ckpts == hook_cfg.get('max_keep_ckpts', -1)
+def _check_one_stage(cfg, model, bench):
+    """A one-stage detector: C sigmoid outputs per anchor, mmlongtail's
+    losses declared for a dense head, box AP only, the LVIS protocol."""
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        check_longtail_consistency
+    head = model.bbox_head
+    assert head.cls_out_channels == head.num_classes
+    if type(head.loss_cls).__module__.startswith('mmlongtail'):
+        assert head.loss_cls.dense_head
+    check_longtail_consistency(model)  # the hook accepts it
+    assert cfg.model.test_cfg.max_per_img == (100 if bench else 300)
+    assert cfg.model.test_cfg.score_thr == pytest.approx(1e-4)
+    assert list(cfg.val_evaluator.metric) == ['bbox']

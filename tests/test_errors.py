@@ -198,16 +198,18 @@ def test_custom_layout_in_a_dense_head():
                           stacked_convs=1, anchor_generator=anchors,
                           loss_cls=loss_cls)
 
-    check_longtail_consistency(
-        retina(dict(LOSSES['FocalLoss'], use_sigmoid=True)))  # C channels
+    check_longtail_consistency(retina(dict(
+        LOSSES['FocalLoss'], use_sigmoid=True, dense_head=True)))  # C
     # our FocalLoss is sigmoid by default, but RetinaHead reads use_sigmoid
     # from the config dict: without it the head has C + 1 channels
     with pytest.raises(ValueError, match=rf'{C + 1} classifier outputs per '
-                       rf'anchor.*FocalLoss lays out {C} channels.*'
-                       'use_sigmoid=False'):
-        check_longtail_consistency(retina(LOSSES['FocalLoss']))
-    with pytest.raises(ValueError, match=rf'{C} classifier outputs per '
-                       rf'anchor.*EQLv2Loss lays out {C + 1} channels'):
+                       rf'anchor.*FocalLoss lays out {C} .*'
+                       'set use_sigmoid=True'):
+        check_longtail_consistency(
+            retina(dict(LOSSES['FocalLoss'], dense_head=True)))
+    with pytest.raises(ValueError, match=rf'C = {C} sigmoid outputs per '
+                       rf'anchor.*EQLv2Loss lays out C \+ 1 .*'
+                       'EqualizedFocalLoss'):
         check_longtail_consistency(
             retina(dict(LOSSES['EQLv2Loss'], use_sigmoid=True)))
 

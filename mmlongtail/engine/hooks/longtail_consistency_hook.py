@@ -23,6 +23,17 @@ HONOURING_HEADS = ('Shared2FCBBoxHead', 'Shared4Conv1FCBBoxHead',
                    'ConvFCBBoxHead', 'BBoxHead')
 
 
+#: Dense heads in which mmlongtail's ``C``-channel sigmoid losses train and
+#: predict (tested in tests/models/test_dense_heads.py): each calls
+#: ``loss_cls(cls_score (N, C), labels (N,), label_weights, avg_factor)``
+#: and scores ``C`` sigmoid outputs per anchor or point.
+DENSE_HEADS = ('RetinaHead', 'ATSSHead', 'FCOSHead')
+#: The long-tail loss to name when a dense head's loss does not fit.
+DENSE_LOSS_HINT = ('use mmlongtail.EqualizedFocalLoss (use_sigmoid=True, '
+                   'dense_head=True), the long-tail loss for dense heads '
+                   '(mmlongtail.FocalLoss and EQLLoss also fit)')
+
+
 def _is_proposal_head(name: str, module: nn.Module) -> bool:
     """RPN-like heads are class-agnostic (``num_classes=1``); skip them."""
     from mmdet.models.dense_heads import RPNHead
@@ -66,6 +77,67 @@ def _class_count_owners(model: nn.Module) -> Dict[str, int]:
             found[f'{name or "model"}.loss_cls.num_classes '
                   f'({type(loss).__name__})'] = loss_num
     return found
+
+
+def _check_dense_heads(model: nn.Module) -> None:
+    """mmlongtail's losses in dense heads, and ``dense_head`` losses
+    elsewhere.
+
+    A dense head takes an mmlongtail loss only if it is one of
+    :data:`DENSE_HEADS`, the loss lays out exactly ``C`` sigmoid rows (no
+    background, objectness or group rows), the head has ``C`` outputs
+    (``use_sigmoid=True``) and the loss was built with ``dense_head=True``
+    (else mmdet scores the ``BBoxHead`` protocol's ``C + 1`` columns and
+    predicts the background column as class ``C``). A loss built with
+    ``dense_head=True`` sits in a dense head.
+    """
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+
+    from mmlongtail.models.losses.protocol import ClassifierProtocol
+    for name, head in model.named_modules():
+        loss = getattr(head, 'loss_cls', None)
+        num = getattr(head, 'num_classes', None)
+        if (not isinstance(loss, ClassifierProtocol)
+                or not isinstance(num, int)
+                or _is_proposal_head(name, head)):
+            continue
+        where = f'{name or "model"} ({type(head).__name__})'
+        loss_name = type(loss).__name__
+        if not isinstance(head, BaseDenseHead):
+            if getattr(loss, 'dense_head', False):
+                raise ValueError(
+                    f'{where} is not a dense head, but its loss_cls '
+                    f'{loss_name} was built with dense_head=True, which '
+                    'turns off the classifier protocol this head needs '
+                    '(C-channel fc_cls, sigmoid scores); drop dense_head')
+            continue
+        layout = loss.classifier_layout(num)
+        if layout.num_outputs != num:
+            raise ValueError(
+                f'{where} is a dense head with C = {num} sigmoid outputs per '
+                f'anchor, but its loss_cls {loss_name} lays out '
+                f'{layout.describe()} ({layout.num_outputs} rows), which a '
+                f'dense head cannot hold; {DENSE_LOSS_HINT}')
+        if type(head).__name__ not in DENSE_HEADS:
+            raise ValueError(
+                f'{where}: mmlongtail\'s losses are tested in the dense '
+                f'heads {", ".join(DENSE_HEADS)}, which call loss_cls on '
+                '(N, C) logits with (N,) labels; this head is not one of '
+                f'them. Use one of those heads, or mmdet\'s own loss here')
+        if head.cls_out_channels != num:
+            raise ValueError(
+                f'{where} has {head.cls_out_channels} classifier outputs per '
+                f'anchor, but its loss_cls {loss_name} lays out {num} for '
+                f'num_classes={num}. Dense heads size their classifier from '
+                'loss_cls.use_sigmoid alone (C if True, else C + 1); set '
+                'use_sigmoid=True in the loss config')
+        if not getattr(loss, 'dense_head', False):
+            raise ValueError(
+                f'{where}: set dense_head=True in its loss_cls {loss_name}. '
+                'Without it the loss keeps the BBoxHead classifier protocol, '
+                'and mmdet\'s dense heads then score its C + 1 columns '
+                '(classes and a background column) and predict the '
+                f'background column as class {num}')
 
 
 def _check_layouts(model: nn.Module) -> None:
@@ -140,6 +212,10 @@ def check_longtail_consistency(model: nn.Module,
       when it has one (losses built from category statistics have already
       checked theirs against the statistics), and ``len(classes)`` of the
       dataset all agree;
+    * an mmlongtail loss in a dense head is one that works there (see
+      :func:`_check_dense_heads`: ``C`` sigmoid rows, ``dense_head=True``,
+      a tested head; Seesaw, EQLv2 and BAGS are refused with the loss to
+      use instead), and a ``dense_head=True`` loss is in a dense head;
     * a ``loss_cls`` with its own channel layout (``custom_cls_channels``,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;
@@ -168,6 +244,7 @@ def check_longtail_consistency(model: nn.Module,
             'num_classes disagree: ' + listing + '. Set num_classes of '
             'every head and loss to the number of classes of the dataset '
             '(and of its category statistics).')
+    _check_dense_heads(model)
     _check_layouts(model)
     _check_cascades(model)
 

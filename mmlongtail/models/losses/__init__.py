@@ -13,3 +13,4 @@ from .ecm_loss import ECMLoss  # noqa: F401,E402
 from .gumbel_loss import GumbelLoss  # noqa: F401,E402
 from .balanced_softmax_loss import BalancedSoftmaxLoss  # noqa: F401,E402
 from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402
+from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402

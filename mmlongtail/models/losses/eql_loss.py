@@ -89,6 +89,11 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
             Defaults to ``'mean'``.
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True (accepted for mmdet configs).
+        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
+            ATSS, FCOS), which then scores its ``C`` logits with a plain
+            sigmoid (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``). Defaults to False (an
+            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
@@ -97,7 +102,8 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
                  freq_thr: float = 1.76e-3,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
+                 use_sigmoid: bool = True,
+                 dense_head: bool = False) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('EQLLoss is a sigmoid loss; use_sigmoid must be '
@@ -114,6 +120,7 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
         self.freq_thr = float(freq_thr)
         self.reduction = reduction
         self.loss_weight = float(loss_weight)
+        self.set_dense_head(dense_head)
         tail = torch.from_numpy(stats.image_frequency < self.freq_thr)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer('tail_mask', tail, persistent=False)

@@ -98,6 +98,11 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
         num_classes (int, optional): If given, checked against the head's
             ``num_classes`` when the head sizes ``fc_cls``.
+        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
+            ATSS, FCOS), which then scores its ``C`` logits with a plain
+            sigmoid (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``). Defaults to False (an
+            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
@@ -106,7 +111,8 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
                  alpha: float = 0.25,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
-                 num_classes: Optional[int] = None) -> None:
+                 num_classes: Optional[int] = None,
+                 dense_head: bool = False) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('mmlongtail.FocalLoss is a sigmoid focal loss; '
@@ -119,6 +125,7 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
         self.loss_weight = float(loss_weight)
         self.num_classes = None if num_classes is None else \
             check_num_classes(num_classes, 'FocalLoss')
+        self.set_dense_head(dense_head)
 
     def forward(self,
                 cls_score: Tensor,

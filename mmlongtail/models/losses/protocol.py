@@ -379,7 +379,32 @@ SIGMOID_SCORING = 'sigmoid per class; background column 1 - max_j p_j'
 
 class SigmoidClassifierProtocol(ClassifierProtocol):
     """The protocol of a ``C``-channel sigmoid classifier (background =
-    label ``C`` = all-zero target), e.g. EQL and focal loss."""
+    label ``C`` = all-zero target), e.g. EQL and focal loss.
+
+    Such a loss also fits mmdet's dense heads (RetinaNet, ATSS, FCOS), which
+    size ``C`` outputs per anchor from ``use_sigmoid``. But mmdet 3.3's
+    ``BaseDenseHead`` scores with ``loss_cls.get_activation`` whenever the
+    loss has ``custom_cls_channels`` and takes every column it returns as a
+    class, so the ``(N, C + 1)`` scores of the ``BBoxHead`` protocol would
+    predict the background column as class ``C``. A loss built with
+    ``dense_head=True`` (:meth:`set_dense_head`) therefore leaves the
+    ``BBoxHead`` protocol: the dense head scores its ``C`` logits with a
+    plain sigmoid, this layout's scoring without the background column.
+    ``LongTailConsistencyHook`` checks that the flag matches the head.
+    """
+    dense_head = False
+
+    def set_dense_head(self, dense_head: bool) -> None:
+        """Declare whether the loss sits in a dense head (see above)."""
+        if not isinstance(dense_head, bool):
+            raise ValueError(f'{type(self).__name__}: dense_head must be a '
+                             f'bool, got {dense_head!r}')
+        self.dense_head = dense_head
+        if dense_head:
+            # instance attributes shadow the class's protocol flags
+            self.custom_cls_channels = False
+            self.custom_activation = False
+            self.custom_accuracy = False
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(

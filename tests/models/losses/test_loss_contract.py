@@ -76,6 +76,12 @@ SPECS = {
         channels=C),
     'EQLv2Loss':
     Spec(dict(num_classes=C), channels=C + 1),
+    'EqualizedFocalLoss':
+    Spec(
+        dict(num_classes=C),
+        channels=C,
+        none_shape=lambda n: (n, C),
+        expected_mean=lambda none, y: none.sum() / (len(y) * C)),
     # beta large enough that every "others" proposal is kept: deterministic
     'GroupSoftmaxLoss':
     Spec(
