@@ -223,6 +223,27 @@ def test_cascade_stages_with_different_layouts(tiny_lvis, tmp_path):
         check_longtail_consistency(model)
 
 
+def test_cascade_stages_as_wide_but_on_other_rows():
+    """Two BAGS stages with different bin_split have the same C + 1 + G
+    channels but put the classes on other rows: refused, from the losses'
+    layouts."""
+
+    class _Cascade(torch.nn.Module):
+
+        def __init__(self, *losses):
+            super().__init__()
+            self.bbox_head = torch.nn.ModuleList(_head(l) for l in losses)
+
+    bags = LOSSES['GroupSoftmaxLoss']
+    check_longtail_consistency(_Cascade(bags, bags))  # same layout: fine
+    other = dict(bags, bin_split=(10, 100, 10000))
+    with pytest.raises(ValueError, match=r'stage 0: GroupSoftmaxLoss with 10 '
+                       r'outputs; stage 1: GroupSoftmaxLoss with 10 outputs '
+                       r'\(as wide, but the losses put the classes on other '
+                       r'rows'):
+        check_longtail_consistency(_Cascade(bags, other))
+
+
 # ---------------------------------------------------- invalid parameters --
 @pytest.mark.parametrize('loss, match', [
     (dict(LOSSES['GroupSoftmaxLoss'], bin_split=(100, 10)),

@@ -6,18 +6,19 @@ markdown summary::
 
     python tools/analyze_longtail.py work_dirs/x/lvis.per_class.json \
         --out-dir work_dirs/x/longtail [--stats lvis_v1] \
-        [--checkpoint work_dirs/x/epoch_12.pth] [--layout auto]
+        [--checkpoint work_dirs/x/epoch_12.pth] [--config CONFIG]
 
 (a) per-class AP vs training image count, (b) r/c/f AP/AR table,
 (c) box-classifier weight norms vs training instance count (with
-``--checkpoint``). See ``mmlongtail.analysis`` for the logic.
+``--checkpoint``; which classifier row is which class comes from the losses
+of the run's config, stored in the checkpoint, or ``--config`` for a
+checkpoint without one). See ``mmlongtail.analysis`` for the logic.
 """
 import argparse
 
 from mmengine.logging import MMLogger
 
 from mmlongtail.analysis import analyze_longtail
-from mmlongtail.analysis.weight_norms import LAYOUTS
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,10 +33,9 @@ def parse_args() -> argparse.Namespace:
         'annotation file (default: counts in the evaluated categories)')
     p.add_argument('--checkpoint', default=None,
                    help='checkpoint for the classifier weight-norm plot')
-    p.add_argument('--layout', default='auto', choices=LAYOUTS,
-                   help='box classifier output layout')
-    p.add_argument('--bin-split', type=int, nargs='+',
-                   default=[10, 100, 1000], help='BAGS group boundaries')
+    p.add_argument(
+        '--config', default=None,
+        help="the run's config (default: the one stored in the checkpoint)")
     return p.parse_args()
 
 
@@ -44,8 +44,7 @@ def main() -> None:
     logger = MMLogger.get_instance('analyze_longtail')
     outputs = analyze_longtail(
         args.per_class_file, args.out_dir, stats=args.stats,
-        checkpoint=args.checkpoint, layout=args.layout,
-        bin_split=tuple(args.bin_split))
+        checkpoint=args.checkpoint, config=args.config)
     for name, path in outputs.items():
         logger.info(f'{name}: {path}')
 

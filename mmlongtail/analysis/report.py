@@ -21,7 +21,7 @@ from mmlongtail.datasets.category_stats import (FREQUENCY_GROUPS,
                                                 load_category_stats)
 from .per_class import (GROUP_NAMES, PerClassResult, group_table,
                         load_per_class, training_counts)
-from .weight_norms import classifier_weight_norms, spearman
+from .weight_norms import ConfigSource, classifier_weight_norms, spearman
 
 COLORS = {'r': '#d62728', 'c': '#ff7f0e', 'f': '#1f77b4'}
 
@@ -113,8 +113,7 @@ def analyze_longtail(per_class_file: str,
                      out_dir: str,
                      stats: Optional[StatsSource] = None,
                      checkpoint: Optional[Union[str, dict]] = None,
-                     layout: str = 'auto',
-                     bin_split: Sequence[int] = (10, 100, 1000)
+                     config: Optional[ConfigSource] = None
                      ) -> Dict[str, str]:
     """Write the long-tail report of one evaluation.
 
@@ -126,9 +125,9 @@ def analyze_longtail(per_class_file: str,
             JSON or the train annotation file). Defaults to the counts the
             evaluation's ground-truth categories carry.
         checkpoint: A checkpoint path or state dict for the weight-norm plot.
-        layout (str): Classifier output layout (see
-            :mod:`mmlongtail.analysis.weight_norms`). Defaults to 'auto'.
-        bin_split: BAGS group boundaries, for ``layout='bags'``.
+        config: The run's config, which says which classifier row is which
+            class (its losses are asked). Defaults to the config mmengine
+            stored in the checkpoint's ``meta['cfg']``.
 
     Returns:
         dict: ``{'summary': md path, 'ap_vs_images_<iou>': png path, ...,
@@ -171,8 +170,8 @@ def analyze_longtail(per_class_file: str,
         ]
     if checkpoint is not None:
         inst = training_counts(result, cs, 'instance_count')
-        norms = classifier_weight_norms(
-            checkpoint, len(result.cat_ids), layout, inst, bin_split)
+        norms = classifier_weight_norms(checkpoint, config,
+                                        len(result.cat_ids))
         png = osp.join(out_dir, 'weight_norms.png')
         plot_weight_norms(inst, norms, result.frequency, png)
         outputs['weight_norms'] = png

@@ -13,51 +13,30 @@ behind a ``module.`` prefix. ``fc_cls`` may be an ``nn.Linear`` or
 ``mmlongtail.NormedLinear`` (its weight is normalized at run time, so its norms
 are flat by design).
 
-Output-channel layouts (``O`` rows of ``fc_cls.weight``, ``C`` classes):
-
-============  ===========  =============================================
-layout        O            foreground class ``j`` is row
-============  ===========  =============================================
-``sigmoid``   C            ``j`` (EQL, focal loss)
-``softmax``   C + 1        ``j``; row C is background (mmdet's CE)
-``eqlv2``     C + 1        ``j``; row C is objectness
-``seesaw``    C + 2        ``j``; rows C, C+1 are the objectness pair
-``bags``      C + 1 + G    ``offset[g(j)] + rank of j in g(j)``, groups
-                           by ``bisect_right(bin_split, instance_count)``
-                           in order then background, each group laid out
-                           as ``[others, its classes in label order]``
-                           (``mmlongtail.GroupSoftmaxLoss``)
-============  ===========  =============================================
-
-``layout='auto'`` picks by ``O``: C, C + 1 and C + 2 are unambiguous (the
-first C rows); ``O == C + 1 + G`` for the BAGS ``bin_split`` is ``bags``
-(needs instance counts).
+Which row of ``fc_cls.weight`` is which class is the loss's business: the
+layouts come from the run's config (mmengine stores it as text in every
+checkpoint's ``meta['cfg']``), by building each box head's ``loss_cls`` and
+asking it (:func:`mmlongtail.models.losses.loss_layout`). So a BAGS head with
+any ``bin_split``, Seesaw's ``C + 2``, EQLv2's ``C + 1``, mmdet's softmax CE
+and sigmoid losses are all read right, stage by stage for Cascade, with no
+layout flag. A checkpoint without a stored config needs ``config=``.
 """
-import bisect
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 import torch
+from mmengine.config import Config
 
-LAYOUTS = ('auto', 'sigmoid', 'softmax', 'eqlv2', 'seesaw', 'bags')
-_EXTRA = {'sigmoid': 0, 'softmax': 1, 'eqlv2': 1, 'seesaw': 2}
+from mmlongtail.models.losses.protocol import ClassifierLayout, loss_layout
+
+ConfigSource = Union[str, Config, Mapping]
 
 
 def load_state_dict(checkpoint: Union[str, dict]) -> Dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint path or loaded checkpoint.
-
-    Paths are loaded on CPU with ``weights_only=True`` (mmlongtail
-    allow-lists the types mmengine writes, see :mod:`mmlongtail.compat`).
-    """
-    if isinstance(checkpoint, str):
-        import mmlongtail.compat as compat
-        compat.register_checkpoint_safe_globals()
-        checkpoint = torch.load(
-            checkpoint, map_location='cpu', weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise TypeError('checkpoint must be a path or a dict, got '
-                        f'{type(checkpoint).__name__}')
-    sd = checkpoint.get('state_dict', checkpoint)
+    """The model state dict of a checkpoint path or loaded checkpoint
+    (without a DDP ``module.`` prefix)."""
+    sd = load_checkpoint(checkpoint)
+    sd = sd.get('state_dict', sd)
     return {(k[len('module.'):] if k.startswith('module.') else k): v
             for k, v in sd.items()}
 
@@ -88,84 +67,111 @@ def find_box_classifiers(
     return {f'stage{i}': stages[i] for i in sorted(stages)}
 
 
-def bags_foreground_rows(instance_count: Sequence[int],
-                         bin_split: Sequence[int] = (10, 100,
-                                                     1000)) -> np.ndarray:
-    """Row of each foreground class in the BAGS ``C + 1 + G`` layout."""
-    groups = [bisect.bisect_right(list(bin_split), int(n))
-              for n in instance_count]
-    num_fg_groups = len(bin_split) + 1
-    sizes = [groups.count(g) for g in range(num_fg_groups)]
-    offsets = np.cumsum([0] + [s + 1 for s in sizes])[:-1]
-    rank = np.zeros(len(groups), np.int64)
-    seen = [0] * num_fg_groups
-    for j, g in enumerate(groups):
-        seen[g] += 1
-        rank[j] = seen[g]
-    return offsets[np.asarray(groups, np.int64)] + rank
+def load_checkpoint(checkpoint: Union[str, dict]) -> dict:
+    """A checkpoint path (loaded on CPU with ``weights_only=True``; mmlongtail
+    allow-lists the types mmengine writes, see :mod:`mmlongtail.compat`) or
+    an already loaded checkpoint / state dict."""
+    if isinstance(checkpoint, str):
+        import mmlongtail.compat as compat
+        compat.register_checkpoint_safe_globals()
+        checkpoint = torch.load(
+            checkpoint, map_location='cpu', weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise TypeError('checkpoint must be a path or a dict, got '
+                        f'{type(checkpoint).__name__}')
+    return checkpoint
 
 
-def foreground_rows(num_outputs: int,
-                    num_classes: int,
-                    layout: str = 'auto',
-                    instance_count: Optional[Sequence[int]] = None,
-                    bin_split: Sequence[int] = (10, 100, 1000)) -> np.ndarray:
-    """``(C,)`` row index of each foreground class in ``fc_cls.weight``.
+def config_from_checkpoint(checkpoint: Union[str, dict]) -> Config:
+    """The run's config, from the text mmengine stores in ``meta['cfg']``.
 
-    Raises ``ValueError`` naming ``O`` and ``C`` when the layout does not fit.
+    Raises:
+        ValueError: The checkpoint has no stored config.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
-    C, O = int(num_classes), int(num_outputs)
-    n_bags = C + 1 + len(bin_split) + 2
-    if layout == 'auto':
-        if O - C in (0, 1, 2):
-            return np.arange(C)
-        if O == n_bags:
-            layout = 'bags'
-        else:
-            raise ValueError(
-                f'fc_cls has {O} outputs for {C} classes: not C (sigmoid), '
-                f'C+1 (softmax/EQLv2), C+2 (Seesaw) or C+1+G={n_bags} (BAGS '
-                f'with bin_split={tuple(bin_split)}); check num_classes')
-    if layout == 'bags':
-        if O != n_bags:
-            raise ValueError(f"layout 'bags' expects C+1+G={n_bags} outputs "
-                             f'for {C} classes, fc_cls has {O}')
-        if instance_count is None or len(instance_count) != C:
-            raise ValueError("layout 'bags' needs the training instance "
-                             f'counts of the {C} classes')
-        return bags_foreground_rows(instance_count, bin_split)
-    if O != C + _EXTRA[layout]:
-        raise ValueError(f'layout {layout!r} expects {C + _EXTRA[layout]} '
-                         f'outputs for {C} classes, fc_cls has {O}')
-    return np.arange(C)
+    meta = load_checkpoint(checkpoint).get('meta') or {}
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            "the checkpoint has no config in meta['cfg'] (mmengine's "
+            'Runner stores it in every checkpoint it saves); pass the '
+            "run's config to tell which classifier row is which class")
+    return Config.fromstring(text, '.py')
+
+
+def _as_config(config: ConfigSource) -> Config:
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, str):
+        return Config.fromfile(config)
+    return Config(dict(config))
+
+
+def box_classifier_layouts(
+        config: ConfigSource) -> Dict[str, ClassifierLayout]:
+    """The layout of each box classifier of a two-stage detector config.
+
+    Args:
+        config: A config path, ``Config`` or dict with
+            ``model.roi_head.bbox_head`` (a dict, or a list for Cascade).
+
+    Returns:
+        dict: ``{'fc_cls' | 'stage{i}': ClassifierLayout}``, named as
+        :func:`find_box_classifiers` names the weights.
+    """
+    model = _as_config(config).get('model') or {}
+    heads = (model.get('roi_head') or {}).get('bbox_head')
+    if heads is None:
+        raise ValueError('the config has no model.roi_head.bbox_head: the '
+                         'weight-norm analysis reads R-CNN box classifiers')
+    single = isinstance(heads, Mapping)
+    heads = [heads] if single else list(heads)
+    layouts = {}
+    for i, head in enumerate(heads):
+        # BBoxHead's default loss_cls is softmax cross entropy
+        loss = head.get('loss_cls') or dict(type='CrossEntropyLoss')
+        layouts['fc_cls' if single else f'stage{i}'] = loss_layout(
+            loss, head['num_classes'])
+    return layouts
 
 
 def classifier_weight_norms(
         checkpoint: Union[str, dict],
-        num_classes: int,
-        layout: str = 'auto',
-        instance_count: Optional[Sequence[int]] = None,
-        bin_split: Sequence[int] = (10, 100, 1000)) -> Dict[str, np.ndarray]:
+        config: Optional[ConfigSource] = None,
+        num_classes: Optional[int] = None) -> Dict[str, np.ndarray]:
     """L2 norm of each foreground class's classifier vector.
 
     Args:
         checkpoint: Path or loaded checkpoint / state dict.
-        num_classes (int): ``C``.
-        layout (str): One of :data:`LAYOUTS` (see the module docstring).
-        instance_count: ``(C,)`` training instances, for ``'bags'``.
-        bin_split: BAGS group boundaries.
+        config: The run's config; defaults to the one stored in the
+            checkpoint's ``meta['cfg']``.
+        num_classes (int, optional): If given, checked against the heads'.
 
     Returns:
         dict: ``{'fc_cls' | 'stage{i}': (C,) float64 norms}``.
+
+    Raises:
+        ValueError: No config, or the config's classifiers do not match the
+            checkpoint's (naming the classifier and both numbers).
     """
+    ckpt = load_checkpoint(checkpoint)
+    layouts = box_classifier_layouts(
+        config_from_checkpoint(ckpt) if config is None else config)
+    weights = find_box_classifiers(load_state_dict(ckpt))
+    if list(weights) != list(layouts):
+        raise ValueError(
+            f'the checkpoint has box classifiers {list(weights)} but the '
+            f'config describes {list(layouts)}')
     out = {}
-    for name, w in find_box_classifiers(load_state_dict(checkpoint)).items():
+    for name, w in weights.items():
+        layout = layouts[name]
+        if num_classes is not None and num_classes != layout.num_classes:
+            raise ValueError(
+                f'{name}: the config has num_classes={layout.num_classes} '
+                f'but the evaluation has {num_classes} classes')
         w = w.detach().float().reshape(w.shape[0], -1)
-        rows = foreground_rows(w.shape[0], num_classes, layout,
-                               instance_count, bin_split)
-        out[name] = w[torch.as_tensor(rows)].norm(dim=1).double().numpy()
+        layout.check_outputs(w.shape[0], f'{name} (fc_cls.weight)')
+        rows = torch.as_tensor(layout.foreground_rows())
+        out[name] = w[rows].norm(dim=1).double().numpy()
     return out
 
 

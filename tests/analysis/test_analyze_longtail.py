@@ -11,8 +11,10 @@ import torch.nn as nn
 from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
 import mmlongtail  # noqa: F401  (registers)
-from mmlongtail.analysis import (analyze_longtail, classifier_weight_norms,
-                                 foreground_rows, group_table,
+from mmengine.config import Config
+
+from mmlongtail.analysis import (analyze_longtail, box_classifier_layouts,
+                                 classifier_weight_norms, group_table,
                                  load_per_class, spearman, training_counts)
 from mmlongtail.datasets import load_category_stats
 from mmlongtail.evaluation import LVISMetric
@@ -112,14 +114,26 @@ C = 6
 INSTANCES = np.array([3, 50, 5, 2000, 700, 12])  # bins 0, 1, 0, 3, 2, 1
 
 
-def _head(loss_cls=None):
-    from mmdet.registry import MODELS
+def _head_cfg(loss_cls=None, num_classes=C):
     cfg = dict(
         type='Shared2FCBBoxHead', in_channels=4, fc_out_channels=8,
-        roi_feat_size=2, num_classes=C)
+        roi_feat_size=2, num_classes=num_classes)
     if loss_cls is not None:
         cfg['loss_cls'] = loss_cls
+    return cfg
+
+
+def _build_head(cfg):
+    from mmdet.registry import MODELS
     return MODELS.build(cfg)
+
+
+def _run_cfg(bbox_head):
+    """The part of a run's config the analysis reads (``bbox_head`` a dict
+    or, for Cascade, a list)."""
+    return dict(
+        default_scope='mmdet',
+        model=dict(type='MaskRCNN', roi_head=dict(bbox_head=bbox_head)))
 
 
 class _Detector(nn.Module):
@@ -141,9 +155,14 @@ def _set_norms(fc, rows, scale):
         fc.weight.copy_(w)
 
 
-def _save(model, path):
-    torch.save({'meta': {'epoch': 1}, 'state_dict': model.state_dict()},
-               path)
+def _save(model, path, run_cfg=None):
+    """A checkpoint as mmengine's Runner writes it: the config's text in
+    ``meta['cfg']`` (``Runner.save_checkpoint`` stores
+    ``cfg.pretty_text``)."""
+    meta = {'epoch': 1}
+    if run_cfg is not None:
+        meta['cfg'] = Config(run_cfg).pretty_text
+    torch.save({'meta': meta, 'state_dict': model.state_dict()}, path)
     return path
 
 
@@ -155,57 +174,113 @@ STATS = {
         for i, n in enumerate(INSTANCES)
     ]
 }
+BAGS = dict(type='mmlongtail.GroupSoftmaxLoss', num_classes=C,
+            category_stats=STATS)
+# (10, 100, 1000): groups 0, 1, 0, 3, 2, 1 -> [o0 c0 c2 | o1 c1 c5 | o2 c4 |
+#   o3 c3 | o_bg bg]; (10, 40, 100): groups 0, 2, 0, 3, 3, 1 -> [o0 c0 c2 |
+#   o1 c5 | o2 c1 | o3 c3 c4 | o_bg bg]: both 12 rows wide, rows differ
+BAGS_ROWS = [1, 4, 2, 9, 7, 5]
+BAGS_10_40_100_ROWS = [1, 6, 2, 8, 9, 4]
+
+LOSSES = {
+    'ce': (None, C + 1, range(C)),
+    'sigmoid_ce': (dict(type='CrossEntropyLoss', use_sigmoid=True), C + 1,
+                   range(C)),
+    'seesaw': (dict(type='mmlongtail.SeesawLoss', num_classes=C), C + 2,
+               range(C)),
+    'mmdet_seesaw': (dict(type='SeesawLoss', num_classes=C), C + 2,
+                     range(C)),
+    'eqlv2': (dict(type='mmlongtail.EQLv2Loss', num_classes=C), C + 1,
+              range(C)),
+    'eql': (dict(type='mmlongtail.EQLLoss', num_classes=C,
+                 category_stats=STATS), C, range(C)),
+    'focal': (dict(type='mmlongtail.FocalLoss', num_classes=C), C, range(C)),
+    'bags': (BAGS, C + 1 + 5, BAGS_ROWS),
+    'bags_10_40_100': (dict(BAGS, bin_split=(10, 40, 100)), C + 1 + 5,
+                       BAGS_10_40_100_ROWS),
+}
 
 
-@pytest.mark.parametrize('kind', ['softmax', 'seesaw', 'bags', 'sigmoid'])
-def test_weight_norms_layouts(tmp_path, kind):
-    loss = {
-        'softmax': None,
-        'seesaw': dict(type='mmlongtail.SeesawLoss', num_classes=C),
-        'bags': dict(type='mmlongtail.GroupSoftmaxLoss', num_classes=C,
-                     category_stats=STATS),
-        'sigmoid': dict(type='mmlongtail.EQLLoss', num_classes=C,
-                        category_stats=STATS),
-    }[kind]
-    head = _head(loss)
-    O = head.fc_cls.weight.shape[0]
-    assert O == {'softmax': C + 1, 'seesaw': C + 2, 'bags': C + 1 + 5,
-                 'sigmoid': C}[kind]
-    if kind == 'bags':
-        # rows of the foreground classes: the loss's own channel map
-        rows = head.loss_cls.label_channel[:C].tolist()
-    else:
-        rows = list(range(C))
-    assert foreground_rows(O, C, 'auto', INSTANCES).tolist() == rows
+@pytest.mark.parametrize('kind', sorted(LOSSES))
+def test_weight_norms_read_the_layout_from_the_stored_config(tmp_path, kind):
+    """No layout argument: the checkpoint's config says which row is which
+    class (hand-derived rows above)."""
+    loss, width, rows = LOSSES[kind]
+    rows = list(rows)
+    head_cfg = _head_cfg(loss)
+    head = _build_head(head_cfg)
+    assert head.fc_cls.weight.shape[0] == width
+    if kind.startswith('bags'):
+        # the loss's own channel map agrees with the hand-derived rows
+        assert head.loss_cls.label_channel[:C].tolist() == rows
+    layouts = box_classifier_layouts(_run_cfg(head_cfg))
+    assert list(layouts) == ['fc_cls']
+    assert layouts['fc_cls'].foreground_rows().tolist() == rows
     scale = np.array([1., 2., 3., 4., 5., 6.])
     _set_norms(head.fc_cls, rows, scale)
-    path = _save(_Detector(head), str(tmp_path / 'ckpt.pth'))
-    norms = classifier_weight_norms(path, C, 'auto', INSTANCES)
+    path = _save(_Detector(head), str(tmp_path / 'ckpt.pth'),
+                 _run_cfg(head_cfg))
+    norms = classifier_weight_norms(path)
     assert list(norms) == ['fc_cls']
     np.testing.assert_allclose(norms['fc_cls'], scale, rtol=1e-5)
 
 
+def test_bags_split_that_fits_the_default_width_is_not_confused(tmp_path):
+    """The same 12 rows under the default split would read other rows."""
+    assert BAGS_ROWS != BAGS_10_40_100_ROWS
+    head_cfg = _head_cfg(dict(BAGS, bin_split=(10, 40, 100)))
+    head = _build_head(head_cfg)
+    scale = np.arange(1., C + 1)
+    _set_norms(head.fc_cls, BAGS_10_40_100_ROWS, scale)
+    default_cfg = _run_cfg(_head_cfg(BAGS))
+    path = _save(_Detector(head), str(tmp_path / 'ckpt.pth'),
+                 _run_cfg(head_cfg))
+    np.testing.assert_allclose(
+        classifier_weight_norms(path)['fc_cls'], scale, rtol=1e-5)
+    wrong = classifier_weight_norms(path, config=default_cfg)['fc_cls']
+    assert not np.allclose(wrong, scale)
+
+
 def test_weight_norms_cascade_and_errors(tmp_path):
-    heads = nn.ModuleList([_head() for _ in range(3)])
+    # Cascade stages, each with its own loss config (same layout)
+    stage_cfgs = [
+        _head_cfg(dict(type='mmlongtail.SeesawLoss', num_classes=C))
+        for _ in range(3)
+    ]
+    heads = nn.ModuleList([_build_head(c) for c in stage_cfgs])
     for i, h in enumerate(heads):
         _set_norms(h.fc_cls, range(C), np.arange(1., C + 1) * (i + 1))
     model = _Detector(heads)
-    norms = classifier_weight_norms(model.state_dict(), C)
+    path = _save(model, str(tmp_path / 'cascade.pth'), _run_cfg(stage_cfgs))
+    norms = classifier_weight_norms(path, num_classes=C)
     assert list(norms) == ['stage0', 'stage1', 'stage2']
     for i in range(3):
         np.testing.assert_allclose(norms[f'stage{i}'],
                                    np.arange(1., C + 1) * (i + 1), rtol=1e-5)
-    # DDP-wrapped keys
+    # DDP-wrapped keys, config given explicitly
     sd = {'module.' + k: v for k, v in model.state_dict().items()}
-    assert list(classifier_weight_norms({'state_dict': sd}, C)) == [
-        'stage0', 'stage1', 'stage2'
-    ]
-    with pytest.raises(ValueError, match='7 outputs for 9 classes'):
-        classifier_weight_norms(model.state_dict(), 9)
-    with pytest.raises(ValueError, match="'seesaw' expects 8"):
-        classifier_weight_norms(model.state_dict(), C, layout='seesaw')
+    assert list(classifier_weight_norms(
+        {'state_dict': sd}, _run_cfg(stage_cfgs))) == [
+            'stage0', 'stage1', 'stage2'
+        ]
+    with pytest.raises(ValueError, match='num_classes=6 but the evaluation '
+                       'has 9 classes'):
+        classifier_weight_norms(path, num_classes=9)
+    # a config whose loss lays out other rows than the checkpoint has
+    ce_cfgs = [_head_cfg() for _ in range(3)]
+    with pytest.raises(ValueError, match=r'stage0 \(fc_cls.weight\) has 8 '
+                       r'outputs, but CrossEntropyLoss \(softmax\) lays out 7'):
+        classifier_weight_norms(path, _run_cfg(ce_cfgs))
+    with pytest.raises(ValueError, match=r"box classifiers \['stage0', "
+                       r"'stage1', 'stage2'\] but the config describes "
+                       r"\['fc_cls'\]"):
+        classifier_weight_norms(path, _run_cfg(stage_cfgs[0]))
+    bare = _save(model, str(tmp_path / 'bare.pth'))
+    with pytest.raises(ValueError, match=r"no config in meta\['cfg'\]"):
+        classifier_weight_norms(bare)
     with pytest.raises(KeyError, match='no box classifier'):
-        classifier_weight_norms({'backbone.w': torch.zeros(1)}, C)
+        classifier_weight_norms({'backbone.w': torch.zeros(1)},
+                                _run_cfg(stage_cfgs))
 
 
 # ------------------------------------------------------------ the tool
@@ -217,10 +292,11 @@ def test_tool_writes_pngs_and_markdown(eval_run, tmp_path):
     # a classifier whose norms grow with log frequency, as plain training
     # gives (Kang et al. 2020)
     C_eval = len(ids)
-    model = _Detector(_head_with(C_eval))
+    head_cfg = _head_cfg(num_classes=C_eval)
+    model = _Detector(_build_head(head_cfg))
     _set_norms(model.roi_head.bbox_head.fc_cls, range(C_eval),
                1 + np.log1p(inst))
-    ckpt = _save(model, str(tmp_path / 'epoch_1.pth'))
+    ckpt = _save(model, str(tmp_path / 'epoch_1.pth'), _run_cfg(head_cfg))
     out_dir = str(tmp_path / 'report')
     argv = [
         'analyze_longtail.py', path, '--out-dir', out_dir, '--stats',
@@ -247,13 +323,6 @@ def test_tool_writes_pngs_and_markdown(eval_run, tmp_path):
     assert '## segm' in md and 'weight_norms.png' in md
     # norms increase with n_j by construction -> Spearman +1.00
     assert '| fc_cls |' in md and '+1.00 |' in md
-
-
-def _head_with(num_classes):
-    from mmdet.registry import MODELS
-    return MODELS.build(
-        dict(type='Shared2FCBBoxHead', in_channels=4, fc_out_channels=8,
-             roi_feat_size=2, num_classes=num_classes))
 
 
 def test_analyze_without_checkpoint_uses_gt_counts(tmp_path):

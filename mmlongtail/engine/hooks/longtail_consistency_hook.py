@@ -15,6 +15,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 
+from mmlongtail.models.losses.protocol import head_layout
 from mmlongtail.registry import HOOKS
 
 #: Heads that honour ``custom_cls_channels`` in mmdet 3.3 (they ask the loss
@@ -142,7 +143,7 @@ def _check_dense_heads(model: nn.Module) -> None:
 
 def _check_layouts(model: nn.Module) -> None:
     """A loss with ``custom_cls_channels`` must sit in a head that sizes its
-    classifier from ``loss.get_cls_channels``."""
+    classifier to the loss's layout."""
     for name, head in model.named_modules():
         loss = getattr(head, 'loss_cls', None)
         num = getattr(head, 'num_classes', None)
@@ -153,7 +154,7 @@ def _check_layouts(model: nn.Module) -> None:
         width = _classifier_width(head)
         if width is None:
             continue
-        expected = int(loss.get_cls_channels(num))
+        expected = head_layout(head).num_outputs
         if width != expected and hasattr(head, 'use_sigmoid_cls'):
             raise ValueError(
                 f'{name or "model"} ({type(head).__name__}) has '
@@ -180,19 +181,22 @@ def _check_layouts(model: nn.Module) -> None:
 
 def _check_cascades(model: nn.Module) -> None:
     """Cascade stages average their raw logits at test time, which the last
-    stage then scores: every stage needs the same classifier layout."""
+    stage then scores: every stage needs the same classifier layout (the
+    same rows for the same classes, e.g. one BAGS ``bin_split``)."""
     for name, module in model.named_modules():
         heads = getattr(module, 'bbox_head', None)
         if not isinstance(heads, nn.ModuleList) or len(heads) < 2:
             continue
-        layouts = []
-        for head in heads:
-            loss = getattr(head, 'loss_cls', None)
-            layouts.append((type(loss).__name__, _classifier_width(head)))
-        if len(set(layouts)) > 1:
+        layouts = [head_layout(head) for head in heads]
+        if any(layout != layouts[0] for layout in layouts[1:]):
+            stages = [(type(head.loss_cls).__name__, _classifier_width(head))
+                      for head in heads]
             listing = '; '.join(
                 f'stage {i}: {loss} with {width} outputs'
-                for i, (loss, width) in enumerate(layouts))
+                for i, (loss, width) in enumerate(stages))
+            if len(set(stages)) == 1:
+                listing += (' (as wide, but the losses put the classes on '
+                            'other rows, e.g. BAGS with another bin_split)')
             raise ValueError(
                 f'{name or "model"} ({type(module).__name__}) averages the '
                 'raw classifier logits of its stages at test time and scores '
@@ -219,8 +223,8 @@ def check_longtail_consistency(model: nn.Module,
     * a ``loss_cls`` with its own channel layout (``custom_cls_channels``,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;
-    * the stages of a Cascade use the same classification loss and layout
-      (their logits are averaged at test time).
+    * the stages of a Cascade have the same classifier layout, as their
+      losses describe it (their logits are averaged at test time).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
