@@ -22,7 +22,8 @@ register_all_modules(init_default_scope=False)
 EXPECTED = {
     'MODELS': [
         'SeesawLoss', 'NormedLinear', 'NormedConv2d', 'EQLLoss', 'EQLv2Loss',
-        'FocalLoss', 'GroupSoftmaxLoss'
+        'FocalLoss', 'GroupSoftmaxLoss', 'StandardRoIHead', 'CascadeRoIHead',
+        'ClassScoreWeights'
     ],
     'DATA_SAMPLERS': ['RepeatFactorSampler'],
     'METRICS': ['LVISMetric'],

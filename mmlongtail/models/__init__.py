@@ -1,2 +1,3 @@
-"""Models: long-tail losses and normalized predictors."""
-from . import layers, losses  # noqa: F401
+"""Models: long-tail losses, normalized predictors, RoI heads with test-time
+scoring and the test-time scorers."""
+from . import layers, losses, roi_heads, scorers  # noqa: F401

@@ -1,0 +1,7 @@
+"""RoI heads whose box predictions go through :mod:`.bbox_predict`, the home
+of test-time scoring."""
+from .bbox_predict import (SCORERS_KEY, apply_scorers,  # noqa: F401
+                           classifier_scores, decode_and_nms,
+                           predict_by_feat, predict_by_feat_single)
+from .cascade_roi_head import CascadeRoIHead  # noqa: F401
+from .standard_roi_head import StandardRoIHead  # noqa: F401
