@@ -147,8 +147,7 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         loss = eql_loss(cls_score, labels, self.tail_mask, label_weights,
                         reduction, avg_factor)

@@ -213,8 +213,7 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         pos_w, neg_w = self.get_weights()
         loss, pos_grad, neg_grad = eqlv2_loss(cls_score, labels, pos_w,

@@ -147,8 +147,7 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N, C)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         loss = sigmoid_focal_loss(
             cls_score,
             labels,

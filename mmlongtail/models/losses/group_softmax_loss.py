@@ -226,8 +226,7 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         num = cls_score.size(0)
         if num == 0:

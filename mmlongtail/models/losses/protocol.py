@@ -282,6 +282,7 @@ class ClassifierProtocol:
     custom_activation = True
     custom_accuracy = True
     num_classes: Optional[int] = None
+    reduction: str = 'mean'
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         raise NotImplementedError(
@@ -343,6 +344,15 @@ class ClassifierProtocol:
                      labels: Tensor) -> Dict[str, Tensor]:
         """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
         return dict(acc=accuracy(self.get_activation(cls_score), labels))
+
+    def resolve_reduction(self, reduction_override: Optional[str]) -> str:
+        """The reduction of one call: ``reduction_override`` (asserted to be
+        None, 'none', 'mean' or 'sum', as mmdet's losses do) or the loss's
+        own ``reduction``."""
+        assert reduction_override in (None, ) + REDUCTIONS, \
+            f'reduction_override must be None or one of {REDUCTIONS}, got ' \
+            f'{reduction_override!r}'
+        return reduction_override or self.reduction
 
     def check_inputs(self, cls_score: Tensor, labels: Tensor,
                      label_weights: Optional[Tensor]) -> None:

@@ -494,9 +494,7 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
             dict[str, Tensor] | Tensor: ``loss_cls_objectness`` and
             ``loss_cls_classes`` (or their sum if ``return_dict=False``).
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override if reduction_override else \
-            self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         labels = labels.long()
         self._accumulate(labels)

@@ -27,13 +27,10 @@ from mmlongtail.models.roi_heads.bbox_predict import (apply_scorers,
 register_all_modules()
 
 C = 4
-STATS = dict(
-    num_images=100,
-    categories=[
-        dict(id=i + 1, name=f'c{i}', frequency='r', image_count=ic,
-             instance_count=nc)
-        for i, (ic, nc) in enumerate([(1, 3), (5, 40), (60, 400), (90, 5000)])
-    ])
+#: instance counts 3, 40, 400, 5000: one class in each BAGS group
+STATS = dict(num_images=100, categories=[
+    dict(id=j + 1, name=f'c{j}', frequency='r', image_count=n // 60 + 1,
+         instance_count=n) for j, n in enumerate((3, 40, 400, 5000))])
 LOSSES = {
     'CrossEntropyLoss': dict(type='CrossEntropyLoss', use_sigmoid=False),
     'SeesawLoss': dict(type='mmlongtail.SeesawLoss', num_classes=C),
