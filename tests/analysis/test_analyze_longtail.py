@@ -269,7 +269,8 @@ def test_weight_norms_cascade_and_errors(tmp_path):
     # a config whose loss lays out other rows than the checkpoint has
     ce_cfgs = [_head_cfg() for _ in range(3)]
     with pytest.raises(ValueError, match=r'stage0 \(fc_cls.weight\) has 8 '
-                       r'outputs, but CrossEntropyLoss \(softmax\) lays out 7'):
+                       r'outputs, but CrossEntropyLoss \(softmax\) lays '
+                       r'out 7'):
         classifier_weight_norms(path, _run_cfg(ce_cfgs))
     with pytest.raises(ValueError, match=r"box classifiers \['stage0', "
                        r"'stage1', 'stage2'\] but the config describes "

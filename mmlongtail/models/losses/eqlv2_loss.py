@@ -126,9 +126,9 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
       official code calls ``all_reduce`` unconditionally and crashes without
       one);
     * it implements the classifier protocol
-      (:class:`~mmlongtail.models.losses.protocol.ClassifierProtocol`), so ``BBoxHead`` scores its
-      logits with a sigmoid times ``1 - objectness`` instead of mmdet 3.x's
-      softmax.
+      (:class:`~mmlongtail.models.losses.protocol.ClassifierProtocol`), so
+      ``BBoxHead`` scores its logits with a sigmoid times
+      ``1 - objectness`` instead of mmdet 3.x's softmax.
 
     Args:
         num_classes (int): ``C``.

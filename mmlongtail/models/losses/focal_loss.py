@@ -2,7 +2,6 @@
 ICCV 2017), usable both in dense heads and as the RoI classification loss."""
 from typing import Optional
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmdet.models.losses.accuracy import accuracy
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.registry import DefaultScope
 from torch import Tensor
 
 #: Reductions a loss accepts.
@@ -443,9 +445,8 @@ def register_foreign_layout(
 
 
 def _build_loss(cfg: Mapping) -> nn.Module:
-    from mmengine.registry import DefaultScope
-
-    from mmdet.registry import MODELS as MMDET_MODELS
+    """Build a loss config in mmdet's scope (``'mmlongtail.X'`` and mmdet's
+    own names both resolve)."""
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MMDET_MODELS.build(dict(cfg))
 

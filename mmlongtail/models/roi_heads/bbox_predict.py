@@ -22,7 +22,6 @@ README's "Test-time scoring").
 """
 from typing import Any, List, Optional, Sequence
 
-import torch
 import torch.nn.functional as F
 from mmdet.models.layers import multiclass_nms
 from mmdet.models.utils import empty_instances
