@@ -25,9 +25,8 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.lvis_backends import (_faster_dt,
-                                                 _faster_lvis_eval_class,
-                                                 _silent)
+from mmlongtail.evaluation.faster_coco import faster_lvis_eval_class
+from mmlongtail.evaluation.lvis_backends import _faster_dt, _silent
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 
@@ -99,7 +98,7 @@ def fast_breakdown(metric: LVISMetric, samples: list) -> dict:
     s = time.perf_counter()
     per_cat = gt.images_per_category(dets)
     t['images per category'] = time.perf_counter() - s
-    ev = _faster_lvis_eval_class()(
+    ev = faster_lvis_eval_class()(
         gt.faster_coco(), dt, 'bbox', lvis_style=True,
         print_function=_silent)
     ev.params.maxDets = [300]
