@@ -14,9 +14,10 @@ reported apart.
 The standard protocol gets ``--dets`` detections per image (mean; 300 kept
 per image); fixed and pooled get ``--fixed-dets`` per image, no per-image
 cap, of which each category keeps its best ``--k`` (10,000) over the set.
-Each (protocol, backend) runs in a forked child on the same inputs; its peak
-resident memory (``VmHWM``) is reported, and what the run added to the
-memory the child started with (the generated inputs).
+Each (protocol, backend) runs in a forked child on the same inputs; its wall
+and CPU time (the machine may be shared), its peak resident memory
+(``VmHWM``) and what the run added to the memory the child started with (the
+generated inputs) are reported.
 
 ``--challenge-repo`` (a checkout of lvis-api's ``lvis_challenge_2021``
 branch, see ``tools/compare_lvis_official.py``) also times the official
@@ -54,6 +55,7 @@ _CHALLENGE = r'''
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from lvis import LVIS, LVISEval, LVISResults
+c0 = time.process_time()
 t0 = time.perf_counter()
 gt = LVIS(sys.argv[2])
 with open(sys.argv[3]) as f:
@@ -66,6 +68,7 @@ ev.params.max_dets = -1
 ev.run()
 t2 = time.perf_counter()
 print(json.dumps(dict(load=t1 - t0, evaluate=t2 - t1,
+                      cpu=time.process_time() - c0,
                       peak_gb=resource.getrusage(
                           resource.RUSAGE_SELF).ru_maxrss / 2**20,
                       AP=ev.get_results()['AP'])))
@@ -136,6 +139,7 @@ def run_backend(backend: str, protocol: str, k: int, ann_file: str,
                 breakdown: bool = False) -> dict:
     logger = MMLogger.get_current_instance()
     start_rss = _rss_gb('VmRSS')
+    c0 = time.process_time()
     t0 = time.perf_counter()
     metric = LVISMetric(ann_file=ann_file, metric='bbox', backend=backend,
                         protocol=protocol, max_dets_per_cat=k)
@@ -152,7 +156,8 @@ def run_backend(backend: str, protocol: str, k: int, ann_file: str,
     t3 = time.perf_counter()
     out = dict(
         metrics=res, setup=t1 - t0, process=t2 - t1, evaluate=t3 - t2,
-        total=t3 - t1, start_gb=start_rss, peak_gb=_rss_gb('VmHWM'))
+        total=t3 - t1, cpu=time.process_time() - c0, start_gb=start_rss,
+        peak_gb=_rss_gb('VmHWM'))
     if breakdown and backend == 'fast' and protocol == 'standard':
         out['breakdown'] = fast_breakdown(metric, samples)
     return out
@@ -292,12 +297,13 @@ def main() -> None:
                        ('process', 'process() (s)'),
                        ('evaluate', 'evaluate() (s)'),
                        ('total', 'predictions->metrics (s)'),
+                       ('cpu', '  of which CPU time (s)'),
                        ('peak_gb', 'peak memory (GiB)'),
                        ('added', 'added by the run (GiB)')):
         vals = [runs[c]['peak_gb'] - runs[c]['start_gb'] if key == 'added'
                 else runs[c][key] for c in cols]
         row = f'{label:<26}' + ''.join(f'{v:>16.2f}' for v in vals)
-        if challenge and key in ('evaluate', 'total', 'peak_gb'):
+        if challenge and key in ('evaluate', 'total', 'cpu', 'peak_gb'):
             row += f'{challenge[key]:>17.2f}'
         print(row)
     for proto in args.protocols:
