@@ -4,7 +4,7 @@ backend.
 Generates LVIS-format ground truth with the 1203 LVIS v1 categories (sampled
 in proportion to their training image counts, with ``neg_category_ids`` and
 ``not_exhaustive_category_ids``) and detector-like predictions
-(:mod:`mmlongtail.evaluation.synthetic`), then times, for each protocol and
+(:mod:`mmlongtail_bench.synthetic`), then times, for each protocol and
 backend, predictions -> metrics dict: ``LVISMetric.process`` over every image
 (tensor -> compact arrays; top-300 per image for ``standard``, the streaming
 per-category top-k for ``fixed`` / ``pooled``) plus ``LVISMetric.evaluate``.

@@ -13,7 +13,7 @@ lvis-api 0.5.3, the master branch, without them). Get them with git:
       git clone https://github.com/achalddave/large-vocab-devil
 
 The script generates LVIS-format ground truth and predictions
-(:mod:`mmlongtail.evaluation.synthetic`), evaluates them with ``LVISMetric``
+(:mod:`mmlongtail_bench.synthetic`), evaluates them with ``LVISMetric``
 (both backends) and, in subprocesses with the given checkout first on the
 path, with the official code on the same detections:
 

@@ -28,10 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-#: The faster-coco-eval versions this module was written and tested against
-#: (lower bound inclusive, upper exclusive). Outside it the internals are
-#: still probed; if they are all there the backend runs with a warning.
-TESTED_WINDOW = ('1.8.0', '1.9')
+from mmlongtail.version import FASTER_COCO_EVAL_REQUIREMENT
 
 IOU_TYPES = ('bbox', 'segm', 'boundary')
 
@@ -42,8 +39,9 @@ class FasterCocoEvalUnsupported(RuntimeError):
 
 
 def window_text() -> str:
-    """The tested window as a pip requirement, e.g. ``>=1.8.0,<1.9``."""
-    return f'faster-coco-eval>={TESTED_WINDOW[0]},<{TESTED_WINDOW[1]}'
+    """The tested window as a pip requirement (``mmlongtail/version.py``'s
+    ``FASTER_COCO_EVAL_REQUIREMENT``, the one place it is declared)."""
+    return FASTER_COCO_EVAL_REQUIREMENT
 
 
 def installed_version() -> Optional[str]:
@@ -55,21 +53,13 @@ def installed_version() -> Optional[str]:
     return str(__version__)
 
 
-def _version_tuple(v: str) -> Tuple[int, ...]:
-    out = []
-    for part in v.split('.'):
-        digits = ''.join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
 def in_tested_window(version: str) -> bool:
-    """Whether ``version`` lies in :data:`TESTED_WINDOW`."""
-    v = _version_tuple(version)
-    return _version_tuple(TESTED_WINDOW[0]) <= v < _version_tuple(
-        TESTED_WINDOW[1])
+    """Whether ``version`` satisfies :func:`window_text`. Outside it the
+    internals are still probed; if they are all there the backend runs with
+    a warning."""
+    from packaging.requirements import Requirement
+    return Requirement(FASTER_COCO_EVAL_REQUIREMENT).specifier.contains(
+        version, prereleases=True)
 
 
 def _static_checks() -> List[str]:
@@ -175,7 +165,7 @@ def require() -> None:
     """Raise :class:`FasterCocoEvalUnsupported` unless the installed
     faster-coco-eval provides every internal the fast backend uses.
 
-    Checked once per process. A version outside :data:`TESTED_WINDOW` whose
+    Checked once per process. A version outside :func:`window_text` whose
     internals are all present gets a warning, not an error.
     """
     global _CHECKED

@@ -582,7 +582,8 @@ class LVISMetric(BaseMetric):
         """
         if not self._per_category:
             return super().evaluate(size)
-        results = collect_results(self.results, size, self.collect_device)
+        results = collect_results(self.results, size, self.collect_device,
+                                  tmpdir=self.collect_dir)
         self._merge_selections_across_ranks()
         if is_main_process():
             metrics = self.compute_metrics(results)
