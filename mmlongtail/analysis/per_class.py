@@ -1,95 +1,23 @@
 """Per-category LVIS results as written by ``mmlongtail.LVISMetric``.
 
-The metric writes ``{outfile_prefix}.per_class.json`` (format
-``mmlongtail.lvis_per_class/1``, see :mod:`mmlongtail.evaluation.lvis_metric`).
-:func:`load_per_class` reads it into a :class:`PerClassResult`, and
-:func:`group_table` reduces it to LVIS's rare / common / frequent groups.
+The file format has one owner, :mod:`mmlongtail.evaluation.per_class_file`
+(``write`` / ``load``); :func:`load_per_class` is its ``load``, and
+:func:`group_table` reduces a result to LVIS's rare / common / frequent
+groups.
 """
-import json
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
 from mmlongtail.datasets.category_stats import (FREQUENCY_GROUPS,
                                                 CategoryStats)
+from mmlongtail.evaluation.per_class_file import PerClassResult
+from mmlongtail.evaluation.per_class_file import load as load_per_class
 
-PER_CLASS_FORMAT = 'mmlongtail.lvis_per_class/1'
 GROUP_NAMES = {'r': 'rare', 'c': 'common', 'f': 'frequent'}
 
-
-@dataclass
-class PerClassResult:
-    """Per-category results of one evaluation.
-
-    Attributes:
-        cat_ids (np.ndarray): ``(C,)`` int64, sorted.
-        names (list[str]): ``C`` names.
-        frequency (list[str]): ``C`` LVIS groups ``'r'/'c'/'f'`` of the
-            evaluation's ground truth (what APr/APc/APf use).
-        num_gt (np.ndarray): ``(C,)`` ground-truth instances evaluated.
-        image_count (np.ndarray): ``(C,)`` training image counts recorded in
-            the ground truth's categories (``-1`` where absent).
-        instance_count (np.ndarray): ``(C,)`` likewise (``-1`` where absent).
-        metrics (dict): ``{'bbox' | 'segm': {'summary': {...},
-            'per_class': {'AP' | 'AP50' | 'AP75' | 'AR': (C,) float64 with
-            NaN for categories without ground truth}}}``.
-        source (str): The file read.
-    """
-    cat_ids: np.ndarray
-    names: List[str]
-    frequency: List[str]
-    num_gt: np.ndarray
-    image_count: np.ndarray
-    instance_count: np.ndarray
-    metrics: Dict[str, dict]
-    source: str = '<memory>'
-
-    @property
-    def iou_types(self) -> List[str]:
-        return list(self.metrics)
-
-    def per_class(self, iou_type: str, key: str = 'AP') -> np.ndarray:
-        """``(C,)`` float64 per-category ``key`` (NaN: no ground truth)."""
-        if iou_type not in self.metrics:
-            raise KeyError(f'{self.source} has no {iou_type!r} results; it '
-                           f'has {self.iou_types}')
-        return self.metrics[iou_type]['per_class'][key]
-
-
-def load_per_class(path: str) -> PerClassResult:
-    """Read a ``{outfile_prefix}.per_class.json`` written by LVISMetric."""
-    with open(path, encoding='utf-8') as f:
-        doc = json.load(f)
-    if doc.get('format') != PER_CLASS_FORMAT:
-        raise ValueError(f'{path} is not a {PER_CLASS_FORMAT} file (format='
-                         f'{doc.get("format")!r}); write it with '
-                         "LVISMetric(outfile_prefix=...)")
-    cats = doc['categories']
-
-    def _arr(key: str) -> np.ndarray:
-        return np.array([-1 if c.get(key) is None else c[key] for c in cats],
-                        np.int64)
-
-    metrics = {}
-    for m, d in doc['metrics'].items():
-        metrics[m] = {
-            'summary': d['summary'],
-            'per_class': {
-                k: np.array([np.nan if v is None else v for v in vals],
-                            np.float64)
-                for k, vals in d['per_class'].items()
-            }
-        }
-    return PerClassResult(
-        cat_ids=np.array([c['id'] for c in cats], np.int64),
-        names=[c['name'] for c in cats],
-        frequency=[c['frequency'] for c in cats],
-        num_gt=_arr('num_gt'),
-        image_count=_arr('image_count'),
-        instance_count=_arr('instance_count'),
-        metrics=metrics,
-        source=path)
+__all__ = ['PerClassResult', 'load_per_class', 'training_counts',
+           'group_table', 'GROUP_NAMES']
 
 
 def training_counts(result: PerClassResult,

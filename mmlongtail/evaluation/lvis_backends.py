@@ -42,6 +42,7 @@ with ``iscrowd=1`` would make the backends differ. LVIS files have none.
 """
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,12 +50,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmlongtail.datasets.category_stats import frequency_group
+from . import faster_coco
+from .pooled import outcomes_from_lvis_eval, pooled_summary
 
 #: Summary keys, in the order lvis-api reports them.
 AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
 AR_KEYS = ('AR@300', 'ARs@300', 'ARm@300', 'ARl@300')
 BACKENDS = ('fast', 'lvis')
-IOU_TYPES = ('bbox', 'segm')
+#: ``'boundary'``: mask IoU replaced by min(mask IoU, boundary IoU) (Cheng et
+#: al., "Boundary IoU", CVPR 2021), the LVIS 2021 challenge's mask metric.
+IOU_TYPES = ('bbox', 'segm', 'boundary')
+MASK_TYPES = ('segm', 'boundary')
+#: Boundary width as a fraction of the image diagonal (the challenge's 0.02).
+BOUNDARY_DILATION_RATIO = 0.02
 
 
 @dataclass
@@ -116,11 +124,15 @@ class EvalOutput:
             has no ground truth.
         recall (np.ndarray): ``(T, K, A)``.
         cat_ids (list[int]): The ``K`` category ids.
+        pooled (dict, optional): AP^pool per pool (``'all'``, ``'r'``,
+            ``'c'``, ``'f'``; see :mod:`mmlongtail.evaluation.pooled`), when
+            asked for.
     """
     summary: Dict[str, float]
     precision: np.ndarray
     recall: np.ndarray
     cat_ids: List[int]
+    pooled: Optional[Dict[str, float]] = None
 
     def per_class(self) -> Dict[str, np.ndarray]:
         """``(K,)`` float64 arrays AP, AP50, AP75, AR (area 'all'); NaN for
@@ -360,24 +372,95 @@ def _silent(*args, **kwargs) -> None:
     """A print function that prints nothing."""
 
 
-def _empty_output(gt: LVISGroundTruth, iou_type: str) -> EvalOutput:
+def _empty_output(gt: LVISGroundTruth, iou_type: str,
+                  pooled: bool = False) -> EvalOutput:
     K = gt.num_classes
     return EvalOutput(
         summary={k: 0.0 for k in AP_KEYS + AR_KEYS},
         precision=np.zeros((10, 101, K, 4)),
         recall=np.zeros((10, K, 4)),
-        cat_ids=gt.cat_ids.tolist())
+        cat_ids=gt.cat_ids.tolist(),
+        pooled={p: 0.0 for p in ('all', 'r', 'c', 'f')} if pooled else None)
+
+
+def mask_boundary(mask: np.ndarray,
+                  dilation_ratio: float = BOUNDARY_DILATION_RATIO
+                  ) -> np.ndarray:
+    """The inner boundary band of a binary mask (Boundary IoU's ``G_d ∩ G``).
+
+    The band is the mask minus its erosion by a 3x3 square applied
+    ``d = max(1, round(dilation_ratio * image diagonal))`` times, the image
+    padded with one row/column of background so that a mask cut by the image
+    border has a boundary there too (Cheng et al., CVPR 2021, Sec. 3).
+
+    Args:
+        mask (np.ndarray): ``(H, W)`` uint8 0/1.
+        dilation_ratio (float): Band width over the image diagonal.
+
+    Returns:
+        np.ndarray: ``(H, W)`` uint8 0/1.
+    """
+    import cv2
+    h, w = mask.shape
+    d = max(1, int(round(dilation_ratio * math.hypot(h, w))))
+    padded = np.pad(mask.astype(np.uint8), 1)
+    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)
+    return mask - eroded[1:h + 1, 1:w + 1]
+
+
+def _boundary_rle(rle: dict, dilation_ratio: float) -> dict:
+    import pycocotools.mask as mask_util
+    band = mask_boundary(mask_util.decode(rle), dilation_ratio)
+    return mask_util.encode(np.asfortranarray(band[:, :, None]))[0]
+
+
+def _lvis_eval_class(iou_type: str, dilation_ratio: float):
+    """lvis-api's ``LVISEval``, or for ``'boundary'`` a subclass whose IoU is
+    min(mask IoU, boundary IoU) per pair (lvis-api 0.5.3 has no boundary
+    mode; its ``lvis_challenge_2021`` branch computes the same quantity)."""
+    from lvis import LVISEval
+    if iou_type != 'boundary':
+        return LVISEval
+
+    class BoundaryLVISEval(LVISEval):
+
+        def compute_iou(self, img_id, cat_id):
+            import pycocotools.mask as mask_util
+            ious = super().compute_iou(img_id, cat_id)  # mask IoU
+            gt, dt = self._get_gt_dt(img_id, cat_id)
+            if len(gt) == 0 or len(dt) == 0:
+                return ious
+            idx = np.argsort([-d['score'] for d in dt], kind='mergesort')
+            dt = [dt[i] for i in idx]
+            for a in gt + dt:
+                if 'boundary' not in a:
+                    a['boundary'] = _boundary_rle(a['segmentation'],
+                                                  dilation_ratio)
+            b = mask_util.iou([d['boundary'] for d in dt],
+                              [g['boundary'] for g in gt], [0] * len(gt))
+            return np.minimum(np.asarray(ious), np.asarray(b))
+
+    return BoundaryLVISEval
 
 
 def evaluate_lvis_api(gt: LVISGroundTruth, dets: DetectionColumns,
-                      iou_type: str, max_dets: int = 300) -> EvalOutput:
-    """Evaluate with the official lvis-api (``LVISResults`` + ``LVISEval``)."""
+                      iou_type: str, max_dets: int = 300,
+                      pooled: bool = False,
+                      dilation_ratio: float = BOUNDARY_DILATION_RATIO
+                      ) -> EvalOutput:
+    """Evaluate with the official lvis-api (``LVISResults`` + ``LVISEval``).
+
+    ``max_dets=-1`` keeps every detection (the fixed-AP protocol, whose
+    per-class cut the caller has made); ``pooled`` adds AP^pool, accumulated
+    from ``LVISEval.eval_imgs``; ``iou_type='boundary'`` matches on
+    min(mask IoU, boundary IoU).
+    """
     from mmlongtail.compat import patch_lvis_numpy
     patch_lvis_numpy()
-    from lvis import LVISEval, LVISResults
+    from lvis import LVISResults
 
     if len(dets) == 0:
-        return _empty_output(gt, iou_type)
+        return _empty_output(gt, iou_type, pooled)
     lvis_gt = gt.lvis_api()
     # lvis-api logs a warning about user-provided results on every call
     res_logger = logging.getLogger('lvis.results')
@@ -387,16 +470,26 @@ def evaluate_lvis_api(gt: LVISGroundTruth, dets: DetectionColumns,
         lvis_dt = LVISResults(lvis_gt, dets.to_anns(), max_dets=max_dets)
     finally:
         res_logger.setLevel(level)
-    ev = LVISEval(lvis_gt, lvis_dt, iou_type)
+    ev = _lvis_eval_class(iou_type, dilation_ratio)(
+        lvis_gt, lvis_dt, 'bbox' if iou_type == 'bbox' else 'segm')
     ev.params.max_dets = max_dets
-    ev.run()
+    ev.evaluate()
+    pooled_ap = None
+    if pooled:
+        pooled_ap = pooled_summary(
+            outcomes_from_lvis_eval(ev),
+            [c['frequency'] for c in lvis_gt.load_cats(ev.params.cat_ids)],
+            np.asarray(ev.params.rec_thrs), len(ev.params.iou_thrs))
+    ev.accumulate()
+    ev.summarize()
     res = ev.get_results()
     md = ev.params.max_dets
     summary = {k: float(res[k]) for k in AP_KEYS}
     for k in AR_KEYS:
         summary[k] = float(res[k.replace('300', str(md))])
     return EvalOutput(summary, np.asarray(ev.eval['precision']),
-                      np.asarray(ev.eval['recall']), list(ev.params.cat_ids))
+                      np.asarray(ev.eval['recall']), list(ev.params.cat_ids),
+                      pooled_ap)
 
 
 def _faster_dt(gt: LVISGroundTruth, dets: DetectionColumns, iou_type: str):
@@ -418,7 +511,7 @@ def _faster_dt(gt: LVISGroundTruth, dets: DetectionColumns, iou_type: str):
     ]
     keys = ['image_id', 'category_id', 'bbox', 'score', 'area', 'id',
             'iscrowd']
-    if iou_type == 'segm':
+    if iou_type in MASK_TYPES:
         keys.append('segmentation')
         cols.append(dets.segmentation)
     anns = [dict(zip(keys, row)) for row in zip(*cols)]
@@ -466,82 +559,21 @@ def summarize_lvis(precision: np.ndarray, recall: np.ndarray,
     return out
 
 
-def _faster_lvis_eval_class():
-    """``COCOeval_faster`` with a leaner ``evaluate`` (built on first use so
-    importing this module does not import faster-coco-eval)."""
-    global _FASTER_CLS
-    if _FASTER_CLS is not None:
-        return _FASTER_CLS
-    import faster_coco_eval.faster_eval_api_cpp as _C
-    from faster_coco_eval import COCOeval_faster
-
-    class FasterLVISEval(COCOeval_faster):
-        """faster-coco-eval's evaluator, run category by category over the
-        images where each category can count.
-
-        Set ``images_per_category`` (``{category id: [image ids]}``: the
-        images where the category is annotated or has a kept detection)
-        before :meth:`evaluate`. Every other (image, category) pair has
-        neither ground truth nor (federated-kept) detections and adds nothing
-        to that category's precision or recall, so evaluating each category
-        over its own images gives LVIS's numbers while visiting a small
-        fraction of the images x categories pairs the stock ``evaluate``
-        visits. IoUs are computed only for pairs with both ground truth and
-        detections, keyed by Python ints.
-
-        The preparation (``_prepare``, where faster-coco-eval applies the
-        federated rules in ``lvis_style``), the IoUs (``computeIoU``) and the
-        C++ matching and accumulation are faster-coco-eval's own.
-        ``self.eval`` holds ``precision`` ``(T, R, K, A, M)`` and ``recall``
-        ``(T, K, A, M)`` over ``params.catIds``.
-        """
-
-        images_per_category: Dict[int, List[int]] = {}
-
-        def evaluate(self) -> None:
-            p = self.params
-            if p.iouType not in IOU_TYPES or not p.useCats:
-                raise ValueError('only category-aware bbox/segm evaluation')
-            p.imgIds = sorted({int(i) for i in p.imgIds})
-            p.catIds = sorted({int(c) for c in p.catIds})
-            p.maxDets = sorted(p.maxDets)
-            self._prepare()
-            computed = {(int(i), int(c)): self.computeIoU(i, c)
-                        for i, c in self._nonempty_iou_pairs}
-            self._paramsEval = copy.deepcopy(p)
-            T, R = len(p.iouThrs), len(p.recThrs)
-            A, M, K = len(p.areaRng), len(p.maxDets), len(p.catIds)
-            precision = np.full((T, R, K, A, M), -1.0)
-            recall = np.full((T, K, A, M), -1.0)
-            empty: list = []
-            for k, c in enumerate(p.catIds):
-                imgs = self.images_per_category.get(c)
-                if not imgs:
-                    continue
-                pc = copy.copy(self._paramsEval)
-                pc.imgIds, pc.catIds = imgs, [c]
-                out = _C.COCOevalEvaluateAccumulate(
-                    pc, [[computed.get((i, c), empty)] for i in imgs],
-                    self.gt_dataset, self.dt_dataset, imgs, [c], True)
-                precision[:, :, k] = out['precision'][:, :, 0]
-                recall[:, k] = out['recall'][:, 0]
-            self.eval = {'precision': precision, 'recall': recall}
-
-        def accumulate(self) -> None:
-            self.matched = False  # evaluate() already accumulated
-
-    _FASTER_CLS = FasterLVISEval
-    return _FASTER_CLS
-
-
-_FASTER_CLS = None
-
-
 def evaluate_faster(gt: LVISGroundTruth, dets: DetectionColumns,
-                    iou_type: str, max_dets: int = 300) -> EvalOutput:
-    """Evaluate with faster-coco-eval's C++ evaluator in LVIS mode."""
+                    iou_type: str, max_dets: int = 300,
+                    pooled: bool = False,
+                    dilation_ratio: float = BOUNDARY_DILATION_RATIO
+                    ) -> EvalOutput:
+    """Evaluate with faster-coco-eval's C++ evaluator in LVIS mode.
+
+    ``max_dets=-1`` keeps every detection (fixed AP); ``pooled`` adds
+    AP^pool; ``iou_type='boundary'`` uses faster-coco-eval's boundary IoU
+    (min(mask IoU, boundary IoU), the same bands as lvis-api's challenge
+    branch: checked by the tests and ``tools/compare_lvis_official.py``).
+    """
+    faster_coco.require()
     if len(dets) == 0:
-        return _empty_output(gt, iou_type)
+        return _empty_output(gt, iou_type, pooled)
     coco_gt = gt.faster_coco()
     # Build per-detection dicts only for the detections LVIS evaluates: on
     # LVIS-like data most detections fall in categories neither annotated
@@ -551,21 +583,32 @@ def evaluate_faster(gt: LVISGroundTruth, dets: DetectionColumns,
     coco_dt = _faster_dt(gt, dets, iou_type)
     # A category without ground truth in the evaluated images has precision
     # and recall -1 (it is left out of every mean) whatever its detections, so
-    # only the categories with ground truth are evaluated.
+    # only the categories with ground truth are evaluated; pooled AP also
+    # counts the false positives of the others.
     gt_cats = gt.cat_ids_with_annotations()
     K = gt.num_classes
     if len(gt_cats) == 0:
         return EvalOutput({k: -1.0 for k in AP_KEYS + AR_KEYS},
                           -np.ones((10, 101, K, 4)), -np.ones((10, K, 4)),
-                          gt.cat_ids.tolist())
-    ev = _faster_lvis_eval_class()(
-        coco_gt, coco_dt, iou_type, lvis_style=True, print_function=_silent)
+                          gt.cat_ids.tolist(),
+                          {p: -1.0 for p in ('all', 'r', 'c', 'f')}
+                          if pooled else None)
+    ev = faster_coco.faster_lvis_eval_class()(
+        coco_gt, coco_dt, iou_type, lvis_style=True, print_function=_silent,
+        boundary_dilation_ratio=dilation_ratio)
+    if max_dets < 0:  # no per-image cap: as many as any pair has
+        pair = np.unique(np.stack([dets.image_id, dets.category_id], 1),
+                         axis=0, return_counts=True)[1] if len(dets) else [1]
+        max_dets = int(max(np.max(pair), 1))
     ev.params.maxDets = [max_dets]
     ev.params.imgIds = gt.img_ids.tolist()
     ev.params.catIds = gt_cats.tolist()
+    if pooled:
+        ev.record_categories = np.unique(np.concatenate(
+            [gt_cats, dets.category_id])).tolist()
     ev.images_per_category = gt.images_per_category(dets)
     ev.evaluate()
-    cols = np.searchsorted(gt.cat_ids, gt_cats)
+    cols = np.searchsorted(gt.cat_ids, np.asarray(ev.params.catIds))
     p = ev.eval['precision'][..., -1]
     r = ev.eval['recall'][..., -1]
     precision = np.full(p.shape[:2] + (K, ) + p.shape[3:], -1.0)
@@ -574,22 +617,34 @@ def evaluate_faster(gt: LVISGroundTruth, dets: DetectionColumns,
     recall[:, cols] = r
     summary = summarize_lvis(precision, recall, gt.frequency,
                              np.asarray(ev.params.iouThrs))
-    return EvalOutput(summary, precision, recall, gt.cat_ids.tolist())
+    pooled_ap = None
+    if pooled:
+        outcomes = [(i, int(np.searchsorted(gt.cat_ids, c))) + rec
+                    for c, recs in ev.records.items() for i, rec in recs]
+        pooled_ap = pooled_summary(outcomes, gt.frequency,
+                                   np.asarray(ev.params.recThrs),
+                                   len(ev.params.iouThrs))
+    return EvalOutput(summary, precision, recall, gt.cat_ids.tolist(),
+                      pooled_ap)
 
 
 EVALUATORS = {'fast': evaluate_faster, 'lvis': evaluate_lvis_api}
 
 
 def run_evaluation(backend: str, gt: LVISGroundTruth, dets: DetectionColumns,
-                   iou_type: str, max_dets: int = 300) -> EvalOutput:
-    """Dispatch to the evaluator named ``backend`` (``'fast'``/``'lvis'``)."""
+                   iou_type: str, max_dets: int = 300,
+                   pooled: bool = False) -> EvalOutput:
+    """Dispatch to the evaluator named ``backend`` (``'fast'``/``'lvis'``).
+
+    ``max_dets``: per-image cap (-1: none); ``pooled``: also AP^pool.
+    """
     if backend not in EVALUATORS:
         raise ValueError(f'backend must be one of {BACKENDS}, got '
                          f'{backend!r}')
     if iou_type not in IOU_TYPES:
         raise ValueError(f'iou_type must be one of {IOU_TYPES}, got '
                          f'{iou_type!r}')
-    return EVALUATORS[backend](gt, dets, iou_type, max_dets)
+    return EVALUATORS[backend](gt, dets, iou_type, max_dets, pooled)
 
 
 def copy_gt(dataset: dict) -> dict:

@@ -1,4 +1,5 @@
-"""``mmlongtail.LVISMetric``: LVIS box and mask AP on NumPy 2, fast.
+"""``mmlongtail.LVISMetric``: LVIS box and mask AP on NumPy 2, fast, with the
+large-vocabulary protocols.
 
 Same interface and result keys as mmdet 3.3.0's ``LVISMetric``
 (``lvis/bbox_AP``, ``_AP50``, ``_AP75``, ``_APs``, ``_APm``, ``_APl``,
@@ -8,29 +9,39 @@ behind it (see :mod:`mmlongtail.evaluation.lvis_backends`):
 * ``backend='fast'`` (default): faster-coco-eval's C++ evaluator in LVIS mode;
 * ``backend='lvis'``: the official lvis-api 0.5.3, patched for NumPy 2.
 
-Both follow LVIS's protocol (Gupta et al., CVPR 2019): at most 300 detections
-per image, kept by score across all categories, and federated ground truth
-(``neg_category_ids``, ``not_exhaustive_category_ids``).
+Protocols (``protocol=``, one or several; Dave et al., "Evaluating
+Large-Vocabulary Object Detectors: The Devil is in the Details", 2021, adopted
+by the LVIS 2021 challenge):
+
+* ``'standard'``: LVIS's (Gupta et al., CVPR 2019): at most ``max_dets``
+  (300) detections per image, kept by score across all categories; keys
+  ``{metric}_AP`` ...;
+* ``'fixed'``: no per-image cap; each category keeps its ``max_dets_per_cat``
+  (10,000) best detections over the whole set; keys ``{metric}_APfixed``,
+  ``_APfixed50``, ``_APfixed75``, ``_APfixed_s/m/l``, ``_APfixed_r/c/f``
+  (``ARfixed`` ... when asked for in ``metric_items``);
+* ``'pooled'``: AP^pool on the same per-category top-k detections: matched
+  per category, precision/recall accumulated over all categories of a pool;
+  keys ``{metric}_APpool``, ``_APpool_r``, ``_APpool_c``, ``_APpool_f``.
+
+``metric='boundary'`` evaluates masks with min(mask IoU, boundary IoU)
+(dilation ratio 0.02), the challenge's mask metric (keys
+``boundary_APfixed`` ... with ``protocol='fixed'``).
+
+All protocols use federated ground truth (``neg_category_ids``,
+``not_exhaustive_category_ids``). The fixed and pooled protocols select
+detections while images are processed (:class:`~.topk.PerClassTopK`), so
+memory is bounded by classes x ``max_dets_per_cat``, not by images; ranks
+merge their selections pairwise (see :meth:`LVISMetric.evaluate`).
 
 Files written under ``outfile_prefix`` (when given):
 
-* ``{prefix}.bbox.json`` / ``{prefix}.segm.json``: detections in the LVIS
+* ``{prefix}.{metric}.json``: the standard protocol's detections, and
+  ``{prefix}.{metric}.fixed.json`` the per-category top-k ones, in the LVIS
   results format (what the LVIS evaluation server takes);
 * ``{prefix}.per_class.json``: per-category AP / AP50 / AP75 / AR and the
-  summary, the input of ``tools/analyze_longtail.py``. Its format is
-  documented in :func:`mmlongtail.analysis.load_per_class` and is::
-
-      {"format": "mmlongtail.lvis_per_class/1", "backend": "fast",
-       "ann_file": ..., "num_images": ..., "max_dets": 300,
-       "categories": [{"id", "name", "frequency", "image_count",
-                       "instance_count", "num_gt"}, ...],   # sorted by id
-       "metrics": {"bbox": {"summary": {"AP": ..., "APr": ..., ...},
-                            "per_class": {"AP": [...], "AP50": [...],
-                                          "AP75": [...], "AR": [...]}},
-                   "segm": {...}}}
-
-  with ``null`` for categories that have no ground truth in the evaluated
-  images.
+  summaries, the input of ``tools/analyze_longtail.py``; its format is owned
+  by :mod:`mmlongtail.evaluation.per_class_file`.
 """
 import itertools
 import json
@@ -40,18 +51,39 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from mmengine.dist import (broadcast_object_list, collect_results,
+                           get_dist_info, is_main_process)
 from mmengine.evaluator import BaseMetric
 from mmengine.fileio import get_local_path
 from mmengine.logging import MMLogger
 
 from mmlongtail.datasets.category_stats import StatsSource, load_category_stats
 from mmlongtail.registry import METRICS
-from .lvis_backends import (AP_KEYS, AR_KEYS, BACKENDS, IOU_TYPES,
+from . import per_class_file
+from .lvis_backends import (AP_KEYS, AR_KEYS, BACKENDS, IOU_TYPES, MASK_TYPES,
                             DetectionColumns, EvalOutput, LVISGroundTruth,
                             encode_masks, normalize_gt, run_evaluation,
                             topk_per_image, xyxy_to_xywh)
+from .pooled import POOLS
+from .topk import PerClassTopK
 
-PER_CLASS_FORMAT = 'mmlongtail.lvis_per_class/1'
+PROTOCOLS = ('standard', 'fixed', 'pooled')
+
+
+def protocol_item(item: str, protocol: str) -> str:
+    """A summary item's result name under ``protocol``: ``'APr'`` is
+    ``'APr'`` (standard), ``'APfixed_r'`` (fixed) or ``'APpool_r'``
+    (pooled); ``'AP50'`` is ``'APfixed50'``; ``'AR@300'`` is ``'ARfixed'``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'protocol must be one of {PROTOCOLS}, got '
+                         f'{protocol!r}')
+    if protocol == 'standard':
+        return item
+    tag = 'fixed' if protocol == 'fixed' else 'pool'
+    base, rest = item[:2], item[2:].split('@')[0]
+    return f'{base}{tag}{rest}' if rest.isdigit() or not rest else \
+        f'{base}{tag}_{rest}'
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -105,13 +137,20 @@ class LVISMetric(BaseMetric):
             ``category_stats`` must give the categories' frequency groups, and
             federated fields are used only if the samples carry them.
             Defaults to None.
-        metric (str | list[str]): ``'bbox'``, ``'segm'`` or both.
+        metric (str | list[str]): ``'bbox'``, ``'segm'``, ``'boundary'``
+            (masks, min(mask IoU, boundary IoU)) or several.
             Defaults to ``'bbox'``.
+        protocol (str | list[str]): ``'standard'``, ``'fixed'``,
+            ``'pooled'`` or several (see the module docstring).
+            Defaults to ``'standard'``.
         classwise (bool): Log a per-category AP table and add
-            ``{metric}_{name}_precision`` entries. Defaults to False.
-        metric_items (list[str], optional): Which summary entries to return,
-            from ``AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300,
-            ARs@300, ARm@300, ARl@300``. Defaults to the nine AP entries.
+            ``{metric}_{name}_precision`` entries (standard protocol, else
+            fixed). Defaults to False.
+        metric_items (list[str], optional): Which summary entries to return
+            for the standard and fixed protocols, from ``AP, AP50, AP75, APs,
+            APm, APl, APr, APc, APf, AR@300, ARs@300, ARm@300, ARl@300``
+            (renamed per protocol by :func:`protocol_item`). Defaults to the
+            nine AP entries. The pooled protocol always reports its four.
         format_only (bool): Only write the result files (needs
             ``outfile_prefix``). Defaults to False.
         outfile_prefix (str, optional): Prefix of the files written (see the
@@ -119,8 +158,11 @@ class LVISMetric(BaseMetric):
             (nothing written).
         backend (str): ``'fast'`` (faster-coco-eval) or ``'lvis'`` (lvis-api).
             Defaults to ``'fast'``.
-        max_dets (int): Detections kept per image by score across categories.
-            Defaults to 300, LVIS's rule.
+        max_dets (int): Standard protocol: detections kept per image by score
+            across categories. Defaults to 300, LVIS's rule.
+        max_dets_per_cat (int): Fixed and pooled protocols: detections kept
+            per category over the whole set. Defaults to 10,000, the LVIS
+            2021 challenge's rule.
         category_stats (str | dict, optional): Frequency groups for ground
             truth built from data samples, any source
             :func:`~mmlongtail.datasets.load_category_stats` takes (e.g.
@@ -140,12 +182,14 @@ class LVISMetric(BaseMetric):
     def __init__(self,
                  ann_file: Optional[str] = None,
                  metric: Union[str, Sequence[str]] = 'bbox',
+                 protocol: Union[str, Sequence[str]] = 'standard',
                  classwise: bool = False,
                  metric_items: Optional[Sequence[str]] = None,
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
                  backend: str = 'fast',
                  max_dets: int = 300,
+                 max_dets_per_cat: int = 10000,
                  category_stats: Optional[StatsSource] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
@@ -156,9 +200,18 @@ class LVISMetric(BaseMetric):
             if m not in IOU_TYPES:
                 raise KeyError(f'metric must be one of {IOU_TYPES}, got '
                                f'{m!r} (proposal metrics are not supported)')
+        self.protocols = [protocol] if isinstance(protocol, str) else list(
+            protocol)
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols:
+            raise ValueError(f'protocol must be one or several of '
+                             f'{PROTOCOLS}, got {protocol!r}')
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got '
                              f'{backend!r}')
+        if int(max_dets_per_cat) < 1:
+            raise ValueError(f'max_dets_per_cat must be >= 1, got '
+                             f'{max_dets_per_cat}')
         if metric_items is not None:
             bad = [k for k in metric_items if k not in AP_KEYS + AR_KEYS]
             if bad:
@@ -174,12 +227,33 @@ class LVISMetric(BaseMetric):
         self.outfile_prefix = outfile_prefix
         self.backend = backend
         self.max_dets = int(max_dets)
+        self.max_dets_per_cat = int(max_dets_per_cat)
         self.category_stats = category_stats
         self.ann_file = ann_file
         self.backend_args = backend_args
         self._gt: Optional[LVISGroundTruth] = None
         if ann_file is not None:
             self._gt = self._load_gt(ann_file)
+        # per-category top-k selections ('bbox' and, for mask metrics,
+        # 'mask'), made on the first process() call
+        self._selections: Dict[str, PerClassTopK] = {}
+
+    @property
+    def _standard(self) -> bool:
+        return 'standard' in self.protocols
+
+    @property
+    def _per_category(self) -> bool:
+        """Whether a per-category top-k selection is needed."""
+        return 'fixed' in self.protocols or 'pooled' in self.protocols
+
+    def _selection_kinds(self) -> List[str]:
+        kinds = []
+        if 'bbox' in self.metrics:
+            kinds.append('bbox')
+        if any(m in MASK_TYPES for m in self.metrics):
+            kinds.append('mask')
+        return kinds
 
     # ------------------------------------------------------------------
     # ground truth
@@ -306,10 +380,13 @@ class LVISMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as a few compact arrays.
 
-        The best ``max_dets`` detections by score are kept (LVIS's rule);
-        masks are RLE-encoded in one pycocotools call per image. One entry is
-        appended to ``self.results`` per data sample, so mmengine's
-        cross-rank collection (which trims padding by count) applies.
+        Standard protocol: the best ``max_dets`` detections by score are kept
+        (LVIS's rule); masks are RLE-encoded in one pycocotools call per
+        image; one entry is appended to ``self.results`` per data sample, so
+        mmengine's cross-rank collection (which trims padding by count)
+        applies. Fixed / pooled protocols: the detections enter the
+        per-category top-``max_dets_per_cat`` selections, and only those
+        that can still enter have their masks encoded.
 
         Args:
             data_batch: Unused.
@@ -319,43 +396,19 @@ class LVISMetric(BaseMetric):
                 ``masks`` ``(N, H, W)`` or RLE list and ``mask_scores``).
         """
         num_classes = self._num_classes()
+        needs_masks = any(m in MASK_TYPES for m in self.metrics)
         for ds in data_samples:
             pred = ds['pred_instances']
             img_id = ds['img_id']
-            scores = _to_numpy(pred['scores']).astype(np.float32).ravel()
-            keep = topk_per_image(scores, self.max_dets)
-            labels = _to_numpy(_take(pred['labels'], keep)).astype(
-                np.int64).ravel()
-            self._check_labels(labels, img_id, num_classes)
-            entry: Dict[str, Any] = {
-                'img_id': int(img_id),
-                'bboxes': _to_numpy(_take(pred['bboxes'], keep)).astype(
-                    np.float32).reshape(-1, 4),
-                'scores': scores if keep is None else scores[keep],
-                'labels': labels.astype(np.int32),
-            }
-            if 'segm' in self.metrics:
-                if 'masks' not in pred:
-                    raise KeyError(
-                        "metric 'segm' needs pred_instances.masks; the model "
-                        'predicted none (is it a box-only detector?)')
-                if 'mask_scores' in pred:
-                    ms = _to_numpy(pred['mask_scores']).astype(
-                        np.float32).ravel()
-                    mkeep = topk_per_image(ms, self.max_dets)
-                    mlabels = _to_numpy(_take(pred['labels'], mkeep)).astype(
-                        np.int32).ravel()
-                    entry['segm'] = {
-                        'bboxes': _to_numpy(_take(pred['bboxes'],
-                                                  mkeep)).astype(
-                                                      np.float32).reshape(
-                                                          -1, 4),
-                        'scores': ms if mkeep is None else ms[mkeep],
-                        'labels': mlabels,
-                    }
-                    entry['masks'] = _compact_rles(_take(pred['masks'], mkeep))
-                else:
-                    entry['masks'] = _compact_rles(_take(pred['masks'], keep))
+            if needs_masks and 'masks' not in pred:
+                raise KeyError(
+                    f'metric {self.metrics} needs pred_instances.masks; the '
+                    'model predicted none (is it a box-only detector?)')
+            entry: Dict[str, Any] = {'img_id': int(img_id)}
+            if self._standard:
+                entry.update(self._standard_entry(pred, img_id, num_classes))
+            if self._per_category:
+                self._select(pred, img_id, num_classes)
             if self._gt is None:
                 h, w = ds['ori_shape'][:2]
                 entry['gt'] = {
@@ -371,28 +424,79 @@ class LVISMetric(BaseMetric):
                     raise KeyError(
                         'LVISMetric without ann_file needs the ground truth '
                         "in each data sample ('instances'); give ann_file.")
-            self.results.append(entry)
+            if self._standard or self._gt is None:
+                self.results.append(entry)
+
+    def _standard_entry(self, pred: dict, img_id: Any,
+                        num_classes: Optional[int]) -> Dict[str, Any]:
+        """One image's top-``max_dets`` detections (standard protocol)."""
+        scores = _to_numpy(pred['scores']).astype(np.float32).ravel()
+        keep = topk_per_image(scores, self.max_dets)
+        labels = _to_numpy(_take(pred['labels'], keep)).astype(
+            np.int64).ravel()
+        self._check_labels(labels, img_id, num_classes)
+        entry: Dict[str, Any] = {
+            'bboxes': _to_numpy(_take(pred['bboxes'], keep)).astype(
+                np.float32).reshape(-1, 4),
+            'scores': scores if keep is None else scores[keep],
+            'labels': labels.astype(np.int32),
+        }
+        if any(m in MASK_TYPES for m in self.metrics):
+            if 'mask_scores' in pred:
+                ms = _to_numpy(pred['mask_scores']).astype(np.float32).ravel()
+                mkeep = topk_per_image(ms, self.max_dets)
+                mlabels = _to_numpy(_take(pred['labels'], mkeep)).astype(
+                    np.int32).ravel()
+                entry['segm'] = {
+                    'bboxes': _to_numpy(_take(pred['bboxes'], mkeep)).astype(
+                        np.float32).reshape(-1, 4),
+                    'scores': ms if mkeep is None else ms[mkeep],
+                    'labels': mlabels,
+                }
+                entry['masks'] = _compact_rles(_take(pred['masks'], mkeep))
+            else:
+                entry['masks'] = _compact_rles(_take(pred['masks'], keep))
+        return entry
+
+    def _select(self, pred: dict, img_id: Any,
+                num_classes: Optional[int]) -> None:
+        """Offer one image's detections to the per-category selections."""
+        labels = _to_numpy(pred['labels']).astype(np.int64).ravel()
+        if not self._selections:
+            if num_classes is None:
+                raise ValueError(
+                    "protocol 'fixed'/'pooled' needs the number of classes "
+                    'before evaluation: give ann_file, or a dataset_meta '
+                    'with classes')
+            self._selections = {
+                kind: PerClassTopK(num_classes, self.max_dets_per_cat,
+                                   with_masks=kind == 'mask')
+                for kind in self._selection_kinds()
+            }
+        self._check_labels(labels, img_id, num_classes)
+        bboxes = None
+        for kind, sel in self._selections.items():
+            key = 'mask_scores' if kind == 'mask' and \
+                'mask_scores' in pred else 'scores'
+            scores = _to_numpy(pred[key]).astype(np.float32).ravel()
+            idx = np.flatnonzero(sel.candidates(labels, scores))
+            if bboxes is None:
+                bboxes = _to_numpy(pred['bboxes']).astype(
+                    np.float32).reshape(-1, 4)
+            masks = None
+            if kind == 'mask':
+                masks = _compact_rles(_take(pred['masks'], idx)) \
+                    if idx.size else []
+            sel.add(int(img_id), labels[idx], scores[idx], bboxes[idx],
+                    det_idx=idx, masks=masks)
 
     # ------------------------------------------------------------------
     # conversion
 
-    def _columns(self, results: Sequence[dict], gt: LVISGroundTruth,
-                 iou_type: str) -> DetectionColumns:
-        """All detections as columns, for one iou type (vectorized)."""
-        parts = [r['segm'] if iou_type == 'segm' and 'segm' in r else r
-                 for r in results]
-        counts = np.array([p['scores'].shape[0] for p in parts], np.int64)
-        img_ids = np.repeat(
-            np.array([r['img_id'] for r in results], np.int64), counts)
-        if counts.sum() == 0:
-            labels = np.zeros(0, np.int64)
-            boxes = np.zeros((0, 4), np.float32)
-            scores = np.zeros(0, np.float32)
-        else:
-            labels = np.concatenate([p['labels'] for p in parts]).astype(
-                np.int64)
-            boxes = np.concatenate([p['bboxes'] for p in parts])
-            scores = np.concatenate([p['scores'] for p in parts])
+    def _make_columns(self, img_ids: np.ndarray, labels: np.ndarray,
+                      boxes: np.ndarray, scores: np.ndarray,
+                      seg: Optional[list],
+                      gt: LVISGroundTruth) -> DetectionColumns:
         bad = (labels < 0) | (labels >= gt.num_classes)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
@@ -406,9 +510,6 @@ class LVISMetric(BaseMetric):
             unknown = sorted(set(img_ids[~known].tolist()))[:10]
             raise ValueError(f'predictions for image ids {unknown} that are '
                              f'not in the ground truth {gt.source}')
-        seg = None
-        if iou_type == 'segm':
-            seg = [m for r in results for m in r['masks']]
         return DetectionColumns(
             image_id=img_ids,
             category_id=gt.cat_ids[labels],
@@ -416,11 +517,113 @@ class LVISMetric(BaseMetric):
             score=scores.astype(np.float64),
             segmentation=seg)
 
+    def _columns(self, results: Sequence[dict], gt: LVISGroundTruth,
+                 iou_type: str) -> DetectionColumns:
+        """The standard protocol's detections as columns, for one iou type
+        (vectorized)."""
+        parts = [r['segm'] if iou_type in MASK_TYPES and 'segm' in r else r
+                 for r in results]
+        counts = np.array([p['scores'].shape[0] for p in parts], np.int64)
+        img_ids = np.repeat(
+            np.array([r['img_id'] for r in results], np.int64), counts)
+        if counts.sum() == 0:
+            labels = np.zeros(0, np.int64)
+            boxes = np.zeros((0, 4), np.float32)
+            scores = np.zeros(0, np.float32)
+        else:
+            labels = np.concatenate([p['labels'] for p in parts]).astype(
+                np.int64)
+            boxes = np.concatenate([p['bboxes'] for p in parts])
+            scores = np.concatenate([p['scores'] for p in parts])
+        seg = None
+        if iou_type in MASK_TYPES:
+            seg = [m for r in results for m in r['masks']]
+        return self._make_columns(img_ids, labels, boxes, scores, seg, gt)
+
+    def _selected_columns(self, gt: LVISGroundTruth,
+                          iou_type: str) -> DetectionColumns:
+        """The per-category top-k detections as columns, in results-file
+        order (image id, then index within the image)."""
+        kind = 'mask' if iou_type in MASK_TYPES else 'bbox'
+        sel = self._selections.get(kind)
+        if sel is None:
+            sel = PerClassTopK(gt.num_classes, self.max_dets_per_cat,
+                               with_masks=kind == 'mask')
+        r = sel.result()
+        return self._make_columns(r['img_ids'], r['labels'], r['bboxes'],
+                                  r['scores'], r['masks'], gt)
+
     # ------------------------------------------------------------------
     # evaluation
 
+    def evaluate(self, size: int) -> dict:
+        """Evaluate everything processed, on every rank's results.
+
+        The standard protocol's per-image entries (and ground truth from data
+        samples) are gathered by mmengine as usual. The per-category
+        selections of the fixed and pooled protocols are merged pairwise in a
+        binary tree instead of gathered: in round ``j`` (``j = 1, 2, 4...``)
+        rank ``r`` with ``r % 2j == j`` sends its selection to rank ``r - j``,
+        which merges it into its own and cuts it back to ``max_dets_per_cat``
+        per category. Each rank sends once: its selection's rows (image id,
+        index in the image, label, score, box: 36 bytes each, plus the RLE
+        of each surviving mask) and the ids of the images it processed,
+        at most classes x ``max_dets_per_cat`` rows. Rank 0 receives
+        ceil(log2(world size)) such messages and holds at most two
+        selections at a time, never every rank's detections. An image seen
+        by two ranks (samplers pad the last batch) counts once.
+
+        Args:
+            size (int): Length of the dataset (trims mmengine's padding of
+                the gathered standard entries).
+
+        Returns:
+            dict: ``{prefix}/{metric}_{item}`` to floats, on every rank.
+        """
+        if not self._per_category:
+            return super().evaluate(size)
+        results = collect_results(self.results, size, self.collect_device,
+                                  tmpdir=self.collect_dir)
+        self._merge_selections_across_ranks()
+        if is_main_process():
+            metrics = self.compute_metrics(results)
+            if self.prefix:
+                metrics = {f'{self.prefix}/{k}': v
+                           for k, v in metrics.items()}
+            out = [metrics]
+        else:
+            out = [None]
+        broadcast_object_list(out)
+        self.results.clear()
+        self._selections = {}
+        return out[0]
+
+    def _merge_selections_across_ranks(self) -> None:
+        rank, world = get_dist_info()
+        if world == 1:
+            return
+        import torch.distributed as dist
+        step = 1
+        while step < world:
+            if rank % (2 * step) == step:
+                dist.send_object_list(
+                    [{k: s.state() for k, s in self._selections.items()}],
+                    dst=rank - step)
+                self._selections = {}
+                return
+            if rank % (2 * step) == 0 and rank + step < world:
+                got: List[Any] = [None]
+                dist.recv_object_list(got, src=rank + step)
+                for kind, state in got[0].items():
+                    if kind not in self._selections:
+                        self._selections[kind] = PerClassTopK(
+                            state['num_classes'], state['k'],
+                            with_masks=state['masks'] is not None)
+                    self._selections[kind].merge(state)
+            step *= 2
+
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        """Evaluate the gathered results.
+        """Evaluate the gathered results (and the merged selections).
 
         Args:
             results (list): The ``self.results`` entries of every rank.
@@ -441,49 +644,84 @@ class LVISMetric(BaseMetric):
                 f'{gt.source} has {gt.num_classes} categories; evaluate with '
                 'the annotation file of the dataset the model predicts')
         eval_results: Dict[str, float] = OrderedDict()
-        outputs: Dict[str, EvalOutput] = {}
+        standard: Dict[str, EvalOutput] = {}
+        fixed: Dict[str, EvalOutput] = {}
+        pooled: Dict[str, Dict[str, float]] = {}
         prefix = self.outfile_prefix
         if prefix is not None:
             os.makedirs(osp.dirname(osp.abspath(prefix)), exist_ok=True)
-        for metric in self.metrics:
-            dets = self._columns(results, gt, metric)
-            if prefix is not None:
-                path = f'{prefix}.{metric}.json'
-                with open(path, 'w', encoding='utf-8') as f:
-                    json.dump(dets.to_anns(), f)
-                logger.info(f'{metric} results written to {path}')
-            if self.format_only:
-                continue
-            if len(dets) == 0:
-                logger.warning(
-                    f'LVISMetric: no {metric} predictions at all over '
-                    f'{len(results)} images; reporting zeros.')
-            out = run_evaluation(self.backend, gt, dets, metric,
-                                 self.max_dets)
-            outputs[metric] = out
-            self._log_summary(logger, metric, out, len(dets))
-            for k in self.metric_items:
-                eval_results[f'{metric}_{k}'] = round(
-                    float(out.summary[k]), 3)
-            if self.classwise:
-                self._classwise(logger, metric, gt, out, eval_results)
+        runs = []
+        if self._standard:
+            runs.append(('standard', self._columns))
+        if self._per_category:
+            runs.append(('fixed', lambda _, g, m: self._selected_columns(
+                g, m)))
+        for selection, columns in runs:
+            for metric in self.metrics:
+                dets = columns(results, gt, metric)
+                if prefix is not None:
+                    suffix = '' if selection == 'standard' else '.fixed'
+                    path = f'{prefix}.{metric}{suffix}.json'
+                    with open(path, 'w', encoding='utf-8') as f:
+                        json.dump(dets.to_anns(), f)
+                    logger.info(f'{metric} results written to {path}')
+                if self.format_only:
+                    continue
+                if len(dets) == 0:
+                    logger.warning(
+                        f'LVISMetric: no {metric} predictions at all over '
+                        f'{len(gt.img_ids)} images; reporting zeros.')
+                if selection == 'standard':
+                    out = run_evaluation(self.backend, gt, dets, metric,
+                                         self.max_dets)
+                    standard[metric] = out
+                    self._report(logger, eval_results, metric, 'standard',
+                                 out, len(dets))
+                    continue
+                out = run_evaluation(self.backend, gt, dets, metric, -1,
+                                     pooled='pooled' in self.protocols)
+                if 'fixed' in self.protocols:
+                    fixed[metric] = out
+                    self._report(logger, eval_results, metric, 'fixed', out,
+                                 len(dets))
+                if 'pooled' in self.protocols:
+                    pooled[metric] = out.pooled
+                    for pool, v in out.pooled.items():
+                        item = 'AP' if pool == 'all' else f'AP{pool}'
+                        eval_results[
+                            f'{metric}_{protocol_item(item, "pooled")}'] = \
+                            round(float(v), 3)
+                    logger.info(
+                        f'LVIS {metric} AP^pool ({self.backend} backend, '
+                        f'{len(dets)} detections, top '
+                        f'{self.max_dets_per_cat} per category): ' +
+                        ', '.join(f'{p} {out.pooled[p]:.3f}' for p in POOLS))
         if self.format_only:
             logger.info(f'results saved under {osp.dirname(prefix)}')
             return eval_results
+        per_class = standard or fixed
+        if self.classwise:
+            for metric, out in per_class.items():
+                self._classwise(logger, metric, gt, out, eval_results)
         if prefix is not None:
             path = self.write_per_class(f'{prefix}.per_class.json', gt,
-                                        outputs)
+                                        standard, fixed, pooled)
             logger.info(f'per-class AP written to {path}')
         return eval_results
 
-    def _log_summary(self, logger: MMLogger, metric: str, out: EvalOutput,
-                     num_dets: int) -> None:
+    def _report(self, logger: MMLogger, eval_results: dict, metric: str,
+                protocol: str, out: EvalOutput, num_dets: int) -> None:
         s = out.summary
-        lines = [f'LVIS {metric} ({self.backend} backend, {num_dets} '
-                 f'detections, max_dets={self.max_dets}):']
+        cap = (f'max_dets={self.max_dets}' if protocol == 'standard' else
+               f'top {self.max_dets_per_cat} per category')
+        lines = [f'LVIS {metric}, {protocol} protocol ({self.backend} '
+                 f'backend, {num_dets} detections, {cap}):']
         for k in AP_KEYS + AR_KEYS:
-            lines.append(f'  {k:<8} {s[k]:.3f}')
+            lines.append(f'  {protocol_item(k, protocol):<10} {s[k]:.3f}')
         logger.info('\n'.join(lines))
+        for k in self.metric_items:
+            eval_results[f'{metric}_{protocol_item(k, protocol)}'] = round(
+                float(s[k]), 3)
 
     def _classwise(self, logger: MMLogger, metric: str, gt: LVISGroundTruth,
                    out: EvalOutput, eval_results: dict) -> None:
@@ -504,48 +742,28 @@ class LVISMetric(BaseMetric):
         logger.info(f'\nper-category {metric} AP\n' + AsciiTable(table).table)
 
     def write_per_class(self, path: str, gt: LVISGroundTruth,
-                        outputs: Dict[str, EvalOutput]) -> str:
-        """Write the per-category results file (format in the module
-        docstring) and return its path."""
+                        standard: Dict[str, EvalOutput],
+                        fixed: Optional[Dict[str, EvalOutput]] = None,
+                        pooled: Optional[Dict[str, Dict[str, float]]] = None
+                        ) -> str:
+        """Write the per-category results file
+        (:mod:`~mmlongtail.evaluation.per_class_file`) and return its
+        path."""
         cats = {int(c['id']): c for c in gt.dataset['categories']}
         anns = gt.dataset['annotations']
         ann_cat = np.fromiter((a['category_id'] for a in anns), np.int64,
                               len(anns))
         num_gt = np.bincount(
             np.searchsorted(gt.cat_ids, ann_cat), minlength=gt.num_classes)
-
-        def _opt_int(v: Any) -> Optional[int]:
-            return None if v is None else int(v)
-
-        def _list(a: np.ndarray) -> list:
-            return [None if np.isnan(v) else float(v) for v in a.tolist()]
-
-        doc = {
-            'format': PER_CLASS_FORMAT,
-            'backend': self.backend,
-            'ann_file': self.ann_file,
-            'num_images': int(gt.img_ids.shape[0]),
-            'max_dets': self.max_dets,
-            'categories': [{
-                'id': int(cid),
-                'name': gt.cat_names[i],
-                'frequency': gt.frequency[i],
-                'image_count': _opt_int(cats[int(cid)].get('image_count')),
-                'instance_count':
-                _opt_int(cats[int(cid)].get('instance_count')),
-                'num_gt': int(num_gt[i]),
-            } for i, cid in enumerate(gt.cat_ids.tolist())],
-            'metrics': {
-                m: {
-                    'summary': {k: float(v)
-                                for k, v in o.summary.items()},
-                    'per_class':
-                    {k: _list(v)
-                     for k, v in o.per_class().items()},
-                }
-                for m, o in outputs.items()
-            },
-        }
-        with open(path, 'w', encoding='utf-8') as f:
-            json.dump(doc, f)
-        return path
+        categories = [
+            dict(cats[int(cid)], name=gt.cat_names[i],
+                 frequency=gt.frequency[i])
+            for i, cid in enumerate(gt.cat_ids.tolist())
+        ]
+        return per_class_file.write(
+            path, categories=categories, num_gt=num_gt, backend=self.backend,
+            ann_file=self.ann_file, num_images=int(gt.img_ids.shape[0]),
+            max_dets=self.max_dets,
+            max_dets_per_cat=self.max_dets_per_cat
+            if self._per_category else None,
+            standard=standard, fixed=fixed or {}, pooled=pooled or {})

@@ -2,7 +2,6 @@
 hand-derived federated/max-dets cases, robustness and multi-rank gathering."""
 import json
 import logging
-import os
 import os.path as osp
 
 import numpy as np
@@ -10,7 +9,6 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from dist_utils import spawn_gloo
 from tiny_federated import pred_rows as _pred
 from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
@@ -377,34 +375,6 @@ def test_results_from_shards_match_single_process(bbox_case):
     m = LVISMetric(ann_file=path)
     out = {f'lvis/{k}': v for k, v in m.compute_metrics(gathered).items()}
     assert out == single
-
-
-def _dist_worker(rank, world, path, samples, classes, out_dir):
-    m = LVISMetric(ann_file=path)
-    m.dataset_meta = dict(classes=classes)
-    # gather through the test's own folder: mmengine's default is
-    # ./.dist_test, which would be left in the working directory
-    m.collect_dir = osp.join(out_dir, 'collect')
-    # an mmengine-style sampler split: rank r gets every world-th sample
-    m.process({}, samples[rank::world])
-    res = m.evaluate(len(samples))
-    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
-        json.dump(res, f)
-
-
-def test_two_rank_gloo_gather(bbox_case, tmp_path, monkeypatch):
-    gt, preds, path = bbox_case
-    samples = _samples(preds[:20], gt)
-    single = _run_metric(path, gt, samples, 'fast')
-    cwd = tmp_path / 'cwd'
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)  # the ranks start here
-    spawn_gloo(_dist_worker, path, samples, _classes(gt), str(tmp_path))
-    for r in range(2):
-        with open(tmp_path / f'rank{r}.json') as f:
-            assert json.load(f) == pytest.approx(single)
-    assert os.path.exists(tmp_path / 'rank1.json')
-    assert os.listdir(cwd) == []  # nothing left where the ranks ran
 
 
 @pytest.mark.parametrize('backend', ['fast', 'lvis'])
