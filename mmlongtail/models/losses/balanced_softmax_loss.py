@@ -270,8 +270,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         fn = balanced_sigmoid_loss if self.use_sigmoid else \
             balanced_softmax_loss

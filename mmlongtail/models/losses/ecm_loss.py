@@ -230,8 +230,7 @@ class ECMLoss(ClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         loss = ecm_loss(cls_score, labels, self.offset, self.class_weight,
                         label_weights, reduction, avg_factor)

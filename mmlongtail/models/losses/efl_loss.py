@@ -300,8 +300,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         Returns:
             Tensor: float32 scalar, or ``(N, C)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         gammas, weights = self.get_factors()
         loss = self.loss_weight * equalized_focal_loss(

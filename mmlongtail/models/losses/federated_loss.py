@@ -256,8 +256,7 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
         Returns:
             Tensor: Scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         if cls_score.size(0) == 0:  # detectron2 draws nothing either
             mask = cls_score.new_zeros(self.num_classes)

@@ -294,8 +294,7 @@ class GumbelLoss(ClassifierProtocol, nn.Module):
         Returns:
             Tensor: Float32 scalar, or ``(N,)`` with ``'none'``.
         """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
-        reduction = reduction_override or self.reduction
+        reduction = self.resolve_reduction(reduction_override)
         self.check_inputs(cls_score, labels, label_weights)
         elem_weight = None
         if self.drop_loss and cls_score.size(0) > 0:
