@@ -11,6 +11,7 @@ __all__ = [
 # repeat-factor sampling (importing ``samplers`` registers the sampler)
 from . import samplers  # noqa: E402,F401
 from .repeat_factors import compute_repeat_factors  # noqa: E402
-from .samplers import RepeatFactorSampler  # noqa: E402
+from .samplers import ClassAwareSampler, RepeatFactorSampler  # noqa: E402
 
-__all__ += ['compute_repeat_factors', 'RepeatFactorSampler']
+__all__ += ['compute_repeat_factors', 'RepeatFactorSampler',
+            'ClassAwareSampler']

@@ -9,6 +9,7 @@ import pytest
 import torch
 from dist_utils import spawn_gloo
 from lvis_toy import make_dataset, write_lvis
+from sampler_helpers import CatListDataset, tiny_runner
 from mmengine.dataset import ClassBalancedDataset
 
 from mmlongtail.datasets import RepeatFactorSampler, compute_repeat_factors
@@ -22,22 +23,6 @@ def lvis_file(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('rfs') / 'lvis_v1_train.json')
     write_lvis(path)
     return path
-
-
-class CatListDataset:
-    """Minimal dataset: ``get_cat_ids`` from a list (the fallback path)."""
-
-    def __init__(self, cats):
-        self.cats = cats
-
-    def __len__(self):
-        return len(self.cats)
-
-    def __getitem__(self, idx):
-        return dict(inputs=torch.tensor([float(idx)]), idx=idx)
-
-    def get_cat_ids(self, idx):
-        return self.cats[idx]
 
 
 # 6 images; t = 0.5 -> r = [1, sqrt(2.5), 1, sqrt(1.25)...]
@@ -266,43 +251,10 @@ def test_two_gloo_ranks_partition_the_epoch(tmp_path):
 # ---------------------------------------------------------- Runner loops --
 
 
-def _tiny_runner(tmp_path, train_cfg, sampler, seen, cats):
-    from mmengine.model import BaseModel
-    from mmengine.runner import Runner
-
-    class Tiny(BaseModel):
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, inputs, idx=None, mode='tensor'):
-            seen.extend(int(i) for i in idx)
-            x = torch.stack(inputs)
-            return dict(loss=((x * self.w)**2).mean() + self.w.sum() * 0)
-
-    return Runner(
-        model=Tiny(),
-        work_dir=str(tmp_path),
-        train_dataloader=dict(
-            dataset=CatListDataset(cats),
-            sampler=sampler,
-            batch_size=2,
-            num_workers=0,
-            collate_fn=dict(type='pseudo_collate')),
-        train_cfg=train_cfg,
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=1000),
-            logger=dict(type='LoggerHook', interval=1000)),
-        randomness=dict(seed=11),
-        default_scope='mmdet')
-
-
 def test_epoch_based_runner_loop(tmp_path):
     seen = []
     cats = TOY * 3
-    runner = _tiny_runner(
+    runner = tiny_runner(
         tmp_path, dict(type='EpochBasedTrainLoop', max_epochs=3),
         dict(type='mmlongtail.RepeatFactorSampler', repeat_thr=0.5), seen,
         cats)
@@ -317,7 +269,7 @@ def test_epoch_based_runner_loop(tmp_path):
 def test_iter_based_runner_loop_infinite(tmp_path):
     seen = []
     cats = TOY * 2
-    runner = _tiny_runner(
+    runner = tiny_runner(
         tmp_path, dict(type='IterBasedTrainLoop', max_iters=25),
         dict(
             type='mmlongtail.RepeatFactorSampler',

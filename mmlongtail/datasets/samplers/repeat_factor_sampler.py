@@ -7,20 +7,18 @@ index stream from the repeat factors, shuffles it and gives every rank a
 disjoint share, for mmengine's ``EpochBasedTrainLoop`` (``set_epoch``) and
 ``IterBasedTrainLoop`` (``infinite=True``).
 """
-import math
 import time
-from typing import Iterator, Optional, Sized, Tuple
+from typing import Optional, Sized, Tuple
 
 import numpy as np
 import torch
-from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.logging import MMLogger
-from torch.utils.data import Sampler
 
 from mmlongtail.registry import DATA_SAMPLERS
 from ..category_stats import FREQUENCY_GROUPS, frequency_group
 from ..image_categories import SOURCES, image_categories
 from ..repeat_factors import RepeatFactors, repeat_factors_from_pairs
+from .epoch_stream import EpochStreamSampler
 
 ROUNDING_MODES = ('stochastic', 'ceil')
 
@@ -62,15 +60,8 @@ def dataset_repeat_factors(dataset: Sized,
     return factors, cats.source
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed that depends only on ``(seed, epoch)``."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(
-        1, dtype=np.uint64)[0]
-    return int(state) & ((1 << 63) - 1)
-
-
 @DATA_SAMPLERS.register_module()
-class RepeatFactorSampler(Sampler):
+class RepeatFactorSampler(EpochStreamSampler):
     """Repeat-factor sampler (Gupta et al., LVIS, CVPR 2019, appendix B.2).
 
     Each epoch, image ``I`` appears ``floor(r(I))`` times plus once more with
@@ -83,7 +74,8 @@ class RepeatFactorSampler(Sampler):
     All randomness of an epoch comes from one ``torch.Generator`` seeded by
     ``(seed, epoch)``, identical on every rank, so ranks agree on the stream
     without communicating and a resumed epoch (mmengine calls ``set_epoch``)
-    replays exactly.
+    replays exactly (the shared machinery of
+    :class:`~mmlongtail.datasets.samplers.epoch_stream.EpochStreamSampler`).
 
     With ``round_up=True`` (default) the stream is padded by repeating its
     beginning until its length is a multiple of the world size, as mmengine's
@@ -139,24 +131,11 @@ class RepeatFactorSampler(Sampler):
         if rounding not in ROUNDING_MODES:
             raise ValueError(f'rounding must be one of {ROUNDING_MODES}, got '
                              f'{rounding!r}')
-        rank, world_size = get_dist_info()
-        self.rank = rank
-        self.world_size = world_size
-        self.dataset = dataset
+        super().__init__(dataset, seed, infinite, round_up)
         self.repeat_thr = repeat_thr
         self.sqrt = sqrt
         self.shuffle = shuffle
         self.rounding = rounding
-        self.infinite = infinite
-        self.round_up = round_up
-        if seed is None:
-            seed = sync_random_seed()
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
-                or seed < 0:
-            raise ValueError(f'seed must be a non-negative int or None, got '
-                             f'{seed!r}')
-        self.seed = int(seed)
-        self.epoch = 0
 
         tic = time.perf_counter()
         factors, how = dataset_repeat_factors(dataset, repeat_thr, sqrt,
@@ -167,7 +146,6 @@ class RepeatFactorSampler(Sampler):
         self.repeat_factors = torch.from_numpy(factors.image.copy())
         self._int_part = torch.floor(self.repeat_factors)
         self._frac_part = self.repeat_factors - self._int_part
-        self._cached: Optional[Tuple[int, torch.Tensor]] = None
         if self.rank == 0:
             self._log_summary()
 
@@ -179,60 +157,24 @@ class RepeatFactorSampler(Sampler):
             self._frac_part.shape, generator=generator, dtype=torch.float64)
         return (self._int_part + (draw < self._frac_part)).long()
 
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """The whole (unsharded, unpadded) index stream of ``epoch``.
-
-        Depends only on ``(seed, epoch)``.
-
-        Returns:
-            Tensor: ``(L,)`` int64 dataset indices.
-        """
-        if self._cached is not None and self._cached[0] == epoch:
-            return self._cached[1]
-        g = torch.Generator()
-        g.manual_seed(_epoch_seed(self.seed, epoch))
-        reps = self._repeats(g)
+    def _draw(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """Each index ``reps`` times (drawn from the factors), shuffled."""
+        reps = self._repeats(generator)
         # np.repeat: torch.repeat_interleave costs milliseconds even on
         # tiny inputs when intra-op threads are contended
         indices = torch.from_numpy(
             np.repeat(np.arange(reps.shape[0], dtype=np.int64),
                       reps.numpy()))
         if self.shuffle:
-            indices = indices[torch.randperm(indices.shape[0], generator=g)]
-        self._cached = (epoch, indices)
+            indices = indices[torch.randperm(
+                indices.shape[0], generator=generator)]
         return indices
 
-    def _rank_share(self, stream: torch.Tensor) -> torch.Tensor:
-        total = stream.shape[0]
-        if self.round_up and total % self.world_size:
-            padded = math.ceil(total / self.world_size) * self.world_size
-            reps = math.ceil(padded / max(total, 1))
-            stream = stream.repeat(reps)[:padded]
-        return stream[self.rank::self.world_size]
-
-    def _infinite(self) -> Iterator[int]:
-        epoch = self.epoch
-        offset = self.rank  # position of this rank's next index in the epoch
-        while True:
-            stream = self.epoch_indices(epoch)
-            total = stream.shape[0]
-            if offset < total:
-                yield from stream[offset::self.world_size].tolist()
-                taken = (total - 1 - offset) // self.world_size + 1
-                offset += taken * self.world_size
-            offset -= total
-            epoch += 1
-
-    def __iter__(self) -> Iterator[int]:
-        if self.infinite:
-            return self._infinite()
-        stream = self.epoch_indices(self.epoch)
-        if self.rank == 0:
-            MMLogger.get_current_instance().info(
-                f'RepeatFactorSampler: epoch {self.epoch} draws '
-                f'{stream.shape[0]} samples from {len(self.repeat_factors)} '
-                f'images ({self.world_size} rank(s), {len(self)} per rank)')
-        return iter(self._rank_share(stream).tolist())
+    def _log_epoch(self, stream: torch.Tensor) -> None:
+        MMLogger.get_current_instance().info(
+            f'RepeatFactorSampler: epoch {self.epoch} draws '
+            f'{stream.shape[0]} samples from {len(self.repeat_factors)} '
+            f'images ({self.world_size} rank(s), {len(self)} per rank)')
 
     def __len__(self) -> int:
         """This rank's number of indices in the current epoch.
@@ -241,14 +183,7 @@ class RepeatFactorSampler(Sampler):
         to epoch; it is exact for the epoch last passed to ``set_epoch``.
         In infinite mode, this rank's share of the current epoch.
         """
-        total = int(self.epoch_indices(self.epoch).shape[0])
-        if self.round_up and not self.infinite:
-            return math.ceil(total / self.world_size)
-        return len(range(self.rank, total, self.world_size))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose stream the next ``iter()`` yields."""
-        self.epoch = int(epoch)
+        return super().__len__()
 
     # ----------------------------------------------------------- logging --
     def _log_summary(self) -> None:
