@@ -2,7 +2,8 @@
 from .checkpoint_io import (CheckpointError, check_checkpoint,
                             choose_resume_checkpoint)
 from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
-                    LastMetricsHook, LongTailConsistencyHook,
+                    LastMetricsHook, LearnableWeightScalingHook,
+                    LongTailConsistencyHook, TauNormalizationHook,
                     check_longtail_consistency)
 from .wrappers import CPUDistributedDataParallel
 
@@ -10,5 +11,6 @@ __all__ = [
     'CheckpointError', 'check_checkpoint', 'choose_resume_checkpoint',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
-    'CPUDistributedDataParallel'
+    'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
+    'TauNormalizationHook'
 ]

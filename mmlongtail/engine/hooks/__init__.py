@@ -1,4 +1,6 @@
 """Runner hooks."""
+from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
+                                         TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .last_metrics_hook import LastMetricsHook
@@ -7,5 +9,6 @@ from .longtail_consistency_hook import (LongTailConsistencyHook,
 
 __all__ = [
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
-    'LongTailConsistencyHook', 'check_longtail_consistency'
+    'LongTailConsistencyHook', 'check_longtail_consistency',
+    'LearnableWeightScalingHook', 'TauNormalizationHook'
 ]

@@ -1,2 +1,5 @@
-"""Layers: normalized (cosine) predictors for Norm Mask."""
+"""Layers: normalized (cosine) predictors for Norm Mask; classifier
+rebalancing (tau-normalization, learnable weight scaling)."""
+from .classifier_rebalance import (LWSLinear,  # noqa: F401
+                                   tau_normalized_weight)
 from .normed_predictor import NormedConv2d, NormedLinear  # noqa: F401

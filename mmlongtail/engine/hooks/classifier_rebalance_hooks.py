@@ -1,0 +1,189 @@
+"""Runner hooks of the decoupling paper's classifier rebalancing (Kang et
+al., ICLR 2020), beside :class:`ClassifierRetrainingHook` (cRT):
+
+* :class:`TauNormalizationHook`: τ-normalized box classifiers for evaluation,
+  post-hoc, on any checkpoint (a config delta; no training);
+* :class:`LearnableWeightScalingHook`: LWS stage 2, everything frozen but one
+  scale per class on the classifier's class rows.
+
+The row arithmetic lives in :mod:`mmlongtail.models.layers.classifier_rebalance`.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
+
+from mmlongtail.models.layers.classifier_rebalance import (
+    box_heads, check_plain_classifier, lws_heads, tau_normalized_weight)
+from mmlongtail.models.losses.protocol import head_layout
+from mmlongtail.registry import HOOKS
+from .classifier_retraining_hook import ClassifierRetrainingHook
+
+PHASES = ('val', 'test')
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def tau_normalize_(model: nn.Module,
+                   tau: float) -> List[Tuple[str, torch.Tensor]]:
+    """τ-normalize, in place, the class rows of every box classifier of
+    ``model`` (layout from each head's loss).
+
+    Args:
+        model (nn.Module): A detector (unwrapped).
+        tau (float): The exponent.
+
+    Returns:
+        list: ``(head name, original fc_cls weight)`` of each head, for
+        :func:`restore_weights`.
+
+    Raises:
+        ValueError: ``model`` has no box head, or a head's classifier is a
+            cosine classifier (naming the head and its loss).
+    """
+    heads = box_heads(model)
+    if not heads:
+        raise ValueError(f'tau-normalization: {type(model).__name__} has no '
+                         'R-CNN box head (a module with fc_cls and loss_cls)')
+    saved = []
+    for name, head in heads:
+        check_plain_classifier(name, head, 'tau-normalization')
+        layout = head_layout(head)
+        weight = head.fc_cls.weight
+        layout.check_outputs(weight.size(0), f'{name}.fc_cls')
+        saved.append((name, weight.detach().clone()))
+        with torch.no_grad():
+            weight.copy_(
+                tau_normalized_weight(weight, layout.foreground_rows(), tau))
+    return saved
+
+
+def restore_weights(model: nn.Module,
+                    saved: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Put back the ``fc_cls`` weights :func:`tau_normalize_` returned."""
+    heads: Dict[str, nn.Module] = dict(box_heads(model))
+    with torch.no_grad():
+        for name, weight in saved:
+            heads[name].fc_cls.weight.copy_(weight)
+
+
+@HOOKS.register_module()
+class TauNormalizationHook(Hook):
+    """Evaluate with τ-normalized box classifiers (Kang et al., ICLR 2020).
+
+    Before each validation / test epoch (after the checkpoint is loaded), the
+    class rows ``w_c`` of every box head's ``fc_cls`` (Cascade stages
+    included; rows from the loss's layout, so Seesaw's objectness rows, the
+    background row and BAGS's "others" rows stay) become
+    ``w_c / ||w_c||^tau``; biases are kept. The original weights are put
+    back after the epoch, so a validation during training does not change
+    the weights being trained.
+
+    Apply it to any trained checkpoint from the config::
+
+        custom_hooks = [dict(type='mmlongtail.TauNormalizationHook', tau=1.0)]
+
+    Args:
+        tau (float): The exponent (Kang et al. pick it on a validation set;
+            ``tools/calibrate.py --param tau`` does that on a held-out part
+            of the training set). Required.
+        phases (Sequence[str]): ``'val'`` and/or ``'test'``. Defaults to both.
+    """
+    priority = 'LOW'
+
+    def __init__(self,
+                 tau: Optional[float] = None,
+                 phases: Sequence[str] = PHASES) -> None:
+        if tau is None or isinstance(tau, bool) or not isinstance(
+                tau, (int, float)):
+            raise ValueError('TauNormalizationHook: tau is required (a number;'
+                             ' 0 changes nothing, 1 gives unit-norm class '
+                             f'rows), got {tau!r}')
+        if isinstance(phases, str):
+            phases = (phases, )
+        bad = [p for p in phases if p not in PHASES]
+        if bad or not phases:
+            raise ValueError(f'TauNormalizationHook: phases must be some of '
+                             f'{PHASES}, got {list(phases)}')
+        self.tau = float(tau)
+        self.phases = tuple(phases)
+        self._saved: Optional[list] = None
+
+    def _apply(self, runner, phase: str) -> None:
+        if phase not in self.phases:
+            return
+        self._saved = tau_normalize_(_unwrap(runner.model), self.tau)
+        MMLogger.get_current_instance().info(
+            f'TauNormalizationHook: tau={self.tau} on the class rows of '
+            f'{[n for n, _ in self._saved]} for {phase}')
+
+    def _restore(self, runner) -> None:
+        if self._saved is not None:
+            restore_weights(_unwrap(runner.model), self._saved)
+            self._saved = None
+
+    def before_val_epoch(self, runner) -> None:
+        self._apply(runner, 'val')
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._restore(runner)
+
+    def before_test_epoch(self, runner) -> None:
+        self._apply(runner, 'test')
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._restore(runner)
+
+
+@HOOKS.register_module()
+class LearnableWeightScalingHook(ClassifierRetrainingHook):
+    """Stage 2 of learnable weight scaling, LWS (Kang et al., ICLR 2020).
+
+    The box heads' classifiers must be
+    :class:`~mmlongtail.models.layers.LWSLinear`
+    (``cls_predictor_cfg=dict(type='mmlongtail.LWSLinear')``). Before
+    training, the hook (as :class:`ClassifierRetrainingHook`, which it
+    extends) loads the stage-1 checkpoint (every weight, the classifier's
+    included; not on resume), marks each head's class rows from its loss's
+    layout, and freezes every parameter except the per-class scales, with
+    batch-norm statistics frozen too. Only ``fc_cls.lws.scale`` changes;
+    background / objectness rows keep scale 1.
+
+    Sample class-balanced (``mmlongtail.ClassAwareSampler``, ``q=0``) or with
+    repeat factors, as Kang et al. do for stage 2.
+
+    Args:
+        checkpoint (str, optional): Stage-1 checkpoint. None: only mark and
+            freeze (use ``load_from``).
+        trainable (Sequence[str]): Module patterns left trainable. Defaults
+            to the scales, ``('*bbox_head*.fc_cls.lws',)``.
+        strict (bool): Passed to mmengine's ``load_state_dict``. Defaults to
+            False (the stage-1 checkpoint has no scales).
+        freeze_norm (bool): Keep frozen batch-norm layers in eval mode.
+            Defaults to True.
+    """
+
+    def __init__(self,
+                 checkpoint: Optional[str] = None,
+                 trainable: Sequence[str] = ('*bbox_head*.fc_cls.lws', ),
+                 strict: bool = False,
+                 freeze_norm: bool = True) -> None:
+        super().__init__(
+            checkpoint=checkpoint,
+            trainable=trainable,
+            reinit_trainable=False,
+            strict=strict,
+            freeze_norm=freeze_norm)
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        heads = lws_heads(_unwrap(runner.model))
+        MMLogger.get_current_instance().info(
+            'LearnableWeightScalingHook: one scale per class row in ' +
+            ', '.join(f'{n} ({int(h.fc_cls.lws.scaled.sum())} of '
+                      f'{h.fc_cls.out_features} rows)' for n, h in heads))
