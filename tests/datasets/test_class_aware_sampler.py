@@ -262,3 +262,20 @@ def test_iter_based_runner_resumes_exactly(tmp_path):
         resume=True).train()
     # mmengine skips the 6 trained batches; the rest is served as before
     assert resumed == seen[12:]
+
+
+@pytest.mark.parametrize('name,progressive', [
+    ('mask_rcnn_r50_fpn_ms_cas_1x_lvis.py', None),
+    ('mask_rcnn_r50_fpn_ms_pbs_1x_lvis.py',
+     dict(end=12, start_q=1.0, mode='mix')),
+])
+def test_lvis_configs_build_the_sampler(name, progressive):
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(root, 'configs', name))
+    s = DATA_SAMPLERS.build(
+        cfg.train_dataloader.sampler,
+        default_args=dict(dataset=CatListDataset(TOY), seed=0))
+    assert isinstance(s, ClassAwareSampler) and s.q == 0.0
+    assert s.progressive == (None if progressive is None else
+                             dict(progressive, begin=0))

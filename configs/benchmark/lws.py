@@ -1,0 +1,19 @@
+# Benchmark: learnable weight scaling (Kang et al., ICLR 2020), decoupled: the
+# trained CE baseline is frozen and one scale per class is trained on its
+# classifier's class rows with class-balanced sampling, for the same
+# schedule. `checkpoint` points at the baseline run of the same seed.
+_base_ = './class_aware.py'
+
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(cls_predictor_cfg=dict(type='mmlongtail.LWSLinear'))))
+
+custom_hooks = [
+    dict(
+        type='mmlongtail.LearnableWeightScalingHook',
+        checkpoint='work_dirs/benchmark_longtail/baseline_ce_seed0/'
+        'epoch_5.pth'),
+    dict(type='mmlongtail.LongTailConsistencyHook'),
+]
+
+find_unused_parameters = True
