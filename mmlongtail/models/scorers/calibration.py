@@ -40,8 +40,9 @@ background).
   e^{z_c}``, or ``a_c q_c``, or ``softmax(a_c z_c)``, renormalized over the
   classes) and multiplied by the unchanged ``P(foreground)``; ``P(bg)`` is
   kept. The background is thus "handled separately" by construction.
-* *independent sigmoids* (EQL, EQLv2, focal and every loss whose layout
-  scores ``'sigmoid per class ...'``): each class score ``s_c`` is its own
+* *independent per-class scores* (EQL, EQLv2, focal, federated, ECM, GOL,
+  BALMS: the layouts whose scoring starts with one of
+  :data:`INDEPENDENT_SCORING`): each class score ``s_c`` is its own
   binary problem, class ``c`` against everything else, so there is no
   per-proposal normalizer over classes. Calibration is the binary form of
   the same rule, the negative outcome unweighted, renormalized per
@@ -83,6 +84,13 @@ NORCAL_MODES = ('exps', 'probs', 'logits')
 
 #: The head families calibration is defined for (see the module docstring).
 FAMILIES = ('softmax', 'seesaw', 'sigmoid')
+
+#: How layouts of independent per-class scores describe their scoring
+#: (:attr:`ClassifierLayout.scoring`): plain sigmoid (EQL, focal, federated,
+#: BALMS), sigmoid times objectness (EQLv2, ECM) and Gumbel (GOL). A new loss
+#: with independent class scores adds its description's start here.
+INDEPENDENT_SCORING = ('sigmoid per class', 'sigmoid per row',
+                       'exp(-exp(-z)) per class')
 
 
 # ------------------------------------------------------------- weights --
@@ -252,7 +260,7 @@ def calibration_family(layout: ClassifierLayout) -> str:
                 'objectness') == (C, ) and extra.get('background') == (
                     C + 1, ):
             return 'seesaw'
-        if layout.scoring.startswith('sigmoid per class'):
+        if layout.scoring.startswith(INDEPENDENT_SCORING):
             return 'sigmoid'
     why = (' (a group softmax: its classes share no normalizer to '
            'renormalize against)' if layout.groups else '')
@@ -260,7 +268,8 @@ def calibration_family(layout: ClassifierLayout) -> str:
         f'score calibration cannot handle the classifier of {layout.owner}'
         f'{why}: {layout.describe()}, scored as {layout.scoring!r}. It '
         'calibrates softmax over C + 1 (background last), Seesaw (C + 2) and '
-        "independent sigmoid heads ('sigmoid per class ...')")
+        f'independent per-class scores (scoring starting with '
+        f'{INDEPENDENT_SCORING})')
 
 
 def calibrate(cls_score: Tensor,

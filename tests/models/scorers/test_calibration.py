@@ -368,3 +368,57 @@ def test_lvis_configs_build_their_scorers(name):
     z = torch.randn(4, layout.num_outputs)
     out = scorers[0](z, torch.full((4, 1204), 1 / 1204), layout)
     assert out.shape == (4, 1204) and bool(torch.isfinite(out).all())
+
+
+# every classification loss of the package: its family, or a refusal naming it
+FAMILY_OF = {
+    'CrossEntropyLoss': ('softmax', dict(type='CrossEntropyLoss')),
+    'BalancedSoftmaxLoss': ('softmax', dict(category_stats=STATS)),
+    'BalancedSoftmaxLoss (BALMS sigmoid)':
+    ('sigmoid', dict(category_stats=STATS, use_sigmoid=True)),
+    'SeesawLoss': ('seesaw', {}),
+    'EQLLoss': ('sigmoid', dict(category_stats=STATS, freq_thr=0.05)),
+    'EQLv2Loss': ('sigmoid', {}),
+    'FocalLoss': ('sigmoid', {}),
+    'EqualizedFocalLoss': ('sigmoid', {}),
+    'FederatedLoss': ('sigmoid', dict(category_stats=STATS)),
+    'ECMLoss': ('sigmoid', dict(category_stats=STATS)),
+    'GumbelLoss': ('sigmoid', dict(category_stats=STATS, lambda_=0.05)),
+    'ClassBalancedLoss': ('sigmoid', dict(
+        category_stats=STATS,
+        loss=dict(type='mmlongtail.FocalLoss', num_classes=C))),
+    'GroupSoftmaxLoss': (None, dict(category_stats=STATS)),
+}
+
+
+def test_every_package_loss_is_covered():
+    names = {k.split(' ')[0] for k in FAMILY_OF}
+    registered = {n for n in mmlongtail.registry.MODELS.module_dict
+                  if n.endswith('Loss')}
+    assert registered <= names, f'add {registered - names} to FAMILY_OF'
+
+
+@pytest.mark.parametrize('key', sorted(FAMILY_OF))
+def test_family_of_every_loss(key):
+    from mmlongtail.models.scorers.calibration import calibration_family
+    family, kwargs = FAMILY_OF[key]
+    cfg = kwargs if 'type' in kwargs else dict(
+        type=f'mmlongtail.{key.split(" ")[0]}', num_classes=C, **kwargs)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        loss = MMDET_MODELS.build(copy.deepcopy(cfg))
+        layout = loss_layout(loss, C)
+    z = torch.randn(6, layout.num_outputs, dtype=torch.float64)
+    scores = _activation(cfg, z).double()
+    if family is None:
+        with pytest.raises(ValueError, match=type(loss).__name__):
+            _norcal()(z, scores, layout)
+        return
+    assert calibration_family(layout) == family
+    for mode in ('exps', 'probs'):
+        out = _norcal(mode)(z, scores, layout)
+        assert out.shape == scores.shape and bool(torch.isfinite(out).all())
+        # the rarest class (N = 1, a = 1) keeps its score in the sigmoid
+        # family; the others go down
+        if family == 'sigmoid':
+            torch.testing.assert_close(out[:, 0], scores[:, 0])
+            assert bool((out[:, 1:C] <= scores[:, 1:C] + 1e-12).all())
