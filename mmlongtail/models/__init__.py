@@ -1,3 +1,4 @@
 """Models: long-tail losses, normalized predictors, RoI heads with test-time
-scoring and the test-time scorers."""
-from . import layers, losses, roi_heads, scorers  # noqa: F401
+scoring and the test-time scorers, the label-gathered mask head and exact
+early-stopping NMS."""
+from . import layers, losses, mask_heads, roi_heads, scorers, utils  # noqa

@@ -154,12 +154,18 @@ class NormedConv2d(nn.Conv2d):
                 f'power={self.power}, eps={self.eps}, '
                 f'norm_over_kernel={self.norm_over_kernel}')
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Scaled cosine responses, shape ``(N, out_channels, H', W')``."""
+    def normalized_weight(self) -> Tensor:
+        """The normalized filters, ``(out_channels, in_channels, kh, kw)``."""
         if self.norm_over_kernel:
             norm = self.weight.flatten(1).norm(dim=1).pow(self.power)
-            weight = self.weight / (norm[:, None, None, None] + self.eps)
-        else:
-            weight = _normalize(self.weight, 1, self.power, self.eps)
-        x = _normalize(x, 1, self.power, self.eps) * self.temperature
-        return self._conv_forward(x, weight, self.bias)
+            return self.weight / (norm[:, None, None, None] + self.eps)
+        return _normalize(self.weight, 1, self.power, self.eps)
+
+    def normalize_input(self, x: Tensor) -> Tensor:
+        """``x`` normalized over channels and scaled by the temperature."""
+        return _normalize(x, 1, self.power, self.eps) * self.temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scaled cosine responses, shape ``(N, out_channels, H', W')``."""
+        return self._conv_forward(
+            self.normalize_input(x), self.normalized_weight(), self.bias)

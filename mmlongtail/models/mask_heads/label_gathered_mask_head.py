@@ -1,0 +1,190 @@
+"""``mmlongtail.LabelGatheredFCNMaskHead``: an ``FCNMaskHead`` whose
+predictor computes only the channel of each RoI's label.
+
+mmdet's ``FCNMaskHead`` ends in a 1x1 convolution to one channel per class,
+and both the loss and the prediction then use one channel per RoI: the
+ground-truth label's in training, the predicted label's at test time. At
+1203 classes the rest is waste: 300 test RoIs give a (300, 1203, 28, 28)
+tensor (1.1 GB) of which 0.08% is used, and in training every class channel
+is computed, stored for backward and back-propagated.
+
+This head keeps ``FCNMaskHead``'s modules and parameter names (``convs``,
+``upsample``, ``conv_logits``), so checkpoints load either way, and computes
+``logit[n] = <w[label_n], x[n]> + b[label_n]`` per pixel from the gathered
+rows of the predictor's weight: a batched matrix product for a plain 1x1
+``Conv2d``, the same on normalized inputs and filters for
+``mmlongtail.NormedConv2d`` (Norm Mask). Other predictors fall back to the
+full convolution followed by a gather. Loss, gradients and predicted masks
+equal ``FCNMaskHead``'s with the same weights (up to float summation order).
+
+``forward(x)`` without labels returns all classes, as ``FCNMaskHead`` does,
+so mmdet's RoI heads work unchanged; RoI heads that pass ``labels`` get the
+gathered ``(N, 1, h, w)`` logits, which ``loss_and_target`` and
+``predict_by_feat`` recognize.
+
+``rcnn_test_cfg.mask_format``: ``'bitmap'`` (default, mmdet's ``(N, H, W)``
+bool masks) or ``'rle'``: compressed COCO RLE dicts pasted and encoded
+box-locally (:mod:`.mask_rle`), byte-identical to encoding the bitmaps, and
+what ``mmlongtail.LVISMetric`` stores directly.
+"""
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmdet.models.task_modules.samplers import SamplingResult
+from mmdet.utils import ConfigType, InstanceList
+from torch import Tensor
+
+from mmlongtail.models.layers import NormedConv2d
+from mmlongtail.registry import MODELS
+from .mask_rle import paste_masks_rle
+
+MASK_FORMATS = ('bitmap', 'rle')
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1)
+            and conv.groups == 1)
+
+
+@MODELS.register_module()
+class LabelGatheredFCNMaskHead(FCNMaskHead):
+    """``FCNMaskHead`` computing only each RoI's label channel.
+
+    Same arguments as mmdet's ``FCNMaskHead`` (``num_convs``,
+    ``conv_out_channels``, ``num_classes``, ``predictor_cfg``, ...).
+    """
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Everything before the predictor: ``(N, C', 2h, 2w)``."""
+        for conv in self.convs:
+            x = conv(x)
+        if self.upsample is not None:
+            x = self.upsample(x)
+            if self.upsample_method == 'deconv':
+                x = self.relu(x)
+        return x
+
+    def forward(self, x: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Mask logits.
+
+        Args:
+            x (Tensor): RoI features, ``(N, C_in, h, w)``.
+            labels (Tensor, optional): ``(N,)`` class of each RoI. None: all
+                classes, as ``FCNMaskHead``.
+
+        Returns:
+            Tensor: ``(N, 1, 2h, 2w)`` logits of each RoI's label, or
+            ``(N, num_classes, 2h, 2w)`` without labels (or with
+            ``class_agnostic``, ``(N, 1, 2h, 2w)`` always).
+        """
+        feats = self.forward_features(x)
+        if labels is None or self.class_agnostic:
+            return self.conv_logits(feats)
+        return self.gathered_logits(feats, labels)
+
+    def gathered_logits(self, feats: Tensor, labels: Tensor) -> Tensor:
+        """The predictor's output channel ``labels[n]`` for each RoI.
+
+        Args:
+            feats (Tensor): ``(N, C', H, W)`` from :meth:`forward_features`.
+            labels (Tensor): ``(N,)`` int64 in ``[0, num_classes)``.
+
+        Returns:
+            Tensor: ``(N, 1, H, W)``.
+        """
+        n = feats.size(0)
+        labels = labels.long().view(-1)
+        if labels.numel() != n:
+            raise ValueError(f'{labels.numel()} labels for {n} mask RoIs')
+        if n and (int(labels.min()) < 0
+                  or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f'mask labels must lie in [0, {self.num_classes}), got '
+                f'{sorted(set(labels.tolist()))[:10]}')
+        conv = self.conv_logits
+        if isinstance(conv, NormedConv2d) and _is_pointwise(conv):
+            weight = conv.normalized_weight()
+            feats = conv.normalize_input(feats)
+        elif type(conv) is nn.Conv2d and _is_pointwise(conv):
+            weight = conv.weight
+        else:
+            # any other predictor: the full output, then the label channel
+            out = conv(feats)
+            return out[torch.arange(n, device=out.device), labels][:, None]
+        h, w = feats.shape[-2:]
+        rows = weight.flatten(1)[labels]  # (N, C')
+        out = torch.bmm(rows[:, None, :], feats.flatten(2)).view(n, 1, h, w)
+        if conv.bias is not None:
+            out = out + conv.bias[labels].view(n, 1, 1, 1)
+        return out
+
+    def is_gathered(self, mask_preds: Tensor) -> bool:
+        """Whether ``mask_preds`` hold one (the label's) channel per RoI."""
+        return (not self.class_agnostic and self.num_classes > 1
+                and mask_preds.size(1) == 1)
+
+    def loss_and_target(self, mask_preds: Tensor,
+                        sampling_results: List[SamplingResult],
+                        batch_gt_instances: InstanceList,
+                        rcnn_train_cfg: ConfigType) -> dict:
+        """``FCNMaskHead``'s loss; ``mask_preds`` may be gathered
+        ``(num_pos, 1, h, w)`` (the positives' ground-truth labels) or all
+        classes."""
+        if not self.is_gathered(mask_preds):
+            return super().loss_and_target(mask_preds, sampling_results,
+                                           batch_gt_instances, rcnn_train_cfg)
+        mask_targets = self.get_targets(sampling_results, batch_gt_instances,
+                                        rcnn_train_cfg)
+        if mask_preds.size(0) == 0:
+            loss_mask = mask_preds.sum()
+        else:
+            channel = mask_preds.new_zeros(mask_preds.size(0),
+                                           dtype=torch.long)
+            loss_mask = self.loss_mask(mask_preds, mask_targets, channel)
+        return dict(loss_mask=dict(loss_mask=loss_mask),
+                    mask_targets=mask_targets)
+
+    def _predict_by_feat_single(self,
+                                mask_preds: Tensor,
+                                bboxes: Tensor,
+                                labels: Tensor,
+                                img_meta: dict,
+                                rcnn_test_cfg: ConfigType,
+                                rescale: bool = False,
+                                activate_map: bool = False):
+        """One image's masks: ``(N, H, W)`` bitmaps (mmdet's) or, with
+        ``rcnn_test_cfg.mask_format='rle'``, N compressed RLE dicts.
+
+        Like ``FCNMaskHead``, ``bboxes`` are divided by the scale factor in
+        place when ``rescale``.
+        """
+        fmt = rcnn_test_cfg.get('mask_format', 'bitmap')
+        if fmt not in MASK_FORMATS:
+            raise ValueError(f'mask_format must be one of {MASK_FORMATS}, '
+                             f'got {fmt!r}')
+        gathered = self.is_gathered(mask_preds)
+        if gathered:
+            labels = torch.zeros_like(labels)  # channel 0 is the label's
+        if fmt == 'bitmap':
+            return super()._predict_by_feat_single(
+                mask_preds, bboxes, labels, img_meta, rcnn_test_cfg, rescale,
+                activate_map)
+        n = mask_preds.size(0)
+        if not self.class_agnostic and not gathered:
+            mask_preds = mask_preds[torch.arange(n, device=labels.device),
+                                    labels][:, None]
+        probs = mask_preds.sigmoid() if not activate_map else \
+            bboxes.new_tensor(mask_preds)
+        scale = bboxes.new_tensor(img_meta['scale_factor']).repeat((1, 2))
+        img_h, img_w = img_meta['ori_shape'][:2]
+        if rescale:
+            bboxes /= scale
+        else:
+            img_h = int(np.round(img_h * scale[0, 1].item()))
+            img_w = int(np.round(img_w * scale[0, 0].item()))
+        return paste_masks_rle(probs[:, 0], bboxes, img_h, img_w,
+                               rcnn_test_cfg.mask_thr_binary)

@@ -1,0 +1,171 @@
+"""LabelGatheredFCNMaskHead against mmdet 3.3.0's FCNMaskHead with the same
+weights: checkpoints load both ways, equal loss, gradients and predicted
+masks (plain conv and Norm Mask predictors, and a predictor it has no
+shortcut for), Cascade's stage averaging, RLE output, bad labels."""
+import types
+
+import pycocotools.mask as mask_util
+import numpy as np
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmdet.models.test_time_augs import merge_aug_masks
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
+
+import mmlongtail  # noqa: F401
+
+C = 37
+PREDICTORS = {
+    'conv': dict(type='Conv'),
+    'normed': dict(type='mmlongtail.NormedConv2d', temperature=20),
+    'mmdet_normed': dict(type='NormedConv2d', tempearture=20),  # fallback
+}
+
+
+def _heads(predictor, seed=0):
+    cfg = dict(num_convs=2, in_channels=8, conv_out_channels=8,
+               num_classes=C, predictor_cfg=PREDICTORS[predictor],
+               loss_mask=dict(type='CrossEntropyLoss', use_mask=True,
+                              loss_weight=1.0))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        torch.manual_seed(seed)
+        ref = MMDET_MODELS.build(dict(type='FCNMaskHead', **cfg))
+        ours = MMDET_MODELS.build(
+            dict(type='mmlongtail.LabelGatheredFCNMaskHead', **cfg))
+    ref.init_weights()
+    # non-zero biases, so gathering them is tested too
+    with torch.no_grad():
+        if ref.conv_logits.bias is not None:
+            ref.conv_logits.bias.normal_()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def test_checkpoints_interchangeable():
+    ref, ours = _heads('normed')
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {
+        k: v.shape for k, v in ours.state_dict().items()}
+    torch.manual_seed(5)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        other = MMDET_MODELS.build(dict(
+            type='FCNMaskHead', num_convs=2, in_channels=8,
+            conv_out_channels=8, num_classes=C,
+            predictor_cfg=PREDICTORS['normed']))
+    other.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(3, 8, 14, 14)
+    assert torch.equal(other(x), ours(x))
+
+
+@pytest.mark.parametrize('predictor', list(PREDICTORS))
+def test_forward_loss_grad_equal(predictor, monkeypatch):
+    ref, ours = _heads(predictor)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(11, 8, 14, 14, generator=g)
+    labels = torch.randint(0, C, (11, ), generator=g)
+    targets = (torch.rand(11, 28, 28, generator=g) > 0.5).float()
+    # all classes without labels: mmdet's forward, bit for bit
+    assert torch.equal(ours(x), ref(x))
+    gathered = ours(x, labels)
+    assert gathered.shape == (11, 1, 28, 28)
+    torch.testing.assert_close(
+        gathered[:, 0], ref(x)[torch.arange(11), labels], rtol=1e-5,
+        atol=1e-5)
+    results = [types.SimpleNamespace(pos_gt_labels=labels[:6]),
+               types.SimpleNamespace(pos_gt_labels=labels[6:])]
+    losses = []
+    for head, preds_fn in ((ref, lambda xx: ref(xx)),
+                           (ours, lambda xx: ours(xx, labels))):
+        monkeypatch.setattr(head, 'get_targets', lambda *a, **k: targets)
+        xx = x.clone().requires_grad_(True)
+        head.zero_grad()
+        out = head.loss_and_target(preds_fn(xx), results, None, None)
+        out['loss_mask']['loss_mask'].backward()
+        losses.append((out['loss_mask']['loss_mask'].detach(), xx.grad,
+                       {k: p.grad.clone()
+                        for k, p in head.named_parameters()}))
+    (l_ref, gx_ref, gp_ref), (l_ours, gx_ours, gp_ours) = losses
+    torch.testing.assert_close(l_ours, l_ref, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(gx_ours, gx_ref, rtol=1e-4, atol=1e-7)
+    assert gp_ours.keys() == gp_ref.keys()
+    for k in gp_ref:
+        torch.testing.assert_close(gp_ours[k], gp_ref[k], rtol=1e-4,
+                                   atol=1e-7)
+    # only the labels' rows of the predictor receive gradient, in both
+    rows = gp_ours['conv_logits.weight'].flatten(1).abs().sum(1) > 0
+    assert set(rows.nonzero().view(-1).tolist()) <= set(labels.tolist())
+
+
+def _meta(h=50, w=60):
+    return dict(scale_factor=(1.25, 1.25), ori_shape=(h, w),
+                img_shape=(62, 75))
+
+
+@pytest.mark.parametrize('predictor', ['conv', 'normed'])
+def test_predicted_masks_equal(predictor):
+    ref, ours = _heads(predictor, seed=2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 8, 14, 14, generator=g)
+    labels = torch.randint(0, C, (9, ), generator=g)
+    boxes = torch.rand(9, 4, generator=g) * 40
+    boxes[:, 2:] += boxes[:, :2] + 2
+    boxes[0] = torch.tensor([0., 0., 75., 62.])
+    cfg = ConfigDict(mask_thr_binary=0.5)
+    with torch.no_grad():
+        full = ref._predict_by_feat_single(ref(x), boxes.clone(), labels,
+                                           _meta(), cfg, rescale=True)
+        gathered = ours(x, labels)
+        bitmaps = ours._predict_by_feat_single(gathered, boxes.clone(),
+                                               labels, _meta(), cfg,
+                                               rescale=True)
+        rles = ours._predict_by_feat_single(
+            gathered, boxes.clone(), labels, _meta(),
+            ConfigDict(mask_thr_binary=0.5, mask_format='rle'),
+            rescale=True)
+    assert full.any()
+    assert torch.equal(bitmaps, full)
+    expected = mask_util.encode(np.asfortranarray(
+        full.numpy().astype(np.uint8).transpose(1, 2, 0)))
+    assert rles == expected
+    with pytest.raises(ValueError, match='mask_format'):
+        ours._predict_by_feat_single(gathered, boxes.clone(), labels,
+                                     _meta(), ConfigDict(mask_thr_binary=0.5,
+                                                         mask_format='png'))
+
+
+def test_cascade_stage_average_commutes_with_gather():
+    """Cascade averages the stages' sigmoid masks: averaging the gathered
+    channels equals gathering from the averaged all-class masks."""
+    stages = [_heads('normed', seed=s) for s in range(3)]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 8, 14, 14, generator=g)
+    labels = torch.randint(0, C, (5, ), generator=g)
+    meta = dict(flip=False)
+    with torch.no_grad():
+        full = merge_aug_masks([ref(x).sigmoid() for ref, _ in stages],
+                               meta)
+        ours = merge_aug_masks(
+            [o(x, labels).sigmoid() for _, o in stages], meta)
+    torch.testing.assert_close(ours[:, 0], full[torch.arange(5), labels],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_labels_raise():
+    _, ours = _heads('conv')
+    x = torch.randn(2, 8, 14, 14)
+    with pytest.raises(ValueError, match=r'\[0, 37\)'):
+        ours(x, torch.tensor([0, C]))
+    with pytest.raises(ValueError, match='3 labels for 2'):
+        ours(x, torch.tensor([0, 1, 2]))
+
+
+def test_class_agnostic_ignores_labels():
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ours = MMDET_MODELS.build(dict(
+            type='mmlongtail.LabelGatheredFCNMaskHead', num_convs=1,
+            in_channels=8, conv_out_channels=8, num_classes=C,
+            class_agnostic=True))
+    x = torch.randn(2, 8, 14, 14)
+    assert torch.equal(ours(x, torch.tensor([3, 4])), ours(x))
+    assert isinstance(ours, FCNMaskHead)

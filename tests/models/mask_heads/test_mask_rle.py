@@ -1,0 +1,83 @@
+"""Box-local RLE: byte-identical to pycocotools' encoding of the full
+masks, and paste_masks_rle identical to mmdet FCNMaskHead's pasted bitmaps
+(border-touching, degenerate and out-of-image boxes, masks empty after
+thresholding)."""
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmengine.config import ConfigDict
+
+from mmlongtail.models.mask_heads import (decode_rles, encode_region_rle,
+                                          paste_masks_rle, region_counts)
+
+
+def _coco(full):
+    return mask_util.encode(np.asfortranarray(
+        full.astype(np.uint8).transpose(1, 2, 0)))
+
+
+@pytest.mark.parametrize('h,w,y0,x0,rh,rw', [
+    (20, 30, 3, 4, 7, 9),      # interior
+    (20, 30, 0, 0, 20, 30),    # the whole image
+    (20, 30, 0, 5, 20, 6),     # full height: runs continue across columns
+    (20, 30, 13, 21, 7, 9),    # bottom-right corner
+    (20, 30, 0, 0, 1, 1),
+    (20, 30, 5, 5, 0, 4),      # empty region
+])
+def test_region_counts_match_pycocotools(h, w, y0, x0, rh, rw):
+    rng = np.random.default_rng(h * w + y0 + x0)
+    for density in (0.0, 0.3, 0.97, 1.0):
+        region = rng.random((rh, rw)) < density
+        full = np.zeros((1, h, w), bool)
+        full[0, y0:y0 + rh, x0:x0 + rw] = region
+        ours = encode_region_rle([region], [(y0, x0)], h, w)
+        assert ours == _coco(full)
+        assert np.array_equal(decode_rles(ours).numpy(), full)
+
+
+def test_region_outside_image_raises():
+    with pytest.raises(ValueError, match='does not fit'):
+        region_counts(np.ones((5, 5), bool), 18, 0, 20, 30)
+
+
+def _mmdet_bitmaps(probs, boxes, h, w, thr):
+    head = FCNMaskHead(num_convs=0, in_channels=4, conv_out_channels=4,
+                       num_classes=1, class_agnostic=True)
+    cfg = ConfigDict(mask_thr_binary=thr)
+    meta = dict(scale_factor=(1.0, 1.0), ori_shape=(h, w))
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))[:, None]
+    return head._predict_by_feat_single(logits, boxes.clone(),
+                                        torch.zeros(len(boxes)).long(), meta,
+                                        cfg, rescale=True), logits
+
+
+def test_paste_masks_rle_equals_mmdet_full_paste():
+    g = torch.Generator().manual_seed(0)
+    h, w = 61, 83
+    boxes = torch.tensor([
+        [10.3, 5.7, 40.2, 30.9],
+        [0.0, 0.0, 83.0, 61.0],      # the whole image
+        [-5.0, -3.0, 20.0, 15.0],    # out of the image top-left
+        [70.5, 50.2, 95.0, 70.0],    # out of the image bottom-right
+        [30.0, 30.0, 30.0, 45.0],    # zero width
+        [12.0, 12.0, 12.4, 12.2],    # sub-pixel
+        [5.0, 40.0, 60.0, 61.0],     # touches the bottom border
+    ])
+    n = boxes.size(0)
+    probs = torch.rand(n, 28, 28, generator=g)
+    probs[3] *= 0.4  # empty after thresholding
+    full, logits = _mmdet_bitmaps(probs, boxes, h, w, 0.5)
+    ours = paste_masks_rle(torch.sigmoid(logits[:, 0]), boxes.clone(), h, w,
+                           0.5)
+    assert ours == _coco(full.numpy())
+    assert torch.equal(decode_rles(ours), full)
+    assert not full[3].any()
+
+
+def test_paste_masks_rle_rejects_soft_masks():
+    with pytest.raises(ValueError, match='threshold'):
+        paste_masks_rle(torch.rand(1, 28, 28), torch.tensor([[0., 0., 5.,
+                                                               5.]]), 10, 10,
+                        -1)
