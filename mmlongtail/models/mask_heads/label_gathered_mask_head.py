@@ -18,8 +18,10 @@ full convolution followed by a gather. Loss, gradients and predicted masks
 equal ``FCNMaskHead``'s with the same weights (up to float summation order).
 
 ``forward(x)`` without labels returns all classes, as ``FCNMaskHead`` does,
-so mmdet's RoI heads work unchanged; RoI heads that pass ``labels`` get the
-gathered ``(N, 1, h, w)`` logits, which ``loss_and_target`` and
+so mmdet's RoI heads work unchanged; ``forward(x, labels)``, or a forward
+inside ``with head.labels_for_forward(labels):`` (how the RoI-head mixins of
+:mod:`.roi_head_mixins` wrap mmdet's ``mask_loss``/``predict_mask``), gives
+the gathered ``(N, 1, h, w)`` logits, which ``loss_and_target`` and
 ``predict_by_feat`` recognize.
 
 ``rcnn_test_cfg.mask_format``: ``'bitmap'`` (default, mmdet's ``(N, H, W)``
@@ -27,7 +29,8 @@ bool masks) or ``'rle'``: compressed COCO RLE dicts pasted and encoded
 box-locally (:mod:`.mask_rle`), byte-identical to encoding the bitmaps, and
 what ``mmlongtail.LVISMetric`` stores directly.
 """
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -58,6 +61,18 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
     ``conv_out_channels``, ``num_classes``, ``predictor_cfg``, ...).
     """
 
+    _pending_labels: Optional[Tensor] = None
+
+    @contextmanager
+    def labels_for_forward(self, labels: Tensor) -> Iterator[None]:
+        """Within the block, :meth:`forward` without labels gathers
+        ``labels`` (``(N,)``, one per RoI of the next forward)."""
+        self._pending_labels = labels
+        try:
+            yield
+        finally:
+            self._pending_labels = None
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Everything before the predictor: ``(N, C', 2h, 2w)``."""
         for conv in self.convs:
@@ -73,7 +88,8 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
 
         Args:
             x (Tensor): RoI features, ``(N, C_in, h, w)``.
-            labels (Tensor, optional): ``(N,)`` class of each RoI. None: all
+            labels (Tensor, optional): ``(N,)`` class of each RoI. None: the
+                labels of an enclosing :meth:`labels_for_forward`, else all
                 classes, as ``FCNMaskHead``.
 
         Returns:
@@ -81,6 +97,8 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
             ``(N, num_classes, 2h, 2w)`` without labels (or with
             ``class_agnostic``, ``(N, 1, 2h, 2w)`` always).
         """
+        if labels is None:
+            labels = self._pending_labels
         feats = self.forward_features(x)
         if labels is None or self.class_agnostic:
             return self.conv_logits(feats)

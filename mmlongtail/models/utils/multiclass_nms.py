@@ -56,6 +56,10 @@ _MIN_CHUNK = 1024
 _MAX_CHUNK = 16384
 # relative and absolute slack on the per-proposal coordinate upper bounds
 _BOUND_SLACK = 1e-5
+# max_coordinate: up to this many valid candidates are simply decoded
+_EXACT_MAX_DECODE = 65536
+# proposals decoded under the loose (global) bound before tighter bounds
+_LOOSE_SCAN_ROWS = 64
 
 
 def supports_nms_cfg(nms_cfg: Optional[dict]) -> bool:
@@ -178,12 +182,14 @@ class LazyDecodedBoxes:
             return False
         return bool((wh >= 0).all())
 
-    def max_coordinate(self, valid: Tensor) -> Tensor:
+    def max_coordinate(self, valid: Tensor,
+                       flat: Optional[Tensor] = None) -> Tensor:
         """``boxes.max()`` over the candidates in ``valid``, exactly.
 
         Args:
             valid (Tensor): ``(N, C)`` bool, the candidates above the score
                 threshold (at least one).
+            flat (Tensor, optional): ``valid.view(-1).nonzero()``, if known.
 
         Returns:
             Tensor: 0-d, the largest coordinate of any valid candidate's box
@@ -192,17 +198,35 @@ class LazyDecodedBoxes:
         if self.class_agnostic:
             rows = valid.any(1)
             return self.agnostic_boxes()[rows].max()
-        if not self._bounds_are_sound():
-            prop, cls = valid.nonzero(as_tuple=True)
+        num_valid = int(valid.sum()) if flat is None else flat.numel()
+        if num_valid <= _EXACT_MAX_DECODE or not self._bounds_are_sound():
+            if flat is None:
+                prop, cls = valid.nonzero(as_tuple=True)
+            else:
+                prop, cls = flat // self.num_classes, flat % self.num_classes
             return self.decode(prop, cls).max()
-        n, c = valid.shape
-        neg = torch.finfo(self.deltas.dtype).min
-        dmax = self.deltas.view(n, c, 4).masked_fill(~valid[:, :, None],
-                                                     neg).amax(1)
         rows = valid.any(1).nonzero(as_tuple=True)[0]
-        # decode with the largest dx, dy, dw, dh of each proposal's valid
-        # classes: an upper bound of every valid x2 and y2 (x1 <= x2, y1 <= y2)
-        ub = self._rescale(self._decode(self.priors[rows], dmax[rows]))
+        # the largest delta of all bounds every dx, dy, dw, dh: one cheap
+        # reduction gives each proposal an upper bound of its x2 and y2
+        # (x1 <= x2, y1 <= y2), loose but usually enough, as some box
+        # reaches the clamp
+        top = self.deltas.max().expand(rows.numel(), 4)
+        best, left = self._scan_bounds(valid, rows, self._upper(rows, top),
+                                       None, _LOOSE_SCAN_ROWS)
+        if left.numel():
+            # tighter: each proposal's own largest deltas over valid classes
+            n, c = valid.shape
+            neg = torch.finfo(self.deltas.dtype).min
+            dmax = self.deltas.view(n, c, 4)[left].masked_fill(
+                ~valid[left][:, :, None], neg).amax(1)
+            best, _ = self._scan_bounds(valid, left, self._upper(left, dmax),
+                                        best, None)
+        return best
+
+    def _upper(self, rows: Tensor, deltas: Tensor) -> Tensor:
+        """float64 upper bounds of the largest coordinate of ``rows``'
+        boxes decoded with at most ``deltas``, with slack for rounding."""
+        ub = self._rescale(self._decode(self.priors[rows], deltas))
         ub = torch.maximum(ub[:, 2], ub[:, 3]).double()
         ub = ub + ub.abs() * _BOUND_SLACK + _BOUND_SLACK
         if self.img_shape is not None and getattr(self.bbox_coder,
@@ -211,20 +235,32 @@ class LazyDecodedBoxes:
             cap = self._rescale(
                 self.priors.new_tensor([[w, h, w, h]], dtype=torch.float32))
             ub = ub.clamp(max=float(cap[0, 2:].max()))
+        return ub
+
+    def _scan_bounds(self, valid: Tensor, rows: Tensor, ub: Tensor,
+                     best: Optional[Tensor],
+                     limit: Optional[int]) -> Tuple[Tensor, Tensor]:
+        """Decode ``rows`` (their valid classes) in decreasing bound order
+        until the running maximum reaches the next bound.
+
+        Returns the running maximum and the rows left unexamined when
+        ``limit`` rows were decoded first (empty when the maximum is exact).
+        """
         order = ub.argsort(descending=True)
         rows, ub = rows[order], ub[order]
-        best = None
         start, step = 0, 8
         while start < rows.numel():
             if best is not None and float(best) >= float(ub[start]):
-                break
+                return best, rows[:0]
+            if limit is not None and start >= limit:
+                return best, rows[start:]
             chunk = rows[start:start + step]
             prop, cls = valid[chunk].nonzero(as_tuple=True)
             m = self.decode(chunk[prop], cls).max()
             best = m if best is None else torch.maximum(best, m)
             start += step
             step *= 2
-        return best
+        return best, rows[:0]
 
 
 def _iou_suppressed(boxes: Tensor, areas: Tensor, kept: Tensor,
@@ -344,8 +380,8 @@ def exact_multiclass_nms(
             max_coord = boxes.view(n, num_classes, 4)[cand.valid].max()
     else:
         decode = boxes.decode
-        max_coord = boxes.max_coordinate(cand.valid) if not class_agnostic \
-            else None
+        max_coord = None if class_agnostic else boxes.max_coordinate(
+            cand.valid, cand.flat)
     shift = None
     if not class_agnostic:
         # mmcv batched_nms: offsets = idxs.to(boxes) * (max + tensor(1))
@@ -408,9 +444,16 @@ def _global_rounds(cand: _Candidates, decode: Callable, shift: Optional[Tensor],
     per_class = torch.zeros(c, dtype=torch.long, device=remaining.device)
     num_kept = 0
     chunk = max(4 * max_num, _MIN_CHUNK)
-    while num_kept < max_num and bool(alive.any()):
-        pos = alive.nonzero(as_tuple=True)[0]
-        s = cand.scores[pos]
+    pos = None  # the first round starts from every candidate
+    while num_kept < max_num:
+        if pos is None:
+            pos = torch.arange(len(cand), device=remaining.device)
+            s = cand.scores
+        else:
+            pos = alive.nonzero(as_tuple=True)[0]
+            if pos.numel() == 0:
+                break
+            s = cand.scores[pos]
         if s.numel() > chunk:
             # every candidate at least as good as the chunk-th best: ties
             # never straddle two rounds
@@ -518,3 +561,72 @@ def _stable_desc_by_flat(cand: _Candidates, keep: Tensor) -> Tensor:
     by_flat = torch.sort(cand.flat[keep], stable=True)[1]
     by_score = _stable_desc(cand.scores[keep][by_flat])
     return by_flat[by_score]
+
+
+#: ``rcnn_test_cfg`` keys of this module: ``early_stop_nms=True`` selects
+#: :func:`exact_multiclass_nms`; ``topk_per_class=k`` (> 0, with
+#: ``max_per_img=-1`` for Fixed AP) keeps each class's best k per image.
+EARLY_STOP_KEY = 'early_stop_nms'
+TOPK_PER_CLASS_KEY = 'topk_per_class'
+
+
+def uses_exact_nms(rcnn_test_cfg: Optional[Any]) -> bool:
+    """Whether ``rcnn_test_cfg`` asks for :func:`lazy_decode_and_nms`
+    (``early_stop_nms=True`` or ``topk_per_class > 0``)."""
+    if rcnn_test_cfg is None:
+        return False
+    return bool(rcnn_test_cfg.get(EARLY_STOP_KEY, False)) or int(
+        rcnn_test_cfg.get(TOPK_PER_CLASS_KEY, -1) or -1) > 0
+
+
+def lazy_decode_and_nms(bbox_head: Any, roi: Tensor,
+                        bbox_pred: Optional[Tensor], scores: Tensor,
+                        img_meta: dict, rescale: bool,
+                        rcnn_test_cfg: Any) -> Any:
+    """A box head's decode + NMS (the tail of mmdet's
+    ``BBoxHead._predict_by_feat_single``) through
+    :func:`exact_multiclass_nms`, decoding only visited candidates.
+
+    Args:
+        bbox_head: The ``BBoxHead`` (``bbox_coder``, ``num_classes``,
+            ``reg_class_agnostic``).
+        roi (Tensor): ``(N, 5)`` rois ``(batch_index, x1, y1, x2, y2)``.
+        bbox_pred (Tensor, optional): ``(N, 4)`` / ``(N, 4 * C)`` deltas.
+        scores (Tensor): ``(N, C + 1)`` probabilities, background last.
+        img_meta (dict): ``img_shape``; ``scale_factor`` with ``rescale``.
+        rescale (bool): Boxes in the original image space.
+        rcnn_test_cfg: ``score_thr``, ``nms``, ``max_per_img`` and
+            optionally ``topk_per_class``.
+
+    Returns:
+        InstanceData: ``bboxes`` ``(K, 4)``, ``scores`` ``(K,)``, ``labels``
+        ``(K,)``, equal to mmdet's (see :func:`exact_multiclass_nms`).
+
+    Raises:
+        ValueError: The NMS config or box coder is one this cannot
+            reproduce exactly (soft NMS, boxes that are not 4-d).
+    """
+    from mmengine.structures import InstanceData
+    coder = bbox_head.bbox_coder
+    if bbox_pred is not None and getattr(coder, 'encode_size', 4) != 4:
+        raise ValueError(
+            f'{EARLY_STOP_KEY}/{TOPK_PER_CLASS_KEY} need 4-d boxes; '
+            f'{type(coder).__name__} encodes {coder.encode_size}')
+    rescale_factor = None
+    if rescale:
+        if img_meta.get('scale_factor') is None:
+            raise ValueError('rescale=True needs img_meta["scale_factor"]')
+        rescale_factor = [1 / s for s in img_meta['scale_factor']]
+    n = roi.size(0)
+    deltas = None if bbox_pred is None else bbox_pred.view(n, -1)
+    boxes = LazyDecodedBoxes(roi[:, 1:], deltas, coder, img_meta['img_shape'],
+                             rescale_factor, bbox_head.num_classes)
+    topk = int(rcnn_test_cfg.get(TOPK_PER_CLASS_KEY, -1) or -1)
+    bboxes, det_scores, labels, _ = exact_multiclass_nms(
+        boxes, scores, rcnn_test_cfg.score_thr, rcnn_test_cfg.nms,
+        rcnn_test_cfg.max_per_img, topk)
+    results = InstanceData()
+    results.bboxes = bboxes
+    results.scores = det_scores
+    results.labels = labels
+    return results

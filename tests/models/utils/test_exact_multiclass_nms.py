@@ -222,7 +222,13 @@ def test_lazy_decode_equals_eager_bitwise():
     ((4000, 4000), RESCALE, 300.),  # no box reaches it: bounds prune
     (None, None, 300.),           # no clamp, no rescale
 ])
-def test_max_coordinate_exact(img_shape, rescale, size):
+@pytest.mark.parametrize('path', ['decode', 'loose_bound', 'tight_bound'])
+def test_max_coordinate_exact(img_shape, rescale, size, path, monkeypatch):
+    from mmlongtail.models.utils import multiclass_nms as mod
+    if path != 'decode':  # force the bound search
+        monkeypatch.setattr(mod, '_EXACT_MAX_DECODE', 0)
+    if path == 'tight_bound':
+        monkeypatch.setattr(mod, '_LOOSE_SCAN_ROWS', 0)
     g = torch.Generator().manual_seed(4)
     n, c = 200, 50
     rois = _proposals(n, g, size)
