@@ -88,7 +88,7 @@ def side_by_side(stock: Callable, ours: Callable, repeats: int,
     return statistics.median(ts), statistics.median(to), out_s, out_o
 
 
-def build(config: str, device: str):
+def build(config: str, device: str, heads_only: bool = False):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.registry import DefaultScope
@@ -101,15 +101,17 @@ def build(config: str, device: str):
     stock_mask['type'] = 'FCNMaskHead'
     ours_mask = dict(stock_mask, type='mmlongtail.LabelGatheredFCNMaskHead')
     with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
+        model = None if heads_only else MODELS.build(cfg.model)
         stock_head = MODELS.build(stock_mask)
         ours_head = MODELS.build(ours_mask)
-    model.init_weights()
     stock_head.init_weights()
     ours_head.load_state_dict(stock_head.state_dict())
-    model.roi_head.mask_head = stock_head
-    for m in (model, stock_head, ours_head):
+    for m in (stock_head, ours_head):
         m.to(device).eval()
+    if model is not None:
+        model.init_weights()
+        model.roi_head.mask_head = stock_head
+        model.to(device).eval()
     return cfg, model, stock_head, ours_head
 
 
@@ -121,7 +123,7 @@ def _meta(h: int, w: int) -> dict:
 def child_memory(variant: str, args: argparse.Namespace) -> None:
     """Peak RSS increase of one mask-head variant (run in a fresh process)."""
     import mmlongtail  # noqa: F401
-    _, _, stock_head, ours_head = build(args.config, 'cpu')
+    _, _, stock_head, ours_head = build(args.config, 'cpu', heads_only=True)
     head = stock_head if variant.endswith('stock') else ours_head
     c = head.num_classes
     n = 300 if variant.startswith('test') else 256
@@ -140,29 +142,31 @@ def child_memory(variant: str, args: argparse.Namespace) -> None:
         with torch.no_grad():
             preds = head(feats) if head is stock_head else head(
                 feats, labels)
-            if head is stock_head:
-                preds = preds[torch.arange(n), labels]
+            # as FCNMaskHead._predict_by_feat_single: sigmoid, then the label
             probs = preds.sigmoid()
-        del probs
+            if head is stock_head:
+                probs = probs[torch.arange(n), labels]
+        out_bytes = preds.nbytes * 2  # logits + probabilities
     else:
         head.train()
         preds = head(feats) if head is stock_head else head(feats, labels)
         lab = labels if head is stock_head else torch.zeros_like(labels)
         head.loss_mask(preds, targets, lab).backward()
+        out_bytes = preds.nbytes * 2  # logits + their gradient
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(variant=variant,
+    print(json.dumps(dict(variant=variant, predictor_bytes=out_bytes,
                           peak_increase=max(peak - max(before, peak_before),
                                             0))))
 
 
-def run_child(variant: str, args: argparse.Namespace) -> int:
+def run_child(variant: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, '--child', variant, '--config',
            args.config]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get(
         'PYTHONPATH', ''))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])['peak_increase']
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -314,15 +318,20 @@ def main() -> None:
         b = t_box + v['ours'] + t_mroi + mask_t[1] + paste_t[1]
         print(f'| {k} | {a:.2f} s | {b:.2f} s | {a / b:.1f}x |')
     if dev == 'cpu':
-        print('\nmask-head peak memory (peak RSS increase, fresh process '
-              'per variant):')
-        print('| | stock mmdet | mmlongtail | stock / ours |')
-        print('|---|---|---|---|')
+        print('\nmask-head memory: predictor activations (logits + their '
+              'sigmoid / gradient) and the whole head\'s peak RSS increase '
+              '(convs included; fresh process per variant):')
+        print('| | stock: predictor | ours: predictor | ratio | stock: head '
+              'peak | ours: head peak | ratio |')
+        print('|---|---|---|---|---|---|---|')
         for phase in ('test', 'train'):
             a = run_child(f'{phase}-stock', args)
             b = run_child(f'{phase}-ours', args)
-            print(f'| {phase} | {a / 2**20:.0f} MiB | {b / 2**20:.1f} MiB | '
-                  f'{a / max(b, 1):.0f}x |')
+            pa, pb = a['predictor_bytes'], b['predictor_bytes']
+            ra, rb = a['peak_increase'], b['peak_increase']
+            print(f'| {phase} | {pa / 2**20:.0f} MiB | {pb / 2**20:.2f} MiB '
+                  f'| {pa / pb:.0f}x | {ra / 2**20:.0f} MiB | '
+                  f'{rb / 2**20:.0f} MiB | {ra / max(rb, 1):.1f}x |')
     elif dev.startswith('cuda'):
         for phase, fn in (('test', lambda h, g: h(mask_feats, labels) if g
                            else h(mask_feats)), ):

@@ -69,8 +69,12 @@ model = dict(
             roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
             out_channels=256,
             featmap_strides=[4, 8, 16, 32]),
+        # FCNMaskHead's modules and parameter names (checkpoints load either
+        # way); computes only each RoI's label channel (mmlongtail's RoI
+        # heads pass the labels), and pastes + RLE-encodes box-locally when
+        # test_cfg.rcnn.mask_format='rle'
         mask_head=dict(
-            type='FCNMaskHead',
+            type='mmlongtail.LabelGatheredFCNMaskHead',
             num_convs=4,
             in_channels=256,
             conv_out_channels=256,
@@ -127,4 +131,10 @@ model = dict(
             score_thr=0.0001,
             nms=dict(type='nms', iou_threshold=0.5),
             max_per_img=300,
-            mask_thr_binary=0.5)))
+            # exact early-stopping NMS, boxes decoded only where visited
+            # (same detections as mmdet's multiclass_nms)
+            early_stop_nms=True,
+            mask_thr_binary=0.5,
+            # masks as compact RLE, pasted box-locally; 'bitmap' for mmdet's
+            # (N, H, W) masks (visualization)
+            mask_format='rle')))
