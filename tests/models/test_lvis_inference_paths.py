@@ -1,0 +1,154 @@
+"""Through a real model: the stock mmdet inference path (FCNMaskHead,
+multiclass_nms, full-image bitmaps) and mmlongtail's (label-gathered mask
+head, exact early-stopping NMS, box-local RLE) give the same detections and
+the same LVIS box and mask AP on the synthetic dataset; so does the
+Fixed-AP mode against mmdet's uncapped NMS cut per class."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from mmengine.evaluator import Evaluator
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+from mmlongtail.apis import demo_config
+from mmlongtail.models.mask_heads import (GatheredMaskStandardMixin,
+                                          decode_rles)
+from mmlongtail.models.utils import lazy_decode_and_nms, uses_exact_nms
+
+CONFIG = 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+register_all_modules(init_default_scope=False)
+
+
+class _NewPathRoIHead(GatheredMaskStandardMixin, StandardRoIHead):
+    """mmdet's RoI head with the mask-label mixin."""
+
+
+def _route_nms(bbox_head):
+    """Send the box head's decode + NMS through lazy_decode_and_nms when the
+    test config asks for it (what mmlongtail's RoI heads do)."""
+    stock = bbox_head._predict_by_feat_single
+
+    def predict(roi, cls_score, bbox_pred, img_meta, rescale=False,
+                rcnn_test_cfg=None):
+        if not uses_exact_nms(rcnn_test_cfg) or roi.size(0) == 0:
+            return stock(roi, cls_score, bbox_pred, img_meta, rescale,
+                         rcnn_test_cfg)
+        scores = bbox_head.loss_cls.get_activation(cls_score) \
+            if bbox_head.custom_cls_channels else cls_score.softmax(-1)
+        return lazy_decode_and_nms(bbox_head, roi, bbox_pred, scores,
+                                   img_meta, rescale, rcnn_test_cfg)
+
+    bbox_head._predict_by_feat_single = predict
+
+
+@pytest.fixture(scope='module')
+def setup(tiny_lvis, tmp_path_factory):
+    work_dir = str(tmp_path_factory.mktemp('paths'))
+    cfg = demo_config(osp.join(ROOT, CONFIG), work_dir, tiny_lvis['root'])
+    n = tiny_lvis['cfg'].num_classes
+    head = cfg.model.roi_head
+    head.bbox_head.num_classes = n
+    head.bbox_head.loss_cls.num_classes = n
+    head.mask_head.num_classes = n
+    cfg.val_dataloader.batch_size = 2
+    cfg.val_dataloader.num_workers = 0
+    cfg.val_dataloader.persistent_workers = False
+    cfg.val_evaluator.outfile_prefix = None
+    # 30 detections per image (of 100 proposals x 12 classes) keep the
+    # per-mask pastes few; the early stop still has work to skip
+    cfg.model.test_cfg.rcnn.max_per_img = 30
+    assert cfg.model.roi_head.mask_head.type == \
+        'mmlongtail.LabelGatheredFCNMaskHead'
+    assert cfg.model.test_cfg.rcnn.early_stop_nms
+    assert cfg.model.test_cfg.rcnn.mask_format == 'rle'
+    stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg.roi_head.mask_head.type = 'FCNMaskHead'
+    for key in ('early_stop_nms', 'mask_format'):
+        stock_cfg.test_cfg.rcnn.pop(key)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        torch.manual_seed(0)
+        ours = MODELS.build(cfg.model)
+        stock = MODELS.build(stock_cfg)
+    ours.init_weights()
+    stock.load_state_dict(ours.state_dict(), strict=True)
+    ours.roi_head.__class__ = _NewPathRoIHead
+    _route_nms(ours.roi_head.bbox_head)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        # a few val images keep this quick; LVIS AP is computed on them
+        batches = list(Runner.build_dataloader(cfg.val_dataloader))[:3]
+    return cfg, stock.eval(), ours.eval(), batches
+
+
+def _predict(model, batches):
+    out = []
+    with torch.no_grad():
+        for batch in batches:
+            out.extend(model.test_step(batch))
+    return out
+
+
+def _evaluate(cfg, preds, dataset_meta):
+    ev = Evaluator([dict(cfg.val_evaluator)])
+    ev.dataset_meta = dataset_meta
+    ev.process(preds)
+    return ev.evaluate(len(preds))
+
+
+def test_same_detections_and_lvis_ap(setup):
+    cfg, stock, ours, batches = setup
+    stock_preds = _predict(stock, batches)
+    our_preds = _predict(ours, batches)
+    total = 0
+    for a, b in zip(stock_preds, our_preds):
+        pa, pb = a.pred_instances, b.pred_instances
+        assert torch.equal(pa.bboxes, pb.bboxes)
+        assert torch.equal(pa.scores, pb.scores)
+        assert torch.equal(pa.labels, pb.labels)
+        assert isinstance(pb.masks, list)  # RLE, no (N, H, W) tensor
+        assert torch.equal(decode_rles(pb.masks), pa.masks) or (
+            len(pb.masks) == 0 and pa.masks.numel() == 0)
+        total += len(pa)
+    assert total > 0
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        from mmengine.registry import DATASETS
+        ds = DATASETS.build(cfg.val_dataloader.dataset)
+    m_stock = _evaluate(cfg, stock_preds, ds.metainfo)
+    m_ours = _evaluate(cfg, our_preds, ds.metainfo)
+    assert m_stock == m_ours
+    assert 'lvis/segm_AP' in m_ours and 'lvis/bbox_AP' in m_ours
+
+
+def test_fixed_ap_mode_through_the_model(setup):
+    """topk_per_class=k without a per-image cap: mmdet's uncapped NMS, then
+    each class's best k per image."""
+    cfg, stock, ours, batches = setup
+    k = 3
+    saved = (copy.deepcopy(ours.roi_head.test_cfg),
+             copy.deepcopy(stock.roi_head.test_cfg))
+    ours.roi_head.test_cfg.update(max_per_img=-1, topk_per_class=k)
+    stock.roi_head.test_cfg.update(max_per_img=-1)
+    try:
+        stock_preds = _predict(stock, batches[:1])
+        our_preds = _predict(ours, batches[:1])
+    finally:
+        ours.roi_head.test_cfg, stock.roi_head.test_cfg = saved
+    for a, b in zip(stock_preds, our_preds):
+        pa, pb = a.pred_instances, b.pred_instances
+        seen, keep = {}, []
+        for i, lab in enumerate(pa.labels.tolist()):
+            seen[lab] = seen.get(lab, 0) + 1
+            if seen[lab] <= k:
+                keep.append(i)
+        keep = torch.tensor(keep, dtype=torch.long)
+        assert torch.equal(pa.bboxes[keep], pb.bboxes)
+        assert torch.equal(pa.scores[keep], pb.scores)
+        assert torch.equal(pa.labels[keep], pb.labels)
+        assert torch.equal(decode_rles(pb.masks), pa.masks[keep]) or (
+            len(keep) == 0)
