@@ -4,21 +4,21 @@ head, exact early-stopping NMS, box-local RLE) give the same detections and
 the same LVIS box and mask AP on the synthetic dataset; so does the
 Fixed-AP mode against mmdet's uncapped NMS cut per class."""
 import copy
+import os
 import os.path as osp
+from unittest import mock
 
 import pytest
 import torch
-from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.evaluator import Evaluator
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from mmlongtail.apis import demo_config
-from mmlongtail.models.mask_heads import (GatheredMaskStandardMixin,
-                                          decode_rles)
-from mmlongtail.models.utils import lazy_decode_and_nms, uses_exact_nms
+from mmlongtail.models.mask_heads import decode_rles
+from mmlongtail.models.roi_heads import StandardRoIHead
+from mmlongtail_bench.demo import DATA_ROOT_VAR, demo_config
 
 CONFIG = 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py'
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -26,32 +26,11 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 register_all_modules(init_default_scope=False)
 
 
-class _NewPathRoIHead(GatheredMaskStandardMixin, StandardRoIHead):
-    """mmdet's RoI head with the mask-label mixin."""
-
-
-def _route_nms(bbox_head):
-    """Send the box head's decode + NMS through lazy_decode_and_nms when the
-    test config asks for it (what mmlongtail's RoI heads do)."""
-    stock = bbox_head._predict_by_feat_single
-
-    def predict(roi, cls_score, bbox_pred, img_meta, rescale=False,
-                rcnn_test_cfg=None):
-        if not uses_exact_nms(rcnn_test_cfg) or roi.size(0) == 0:
-            return stock(roi, cls_score, bbox_pred, img_meta, rescale,
-                         rcnn_test_cfg)
-        scores = bbox_head.loss_cls.get_activation(cls_score) \
-            if bbox_head.custom_cls_channels else cls_score.softmax(-1)
-        return lazy_decode_and_nms(bbox_head, roi, bbox_pred, scores,
-                                   img_meta, rescale, rcnn_test_cfg)
-
-    bbox_head._predict_by_feat_single = predict
-
-
 @pytest.fixture(scope='module')
 def setup(tiny_lvis, tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp('paths'))
-    cfg = demo_config(osp.join(ROOT, CONFIG), work_dir, tiny_lvis['root'])
+    with mock.patch.dict(os.environ, {DATA_ROOT_VAR: tiny_lvis['root']}):
+        cfg = demo_config(osp.join(ROOT, CONFIG), work_dir)
     n = tiny_lvis['cfg'].num_classes
     head = cfg.model.roi_head
     head.bbox_head.num_classes = n
@@ -64,11 +43,13 @@ def setup(tiny_lvis, tmp_path_factory):
     # 30 detections per image (of 100 proposals x 12 classes) keep the
     # per-mask pastes few; the early stop still has work to skip
     cfg.model.test_cfg.rcnn.max_per_img = 30
+    assert cfg.model.roi_head.type == 'mmlongtail.StandardRoIHead'
     assert cfg.model.roi_head.mask_head.type == \
         'mmlongtail.LabelGatheredFCNMaskHead'
     assert cfg.model.test_cfg.rcnn.early_stop_nms
     assert cfg.model.test_cfg.rcnn.mask_format == 'rle'
     stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg.roi_head.type = 'StandardRoIHead'  # mmdet's
     stock_cfg.roi_head.mask_head.type = 'FCNMaskHead'
     for key in ('early_stop_nms', 'mask_format'):
         stock_cfg.test_cfg.rcnn.pop(key)
@@ -78,8 +59,7 @@ def setup(tiny_lvis, tmp_path_factory):
         stock = MODELS.build(stock_cfg)
     ours.init_weights()
     stock.load_state_dict(ours.state_dict(), strict=True)
-    ours.roi_head.__class__ = _NewPathRoIHead
-    _route_nms(ours.roi_head.bbox_head)
+    assert isinstance(ours.roi_head, StandardRoIHead)
     with DefaultScope.overwrite_default_scope('mmdet'):
         # a few val images keep this quick; LVIS AP is computed on them
         batches = list(Runner.build_dataloader(cfg.val_dataloader))[:3]

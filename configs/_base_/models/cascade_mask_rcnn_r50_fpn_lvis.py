@@ -46,7 +46,7 @@ def _stage_rcnn_cfg(iou):
 model = dict(
     type='CascadeRCNN',
     roi_head=dict(
-        type='CascadeRoIHead',
+        type='mmlongtail.CascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
         bbox_head=[

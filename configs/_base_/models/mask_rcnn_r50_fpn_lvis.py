@@ -44,7 +44,10 @@ model = dict(
             type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
     roi_head=dict(
-        type='StandardRoIHead',
+        # mmdet's, with box prediction through mmlongtail's bbox_predict
+        # (test-time scorers, early-stopping NMS) and mask labels passed to
+        # the label-gathered mask head
+        type='mmlongtail.StandardRoIHead',
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),

@@ -13,7 +13,11 @@ any ``BBoxHead`` subclass (mmdet's heads too), in three steps:
     probabilities of the same shape. Absent or empty: the scores are
     untouched and predictions are bit-identical to mmdet's;
 (c) :func:`decode_and_nms`: decode the box deltas and run mmdet's
-    ``multiclass_nms``, as mmdet does.
+    ``multiclass_nms``, as mmdet does; or, with ``early_stop_nms=True`` /
+    ``topk_per_class=k`` in ``rcnn_test_cfg``, the exact early-stopping NMS
+    of :mod:`mmlongtail.models.utils.multiclass_nms` (same detections,
+    boxes decoded only where visited; ``topk_per_class`` is the Fixed AP
+    mode).
 
 Scorers change scores only, never training: they are built from the test
 config, hold no trained state and are not part of the model's
@@ -30,6 +34,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmlongtail.models.losses.protocol import ClassifierLayout, loss_layout
+from mmlongtail.models.utils.multiclass_nms import (lazy_decode_and_nms,
+                                                    uses_exact_nms)
 from mmlongtail.registry import MODELS
 
 #: Key of ``rcnn_test_cfg`` listing the test-time scorers (configs).
@@ -121,6 +127,12 @@ def decode_and_nms(bbox_head: Any,
         InstanceData: ``bboxes``, ``scores`` and ``labels`` (or per-class
         ``bboxes`` and ``scores`` without ``rcnn_test_cfg``).
     """
+    if uses_exact_nms(rcnn_test_cfg) and (bbox_pred is None
+                                          or isinstance(bbox_pred, Tensor)):
+        # test_cfg.rcnn.early_stop_nms / topk_per_class: the same detections
+        # as below, decoding only the candidates the NMS visits
+        return lazy_decode_and_nms(bbox_head, roi, bbox_pred, scores,
+                                   img_meta, rescale, rcnn_test_cfg)
     img_shape = img_meta['img_shape']
     num_rois = roi.size(0)
     if bbox_pred is not None:

@@ -9,6 +9,7 @@ from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
+from mmlongtail.models.mask_heads import GatheredMaskCascadeMixin
 from mmlongtail.registry import MODELS
 from .bbox_predict import (apply_scorers, classifier_scores,
                            head_layout_for_scoring, predict_by_feat)
@@ -19,7 +20,8 @@ CASCADE_SCORING = ('mean_logits', 'mean_scores')
 
 
 @MODELS.register_module()
-class CascadeRoIHead(ScorersFromTestCfg, MMDetCascadeRoIHead):
+class CascadeRoIHead(GatheredMaskCascadeMixin, ScorersFromTestCfg,
+                     MMDetCascadeRoIHead):
     """``CascadeRoIHead`` whose box predictions go through
     :mod:`~mmlongtail.models.roi_heads.bbox_predict`. Training, and
     prediction without scorers, are mmdet's, bit for bit.

@@ -8,17 +8,23 @@ from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
+from mmlongtail.models.mask_heads import GatheredMaskStandardMixin
 from mmlongtail.registry import MODELS
 from .bbox_predict import predict_by_feat
 from .scoring import ScorersFromTestCfg
 
 
 @MODELS.register_module()
-class StandardRoIHead(ScorersFromTestCfg, MMDetStandardRoIHead):
+class StandardRoIHead(GatheredMaskStandardMixin, ScorersFromTestCfg,
+                      MMDetStandardRoIHead):
     """``StandardRoIHead`` whose box predictions go through
     :func:`~mmlongtail.models.roi_heads.bbox_predict.predict_by_feat`, so the
     test-time scorers of ``test_cfg.rcnn.score_calibration`` rescore them.
     Training, and prediction without scorers, are mmdet's, bit for bit.
+
+    A ``mmlongtail.LabelGatheredFCNMaskHead`` gets each RoI's label (ground
+    truth in training, predicted at test time) and computes only that
+    channel; other mask heads are untouched.
 
     Use: ``model.roi_head.type='mmlongtail.StandardRoIHead'`` (any
     ``BBoxHead`` subclass as ``bbox_head``).
