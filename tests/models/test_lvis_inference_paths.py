@@ -132,3 +132,66 @@ def test_fixed_ap_mode_through_the_model(setup):
         assert torch.equal(pa.labels[keep], pb.labels)
         assert torch.equal(decode_rles(pb.masks), pa.masks[keep]) or (
             len(keep) == 0)
+
+
+def test_cascade_gathered_equals_stock(tiny_lvis, tmp_path):
+    """A 2-stage Cascade: mmlongtail.CascadeRoIHead with label-gathered mask
+    heads (each stage gathers, the stages' masks are averaged per label)
+    against mmdet's CascadeRoIHead with FCNMaskHead: same predictions, same
+    training losses and mask-head gradients."""
+    from longtail_probe import tiny_config
+    from mmdet.testing import demo_mm_inputs
+    cfg = tiny_config(tiny_lvis['root'], 12, str(tmp_path),
+                      cascade_eqlv2=True)
+    # one loss in both stages: mmdet's Cascade averages the stages' logits
+    cfg.model.roi_head.bbox_head[1] = copy.deepcopy(
+        cfg.model.roi_head.bbox_head[0])
+    cfg.model.roi_head.type = 'mmlongtail.CascadeRoIHead'
+    cfg.model.test_cfg.rcnn.update(score_thr=0.0, max_per_img=30)
+    stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg.roi_head.type = 'CascadeRoIHead'
+    stock_cfg.roi_head.mask_head.type = 'FCNMaskHead'
+    for key in ('early_stop_nms', 'mask_format'):
+        stock_cfg.test_cfg.rcnn.pop(key)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        torch.manual_seed(0)
+        ours = MODELS.build(cfg.model)
+        stock = MODELS.build(stock_cfg)
+    ours.init_weights()
+    stock.load_state_dict(ours.state_dict(), strict=True)
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 64, 64)] * 2,
+                            num_classes=12, with_mask=True)
+    # training: same sampling (same seed), same losses and gradients
+    grads, losses = [], []
+    for m in (stock, ours):
+        m.train()
+        m.zero_grad()
+        data = m.data_preprocessor(copy.deepcopy(packed), True)
+        torch.manual_seed(1)
+        out = m(**data, mode='loss')
+        out = {k: sum(v) if isinstance(v, list) else v
+               for k, v in out.items() if 'loss' in k}
+        sum(out.values()).backward()
+        losses.append({k: float(v) for k, v in out.items()})
+        grads.append(ours.roi_head.mask_head[0].conv_logits.weight.grad
+                     if m is ours else
+                     stock.roi_head.mask_head[0].conv_logits.weight.grad)
+    assert losses[0].keys() == losses[1].keys()
+    for k in losses[0]:
+        assert losses[1][k] == pytest.approx(losses[0][k], rel=1e-5,
+                                             abs=1e-6), k
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+    # prediction
+    outs = []
+    for m in (stock, ours):
+        m.eval()
+        with torch.no_grad():
+            data = m.data_preprocessor(copy.deepcopy(packed), False)
+            outs.append([s.pred_instances for s in m(**data,
+                                                      mode='predict')])
+    for want, got in zip(*outs):
+        assert len(want) > 0
+        assert torch.equal(got.bboxes, want.bboxes)
+        assert torch.equal(got.scores, want.scores)
+        assert torch.equal(got.labels, want.labels)
+        assert torch.equal(decode_rles(got.masks), want.masks)
