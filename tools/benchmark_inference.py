@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import resource
 import statistics
 import subprocess
 import sys
@@ -132,12 +131,22 @@ def child_memory(variant: str, args: argparse.Namespace) -> None:
     labels = torch.randint(0, c, (n, ), generator=g)
     targets = (torch.rand(n, 28, 28, generator=g) > 0.5).float()
 
-    def rss() -> int:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    def status(key: str) -> int:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f'no {key} in /proc/self/status')
 
-    before = rss()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM is this process's peak RSS (ru_maxrss would carry the parent's
+    # peak over exec); reset it where the kernel allows (clear_refs 5)
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass
+    before = status('VmRSS')
+    peak_before = status('VmHWM')
     if variant.startswith('test'):
         with torch.no_grad():
             preds = head(feats) if head is stock_head else head(
@@ -153,7 +162,7 @@ def child_memory(variant: str, args: argparse.Namespace) -> None:
         lab = labels if head is stock_head else torch.zeros_like(labels)
         head.loss_mask(preds, targets, lab).backward()
         out_bytes = preds.nbytes * 2  # logits + their gradient
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status('VmHWM')
     print(json.dumps(dict(variant=variant, predictor_bytes=out_bytes,
                           peak_increase=max(peak - max(before, peak_before),
                                             0))))
