@@ -93,7 +93,8 @@ def test_mask_head_disagrees_with_bbox_head(tiny_lvis, tmp_path):
     msg = str(e.value)
     assert 'roi_head.bbox_head.num_classes (Shared2FCBBoxHead) = 12' in msg
     assert 'roi_head.bbox_head.loss_cls.num_classes (SeesawLoss) = 12' in msg
-    assert 'roi_head.mask_head.num_classes (FCNMaskHead) = 11' in msg
+    assert ('roi_head.mask_head.num_classes (LabelGatheredFCNMaskHead) = '
+            '11') in msg
     assert 'dataset classes (len(metainfo["classes"])) = 12' in msg
     assert 'rpn' not in msg  # the class-agnostic RPN is not counted
     cfg = _mask_rcnn(tiny_lvis, tmp_path)
