@@ -16,8 +16,9 @@ from mmlongtail.engine import LastMetricsHook
 
 #: Where configs/demo/* find the synthetic dataset (ends with '/').
 DATA_ROOT_VAR = 'SYNTHETIC_LVIS_ROOT'
-#: The metrics the demo prints, in order.
-DEMO_KEYS = ('AP', 'APr', 'APc', 'APf')
+#: The metrics the demo prints, in order (AP^fixed where the config's
+#: evaluator runs the fixed protocol; '-' otherwise).
+DEMO_KEYS = ('AP', 'APr', 'APc', 'APf', 'APfixed')
 
 
 def demo_config(config: str, work_dir: Optional[str] = None) -> Config:

@@ -1,5 +1,5 @@
 """The CPU demo: train a long-tail Mask R-CNN on the synthetic dataset, then
-print LVIS AP / AP_r / AP_c / AP_f and write the long-tail report.
+print LVIS AP / AP_r / AP_c / AP_f / AP^fixed and write the long-tail report.
 
     python tools/demo.py [--config CONFIG] [--work-dir DIR] [--data-root DIR]
 
@@ -9,7 +9,8 @@ import argparse
 import os
 import time
 
-from mmlongtail_bench.demo import DATA_ROOT_VAR, format_metrics, run_demo
+from mmlongtail_bench.demo import (DATA_ROOT_VAR, DEMO_KEYS, format_metrics,
+                                   run_demo)
 
 
 def main():
@@ -31,9 +32,10 @@ def main():
     print(f'\nmmlongtail demo: {args.config}')
     print(f'trained and evaluated in {minutes:.1f} min\n')
     for task in ('bbox', 'segm'):
-        for k in ('AP', 'APr', 'APc', 'APf'):
+        for k in DEMO_KEYS:
             key = f'lvis/{task}_{k}'
-            print(f'{key:16s} {metrics[key]:.3f}')
+            if key in metrics:
+                print(f'{key:18s} {metrics[key]:.3f}')
     print('\n' + format_metrics(metrics) + '\n')
     print('long-tail report:')
     for name, path in sorted(report.items()):

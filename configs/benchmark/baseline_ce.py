@@ -19,7 +19,7 @@ train_stats = data_root + 'annotations/lvis_v1_train.json'
 # 40 classes and <= 8 objects per 128 px image: 100 detections per image
 # leave every class room (LVIS keeps 300 for 1203 classes); it is the val
 # pass's main cost on a CPU.
-model = dict(test_cfg=dict(rcnn=dict(max_per_img=100)))
+model = dict(test_cfg=dict(rcnn=dict(max_per_img=100, topk_per_class=-1)))
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
