@@ -245,7 +245,6 @@ def split_heldout(ann_file: str,
             raise ValueError(f'{ann_file} is not an LVIS/COCO-format '
                              f"annotation file: no '{key}' list")
     stats = load_category_stats(data)  # checks the category ids, too
-    stats = type(stats)(**dict(vars(stats), source=ann_file))
     label_of = {int(c): i for i, c in enumerate(stats.cat_ids.tolist())}
     frequency = dict(zip(stats.cat_ids.tolist(), stats.frequency))
 
