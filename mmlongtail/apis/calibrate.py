@@ -598,7 +598,8 @@ class SweepResult:
                     if b is not None and b >= 0:
                         ax.axhline(100 * b, color=color, ls='--', lw=0.8)
                 ax.axvline(self.best, color='grey', ls=':', lw=1)
-                ax.set_xlabel(self.key)
+                ax.set_xlabel(self.key + ('' if base is None else
+                                          f' (dashed: {BASELINE})'))
                 ax.set_ylabel(f'{task} AP (%)')
                 ax.set_title(f'{task}: {self.param} on {self.split.name}')
                 ax.grid(True, alpha=0.3)
