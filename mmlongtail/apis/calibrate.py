@@ -446,8 +446,38 @@ def _features(model, data: dict):
     return feats, proposals
 
 
-def _check_model(model, target: Target) -> None:
+def _check_roi_head(roi_head_cls: type, target: Target) -> None:
     from mmlongtail.models.roi_heads.scoring import ScorersFromTestCfg
+    if target.kind == 'scorer' and not issubclass(roi_head_cls,
+                                                  ScorersFromTestCfg):
+        raise ValueError(
+            f'calibration sweep: {target.name} is a test-time scorer, but '
+            f'the RoI head {roi_head_cls.__name__} does not run scorers; '
+            "set model.roi_head.type='mmlongtail.StandardRoIHead' (or "
+            "'mmlongtail.CascadeRoIHead')")
+
+
+def _check_config(cfg: Config, target: Target) -> None:
+    """Refuse, before anything is built, a model without an RoI head or
+    whose RoI head ignores scorers."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    roi_head = cfg.model.get('roi_head')
+    if not roi_head or 'rpn_head' not in cfg.model:
+        raise ValueError(
+            f'calibration sweep: the model {cfg.model.get("type")!r} is not '
+            'a two-stage detector (backbone, RPN and RoI head); the '
+            'calibrated scores and classifiers are those of R-CNN box heads')
+    t = roi_head.get('type')
+    if isinstance(t, str):
+        with DefaultScope.overwrite_default_scope(
+                cfg.get('default_scope', None) or 'mmdet'):
+            t = MODELS.get(t)
+    if isinstance(t, type):
+        _check_roi_head(t, target)
+
+
+def _check_model(model, target: Target) -> None:
     roi_head = getattr(model, 'roi_head', None)
     if roi_head is None or not hasattr(model, 'rpn_head') or \
             not hasattr(model, 'extract_feat'):
@@ -455,13 +485,7 @@ def _check_model(model, target: Target) -> None:
             f'calibration sweep: {type(model).__name__} is not a two-stage '
             'detector (backbone, RPN and RoI head); the calibrated scores '
             'and classifiers are those of R-CNN box heads')
-    if target.kind == 'scorer' and not isinstance(roi_head,
-                                                  ScorersFromTestCfg):
-        raise ValueError(
-            f'calibration sweep: {target.name} is a test-time scorer, but '
-            f'the RoI head {type(roi_head).__name__} does not run scorers; '
-            "set model.roi_head.type='mmlongtail.StandardRoIHead' (or "
-            "'mmlongtail.CascadeRoIHead')")
+    _check_roi_head(type(roi_head), target)
 
 
 def _metric_line(metrics: Dict[str, float]) -> str:
@@ -716,6 +740,7 @@ def sweep(config: str,
     cfg = build_runner_config(config, work_dir=work_dir,
                               cfg_options=cfg_options)
     target = resolve_param(cfg, param)
+    _check_config(cfg, target)
     grid = _check_values(target, values)
     split_info_ = prepare_split(cfg, split, work_dir, seed, heldout_fraction,
                                 heldout_num_images, heldout_ann_file)

@@ -248,13 +248,16 @@ def test_values_refused_before_any_image(tiny_lvis, tmp_path, monkeypatch):
               work_dir=str(tmp_path))
 
 
-def test_scorer_needs_a_scoring_roi_head(tiny_lvis, checkpoint, tmp_path,
-                                         monkeypatch):
+def test_scorer_needs_a_scoring_roi_head(tiny_lvis, tmp_path, monkeypatch):
+    """mmdet's RoI head would ignore the scorer: refused before building."""
     monkeypatch.setenv('SYNTHETIC_LVIS_ROOT', tiny_lvis['root'])
     config = _write_config(tmp_path, 'mmdet_head', tiny_lvis, NORCAL_TEXT,
                            roi_head='StandardRoIHead')
-    with pytest.raises(ValueError, match='does not run scorers'):
-        sweep(config, checkpoint, 'gamma', [0.5], split='val',
+    ckpt = tmp_path / 'never_read.pth'
+    ckpt.write_bytes(b'')
+    with pytest.raises(ValueError, match='StandardRoIHead does not run '
+                       'scorers'):
+        sweep(config, str(ckpt), 'gamma', [0.5], split='val',
               work_dir=str(tmp_path))
 
 
