@@ -478,3 +478,95 @@ def read_frequency_rule(ann_file: str) -> Tuple[int, int]:
             f'{_RARE_MAX_KEY} and {_COMMON_MAX_KEY}); make the dataset with '
             'tools/make_synthetic_lvis.py')
     return int(rule[_RARE_MAX_KEY]), int(rule[_COMMON_MAX_KEY])
+
+
+#: Where :func:`write_heldout_split` writes the held-out split, relative to
+#: the dataset root (its images go to ``heldout2017/``).
+HELDOUT_ANN_FILE = 'annotations/lvis_v1_train_heldout.json'
+# first image id of the held-out split (train from 1, val from 100001)
+_HELDOUT_FIRST_ID = 200001
+
+
+def heldout_image_counts(image_count: np.ndarray,
+                         fraction: float) -> np.ndarray:
+    """Images per class of the held-out split: ``ceil(fraction x n_c)`` for
+    a class in ``n_c`` training images, so the split follows the training
+    distribution and still holds every class once (a rare class of 1-10
+    images gets 1)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f'fraction must be in (0, 1], got {fraction}')
+    n = np.asarray(image_count, np.int64)
+    if n.ndim != 1 or (n < 1).any():
+        raise ValueError('image_count must be a 1-d array of counts >= 1, '
+                         f'got {n.tolist()}')
+    # a small tolerance so that e.g. 0.1 x 30 is 3, not 4
+    return np.ceil(fraction * n - 1e-9).astype(np.int64)
+
+
+def write_heldout_split(out_dir: str, fraction: float = 0.1,
+                        show_progress: bool = True) -> str:
+    """Add a held-out part of the training distribution to a dataset made by
+    :func:`generate_synthetic_lvis`, for choosing post-hoc parameters (never
+    on val).
+
+    It is what holding out a part of a larger training set would leave: new
+    images drawn like the training split (same classes, sizes and
+    rendering), class ``c`` in :func:`heldout_image_counts` of its training
+    images, with as many classes per image as the training split (so a bit
+    more than ``fraction x num_train_images`` images: the per-class counts
+    round up); nothing trains on them. The training and val files are not touched (the split
+    draws from its own random stream), so runs trained before it was added
+    stay valid. Its categories repeat the training split's counts and r/c/f
+    groups, as the val file does; ``info.heldout`` records how it was made.
+    Deterministic for the dataset's seed and ``fraction``.
+
+    Returns:
+        str: The annotation file, ``{out_dir}/`` :data:`HELDOUT_ANN_FILE`.
+
+    Raises:
+        FileNotFoundError: If ``out_dir`` has no training annotation file.
+        ValueError: If that file was not made by the generator.
+    """
+    from mmengine.utils import ProgressBar
+
+    train_file = osp.join(out_dir, 'annotations', 'lvis_v1_train.json')
+    if not osp.isfile(train_file):
+        raise FileNotFoundError(
+            f'{train_file} not found; make the dataset first '
+            '(tools/make_synthetic_lvis.py)')
+    with open(train_file, encoding='utf-8') as f:
+        train = json.load(f)
+    info = dict(train.get('info') or {})
+    if 'config' not in info:
+        raise ValueError(f'{train_file} records no generator config '
+                         '(info.config); it was not made by '
+                         'generate_synthetic_lvis')
+    cfg = SyntheticLVISConfig(**info['config'])
+    names = category_table(cfg.num_classes)
+    cats = train['categories']
+    if [c['name'] for c in cats] != [f'{col}_{shape}'
+                                     for shape, col in names]:
+        raise ValueError(f'{train_file}: its categories are not those its '
+                         'info.config generates')
+    train_counts = np.array([c['image_count'] for c in cats], np.int64)
+    counts = heldout_image_counts(train_counts, fraction)
+    # as many classes per image as in training
+    per_image_classes = train_counts.sum() / cfg.num_train_images
+    num_images = max(int(counts.max()),
+                     math.ceil(counts.sum() / per_image_classes))
+    # its own stream: the train / val draws stay as they were
+    rng = np.random.default_rng([cfg.seed, 0x4E1D])
+    per_image = _assign(counts, num_images, rng)
+    os.makedirs(osp.join(out_dir, 'heldout2017'), exist_ok=True)
+    progress = ProgressBar(num_images) if show_progress else _NoProgress()
+    imgs, anns = _make_split(per_image, 'heldout', _HELDOUT_FIRST_ID, 1, cfg,
+                             names, rng, out_dir, progress)
+    info['heldout'] = dict(fraction=float(fraction), images=num_images,
+                           source=osp.basename(train_file))
+    path = osp.join(out_dir, HELDOUT_ANN_FILE)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(
+            dict(info=info, licenses=train.get('licenses', []), images=imgs,
+                 annotations=anns, categories=cats), f,
+            separators=(',', ':'))
+    return path

@@ -12,9 +12,12 @@ from pycocotools import mask as mask_utils
 
 from mmlongtail.datasets.category_stats import (frequency_group,
                                                 load_category_stats)
-from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
+from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE,
+                                        SyntheticLVISConfig,
                                         generate_synthetic_lvis,
-                                        target_image_counts)
+                                        heldout_image_counts,
+                                        target_image_counts,
+                                        write_heldout_split)
 
 
 def _load(path):
@@ -155,3 +158,63 @@ def test_too_crowded_images_are_refused_not_retried_forever(tmp_path):
     with pytest.raises(ValueError, match=r'train image \d+: \d+ objects do '
                        r'not fit in 64 x 64 px even at 5 px each'):
         generate_synthetic_lvis(str(tmp_path), cfg, show_progress=False)
+
+
+def test_heldout_image_counts_follow_the_training_split():
+    # ceil(0.1 n): 1 for every rare class, 0.1 x 30 = 3 exactly
+    np.testing.assert_array_equal(
+        heldout_image_counts(np.array([1, 10, 11, 30, 31, 180]), 0.1),
+        [1, 1, 2, 3, 4, 18])
+    np.testing.assert_array_equal(
+        heldout_image_counts(np.array([1, 4, 9]), 1.0), [1, 4, 9])
+    with pytest.raises(ValueError, match=r'fraction must be in \(0, 1\]'):
+        heldout_image_counts(np.array([3]), 0.0)
+    with pytest.raises(ValueError, match='counts >= 1'):
+        heldout_image_counts(np.array([3, 0]), 0.1)
+
+
+def _digest(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_heldout_split_is_new_images_of_the_training_distribution(
+        tmp_path):
+    from lvis import LVIS
+    cfg = SyntheticLVISConfig(num_train_images=120, val_images_per_class=1,
+                              image_size=96, min_size=10, max_size=24)
+    paths = generate_synthetic_lvis(str(tmp_path / 'a'), cfg,
+                                    show_progress=False)
+    before = {k: _digest(p) for k, p in paths.items()}
+    path = write_heldout_split(str(tmp_path / 'a'), 0.1, show_progress=False)
+    assert path == osp.join(str(tmp_path / 'a'), HELDOUT_ANN_FILE)
+    # train and val untouched: runs trained before the split stay valid
+    assert {k: _digest(p) for k, p in paths.items()} == before
+    train, held = _load(paths['train']), _load(path)
+    assert held['categories'] == train['categories']
+    assert held['info']['heldout'] == dict(fraction=0.1, images=len(
+        held['images']), source='lvis_v1_train.json')
+    # class c in ceil(0.1 x its training images) held-out images
+    pairs = {(a['image_id'], a['category_id']) for a in held['annotations']}
+    got = Counter(c for _, c in pairs)
+    want = heldout_image_counts(
+        np.array([c['image_count'] for c in train['categories']]), 0.1)
+    assert [got[c['id']] for c in train['categories']] == want.tolist()
+    # as many classes per image as in training: 16 images here
+    per_train = sum(c['image_count'] for c in train['categories']) / 120
+    assert len(held['images']) == int(np.ceil(want.sum() / per_train)) == 16
+    # new images (own ids and folder), exhaustive federated fields
+    ids = {i['id'] for i in held['images']}
+    assert not ids & {i['id'] for i in train['images']}
+    for img in held['images']:
+        assert img['file_name'].startswith('heldout2017/')
+        assert osp.isfile(osp.join(str(tmp_path / 'a'), img['file_name']))
+        present = {c for i, c in pairs if i == img['id']}
+        assert set(img['neg_category_ids']) == set(range(1, 41)) - present
+    LVIS(path)
+    # deterministic
+    generate_synthetic_lvis(str(tmp_path / 'b'), cfg, show_progress=False)
+    assert _digest(write_heldout_split(str(tmp_path / 'b'), 0.1,
+                                       show_progress=False)) == _digest(path)
+    with pytest.raises(FileNotFoundError, match='make the dataset first'):
+        write_heldout_split(str(tmp_path / 'none'))
