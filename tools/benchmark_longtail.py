@@ -4,15 +4,22 @@
         [--data-root data/synthetic_lvis_bench] [--seeds 0 1]
         [--methods baseline_ce rfs ...] [--best-by segm_APr] [--workers N]
         [--epochs E] [--no-reuse]
+    python tools/benchmark_longtail.py --measure-cost [--out-dir DIR]
+    python tools/benchmark_longtail.py --estimate [--seeds 0 1]
+    python tools/benchmark_longtail.py --make-data-only
 
-Trains the CE baseline, RFS, Seesaw + Norm Mask, EQL, EQLv2, focal and BAGS
-(decoupled from the baseline) with the same schedule and seeds, evaluates
-them on the balanced val split, runs a second seed of the baseline and of the
-best method, and writes results.md, results.json and ap_vs_frequency.png
-under --out-dir. Makes the dataset first if it is missing. `make bench` runs
-it with the defaults (43 min on 2 CPU cores, measured).
+Runs every method of mmlongtail_bench.benchmark.default_methods (two-stage:
+trained, stage 2 on the baseline, post-hoc on the baseline with the
+parameter chosen on the held-out split; one-stage RetinaNet) with every
+seed, evaluates them on the balanced val split and writes results.md,
+results.json, ap_vs_frequency.png and rare_vs_frequent.png under --out-dir,
+reusing finished runs. Makes the dataset (and its held-out split) first if
+missing. --measure-cost runs one epoch of each kind of run and prints the
+whole benchmark's expected time; --estimate prints it from the recorded
+figures. `make bench` runs the default.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import time
@@ -22,9 +29,29 @@ from mmengine.logging import MMLogger
 
 from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
                                         dataset_files, default_methods,
+                                        format_duration, heldout_file,
+                                        measured_rates, plan_seconds,
                                         run_benchmark)
+from mmlongtail_bench.benchmark.cost import measure_cost
+from mmlongtail_bench.benchmark.runner import parallelism
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
-                                        generate_synthetic_lvis)
+                                        generate_synthetic_lvis,
+                                        write_heldout_split)
+
+
+def make_data(config: str, logger) -> None:
+    """The benchmark dataset and its held-out split where ``config`` (the
+    baseline's) says they are, made if missing."""
+    cfg = Config.fromfile(config)
+    train_ann, val_ann = dataset_files(cfg)
+    root = osp.dirname(osp.dirname(train_ann))
+    if not (osp.isfile(train_ann) and osp.isfile(val_ann)):
+        logger.info(f'making the benchmark dataset in {root}')
+        generate_synthetic_lvis(root,
+                                SyntheticLVISConfig(val_images_per_class=20))
+    if not osp.isfile(heldout_file(cfg)):
+        logger.info(f'making the held-out split in {root}')
+        write_heldout_split(root)
 
 
 def main():
@@ -37,16 +64,29 @@ def main():
         "default: the configs' data/synthetic_lvis_bench/")
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     p.add_argument('--methods', nargs='+', choices=[m.key for m in methods],
-                   help='a subset (the first is the baseline); default: all')
+                   help='a subset (the first of each track is its '
+                   'baseline); default: all')
     p.add_argument('--best-by', default='segm_APr', choices=TABLE_KEYS)
     p.add_argument('--workers', type=int, help='runs at a time')
     p.add_argument('--epochs', type=int, help="override the configs' 5")
     p.add_argument('--no-reuse', action='store_true',
-                   help='retrain runs that already finished')
+                   help='rerun runs that already finished')
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument('--measure-cost', action='store_true',
+                      help='time one epoch of each kind of run (in '
+                      '--out-dir, default work_dirs/benchmark_cost) and '
+                      'print the expected time of the whole benchmark')
+    mode.add_argument('--estimate', action='store_true',
+                      help='print the expected time of the benchmark from '
+                      'the recorded per-run figures and exit')
+    mode.add_argument('--make-data-only', action='store_true',
+                      help='make the dataset and its held-out split, exit')
     args = p.parse_args()
     if args.data_root:
         # read by configs/benchmark/* here and in every run's process
         os.environ[DATA_ROOT_VAR] = args.data_root.rstrip('/') + '/'
+    if args.measure_cost and args.out_dir == p.get_default('out_dir'):
+        args.out_dir = 'work_dirs/benchmark_cost'
     os.makedirs(args.out_dir, exist_ok=True)
     logger = MMLogger.get_instance(
         f'benchmark_longtail_{time.strftime("%Y%m%d_%H%M%S")}',
@@ -54,13 +94,30 @@ def main():
     if args.methods:
         keep = set(args.methods)
         methods = [m for m in methods if m.key in keep]
-    # the dataset where the baseline's config says it is
-    train_ann, val_ann = dataset_files(Config.fromfile(methods[0].config))
-    if not (osp.isfile(train_ann) and osp.isfile(val_ann)):
-        root = osp.dirname(osp.dirname(train_ann))
-        logger.info(f'making the benchmark dataset in {root}')
-        generate_synthetic_lvis(root,
-                                SyntheticLVISConfig(val_images_per_class=20))
+    if args.estimate:
+        workers, _ = parallelism(args.workers)
+        rates, source = measured_rates([])
+        total = plan_seconds(methods, args.seeds, workers, rates,
+                             args.epochs)
+        logger.info(f'{len(methods) * len(args.seeds)} runs, {workers} at a '
+                    f'time: about {format_duration(total)} ({source})')
+        return
+    make_data(methods[0].config, logger)
+    if args.make_data_only:
+        return
+    if args.measure_cost:
+        out = measure_cost(args.out_dir, seeds=args.seeds,
+                           workers=args.workers)
+        path = osp.join(args.out_dir, 'cost.json')
+        with open(path, 'w') as f:
+            json.dump(out, f, indent=1)
+        lines = [f'{k}: ' + ', '.join(f'{n} {v:.0f} s' for n, v in r.items())
+                 for k, r in out['rates'].items()]
+        logger.info('per-run figures (seconds):\n  ' + '\n  '.join(lines) +
+                    f'\nthe benchmark ({out["plan_runs"]} runs, '
+                    f'{out["workers"]} at a time): about '
+                    f'{format_duration(out["plan_seconds"])}; wrote {path}')
+        return
     out = run_benchmark(
         out_dir=args.out_dir, methods=methods, seeds=args.seeds,
         best_by=args.best_by, workers=args.workers, epochs=args.epochs,

@@ -24,7 +24,17 @@ model = dict(test_cfg=dict(rcnn=dict(max_per_img=100, topk_per_class=-1)))
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/lvis_v1_val.json')
+# LVIS AP and the large-vocabulary protocols, the table's AP^fixed and
+# AP^pool (top 10,000 detections per class; no per-image cap beyond the
+# model's max_per_img above).
+val_evaluator = dict(
+    ann_file=data_root + 'annotations/lvis_v1_val.json',
+    protocol=['standard', 'fixed', 'pooled'])
 test_evaluator = val_evaluator
 
 default_hooks = dict(checkpoint=dict(save_last=True))
+
+# Where post-hoc methods choose their parameter: a held-out part of the
+# training distribution, never val (mmlongtail_bench.synthetic.
+# write_heldout_split makes it; tools/benchmark_longtail.py when missing).
+heldout_ann_file = data_root + 'annotations/lvis_v1_train_heldout.json'

@@ -1,23 +1,36 @@
 """The long-tail benchmark on the synthetic dataset (``make bench``).
 
-* :mod:`.methods`: the rows (one config each in ``configs/benchmark/``);
-* :mod:`.run`: one run, trained and evaluated in its own process
+* :mod:`.methods`: the rows (one config each in ``configs/benchmark/``),
+  their kind (trained, stage 2, post-hoc) and track (two-stage, one-stage);
+* :mod:`.run`: one run, trained and evaluated (or, post-hoc, its parameter
+  chosen on the held-out split and evaluated) in its own process
   (:mod:`.job`);
 * :mod:`.runner`: :func:`run_benchmark`, which schedules the runs and writes
   the results;
-* :mod:`.results` and :mod:`.plot`: the table, the best method and the
-  per-class AP plot.
+* :mod:`.cost`: per-run costs, the time left and the whole benchmark's
+  expected time;
+* :mod:`.results` and :mod:`.plot`: the tables, the best methods, the
+  per-class AP plot and the AP_r-against-AP_f summary.
 """
-from .methods import Method, default_methods
-from .plot import frequency_bands, plot_ap_vs_frequency
-from .results import TABLE_KEYS, pick_best, results_markdown, summarize
-from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, dataset_files,
-                  run_config, set_epochs, train_and_evaluate)
+from .cost import (RECORDED_RATES, estimate_seconds, format_duration,
+                   measured_rates, plan_seconds, simulate)
+from .methods import KINDS, TRACKS, Method, default_methods, track_baselines
+from .plot import (frequency_bands, plot_ap_vs_frequency,
+                   plot_rare_vs_frequent)
+from .results import (TABLE_KEYS, beyond_seed_range, pick_best,
+                      results_markdown, summarize)
+from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, choose_value,
+                  config_value, dataset_files, heldout_file, run_config,
+                  set_epochs, train_and_evaluate)
 from .runner import run_benchmark
 
 __all__ = [
-    'Method', 'default_methods', 'frequency_bands', 'plot_ap_vs_frequency',
-    'TABLE_KEYS', 'pick_best', 'results_markdown', 'summarize',
-    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'dataset_files',
-    'run_config', 'set_epochs', 'train_and_evaluate', 'run_benchmark'
+    'RECORDED_RATES', 'estimate_seconds', 'format_duration',
+    'measured_rates', 'plan_seconds', 'simulate', 'KINDS', 'TRACKS',
+    'Method', 'default_methods', 'track_baselines', 'frequency_bands',
+    'plot_ap_vs_frequency', 'plot_rare_vs_frequent', 'TABLE_KEYS',
+    'beyond_seed_range', 'pick_best', 'results_markdown', 'summarize',
+    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'choose_value',
+    'config_value', 'dataset_files', 'heldout_file', 'run_config',
+    'set_epochs', 'train_and_evaluate', 'run_benchmark'
 ]

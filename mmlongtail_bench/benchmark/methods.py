@@ -1,8 +1,31 @@
 """The methods of the long-tail benchmark: one config each in
-``configs/benchmark/``."""
+``configs/benchmark/``.
+
+Three kinds of method, on two tracks:
+
+* ``'train'``: trained from scratch with the shared schedule;
+* ``'stage2'``: a second stage trained from another method's checkpoint of
+  the same seed (decoupled: BAGS, cRT); its config reads that checkpoint
+  from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``;
+* ``'posthoc'``: no training: another method's checkpoint of the same seed
+  evaluated with a test-time config delta (a scorer in
+  ``test_cfg.rcnn.score_calibration``, a hook). One parameter of the delta
+  (``param``, a dotted config key) is chosen from ``values`` on the held-out
+  part of the training distribution, never on val; then val is evaluated
+  once with the chosen value.
+
+Track ``'two_stage'`` is the light Mask R-CNN (boxes and masks), track
+``'one_stage'`` the light RetinaNet (boxes only). The first method of each
+track is that track's baseline: the table compares the others with it.
+"""
 import os.path as osp
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
+
+#: What a method does before it is evaluated.
+KINDS = ('train', 'stage2', 'posthoc')
+#: The model families, in table order.
+TRACKS = ('two_stage', 'one_stage')
 
 
 @dataclass(frozen=True)
@@ -11,35 +34,92 @@ class Method:
 
     Attributes:
         key (str): Short name, also the work-dir prefix.
-        label (str): Name in the table and the plot.
+        label (str): Name in the table and the plots.
         config (str): Config file.
-        init_from (str, optional): Key of the method whose trained checkpoint
-            (same seed) this one starts from (decoupled retraining). Its
-            config reads the path from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``.
+        init_from (str, optional): Key of the method whose checkpoint (same
+            seed) this one starts from (``'stage2'``) or is evaluated on
+            (``'posthoc'``). Required for those kinds, refused for
+            ``'train'``.
+        kind (str): One of :data:`KINDS`. Defaults to ``'train'``.
+        track (str): One of :data:`TRACKS`. Defaults to ``'two_stage'``.
+        param (str, optional): ``'posthoc'`` only: the dotted config key of
+            the parameter chosen on the held-out split, e.g.
+            ``'model.test_cfg.rcnn.score_calibration.0.gamma'``; the key must
+            exist in the config.
+        values (tuple[float], optional): ``'posthoc'`` only: the candidates.
+        select_by (str): ``'posthoc'`` only: the held-out result key (of
+            LVISMetric, without ``lvis/``) that chooses the value; the
+            highest wins, ties to the earlier value. Defaults to
+            ``'bbox_AP'``.
     """
     key: str
     label: str
     config: str
     init_from: Optional[str] = None
+    kind: str = 'train'
+    track: str = 'two_stage'
+    param: Optional[str] = None
+    values: Optional[Tuple[float, ...]] = None
+    select_by: str = 'bbox_AP'
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f'{self.key}: kind must be one of {KINDS}, got '
+                             f'{self.kind!r}')
+        if self.track not in TRACKS:
+            raise ValueError(f'{self.key}: track must be one of {TRACKS}, '
+                             f'got {self.track!r}')
+        if (self.init_from is None) != (self.kind == 'train'):
+            raise ValueError(
+                f'{self.key}: a {self.kind!r} method '
+                f'{"needs" if self.init_from is None else "takes no"} '
+                f'init_from, got {self.init_from!r}')
+        posthoc = self.kind == 'posthoc'
+        if posthoc and (not self.param or not self.values):
+            raise ValueError(f'{self.key}: a post-hoc method needs param and '
+                             f'values, got {self.param!r}, {self.values!r}')
+        if not posthoc and (self.param is not None
+                            or self.values is not None):
+            raise ValueError(f'{self.key}: only post-hoc methods choose a '
+                             f'parameter, got param={self.param!r}')
+        if self.values is not None:
+            object.__setattr__(self, 'values',
+                               tuple(float(v) for v in self.values))
 
 
 def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
-    """The methods of the benchmark, the baseline first."""
-    rows = [
-        ('baseline_ce', 'CE baseline', None),
-        ('rfs', 'RFS', None),
-        ('seesaw_normed_mask', 'Seesaw + Norm Mask', None),
-        ('eql', 'EQL', None),
-        ('eqlv2', 'EQLv2', None),
-        ('focal', 'Focal', None),
-        ('bags_decoupled', 'BAGS (decoupled)', 'baseline_ce'),
-        ('federated', 'Federated loss', None),
-        ('ecm', 'ECM + Norm Mask', None),
-        ('gumbel_droploss', 'GOL (Gumbel + DropLoss)', None),
-        ('balanced_softmax', 'Balanced softmax', None),
-        ('class_balanced_focal', 'Class-balanced focal', None),
-    ]
+    """The methods of the benchmark, each track's baseline first."""
+
+    def m(key: str, label: str, **kw) -> Method:
+        return Method(key, label, osp.join(config_dir, f'{key}.py'), **kw)
+
     return [
-        Method(k, label, osp.join(config_dir, f'{k}.py'), init)
-        for k, label, init in rows
+        # two-stage track: trained from scratch
+        m('baseline_ce', 'CE baseline'),
+        m('rfs', 'RFS'),
+        m('seesaw_normed_mask', 'Seesaw + Norm Mask'),
+        m('eql', 'EQL'),
+        m('eqlv2', 'EQLv2'),
+        m('focal', 'Focal'),
+        m('federated', 'Federated loss'),
+        m('ecm', 'ECM + Norm Mask'),
+        m('gumbel_droploss', 'GOL (Gumbel + DropLoss)'),
+        m('balanced_softmax', 'Balanced softmax'),
+        m('class_balanced_focal', 'Class-balanced focal'),
+        # two-stage track: classifier retrained on the baseline
+        m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
+          kind='stage2'),
+        m('crt', 'cRT (RFS)', init_from='baseline_ce', kind='stage2'),
+        # one-stage track
+        m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
+        m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),
+        m('retinanet_efl_rfs', 'RetinaNet EFL + RFS', track='one_stage'),
     ]
+
+
+def track_baselines(methods: Sequence[Method]) -> dict:
+    """``{track: key of its first method}`` for the tracks present."""
+    out: dict = {}
+    for m in methods:
+        out.setdefault(m.track, m.key)
+    return out

@@ -1,5 +1,7 @@
-"""Per-class AP against training images for every method, in frequency
-bands placed by the dataset's own r/c/f rule."""
+"""The benchmark's plots: per-class AP against training images for every
+method, in frequency bands placed by the dataset's own r/c/f rule; and the
+summary, AP_r against AP_f per method with the seeds' range as error
+bars."""
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -40,15 +42,16 @@ def plot_ap_vs_frequency(records: Sequence[dict],
     method's ``seed`` run: points per class and a line through the mean AP
     of each frequency band (:func:`frequency_bands` of ``rule``, the
     dataset's ``(rare_max, common_max)`` images); rare and common ranges
-    shaded."""
+    shaded. Box-only runs (the one-stage track) appear in the box panel
+    only."""
     from mmlongtail.analysis.per_class import load_per_class
     from mmlongtail.analysis.report import _pyplot
 
     rare_max, common_max = rule
     edges = frequency_bands(rare_max, common_max)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
-    cmap = plt.get_cmap('tab10')
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), sharey=True)
+    cmap = plt.get_cmap('tab20')
     try:
         top = 0.0
         for i, m in enumerate(methods):
@@ -59,12 +62,15 @@ def plot_ap_vs_frequency(records: Sequence[dict],
             res = load_per_class(rec['per_class'])
             counts = np.maximum(res.image_count.astype(np.float64), 0.8)
             band = np.digitize(counts, edges) - 1
+            style = '-' if i < 20 else '--'
             for ax, task in zip(axes, ('bbox', 'segm')):
+                if task not in res.iou_types:
+                    continue
                 ap = res.per_class(task)
                 ok = np.isfinite(ap)
                 jitter = 1 + 0.06 * (i - len(methods) / 2) / len(methods)
-                ax.scatter(counts[ok] * jitter, ap[ok], s=9, alpha=0.35,
-                           color=cmap(i))
+                ax.scatter(counts[ok] * jitter, ap[ok], s=6, alpha=0.2,
+                           color=cmap(i % 20))
                 top = max(top, float(ap[ok].max(initial=0.0)))
                 xs, ys = [], []
                 for b in range(len(edges) - 1):
@@ -72,8 +78,8 @@ def plot_ap_vs_frequency(records: Sequence[dict],
                     if sel.any():
                         xs.append(np.exp(np.log(counts[sel]).mean()))
                         ys.append(ap[sel].mean())
-                ax.plot(xs, ys, '-o', ms=3.5, lw=1.6, color=cmap(i),
-                        label=m.label)
+                ax.plot(xs, ys, style, marker='o', ms=3, lw=1.4,
+                        color=cmap(i % 20), label=m.label)
         for ax, task in zip(axes, ('bbox', 'segm')):
             ax.set_xscale('log')
             ax.axvspan(0.7, rare_max + 0.5, color='#d62728', alpha=0.06)
@@ -87,7 +93,60 @@ def plot_ap_vs_frequency(records: Sequence[dict],
             ax.grid(True, which='both', alpha=0.3)
         axes[0].set_ylabel('AP')
         axes[0].set_ylim(-0.02, min(1.02, top + 0.08))
-        axes[0].legend(loc='upper left', fontsize=8)
+        axes[0].legend(loc='upper left', fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+_KIND_MARKERS = dict(train='o', stage2='s', posthoc='D')
+
+
+def plot_rare_vs_frequent(summary: dict, path: str) -> str:
+    """The benchmark at a glance: per method (rows of
+    :func:`.results.summarize`), mean AP_r against mean AP_f, boxes and
+    masks side by side, the seeds' range as error bars; markers by kind
+    (trained / stage 2 / post-hoc), hollow for the one-stage track, dashed
+    lines through the two-stage baseline."""
+    from mmlongtail.analysis.report import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
+    cmap = plt.get_cmap('tab20')
+    try:
+        for ax, task in zip(axes, ('bbox', 'segm')):
+            r, f = f'{task}_APr', f'{task}_APf'
+            for i, (key, row) in enumerate(summary.items()):
+                if row['mean'][r] is None or row['mean'][f] is None:
+                    continue
+                x, y = 100 * row['mean'][f], 100 * row['mean'][r]
+                xerr = [[x - 100 * min(row['values'][f])],
+                        [100 * max(row['values'][f]) - x]]
+                yerr = [[y - 100 * min(row['values'][r])],
+                        [100 * max(row['values'][r]) - y]]
+                colour = cmap(i % 20)
+                hollow = row['track'] == 'one_stage'
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr,
+                            fmt=_KIND_MARKERS[row['kind']], ms=7,
+                            color=colour, mfc='white' if hollow else colour,
+                            capsize=3, lw=1.2, label=row['label'])
+                ax.annotate(row['label'], (x, y), xytext=(4, 4),
+                            textcoords='offset points', fontsize=7)
+            base = next((row for row in summary.values()
+                         if row['track'] == 'two_stage'), None)
+            if base is not None and base['mean'][r] is not None:
+                ax.axhline(100 * base['mean'][r], color='grey', ls='--',
+                           lw=0.8)
+                ax.axvline(100 * base['mean'][f], color='grey', ls='--',
+                           lw=0.8)
+            ax.set_xlabel(f'{task} AP_f (frequent classes)')
+            ax.set_ylabel(f'{task} AP_r (rare classes)')
+            ax.set_title(f'{task}: rare against frequent (mean, error bars: '
+                         'seed range)')
+            ax.grid(True, alpha=0.3)
+        axes[0].legend(loc='best', fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
     finally:

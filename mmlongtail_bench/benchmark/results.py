@@ -1,14 +1,24 @@
-"""The benchmark's numbers: per-method summary over seeds, the markdown
-table and the choice of the best method."""
-from typing import Optional, Sequence
+"""The benchmark's numbers: per-method summary over seeds, which
+differences from the track's baseline exceed the seed range, the markdown
+tables and the best method of each track."""
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .methods import Method
+from .methods import TRACKS, Method, track_baselines
 
-#: The eight numbers of the table, in order (keys of LVISMetric's results).
-TABLE_KEYS = tuple(f'{task}_{k}' for task in ('bbox', 'segm')
-                   for k in ('AP', 'APr', 'APc', 'APf'))
+#: The numbers of the table, in order (keys of LVISMetric's results, the
+#: fixed and pooled protocols' from the benchmark configs' evaluator).
+TABLE_KEYS = ('bbox_AP', 'bbox_APr', 'bbox_APc', 'bbox_APf', 'bbox_APfixed',
+              'bbox_APpool', 'segm_AP', 'segm_APr', 'segm_APc', 'segm_APf')
+#: Column titles of :data:`TABLE_KEYS`.
+COLUMN_TITLES = ('bbox AP', 'AP_r', 'AP_c', 'AP_f', 'AP^fixed', 'AP^pool',
+                 'segm AP', 'AP_r', 'AP_c', 'AP_f')
+#: Marks of a difference from the baseline beyond the seed range.
+ABOVE, BELOW = '▲', '▼'
+_TRACK_TITLES = dict(two_stage='Two-stage track (light Mask R-CNN)',
+                     one_stage='One-stage track (light RetinaNet, boxes '
+                     'only)')
 
 
 def fmt_percent(v: Optional[float]) -> str:
@@ -16,17 +26,43 @@ def fmt_percent(v: Optional[float]) -> str:
     return '-' if v is None else f'{100 * v:.1f}'
 
 
+def beyond_seed_range(values: Sequence[float],
+                      baseline: Sequence[float]) -> Optional[str]:
+    """:data:`ABOVE` if every value is above every baseline value,
+    :data:`BELOW` if every one is below, else ``''``; None when either has
+    fewer than two seeds (no range to compare with).
+
+    With two seeds each this is ``|mean - mean_base| > spread +
+    spread_base`` (half ranges): the two ranges do not overlap.
+    """
+    if len(values) < 2 or len(baseline) < 2:
+        return None
+    if min(values) > max(baseline):
+        return ABOVE
+    if max(values) < min(baseline):
+        return BELOW
+    return ''
+
+
 def summarize(records: Sequence[dict], methods: Sequence[Method]) -> dict:
-    """Per method: the runs' seeds, per-seed values, mean and spread (half
-    the range: with two seeds, mean +- spread gives both values)."""
+    """Per method (in ``methods`` order): kind, track, the runs' seeds,
+    per-seed values, mean and spread (half the range: with two seeds,
+    mean +- spread gives both values), the post-hoc values chosen per seed,
+    and ``vs_baseline``: per key, :func:`beyond_seed_range` against the
+    first method of its track (None for the baseline itself)."""
     out = {}
     for m in methods:
         runs = sorted((r for r in records if r['spec']['key'] == m.key),
                       key=lambda r: r['spec']['seed'])
         if not runs:
             continue
-        row = dict(label=m.label, seeds=[r['spec']['seed'] for r in runs],
-                   values={}, mean={}, spread={})
+        row = dict(label=m.label, kind=m.kind, track=m.track,
+                   init_from=m.init_from,
+                   seeds=[r['spec']['seed'] for r in runs], values={},
+                   mean={}, spread={}, vs_baseline={})
+        if m.kind == 'posthoc':
+            row['param'] = m.param
+            row['chosen'] = [r['selection']['chosen'] for r in runs]
         for k in TABLE_KEYS:
             vals = [r['metrics'].get(f'lvis/{k}') for r in runs]
             vals = [float(v) for v in vals if v is not None]
@@ -35,37 +71,74 @@ def summarize(records: Sequence[dict], methods: Sequence[Method]) -> dict:
             row['spread'][k] = (float((max(vals) - min(vals)) / 2)
                                 if len(vals) > 1 else None)
         out[m.key] = row
+    for track, base in track_baselines(methods).items():
+        if base not in out:
+            continue
+        for key, row in out.items():
+            if row['track'] != track or key == base:
+                continue
+            row['vs_baseline'] = {
+                k: beyond_seed_range(row['values'][k],
+                                     out[base]['values'][k])
+                for k in TABLE_KEYS
+            }
     return out
 
 
+def _how(row: dict, summary: dict) -> str:
+    if row['kind'] == 'train':
+        return 'trained'
+    base = summary.get(row['init_from'], {}).get('label', row['init_from'])
+    if row['kind'] == 'stage2':
+        return f'stage 2 on {base}'
+    name = row['param'].split('.')[-1]
+    chosen = ', '.join(f'{v:g}' for v in row['chosen'])
+    return f'post-hoc on {base}, {name} = {chosen}'
+
+
 def results_markdown(summary: dict) -> str:
-    """The table: bbox and segm AP / AP_r / AP_c / AP_f in percent, mean
-    +- spread (half the range) over the seeds a method ran."""
-    head = ('| method | seeds | ' + ' | '.join(
-        f'{k.split("_")[0]} {k.split("_")[1]}' for k in TABLE_KEYS) + ' |')
-    lines = [head, '|---|---|' + '---:|' * len(TABLE_KEYS)]
-    for row in summary.values():
-        cells = []
-        for k in TABLE_KEYS:
-            mean, spread = row['mean'][k], row['spread'][k]
-            cell = fmt_percent(mean)
-            if spread is not None:
-                cell += f' ± {100 * spread:.1f}'
-            cells.append(cell)
-        seeds = ','.join(str(s) for s in row['seeds'])
-        lines.append(f'| {row["label"]} | {seeds} | ' + ' | '.join(cells) +
-                     ' |')
-    return '\n'.join(lines)
+    """One table per track: bbox AP / AP_r / AP_c / AP_f / AP^fixed /
+    AP^pool and segm AP / AP_r / AP_c / AP_f in percent, mean +- spread
+    (half the range) over the seeds a method ran, marked :data:`ABOVE` /
+    :data:`BELOW` where the difference from the track's baseline exceeds
+    the seed range; ``-`` where a number does not exist (no masks)."""
+    parts: List[str] = []
+    for track in TRACKS:
+        rows = [r for r in summary.values() if r['track'] == track]
+        if not rows:
+            continue
+        lines = [f'**{_TRACK_TITLES[track]}**', '',
+                 '| method | how | seeds | ' + ' | '.join(COLUMN_TITLES) +
+                 ' |', '|---|---|---|' + '---:|' * len(TABLE_KEYS)]
+        for row in rows:
+            cells = []
+            for k in TABLE_KEYS:
+                mean, spread = row['mean'][k], row['spread'][k]
+                cell = fmt_percent(mean)
+                if spread is not None:
+                    cell += f' ± {100 * spread:.1f}'
+                cell += row['vs_baseline'].get(k) or ''
+                cells.append(cell)
+            seeds = ','.join(str(s) for s in row['seeds'])
+            lines.append(f'| {row["label"]} | {_how(row, summary)} | '
+                         f'{seeds} | ' + ' | '.join(cells) + ' |')
+        parts.append('\n'.join(lines))
+    return '\n\n'.join(parts)
 
 
-def pick_best(summary: dict, baseline: str, by: str) -> str:
-    """The non-baseline method with the highest ``by`` (e.g. 'segm_APr') on
-    its first seed; ties go to the higher mask AP."""
+def pick_best(summary: dict, methods: Sequence[Method],
+              by: str) -> Dict[str, str]:
+    """Per track, the non-baseline method with the highest mean ``by``
+    (e.g. ``'segm_APr'``); ties go to the higher mean box AP. Tracks where
+    no such method has ``by`` are left out."""
     if by not in TABLE_KEYS:
         raise ValueError(f'best_by must be one of {TABLE_KEYS}, got {by!r}')
-    cands = [(row['values'][by][0], row['values']['segm_AP'][0], key)
-             for key, row in summary.items()
-             if key != baseline and row['values'][by]]
-    if not cands:
-        raise ValueError('no method besides the baseline has results')
-    return max(cands)[2]
+    best = {}
+    for track, base in track_baselines(methods).items():
+        cands = [(row['mean'][by], row['mean']['bbox_AP'] or 0.0, key)
+                 for key, row in summary.items()
+                 if row['track'] == track and key != base
+                 and row['mean'][by] is not None]
+        if cands:
+            best[track] = max(cands)[2]
+    return best

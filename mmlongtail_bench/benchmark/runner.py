@@ -1,23 +1,29 @@
 """The long-tail benchmark on the synthetic dataset.
 
-Every method of ``configs/benchmark/`` is trained with the same schedule and
-seed on the synthetic long-tailed set and evaluated on its balanced val split
-(LVIS AP, AP_r, AP_c, AP_f for boxes and masks). The CE baseline and the best
-method get a second seed, so the spread between seeds can be set against the
-differences between methods. ``tools/benchmark_longtail.py`` (``make bench``)
-is the command line.
+Every method of ``configs/benchmark/`` (see :mod:`.methods`) runs with every
+seed, with the same schedule, on the synthetic long-tailed set, and is
+evaluated on its balanced val split (LVIS AP, AP_r, AP_c, AP_f for boxes
+and masks, AP^fixed and AP^pool for boxes). Stage-2 methods start from, and
+post-hoc methods evaluate, the checkpoint of the same seed of the method
+they name; post-hoc parameters are chosen on the held-out split.
+``tools/benchmark_longtail.py`` (``make bench``) is the command line.
 
 Each run is its own process (a fresh Runner, registry and RNG state); on a
 CPU-only machine two run side by side with one thread each, which trains
 about 1.4x faster in total than one run on two threads. The configs say
 where the data is (``$LONGTAIL_BENCH_ROOT``, see :mod:`.run`); the runs
-inherit this process's environment. Outputs under ``out_dir``::
+inherit this process's environment. A finished run (its ``metrics.json``
+with the same spec) is reused, so the benchmark can be built up over
+several calls; each finished run logs the progress and an estimate of the
+time left (:mod:`.cost`). Outputs under ``out_dir``::
 
     <method>_seed<k>/       the run's work dir: config, log, checkpoint,
                             metrics.json, lvis.per_class.json
     results.json            every run's metrics, per-class AP and timing
-    results.md              the table (mean and spread where two seeds ran)
-    ap_vs_frequency.png     per-class AP against training images, all methods
+    results.md              the tables (mean and spread over the seeds)
+    ap_vs_frequency.png     per-class AP against training images
+    rare_vs_frequent.png    AP_r against AP_f per method, seeds as error
+                            bars
 """
 import json
 import os
@@ -31,50 +37,67 @@ from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
+from .cost import (estimate_seconds, format_duration, measured_rates,
+                   simulate)
 from .methods import Method, default_methods
-from .plot import plot_ap_vs_frequency, rule_of_runs
+from .plot import plot_ap_vs_frequency, plot_rare_vs_frequent, rule_of_runs
 from .results import (TABLE_KEYS, fmt_percent, pick_best, results_markdown,
                       summarize)
-from .run import INIT_CHECKPOINT_VAR, RunSpec, dataset_files
+from .run import INIT_CHECKPOINT_VAR, RunSpec, dataset_files, heldout_file
 
 
 def check_methods(methods: Sequence[Method], seeds: Sequence[int],
-                  best_by: str) -> Dict[str, Tuple[str, str]]:
+                  best_by: str) -> Dict[str, Tuple[str, ...]]:
     """Refuse a benchmark that cannot run, before anything trains.
 
     Returns:
         dict: Per method key, the ``(train, val)`` annotation files its
-        config resolves to in this process's environment.
+        config resolves to in this process's environment, and the held-out
+        file third for a post-hoc method.
 
     Raises:
-        ValueError: No seed, repeated keys, an unknown ``init_from`` or
-            ``best_by``.
+        ValueError: No seed, repeated seeds or keys, an unknown or unusable
+            ``init_from`` (not a trained method of the same track, or after
+            the method) or ``best_by``.
         FileNotFoundError: A config or a dataset file is missing (with the
             command that makes the dataset).
     """
     if not seeds:
         raise ValueError('seeds must name at least one seed')
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f'seeds repeat: {list(seeds)}')
     if best_by not in TABLE_KEYS:
         raise ValueError(f'best_by must be one of {TABLE_KEYS}, got '
                          f'{best_by!r}')
     keys = [m.key for m in methods]
     if len(set(keys)) != len(keys):
         raise ValueError(f'method keys repeat: {keys}')
+    by_key = {m.key: m for m in methods}
     files = {}
     for m in methods:
         if not osp.isfile(m.config):
             raise FileNotFoundError(f'{m.label}: config {m.config} not found')
-        if m.init_from is not None and m.init_from not in keys:
-            raise ValueError(f'{m.label} starts from {m.init_from!r}, which '
-                             f'is not among the methods {keys}')
-        files[m.key] = dataset_files(Config.fromfile(m.config))
+        if m.init_from is not None:
+            base = by_key.get(m.init_from)
+            if base is None:
+                raise ValueError(f'{m.label} starts from {m.init_from!r}, '
+                                 f'which is not among the methods {keys}')
+            if base.kind == 'posthoc' or base.track != m.track:
+                raise ValueError(
+                    f'{m.label} starts from {base.label}, a {base.kind!r} '
+                    f'method of the {base.track!r} track: it needs a trained '
+                    f'checkpoint of the {m.track!r} track')
+        cfg = Config.fromfile(m.config)
+        files[m.key] = dataset_files(cfg)
+        if m.kind == 'posthoc':
+            files[m.key] += (heldout_file(cfg), )
         for ann in files[m.key]:
             if not osp.isfile(ann):
                 root = osp.dirname(osp.dirname(ann))
                 raise FileNotFoundError(
                     f'{ann} ({m.config}) not found; make the benchmark '
-                    f'dataset with: python tools/make_synthetic_lvis.py '
-                    f'{root} --val-images-per-class 20')
+                    'dataset with: python tools/benchmark_longtail.py '
+                    f'--data-root {root} --make-data-only')
     return files
 
 
@@ -134,36 +157,42 @@ def _tail(path: str, n: int = 25) -> str:
 
 
 def _reusable(spec: RunSpec) -> Optional[dict]:
-    """The finished run's record if ``metrics.json`` has the same spec."""
+    """The finished run's record if ``metrics.json`` has the same spec
+    (fields added to :class:`RunSpec` since it was written count as their
+    defaults, so older runs stay reusable)."""
     path = osp.join(spec.work_dir, 'metrics.json')
     if not osp.isfile(path):
         return None
     with open(path) as f:
         rec = json.load(f)
-    if rec.get('spec') != asdict(spec) or not osp.isfile(rec['per_class']):
+    try:
+        old = asdict(RunSpec(**rec.get('spec', {})))
+    except TypeError:  # fields this version does not know: not the same
         return None
+    if old != asdict(spec) or not osp.isfile(rec['per_class']):
+        return None
+    rec['spec'] = old
     return rec
 
 
 class _Schedule:
-    """Which runs go when: every method on the first seed, the baseline on
-    the second, and the best method on the second once every first seed is
-    done. A run starts when a worker is free and the run it starts from
-    (``init_from``, same seed) has finished."""
+    """Which runs go when: every method with every seed, seed by seed in
+    the methods' order. A run starts when a worker is free and the run it
+    starts from or evaluates (``init_from``, same seed) has finished."""
 
     def __init__(self, methods: Sequence[Method], seeds: Sequence[int],
-                 best_by: str, workers: int,
+                 workers: int,
                  make_spec: Callable[[Method, int, Optional[str]], RunSpec],
-                 reuse: bool, poll_seconds: float = 2.0) -> None:
-        self.methods, self.seeds, self.best_by = list(methods), seeds, best_by
+                 reuse: bool, epochs: Optional[int] = None,
+                 poll_seconds: float = 2.0) -> None:
+        self.methods, self.seeds = list(methods), list(seeds)
+        self.epochs = epochs
         self.workers, self.make_spec, self.reuse = workers, make_spec, reuse
         self.poll_seconds = poll_seconds
-        self.pending = [_Job(m, seeds[0]) for m in methods]
-        for s in seeds[1:2]:
-            self.pending.insert(1, _Job(methods[0], s))
-        self.best_added = len(seeds) < 2
-        self.total = len(self.pending) + (0 if self.best_added else 1)
+        self.pending = [_Job(m, s) for s in seeds for m in methods]
+        self.total = len(self.pending)
         self.running: List[_Job] = []
+        self.started: Dict[str, float] = {}
         self.done: Dict[str, _Job] = {}
         self.reused: List[str] = []
         self.logger = MMLogger.get_current_instance()
@@ -223,8 +252,26 @@ class _Schedule:
                 continue
             job.launch()
             self.running.append(job)
+            self.started[job.name] = time.time()
             self.logger.info(f'started {job.method.label}, seed {job.seed} '
                              f'-> {job.spec.work_dir}/job.log')
+
+    def time_left(self) -> Tuple[float, str]:
+        """Estimated seconds until every run has finished (the schedule of
+        the runs left simulated with :mod:`.cost`'s per-run estimates), and
+        where those come from."""
+        rates, source = measured_rates(
+            [j.record for j in self.done.values()])
+        now = time.time()
+        running = {
+            j.name: max(0.0, estimate_seconds(j.method, self.epochs, rates) -
+                        (now - self.started[j.name]))
+            for j in self.running
+        }
+        jobs = [(j.name, estimate_seconds(j.method, self.epochs, rates),
+                 None if j.method.init_from is None else
+                 f'{j.method.init_from}_seed{j.seed}') for j in self.pending]
+        return simulate(jobs, self.workers, running), source
 
     def _finish(self, job: _Job, record: dict, reused: bool) -> None:
         job.record = record
@@ -233,62 +280,60 @@ class _Schedule:
         self.done[job.name] = job
         m = record['metrics']
         how = 'reused' if reused else f'{record["seconds"] / 60:.1f} min'
+        chosen = record.get('selection', {}).get('chosen')
+        chosen = '' if chosen is None else \
+            f', {record["selection"]["param"].split(".")[-1]} = {chosen:g}'
+        left, source = self.time_left()
         self.logger.info(
             f'[{len(self.done)}/{self.total}] {job.method.label}, seed '
-            f'{job.seed} ({how}): bbox AP {fmt_percent(m.get("lvis/bbox_AP"))}'
-            f' (r {fmt_percent(m.get("lvis/bbox_APr"))}), segm AP '
-            f'{fmt_percent(m.get("lvis/segm_AP"))} '
-            f'(r {fmt_percent(m.get("lvis/segm_APr"))})')
-        self._add_best_when_known()
-
-    def _add_best_when_known(self) -> None:
-        # once every method has its first seed, the best one gets the second
-        if self.best_added or not all(f'{m.key}_seed{self.seeds[0]}' in
-                                      self.done for m in self.methods):
-            return
-        summary = summarize([j.record for j in self.done.values()],
-                            self.methods)
-        best = pick_best(summary, self.methods[0].key, self.best_by)
-        best_m = next(m for m in self.methods if m.key == best)
-        self.logger.info(f'best method by {self.best_by} on seed '
-                         f'{self.seeds[0]}: {best_m.label}; adding seed '
-                         f'{self.seeds[1]}')
-        self.pending.append(_Job(best_m, self.seeds[1]))
-        self.best_added = True
+            f'{job.seed} ({how}{chosen}): bbox AP '
+            f'{fmt_percent(m.get("lvis/bbox_AP"))} (r '
+            f'{fmt_percent(m.get("lvis/bbox_APr"))}), segm AP '
+            f'{fmt_percent(m.get("lvis/segm_AP"))} (r '
+            f'{fmt_percent(m.get("lvis/segm_APr"))}); about '
+            f'{format_duration(left)} left ({source})')
 
 
 def write_results(out_dir: str, records: Sequence[dict],
                   methods: Sequence[Method], seeds: Sequence[int],
                   best_by: str, run_info: dict) -> dict:
-    """Write ``results.json``, ``results.md`` and ``ap_vs_frequency.png``.
+    """Write ``results.json``, ``results.md``, ``ap_vs_frequency.png`` and
+    ``rare_vs_frequent.png``.
 
     Args:
         run_info (dict): ``seconds``, ``workers``, ``threads`` and
-            ``reused`` (names of the runs not trained by this call).
+            ``reused`` (names of the runs not run by this call).
 
     Returns:
         dict: ``{'summary', 'best', 'table', 'files', 'seconds'}``.
     """
     summary = summarize(records, methods)
-    best = (None if len(seeds) < 2 else pick_best(summary, methods[0].key,
-                                                   best_by))
+    best = pick_best(summary, methods, best_by)
     table = results_markdown(summary)
     files = dict(
         json=osp.join(out_dir, 'results.json'),
         markdown=osp.join(out_dir, 'results.md'),
-        plot=osp.join(out_dir, 'ap_vs_frequency.png'))
+        plot=osp.join(out_dir, 'ap_vs_frequency.png'),
+        summary_plot=osp.join(out_dir, 'rare_vs_frequent.png'))
     with open(files['json'], 'w') as f:
         json.dump(dict(summary=summary, best=best, best_by=best_by,
-                       **run_info, runs=list(records)), f, indent=1)
+                       seeds=list(seeds), **run_info, runs=list(records)),
+                  f, indent=1)
     reused = len(run_info['reused'])
+    best_text = ', '.join(
+        f'{summary[k]["label"]}' for k in best.values()) or 'none'
     with open(files['markdown'], 'w') as f:
         f.write(table + '\n\nPercent; mean ± half the range over the seeds '
-                f'listed. Best method by {best_by}: {best}. This call: '
+                'listed; ▲ / ▼: every seed above / below every seed of the '
+                "track's baseline (the first row). Post-hoc rows: the "
+                'parameter chosen on the held-out split, per seed. Best by '
+                f'mean {best_by} per track: {best_text}. This call: '
                 f'{run_info["seconds"] / 60:.1f} min wall, '
-                f'{len(records) - reused} run(s) trained '
+                f'{len(records) - reused} run(s) done '
                 f'({run_info["workers"]} at a time), {reused} reused.\n')
     plot_ap_vs_frequency(records, methods, files['plot'],
                          rule=rule_of_runs(records), seed=seeds[0])
+    plot_rare_vs_frequent(summary, files['summary_plot'])
     return dict(summary=summary, best=best, table=table, files=files,
                 seconds=run_info['seconds'])
 
@@ -302,7 +347,7 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
                   train_images: Optional[int] = None,
                   val_images: Optional[int] = None,
                   reuse: bool = True) -> dict:
-    """Train and evaluate every method, then write the table and the plot.
+    """Run every method with every seed, then write the tables and plots.
 
     The dataset is the one the configs resolve to in this process's
     environment (``$LONGTAIL_BENCH_ROOT``, default
@@ -311,18 +356,18 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
     Args:
         out_dir (str): Where runs and results go.
         methods (list[Method], optional): Defaults to
-            :func:`default_methods`; the first is the baseline.
-        seeds (Sequence[int]): The first seed runs every method; the second
-            (if given) runs the baseline and the best method.
-        best_by (str): Which number picks the best method, one of
-            :data:`TABLE_KEYS`. Defaults to mask AP_r.
+            :func:`default_methods`; each track's first is its baseline.
+        seeds (Sequence[int]): Every method runs every seed.
+        best_by (str): Which number names the best method of each track in
+            ``results.md``, one of :data:`TABLE_KEYS`. Defaults to mask
+            AP_r.
         workers (int, optional): Runs at a time. Defaults to 1 with CUDA,
             else ``min(2, cpus)`` (each gets ``cpus // workers`` threads).
         epochs (int, optional): Override the configs' schedule.
         train_images / val_images (int, optional): Use only the first N
             images (smoke tests).
         reuse (bool): Keep a finished run whose ``metrics.json`` has the same
-            spec instead of training it again.
+            spec instead of running it again.
 
     Returns:
         dict: ``{'summary', 'best', 'table', 'files', 'seconds'}``.
@@ -335,19 +380,28 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
 
     def make_spec(method: Method, seed: int,
                   init_checkpoint: Optional[str]) -> RunSpec:
-        train_ann, val_ann = data[method.key]
+        files = data[method.key]
+        posthoc = method.kind == 'posthoc'
         return RunSpec(
             key=method.key, seed=seed, config=method.config,
             work_dir=osp.join(out_dir, f'{method.key}_seed{seed}'),
-            train_ann_file=train_ann, val_ann_file=val_ann,
-            init_checkpoint=init_checkpoint, epochs=epochs,
-            train_images=train_images, val_images=val_images,
-            threads=threads)
+            train_ann_file=files[0], val_ann_file=files[1],
+            init_checkpoint=init_checkpoint,
+            epochs=None if posthoc else epochs,
+            train_images=None if posthoc else train_images,
+            val_images=val_images, threads=threads, kind=method.kind,
+            track=method.track,
+            param=method.param,
+            values=None if method.values is None else list(method.values),
+            select_by=method.select_by if posthoc else None,
+            heldout_ann_file=files[2] if posthoc else None)
 
-    schedule = _Schedule(methods, seeds, best_by, workers, make_spec, reuse)
+    schedule = _Schedule(methods, seeds, workers, make_spec, reuse, epochs)
+    left, source = schedule.time_left()
     logger.info(f'benchmark: {schedule.total} runs, {workers} at a time'
                 f'{"" if threads is None else f", {threads} thread(s) each"}'
-                f'; out_dir={out_dir}')
+                f'; out_dir={out_dir}; about {format_duration(left)} if none '
+                f'is reused ({source})')
     start = time.time()
     records = schedule.run()
     out = write_results(

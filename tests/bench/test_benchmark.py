@@ -1,9 +1,11 @@
-"""The long-tail benchmark's machinery: configs that own their paths, the
-schedule, the table, the choice of the best method (hand-made records), the
-plot's frequency bands, and a real end-to-end run of two methods (one
-decoupled from the other) for 1 epoch on a few images, with reuse and
-failure reporting."""
+"""The long-tail benchmark's machinery: methods and their kinds, configs
+that own their paths, one run's config (trained, stage 2, post-hoc), the
+post-hoc choice, the cost model and schedule simulation, the tables with
+the seed-range marks (hand-made records), the plots' frequency bands, and a
+real end-to-end run of one method of each kind (trained, stage 2, post-hoc,
+one-stage) for 1 epoch on a few images, with reuse and failure reporting."""
 import json
+import logging
 import os
 import os.path as osp
 
@@ -11,14 +13,19 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
-from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR,
-                                        TABLE_KEYS, Method, RunSpec,
-                                        dataset_files, default_methods,
-                                        frequency_bands, pick_best,
-                                        results_markdown, run_benchmark,
-                                        run_config, set_epochs, summarize)
-from mmlongtail_bench.synthetic import read_frequency_rule
+from mmlongtail_bench.benchmark import (
+    DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,
+    RunSpec, beyond_seed_range, choose_value, config_value, dataset_files,
+    default_methods, estimate_seconds, frequency_bands, heldout_file,
+    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
+    run_config, set_epochs, simulate, summarize)
+from mmlongtail_bench.benchmark.cost import (PROBE_PARAM,
+                                             probe_posthoc_method)
+from mmlongtail_bench.benchmark.run import posthoc_config
+from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
+                                        write_heldout_split)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BENCH = osp.join(ROOT, 'configs', 'benchmark')
@@ -32,22 +39,53 @@ def test_default_methods_are_those_of_the_issues():
     ms = _methods()
     assert [m.label for m in ms] == [
         'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
-        'BAGS (decoupled)', 'Federated loss', 'ECM + Norm Mask',
-        'GOL (Gumbel + DropLoss)', 'Balanced softmax', 'Class-balanced focal'
+        'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
+        'Balanced softmax', 'Class-balanced focal', 'BAGS (decoupled)',
+        'cRT (RFS)', 'RetinaNet focal', 'RetinaNet EFL',
+        'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [m.init_from for m in ms] == [None] * 6 + ['baseline_ce'] + \
-        [None] * 5
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 11 + [
+        ('stage2', 'baseline_ce')] * 2 + [('train', None)] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 13 + ['one_stage'] * 3
 
 
-def test_every_method_is_the_baseline_plus_one_change():
+def test_methods_refuse_what_their_kind_cannot_do():
+    with pytest.raises(ValueError, match='kind must be one of'):
+        Method('x', 'X', 'x.py', kind='decoupled')
+    with pytest.raises(ValueError, match='track must be one of'):
+        Method('x', 'X', 'x.py', track='dense')
+    with pytest.raises(ValueError, match="'stage2' method needs init_from"):
+        Method('x', 'X', 'x.py', kind='stage2')
+    with pytest.raises(ValueError, match="'train' method takes no init_"):
+        Method('x', 'X', 'x.py', init_from='base')
+    with pytest.raises(ValueError, match='needs param and values'):
+        Method('x', 'X', 'x.py', init_from='base', kind='posthoc', param='a')
+    with pytest.raises(ValueError, match='only post-hoc methods choose'):
+        Method('x', 'X', 'x.py', param='a', values=(1, ))
+    m = Method('x', 'X', 'x.py', init_from='b', kind='posthoc', param='a.b',
+               values=[1, 0.5])
+    assert m.values == (1.0, 0.5)
+
+
+def test_every_method_is_its_track_baseline_plus_one_change():
     base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
+    retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
+    # the one-stage baseline: the same but for the model (and no masks)
+    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
+                'train_dataloader', 'heldout_ann_file'):
+        assert retina[key] == base[key], key
+    assert retina.val_evaluator == dict(base.val_evaluator, metric=['bbox'])
+    assert retina.model.backbone == base.model.backbone
     for m in _methods()[1:]:
         cfg = Config.fromfile(m.config)
+        ref = retina if m.track == 'one_stage' else base
         # same schedule, optimizer, data and evaluation
         for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
                     'val_evaluator'):
-            assert cfg[key] == base[key], (m.key, key)
+            assert cfg[key] == ref[key], (m.key, key)
+        if m.track == 'one_stage':
+            continue
         assert cfg.model.backbone == base.model.backbone
         assert cfg.model.test_cfg == base.model.test_cfg
         same_sampler = cfg.train_dataloader.sampler == \
@@ -56,6 +94,12 @@ def test_every_method_is_the_baseline_plus_one_change():
             base.model.roi_head.bbox_head.loss_cls
         # exactly one of sampler / classification loss changes
         assert same_sampler != same_loss, m.key
+        hooks = [h.type for h in cfg.get('custom_hooks', [])]
+        assert ('mmlongtail.ClassifierRetrainingHook' in hooks) == (
+            m.kind == 'stage2'), m.key
+    # the evaluator runs the protocols of the table's AP^fixed / AP^pool
+    assert base.val_evaluator.protocol == ['standard', 'fixed', 'pooled']
+    assert retina.val_evaluator.metric == ['bbox']
 
 
 def test_set_epochs_keeps_the_last_fifth_at_low_lr():
@@ -94,16 +138,20 @@ def test_configs_own_their_paths(no_bench_env):
         cfg = Config.fromfile(m.config)
         assert dataset_files(cfg) == ('/data/x/annotations/lvis_v1_train.json',
                                       '/data/x/annotations/lvis_v1_val.json')
+        # the held-out split where the generator writes it
+        assert heldout_file(cfg) == '/data/x/' + HELDOUT_ANN_FILE
         for loader in ('train_dataloader', 'val_dataloader',
                        'test_dataloader'):
             assert cfg[loader].dataset.data_root == '/data/x/'
         assert cfg.test_evaluator.ann_file == cfg.val_evaluator.ann_file
-        loss = cfg.model.roi_head.bbox_head.loss_cls
-        if 'category_stats' in loss:
-            assert loss.category_stats == dataset_files(cfg)[0]
+        head = cfg.model.get('roi_head', cfg.model).get('bbox_head')
+        if 'category_stats' in head.loss_cls:
+            assert head.loss_cls.category_stats == dataset_files(cfg)[0]
         # the same config once the default root is put back
         moved = _text(cfg).replace('/data/x/', 'data/synthetic_lvis_bench/')
         assert moved == _text(default[m.key]), m.key
+    with pytest.raises(ValueError, match='names no held-out split'):
+        heldout_file(Config(dict(a=1)))
 
 
 def _spec(key, tmp_path, **kw):
@@ -143,6 +191,60 @@ def test_run_config_applies_the_run_settings(tmp_path, no_bench_env):
         run_config(spec)
 
 
+def test_posthoc_run_config_loads_the_checkpoint_and_checks_its_param(
+        tmp_path, no_bench_env):
+    probe = probe_posthoc_method(osp.join(BENCH, 'baseline_ce.py'),
+                                 str(tmp_path))
+    cfg = Config.fromfile(probe.config)
+    train, val = dataset_files(cfg)
+    spec = RunSpec(key='p', seed=1, config=probe.config,
+                   work_dir=str(tmp_path / 'p'), train_ann_file=train,
+                   val_ann_file=val, init_checkpoint='/ckpt/base.pth',
+                   kind='posthoc', param=PROBE_PARAM, values=[1.0, 0.5],
+                   select_by='bbox_AP', heldout_ann_file=heldout_file(cfg),
+                   val_images=3)
+    cfg = run_config(spec)
+    assert cfg.load_from == '/ckpt/base.pth'
+    # the test loop evaluates val, writing the per-class file
+    assert cfg.test_dataloader == cfg.val_dataloader
+    assert cfg.test_dataloader.dataset.indices == 3
+    assert cfg.test_evaluator.outfile_prefix == osp.join(spec.work_dir,
+                                                         'lvis')
+    held = posthoc_config(cfg, spec, 0.5, 'heldout')
+    assert config_value(held, PROBE_PARAM) == 0.5
+    assert config_value(held, PROBE_PARAM.rsplit('.', 1)[0])[1:] == \
+        [1.0] * 39
+    assert held.test_dataloader.dataset.ann_file == spec.heldout_ann_file
+    assert 'indices' not in held.test_dataloader.dataset
+    assert held.test_evaluator.ann_file == spec.heldout_ann_file
+    assert held.test_evaluator.protocol == ['standard']
+    assert held.test_evaluator.outfile_prefix is None
+    on_val = posthoc_config(cfg, spec, 0.5, 'val')
+    assert on_val.test_evaluator.ann_file == val  # never the held-out file
+    assert config_value(cfg, PROBE_PARAM) == 1.0  # cfg itself unchanged
+    with pytest.raises(ValueError, match="split must be 'heldout' or 'val'"):
+        posthoc_config(cfg, spec, 0.5, 'train')
+    # a parameter that is not in the config is refused, not added
+    for key, msg in (
+        ('model.test_cfg.rcnn.score_calibration.1.weights',
+         'is a list of 1, no item'),
+        ('model.test_cfg.rcnn.nope', "has no 'nope'"),
+        ('model.test_cfg.rcnn.max_per_img.x', 'is not a dict or list'),
+    ):
+        spec.param = key
+        with pytest.raises(KeyError, match=msg):
+            run_config(spec)
+
+
+def test_choose_value_takes_the_best_held_out_result():
+    res = [{'lvis/bbox_AP': 0.2}, {'lvis/bbox_AP': 0.3},
+           {'lvis/bbox_AP': 0.3}]
+    assert choose_value([0.5, 1.0, 1.5], res, 'bbox_AP') == 1  # tie: earlier
+    assert choose_value([0.5], res[:1], 'bbox_AP') == 0
+    with pytest.raises(KeyError, match="select_by='segm_AP'"):
+        choose_value([0.5], res[:1], 'segm_AP')
+
+
 def test_frequency_bands_follow_the_rule():
     # the synthetic set's rule (10, 30): the bands the README plot shows
     np.testing.assert_array_equal(
@@ -174,120 +276,289 @@ def test_frequency_rule_is_read_from_the_dataset(synthetic40, tmp_path):
         read_frequency_rule(str(bad))
 
 
-def _record(key, seed, values):
-    metrics = {f'lvis/{k}': v for k, v in zip(TABLE_KEYS, values)}
-    return dict(spec=dict(key=key, seed=seed), metrics=metrics)
+def _record(key, seed, values, **kw):
+    metrics = {f'lvis/{k}': v for k, v in zip(TABLE_KEYS, values)
+               if v is not None}
+    return dict(spec=dict(key=key, seed=seed), metrics=metrics, **kw)
 
 
-def test_summary_table_and_best_method():
+def test_seed_range_marks():
+    assert beyond_seed_range([0.30, 0.32], [0.20, 0.29]) == '▲'
+    assert beyond_seed_range([0.10, 0.12], [0.20, 0.29]) == '▼'
+    assert beyond_seed_range([0.25, 0.32], [0.20, 0.29]) == ''  # overlap
+    assert beyond_seed_range([0.30], [0.20, 0.29]) is None  # no range
+    assert beyond_seed_range([0.30, 0.31], [0.2]) is None
+
+
+def test_summary_tables_marks_and_best_methods():
     ms = [Method('base', 'CE', 'x'), Method('a', 'A', 'x'),
-          Method('b', 'B', 'x')]
+          Method('b', 'B', 'x', init_from='base', kind='stage2'),
+          Method('p', 'P', 'x', init_from='base', kind='posthoc',
+                 param='model.x.gamma', values=(0.5, 1.0)),
+          Method('r', 'Retina', 'x', track='one_stage'),
+          Method('r2', 'Retina 2', 'x', track='one_stage')]
+    box = [None] * 4  # no masks
     recs = [
-        _record('base', 0, [0.10] * 8),
-        _record('base', 1, [0.14] * 8),
-        # A: best mask AP_r (index 5 of TABLE_KEYS)
-        _record('a', 0, [0.2, 0.1, 0.2, 0.3, 0.2, 0.30, 0.2, 0.3]),
-        _record('b', 0, [0.3, 0.1, 0.2, 0.3, 0.3, 0.20, 0.2, 0.3]),
+        _record('base', 0, [0.10] * 10),
+        _record('base', 1, [0.14] * 10),
+        # A: above the baseline's range on bbox AP only
+        _record('a', 0, [0.20, 0.1, 0.2, 0.3, 0.2, 0.1, 0.2, 0.30, 0.2, 0.3]),
+        _record('a', 1, [0.22, 0.1, 0.2, 0.3, 0.2, 0.1, 0.2, 0.12, 0.2, 0.3]),
+        _record('b', 0, [0.05] * 10),
+        _record('p', 0, [0.12] * 10, selection=dict(chosen=0.5)),
+        _record('p', 1, [0.16] * 10, selection=dict(chosen=1.0)),
+        _record('r', 0, [0.3] * 6 + box),
+        _record('r', 1, [0.4] * 6 + box),
+        _record('r2', 0, [0.5] * 6 + box),
+        _record('r2', 1, [0.6] * 6 + box),
     ]
     summary = summarize(recs, ms)
-    assert list(summary) == ['base', 'a', 'b']
+    assert list(summary) == ['base', 'a', 'b', 'p', 'r', 'r2']
     base = summary['base']
-    assert base['seeds'] == [0, 1]
+    assert base['seeds'] == [0, 1] and base['vs_baseline'] == {}
     assert base['mean']['segm_APr'] == pytest.approx(0.12)
     assert base['spread']['segm_APr'] == pytest.approx(0.02)
-    assert summary['a']['spread']['bbox_AP'] is None
-    assert pick_best(summary, 'base', 'segm_APr') == 'a'
-    assert pick_best(summary, 'base', 'bbox_AP') == 'b'
-    # a tie on AP_r goes to the higher mask AP
-    recs[3] = _record('b', 0, [0.3, 0.1, 0.2, 0.3, 0.3, 0.30, 0.2, 0.3])
-    assert pick_best(summarize(recs, ms), 'base', 'segm_APr') == 'b'
+    a = summary['a']
+    assert a['mean']['bbox_AP'] == pytest.approx(0.21)
+    assert a['vs_baseline']['bbox_AP'] == '▲'
+    assert a['vs_baseline']['segm_APr'] == ''  # 0.12-0.30 overlaps 0.10-0.14
+    assert a['vs_baseline']['bbox_APfixed'] == '▲'
+    assert summary['b']['spread']['bbox_AP'] is None
+    assert summary['b']['vs_baseline']['bbox_AP'] is None  # one seed
+    assert summary['p']['chosen'] == [0.5, 1.0]
+    assert summary['p']['vs_baseline']['bbox_AP'] == ''
+    # the one-stage track compares with its own baseline
+    assert summary['r2']['vs_baseline']['bbox_AP'] == '▲'
+    assert summary['r2']['mean']['segm_AP'] is None
+    assert summary['r2']['vs_baseline']['segm_AP'] is None
+    assert pick_best(summary, ms, 'bbox_AP') == dict(two_stage='a',
+                                                     one_stage='r2')
+    # segm AP_r: A's mean 0.21 beats P's 0.14; no one-stage method has masks
+    assert pick_best(summary, ms, 'segm_APr') == dict(two_stage='a')
     with pytest.raises(ValueError, match='best_by must be one of'):
-        pick_best(summary, 'base', 'segm_AP50')
-    table = results_markdown(summary).splitlines()
-    assert table[0].startswith('| method | seeds | bbox AP | bbox APr')
-    assert table[2] == ('| CE | 0,1 | ' + ' | '.join(['12.0 ± 2.0'] * 8) +
-                        ' |')
-    assert table[3].startswith('| A | 0 | 20.0 | 10.0 | 20.0 | 30.0 | 20.0 '
-                               '| 30.0 |')
+        pick_best(summary, ms, 'segm_AP50')
+    md = results_markdown(summary)
+    two, one = md.split('\n\n**One-stage track')
+    lines = two.splitlines()
+    assert lines[0] == '**Two-stage track (light Mask R-CNN)**'
+    assert lines[2] == ('| method | how | seeds | bbox AP | AP_r | AP_c | '
+                        'AP_f | AP^fixed | AP^pool | segm AP | AP_r | AP_c '
+                        '| AP_f |')
+    assert lines[4] == ('| CE | trained | 0,1 | ' +
+                        ' | '.join(['12.0 ± 2.0'] * 10) + ' |')
+    assert lines[5].startswith('| A | trained | 0,1 | 21.0 ± 1.0▲ | '
+                               '10.0 ± 0.0 | 20.0 ± 0.0▲ |')
+    assert lines[6].startswith('| B | stage 2 on CE | 0 | 5.0 | ')
+    assert lines[7].startswith('| P | post-hoc on CE, gamma = 0.5, 1 | 0,1 '
+                               '| 14.0 ± 2.0 |')
+    assert one.splitlines()[5] == (
+        '| Retina 2 | trained | 0,1 | ' + ' | '.join(['55.0 ± 5.0▲'] * 6) +
+        ' | - | - | - | - |')
 
 
-def test_run_benchmark_end_to_end(synthetic40, tmp_path, no_bench_env):
-    ms = [m for m in _methods() if m.key in ('baseline_ce', 'bags_decoupled')]
-    out_dir = str(tmp_path / 'bench')
+def _timed(key, seed, kind='train', track='two_stage', **kw):
+    rec = _record(key, seed, [0.1] * 10)
+    rec['spec'].update(kind=kind, track=track)
+    rec.update(kw)
+    return rec
+
+
+def test_cost_model_from_measured_and_recorded_rates():
+    rates, source = measured_rates([])
+    assert source.startswith('recorded estimate')
+    assert rates == RECORDED_RATES
+    recs = [
+        _timed('base', 0, seconds=130, train_seconds=100, eval_seconds=20,
+               epochs=2),
+        _timed('base', 1, seconds=150, train_seconds=120, eval_seconds=24,
+               epochs=2),
+        _timed('p', 0, kind='posthoc', seconds=40, eval_seconds=20,
+               heldout_eval_seconds=5),
+        dict(_record('old', 0, [0.1] * 10), seconds=500),  # no phase times
+    ]
+    recs[2]['spec']['values'] = [0.5, 1.0, 1.5]
+    rates, source = measured_rates(recs)
+    assert source == 'from 3 measured run(s)'
+    # overhead: 130 - 100 - 20 and 150 - 120 - 24
+    assert rates['train', 'two_stage'] == dict(epoch=55.0, eval=22.0,
+                                               overhead=8.0)
+    assert rates['posthoc', 'two_stage'] == dict(heldout_eval=5.0,
+                                                 eval=20.0, overhead=5.0)
+    assert rates['train', 'one_stage'] == RECORDED_RATES['train',
+                                                         'one_stage']
+    base = Method('baseline_ce', 'CE', osp.join(BENCH, 'baseline_ce.py'))
+    post = Method('p', 'P', 'x.py', init_from='baseline_ce', kind='posthoc',
+                  param='a', values=(1, 2, 3, 4))
+    # the config's 5 epochs, or the override
+    assert estimate_seconds(base, None, rates) == 5 * 55 + 22 + 8
+    assert estimate_seconds(base, 1, rates) == 55 + 22 + 8
+    assert estimate_seconds(post, None, rates) == 4 * 5 + 20 + 5
+    # two seeds on two workers: both baselines, then both post-hoc runs
+    assert plan_seconds([base, post], (0, 1), 2, rates, epochs=1) == \
+        85 + 45
+
+
+def test_simulate_follows_the_schedule():
+    jobs = [('a', 10, None), ('b', 10, None), ('c', 5, 'a'), ('d', 1, None)]
+    assert simulate(jobs, 2) == 15  # a, b; then c, d
+    assert simulate(jobs, 1) == 26
+    # c waits for a although a worker is free: d runs meanwhile
+    assert simulate([('a', 10, None), ('c', 5, 'a'), ('d', 1, None)],
+                    2) == 15
+    # a run already going holds a worker; its dependents wait for it
+    assert simulate([('c', 5, 'x'), ('d', 4, None)], 2, dict(x=20)) == 25
+    assert simulate([], 2, dict(x=3)) == 3
+    with pytest.raises(ValueError, match='3 runs going on 2 workers'):
+        simulate([], 2, dict(x=1, y=1, z=1))
+
+
+@pytest.fixture
+def bench_data(synthetic40, no_bench_env):
+    """synthetic40 with its held-out split, as the benchmark's root."""
+    if not osp.isfile(osp.join(synthetic40['root'], HELDOUT_ANN_FILE)):
+        write_heldout_split(synthetic40['root'], show_progress=False)
     no_bench_env.setenv(DATA_ROOT_VAR, synthetic40['root'])
-    kw = dict(out_dir=out_dir, methods=ms, seeds=(0, 1), epochs=1,
+    return synthetic40
+
+
+class _Messages(logging.Handler):
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_run_benchmark_end_to_end(bench_data, tmp_path):
+    """One method of each kind, 1 epoch on 8 images, val on 4: trained
+    (CE), stage 2 (cRT from it), post-hoc (the probe on it, its parameter
+    chosen on the held-out split) and one-stage (RetinaNet focal)."""
+    out_dir = str(tmp_path / 'bench')
+    by_key = {m.key: m for m in _methods()}
+    ms = [by_key['baseline_ce'], by_key['crt'],
+          probe_posthoc_method(by_key['baseline_ce'].config, str(tmp_path)),
+          by_key['retinanet_focal']]
+    kw = dict(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
               train_images=8, val_images=4)
-    out = run_benchmark(**kw)
-    # BAGS is the only candidate, so it gets the second seed too
-    assert out['best'] == 'bags_decoupled'
+    handler = _Messages()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        out = run_benchmark(**kw)
+    finally:
+        logger.removeHandler(handler)
+    logged = handler.messages
     with open(out['files']['json']) as f:
         res = json.load(f)
-    runs = {(r['spec']['key'], r['spec']['seed']): r for r in res['runs']}
-    assert set(runs) == {('baseline_ce', 0), ('baseline_ce', 1),
-                         ('bags_decoupled', 0), ('bags_decoupled', 1)}
-    for seed in (0, 1):
-        base, bags = runs['baseline_ce', seed], runs['bags_decoupled', seed]
-        assert bags['spec']['init_checkpoint'] == base['checkpoint']
-        for r in (base, bags):
-            assert r['spec']['seed'] == seed
-            assert r['spec']['train_ann_file'] == osp.join(
-                synthetic40['root'], 'annotations', 'lvis_v1_train.json')
-            assert set(f'lvis/{k}' for k in TABLE_KEYS) <= set(r['metrics'])
-        # decoupled: only the classifier changed, everything else is the
-        # baseline's trained weights
-        sb = torch.load(base['checkpoint'], map_location='cpu')['state_dict']
-        sg = torch.load(bags['checkpoint'], map_location='cpu')['state_dict']
-        cls = 'roi_head.bbox_head.fc_cls.weight'
-        assert sg[cls].shape[0] > sb[cls].shape[0]  # group "others" outputs
-        for k in ('backbone.conv1.weight', 'roi_head.bbox_head.fc_reg.weight',
-                  'roi_head.mask_head.conv_logits.weight'):
-            assert torch.equal(sb[k], sg[k]), k
-    # the two seeds really differ
-    s0 = torch.load(runs['baseline_ce', 0]['checkpoint'], map_location='cpu')
-    s1 = torch.load(runs['baseline_ce', 1]['checkpoint'], map_location='cpu')
-    assert not torch.equal(s0['state_dict']['backbone.conv1.weight'],
-                           s1['state_dict']['backbone.conv1.weight'])
+    runs = {r['spec']['key']: r for r in res['runs']}
+    assert set(runs) == {'baseline_ce', 'crt', 'posthoc_probe',
+                         'retinanet_focal'}
+    base, crt = runs['baseline_ce'], runs['crt']
+    post, retina = runs['posthoc_probe'], runs['retinanet_focal']
+    for r in runs.values():
+        assert r['spec']['seed'] == 0
+        assert r['spec']['train_ann_file'] == bench_data['train']
+        assert r['seconds'] > 0 and r['eval_seconds'] > 0
+    # every number of the table, AP^fixed and AP^pool included; no masks
+    # in the one-stage track
+    for r in (base, crt, post):
+        assert set(f'lvis/{k}' for k in TABLE_KEYS) <= set(r['metrics'])
+    assert 'lvis/bbox_APpool' in retina['metrics']
+    assert not any('segm' in k for k in retina['metrics'])
+    assert base['epochs'] == 1 and base['train_iters'] == 1  # 8 images
+    # stage 2: only the classifier changed, the rest is the baseline's
+    assert crt['spec']['init_checkpoint'] == base['checkpoint']
+    sb = torch.load(base['checkpoint'], map_location='cpu')['state_dict']
+    sc = torch.load(crt['checkpoint'], map_location='cpu')['state_dict']
+    cls = 'roi_head.bbox_head.fc_cls.weight'
+    assert not torch.equal(sb[cls], sc[cls])
+    for k in ('backbone.conv1.weight', 'roi_head.bbox_head.fc_reg.weight',
+              'roi_head.mask_head.conv_logits.weight'):
+        assert torch.equal(sb[k], sc[k]), k
+    # post-hoc: the baseline's checkpoint, no training; the value chosen
+    # on the held-out split (every candidate evaluated there), then val
+    assert post['checkpoint'] == base['checkpoint']
+    assert not osp.exists(osp.join(out_dir, 'posthoc_probe_seed0',
+                                   'epoch_1.pth'))
+    sel = post['selection']
+    assert sel['param'] == PROBE_PARAM and sel['values'] == [1.0, 0.5]
+    assert len(sel['heldout']) == 2
+    best = choose_value(sel['values'], sel['heldout'], 'bbox_AP')
+    assert sel['chosen'] == sel['values'][best]
+    assert post['spec']['heldout_ann_file'] == osp.join(
+        bench_data['root'], HELDOUT_ANN_FILE)
+    with open(post['per_class']) as f:  # the val evaluation's file
+        assert json.load(f)['ann_file'] == bench_data['val']
+    # with weight 1 for every class the probe scores as the baseline
+    if sel['chosen'] == 1.0:
+        assert post['metrics']['lvis/bbox_AP'] == pytest.approx(
+            base['metrics']['lvis/bbox_AP'])
+    # progress with the time left, from the runs measured so far
+    assert any(m.startswith('[4/4] RetinaNet focal') or m.startswith(
+        '[4/4] cRT') or m.startswith('[4/4] Post-hoc') for m in logged)
+    assert all(' left (from ' in m for m in logged if m.startswith('[2/4]'))
     with open(out['files']['markdown']) as f:
         md = f.read()
-    assert '| CE baseline | 0,1 |' in md and '| BAGS (decoupled) | 0,1 |' in md
-    with open(out['files']['plot'], 'rb') as f:
-        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-    assert osp.getsize(out['files']['plot']) > 20_000
+    assert '| CE baseline | trained | 0 |' in md
+    assert '| cRT (RFS) | stage 2 on CE baseline | 0 |' in md
+    assert ('| Post-hoc probe (score weights) | post-hoc on CE baseline, 0 '
+            f'= {sel["chosen"]:g} | 0 |') in md
+    assert '**One-stage track' in md and md.rstrip().count(
+        '| - | - | - | - |') == 1
+    for name in ('plot', 'summary_plot'):
+        with open(out['files'][name], 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+        assert osp.getsize(out['files'][name]) > 20_000
 
-    # a second call reuses the finished runs instead of training again
-    stamps = {k: os.stat(osp.join(out_dir, f'{k[0]}_seed{k[1]}',
+    # a second call reuses the finished runs instead of running them again
+    stamps = {k: os.stat(osp.join(out_dir, f'{k}_seed0',
                                   'metrics.json')).st_mtime_ns
               for k in runs}
     again = run_benchmark(**kw)
     assert again['table'] == out['table']
     for k, t in stamps.items():
-        assert os.stat(osp.join(out_dir, f'{k[0]}_seed{k[1]}',
+        assert os.stat(osp.join(out_dir, f'{k}_seed0',
                                 'metrics.json')).st_mtime_ns == t
 
 
-def test_run_benchmark_reports_a_failed_run(synthetic40, tmp_path,
-                                            no_bench_env):
+def test_run_benchmark_reports_a_failed_run(bench_data, tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = '{osp.join(BENCH, 'baseline_ce.py')}'\n"
                    "model = dict(roi_head=dict(bbox_head=dict(loss_cls=dict("
                    "_delete_=True, type='NoSuchLoss'))))\n")
     ms = [Method('broken', 'Broken', str(bad))]
-    no_bench_env.setenv(DATA_ROOT_VAR, synthetic40['root'])
     with pytest.raises(RuntimeError, match=r'benchmark run broken_seed0 '
                        r'failed \(exit 1\)(.|\n)*NoSuchLoss'):
         run_benchmark(out_dir=str(tmp_path / 'b'), methods=ms, seeds=(0, ),
                       epochs=1, train_images=8, val_images=4)
 
 
-def test_run_benchmark_checks_its_inputs(tmp_path, synthetic40,
+def test_run_benchmark_checks_its_inputs(tmp_path, bench_data,
                                          no_bench_env):
+    by_key = {m.key: m for m in _methods()}
     no_bench_env.setenv(DATA_ROOT_VAR, str(tmp_path / 'no'))
     with pytest.raises(FileNotFoundError, match='make the benchmark dataset'
-                       '.*make_synthetic_lvis.py .*/no --val-images'):
+                       '.*benchmark_longtail.py --data-root .*/no '
+                       '--make-data-only'):
         run_benchmark(out_dir=str(tmp_path), methods=_methods()[:1])
-    no_bench_env.setenv(DATA_ROOT_VAR, synthetic40['root'])
+    no_bench_env.setenv(DATA_ROOT_VAR, bench_data['root'])
     with pytest.raises(ValueError, match='not among the methods'):
-        run_benchmark(out_dir=str(tmp_path), methods=_methods()[-1:])
+        run_benchmark(out_dir=str(tmp_path), methods=[by_key['crt']])
+    probe = probe_posthoc_method(by_key['baseline_ce'].config, str(tmp_path))
+    on_probe = Method('p2', 'P2', probe.config, init_from='posthoc_probe',
+                      kind='posthoc', param=PROBE_PARAM, values=(1, ))
+    with pytest.raises(ValueError, match="needs a trained checkpoint of "
+                       "the 'two_stage' track"):
+        run_benchmark(out_dir=str(tmp_path),
+                      methods=[by_key['baseline_ce'], probe, on_probe])
+    on_retina = Method('p3', 'P3', probe.config, init_from='retinanet_focal',
+                       kind='posthoc', param=PROBE_PARAM, values=(1, ))
+    with pytest.raises(ValueError, match="RetinaNet focal, a 'train' method "
+                       "of the 'one_stage' track"):
+        run_benchmark(out_dir=str(tmp_path),
+                      methods=[by_key['retinanet_focal'], on_retina])
     with pytest.raises(FileNotFoundError, match='config /nope.py not found'):
         run_benchmark(out_dir=str(tmp_path),
                       methods=[Method('x', 'X', '/nope.py')])
@@ -297,3 +568,6 @@ def test_run_benchmark_checks_its_inputs(tmp_path, synthetic40,
     with pytest.raises(ValueError, match='seeds must name at least one'):
         run_benchmark(out_dir=str(tmp_path), methods=_methods()[:1],
                       seeds=())
+    with pytest.raises(ValueError, match=r'seeds repeat: \[0, 0\]'):
+        run_benchmark(out_dir=str(tmp_path), methods=_methods()[:1],
+                      seeds=(0, 0))

@@ -1,0 +1,243 @@
+"""What the benchmark costs: per kind of run, seconds of a training epoch,
+of an evaluation and of a run's fixed overhead, measured by finished runs
+or, before any has finished, the figures recorded here; the time left and
+the whole benchmark's expected time follow by simulating the schedule.
+
+The recorded figures come from ``python tools/benchmark_longtail.py
+--measure-cost`` (one epoch of each kind of run on the full benchmark
+dataset, two runs side by side with one thread each; README, "Long-tail
+benchmark"): a run of the full schedule is extrapolated as ``epochs x
+epoch + eval + overhead`` (post-hoc: ``values x heldout_eval + eval +
+overhead``).
+"""
+import os.path as osp
+from functools import lru_cache
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from mmengine.config import Config
+
+from .methods import Method
+
+#: ``(kind, track) -> {'epoch', 'eval', 'heldout_eval', 'overhead'}``
+#: seconds, measured with ``--measure-cost`` on the 2-core CPU machine
+#: (README). Used for a kind of run until one of it has finished.
+RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
+    ('train', 'two_stage'): dict(epoch=100.0, eval=60.0, overhead=10.0),
+    ('stage2', 'two_stage'): dict(epoch=50.0, eval=60.0, overhead=10.0),
+    ('posthoc', 'two_stage'): dict(heldout_eval=15.0, eval=60.0,
+                                   overhead=10.0),
+    ('train', 'one_stage'): dict(epoch=100.0, eval=60.0, overhead=10.0),
+}
+
+
+def cost_class(method: Method) -> Tuple[str, str]:
+    """The kind of run whose rates apply to ``method``: ``(kind, track)``
+    (a one-stage stage-2 or post-hoc method, none today, costs as its
+    two-stage kind)."""
+    if method.kind != 'train':
+        return method.kind, 'two_stage'
+    return method.kind, method.track
+
+
+def _cls_of_record(rec: dict) -> Tuple[str, str]:
+    spec = rec['spec']
+    kind = spec.get('kind', 'train')
+    track = spec.get('track', 'two_stage')
+    return (kind, 'two_stage') if kind != 'train' else (kind, track)
+
+
+def measured_rates(records: Sequence[dict]) -> Tuple[dict, str]:
+    """Rates per kind of run: the mean over ``records`` (finished runs,
+    reused ones included) that carry their phase times, else
+    :data:`RECORDED_RATES`.
+
+    Returns:
+        tuple: ``(rates, source)``, ``source`` saying how many runs were
+        measured.
+    """
+    sums: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
+    n = 0
+    for rec in records:
+        if 'eval_seconds' not in rec:
+            continue  # written before runs timed their phases
+        n += 1
+        acc = sums.setdefault(_cls_of_record(rec), {})
+        evals = rec['eval_seconds']
+        if rec['spec'].get('kind') == 'posthoc':
+            k = len(rec['spec']['values'])
+            held = rec['heldout_eval_seconds']
+            acc.setdefault('heldout_eval', []).append(held)
+            spent = k * held + evals
+        else:
+            acc.setdefault('epoch', []).append(rec['train_seconds'] /
+                                               max(1, rec['epochs']))
+            spent = rec['train_seconds'] + evals
+        acc.setdefault('eval', []).append(evals)
+        acc.setdefault('overhead', []).append(
+            max(0.0, rec['seconds'] - spent))
+    rates = {c: dict(r) for c, r in RECORDED_RATES.items()}
+    for c, acc in sums.items():
+        rates.setdefault(c, {}).update(
+            {k: sum(v) / len(v) for k, v in acc.items()})
+    source = (f'from {n} measured run(s)' if n else
+              'recorded estimate, no run measured yet')
+    return rates, source
+
+
+@lru_cache(maxsize=None)
+def _config_epochs(config: str) -> int:
+    return int(Config.fromfile(config).train_cfg.max_epochs)
+
+
+def estimate_seconds(method: Method, epochs: Optional[int],
+                     rates: dict) -> float:
+    """Expected seconds of one run of ``method`` (``epochs`` overrides the
+    config's schedule)."""
+    r = rates[cost_class(method)]
+    if method.kind == 'posthoc':
+        return len(method.values) * r['heldout_eval'] + r['eval'] + \
+            r['overhead']
+    if epochs is None:
+        epochs = _config_epochs(osp.abspath(method.config))
+    return epochs * r['epoch'] + r['eval'] + r['overhead']
+
+
+def simulate(jobs: Sequence[Tuple[str, float, Optional[str]]], workers: int,
+             running: Optional[Mapping[str, float]] = None) -> float:
+    """Seconds until ``jobs`` have all run on ``workers`` workers, each job
+    starting, in list order, on the first free worker once the job it
+    depends on has finished (the benchmark's schedule).
+
+    Args:
+        jobs: ``(name, seconds, name of the job it waits for or None)``; a
+            dependency that is neither a job nor running counts as done.
+        workers (int): Runs at a time.
+        running (Mapping[str, float], optional): Runs already going: name
+            -> seconds left (they hold workers).
+    """
+    running = dict(running or {})
+    if workers < 1 or len(running) > workers:
+        raise ValueError(f'{len(running)} runs going on {workers} workers')
+    free = sorted(list(running.values()) + [0.0] * (workers - len(running)))
+    finish = dict(running)
+    names = {name for name, _, _ in jobs}
+    pending = list(jobs)
+    end = max(running.values(), default=0.0)
+    while pending:
+        t = free[0]
+        ready = [j for j in pending if j[2] is None or (
+            j[2] not in names and j[2] not in finish) or (
+                j[2] in finish and finish[j[2]] <= t)]
+        if not ready:
+            later = [finish[j[2]] for j in pending
+                     if finish.get(j[2], t) > t]
+            if not later:
+                raise ValueError('jobs wait on each other: '
+                                 f'{[j[0] for j in pending]}')
+            free[0] = min(later)
+            free.sort()
+            continue
+        name, secs, _ = ready[0]
+        pending.remove(ready[0])
+        finish[name] = t + secs
+        end = max(end, finish[name])
+        free[0] = finish[name]
+        free.sort()
+    return end
+
+
+def plan_seconds(methods: Sequence[Method], seeds: Sequence[int],
+                 workers: int, rates: dict,
+                 epochs: Optional[int] = None) -> float:
+    """Expected wall seconds of the benchmark ``methods x seeds`` from
+    scratch on ``workers`` workers (:func:`simulate` of the schedule)."""
+    jobs = [(f'{m.key}_seed{s}', estimate_seconds(m, epochs, rates),
+             None if m.init_from is None else f'{m.init_from}_seed{s}')
+            for s in seeds for m in methods]
+    return simulate(jobs, workers)
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` -> ``'1 h 02 min'``; ``95`` -> ``'2 min'``."""
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f'{minutes} min'
+    return f'{minutes // 60} h {minutes % 60:02d} min'
+
+
+#: The dotted key and candidates of :func:`probe_posthoc_method`.
+PROBE_PARAM = 'model.test_cfg.rcnn.score_calibration.0.weights.0'
+
+
+def probe_posthoc_method(base_config: str, out_dir: str,
+                         values: Sequence[float] = (1.0, 0.5),
+                         init_from: str = 'baseline_ce') -> Method:
+    """A post-hoc method that costs what any test-time scorer costs (the
+    evaluations): ``base_config`` with ``mmlongtail.ClassScoreWeights``
+    (all weights 1 but the first class's, the parameter), written to
+    ``{out_dir}/posthoc_probe.py``. For measuring a post-hoc run and for
+    the machinery's test; it is no long-tail method."""
+    from mmengine.config import Config as _Config
+
+    num_classes = int(_Config.fromfile(base_config).model.roi_head.bbox_head
+                      .num_classes)
+    path = osp.join(out_dir, 'posthoc_probe.py')
+    with open(path, 'w') as f:
+        f.write(f"_base_ = {osp.abspath(base_config)!r}\n"
+                "model = dict(\n"
+                "    roi_head=dict(type='mmlongtail.StandardRoIHead'),\n"
+                "    test_cfg=dict(rcnn=dict(score_calibration=[\n"
+                "        dict(type='mmlongtail.ClassScoreWeights',\n"
+                f"             weights=[1.0] * {num_classes})\n"
+                "    ])))\n")
+    return Method('posthoc_probe', 'Post-hoc probe (score weights)', path,
+                  init_from=init_from, kind='posthoc', param=PROBE_PARAM,
+                  values=tuple(values))
+
+
+def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
+                 seeds: Sequence[int] = (0, 1),
+                 workers: Optional[int] = None) -> dict:
+    """Measure one run of each kind and extrapolate the whole benchmark.
+
+    Runs, for one epoch on the full benchmark dataset with the benchmark's
+    parallelism: the CE baseline (trained, two-stage), BAGS from it
+    (stage 2), the RetinaNet focal baseline (trained, one-stage) and
+    :func:`probe_posthoc_method` on the baseline (two held-out evaluations
+    and one val evaluation); then :func:`plan_seconds` of
+    :func:`.methods.default_methods` with ``seeds`` at the configs'
+    schedule.
+
+    Returns:
+        dict: ``rates`` (per kind, as :data:`RECORDED_RATES`), ``runs``
+        (name -> seconds, phases), ``plan_seconds``, ``plan_runs``,
+        ``workers``, ``results`` (the measuring call's output files).
+    """
+    import json
+    import os
+
+    from .methods import default_methods
+    from .runner import parallelism, run_benchmark
+
+    os.makedirs(out_dir, exist_ok=True)
+    all_methods = default_methods(config_dir)
+    by_key = {m.key: m for m in all_methods}
+    probe = probe_posthoc_method(by_key['baseline_ce'].config, out_dir)
+    ms = [by_key[k] for k in ('baseline_ce', 'bags_decoupled',
+                              'retinanet_focal')] + [probe]
+    out = run_benchmark(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
+                        workers=workers)
+    with open(out['files']['json']) as f:
+        records = json.load(f)['runs']
+    rates, _ = measured_rates(records)
+    workers, _ = parallelism(workers)
+    keys = ('seconds', 'train_seconds', 'train_cpu_seconds', 'eval_seconds',
+            'eval_cpu_seconds', 'heldout_eval_seconds', 'train_iters')
+    runs = {r['spec']['key']: {k: r[k] for k in keys if k in r}
+            for r in records}
+    return dict(rates={f'{k}/{t}': v for (k, t), v in rates.items()},
+                runs=runs, workers=workers,
+                plan_runs=len(all_methods) * len(seeds),
+                plan_seconds=plan_seconds(all_methods, seeds, workers,
+                                          rates),
+                results=out['files'])
