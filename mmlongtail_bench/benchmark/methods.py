@@ -87,8 +87,15 @@ class Method:
                                tuple(float(v) for v in self.values))
 
 
+#: The first test-time scorer of a post-hoc config.
+_CALIBRATION = 'model.test_cfg.rcnn.score_calibration.0'
+
+
 def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
-    """The methods of the benchmark, each track's baseline first."""
+    """The methods of the benchmark, each track's baseline first. Post-hoc
+    candidates: NorCal's gamma around its config's 0.6, logit adjustment's
+    tau around Menon et al.'s 1, τ-norm's tau from 0 (the plain classifier)
+    to 1 (unit-norm rows); each chosen by held-out box AP."""
 
     def m(key: str, label: str, **kw) -> Method:
         return Method(key, label, osp.join(config_dir, f'{key}.py'), **kw)
@@ -106,10 +113,21 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('gumbel_droploss', 'GOL (Gumbel + DropLoss)'),
         m('balanced_softmax', 'Balanced softmax'),
         m('class_balanced_focal', 'Class-balanced focal'),
+        m('class_aware', 'Class-balanced sampling'),
+        m('progressive', 'Progressively-balanced sampling'),
         # two-stage track: classifier retrained on the baseline
         m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
           kind='stage2'),
         m('crt', 'cRT (RFS)', init_from='baseline_ce', kind='stage2'),
+        m('lws', 'LWS', init_from='baseline_ce', kind='stage2'),
+        # two-stage track: the baseline's checkpoint rescored
+        m('norcal', 'NorCal', init_from='baseline_ce', kind='posthoc',
+          param=f'{_CALIBRATION}.gamma', values=(0.2, 0.4, 0.6, 0.8, 1.0)),
+        m('logit_adjustment', 'Logit adjustment (post-hoc)',
+          init_from='baseline_ce', kind='posthoc',
+          param=f'{_CALIBRATION}.tau', values=(0.25, 0.5, 0.75, 1.0, 1.25)),
+        m('tau_norm', 'τ-norm', init_from='baseline_ce', kind='posthoc',
+          param='custom_hooks.0.tau', values=(0.0, 0.25, 0.5, 0.75, 1.0)),
         # one-stage track
         m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
         m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),

@@ -91,7 +91,8 @@ def heldout_file(cfg: Config) -> str:
 def set_epochs(cfg: Config, epochs: int) -> None:
     """Shorten or lengthen the schedule: the LR drops by 10x for the last
     fifth of the epochs (at least the last epoch when there are two or
-    more), as in the 5-epoch demo schedule (milestone 4)."""
+    more), as in the 5-epoch demo schedule (milestone 4); a progressively
+    balanced sampler reaches its final distribution at the new end."""
     if epochs < 1:
         raise ValueError(f'epochs must be >= 1, got {epochs}')
     cfg.train_cfg.max_epochs = epochs
@@ -102,6 +103,9 @@ def set_epochs(cfg: Config, epochs: int) -> None:
             drop = min(epochs - 1, int(round(0.8 * epochs)))
             sched.milestones = [drop] if drop > 0 else []
     cfg.default_hooks.checkpoint.interval = epochs
+    progressive = cfg.train_dataloader.get('sampler', {}).get('progressive')
+    if progressive:
+        progressive.end = epochs
 
 
 def config_value(cfg: Config, key: str) -> Any:

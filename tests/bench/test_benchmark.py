@@ -40,14 +40,22 @@ def test_default_methods_are_those_of_the_issues():
     assert [m.label for m in ms] == [
         'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
         'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
-        'Balanced softmax', 'Class-balanced focal', 'BAGS (decoupled)',
-        'cRT (RFS)', 'RetinaNet focal', 'RetinaNet EFL',
-        'RetinaNet EFL + RFS'
+        'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
+        'Progressively-balanced sampling', 'BAGS (decoupled)', 'cRT (RFS)',
+        'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm',
+        'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 11 + [
-        ('stage2', 'baseline_ce')] * 2 + [('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 13 + ['one_stage'] * 3
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 13 + [
+        ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 3 + [
+            ('train', None)] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 19 + ['one_stage'] * 3
+    # every post-hoc parameter is a key of its config, at a value that is
+    # among the candidates
+    for m in ms:
+        if m.kind == 'posthoc':
+            assert config_value(Config.fromfile(m.config), m.param) in \
+                m.values, m.key
 
 
 def test_methods_refuse_what_their_kind_cannot_do():
@@ -87,16 +95,21 @@ def test_every_method_is_its_track_baseline_plus_one_change():
         if m.track == 'one_stage':
             continue
         assert cfg.model.backbone == base.model.backbone
-        assert cfg.model.test_cfg == base.model.test_cfg
         same_sampler = cfg.train_dataloader.sampler == \
             base.train_dataloader.sampler
         same_loss = cfg.model.roi_head.bbox_head.loss_cls == \
             base.model.roi_head.bbox_head.loss_cls
-        # exactly one of sampler / classification loss changes
+        # stage 2 reads the checkpoint the runner names
+        reads = INIT_CHECKPOINT_VAR in open(m.config).read()
+        assert reads == (m.kind == 'stage2'), m.key
+        if m.kind == 'posthoc':
+            # test time only: training is the baseline's
+            assert same_sampler and same_loss, m.key
+            continue
+        assert cfg.model.test_cfg == base.model.test_cfg
+        # exactly one of sampler / classification loss changes (LWS: the
+        # sampler, and the scales it trains)
         assert same_sampler != same_loss, m.key
-        hooks = [h.type for h in cfg.get('custom_hooks', [])]
-        assert ('mmlongtail.ClassifierRetrainingHook' in hooks) == (
-            m.kind == 'stage2'), m.key
     # the evaluator runs the protocols of the table's AP^fixed / AP^pool
     assert base.val_evaluator.protocol == ['standard', 'fixed', 'pooled']
     assert retina.val_evaluator.metric == ['bbox']
@@ -116,6 +129,12 @@ def test_set_epochs_keeps_the_last_fifth_at_low_lr():
         assert cfg.default_hooks.checkpoint.interval == epochs
     with pytest.raises(ValueError, match='epochs must be >= 1'):
         set_epochs(cfg, 0)
+    # a progressively balanced sampler ends with the schedule
+    cfg = Config.fromfile(osp.join(BENCH, 'progressive.py'))
+    assert cfg.train_dataloader.sampler.progressive.end == 5
+    set_epochs(cfg, 2)
+    assert cfg.train_dataloader.sampler.progressive == dict(end=2,
+                                                            start_q=1.0)
 
 
 def _text(cfg):
