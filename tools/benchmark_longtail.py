@@ -54,6 +54,16 @@ def make_data(config: str, logger) -> None:
         write_heldout_split(root)
 
 
+def load_note() -> str:
+    """The machine's load average, which inflates wall times."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return 'load average unknown'
+    return (f'load average {one:.1f} / {five:.1f} (1 / 5 min) on '
+            f'{os.cpu_count()} cores')
+
+
 def main():
     methods = default_methods()
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -111,12 +121,16 @@ def main():
         path = osp.join(args.out_dir, 'cost.json')
         with open(path, 'w') as f:
             json.dump(out, f, indent=1)
-        lines = [f'{k}: ' + ', '.join(f'{n} {v:.0f} s' for n, v in r.items())
-                 for k, r in out['rates'].items()]
-        logger.info('per-run figures (seconds):\n  ' + '\n  '.join(lines) +
-                    f'\nthe benchmark ({out["plan_runs"]} runs, '
-                    f'{out["workers"]} at a time): about '
-                    f'{format_duration(out["plan_seconds"])}; wrote {path}')
+        msg = [f'one epoch (or evaluation) per kind of run, {load_note()}']
+        for clock in ('wall', 'cpu'):
+            msg.append(f'{clock} time (seconds):')
+            msg += [f'  {k}: ' + ', '.join(f'{n} {v:.0f}'
+                                           for n, v in r.items())
+                    for k, r in out[f'rates_{clock}'].items()]
+            msg.append(f'  the benchmark ({out["plan_runs"]} runs, '
+                       f'{out["workers"]} at a time): about '
+                       f'{format_duration(out[f"plan_seconds_{clock}"])}')
+        logger.info('\n'.join(msg) + f'\nwrote {path}')
         return
     out = run_benchmark(
         out_dir=args.out_dir, methods=methods, seeds=args.seeds,

@@ -10,6 +10,7 @@ benchmark"): a run of the full schedule is extrapolated as ``epochs x
 epoch + eval + overhead`` (post-hoc: ``values x heldout_eval + eval +
 overhead``).
 """
+import os
 import os.path as osp
 from functools import lru_cache
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -17,9 +18,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from mmengine.config import Config
 
 from .methods import Method
+from .run import DATA_ROOT_VAR
 
 #: ``(kind, track) -> {'epoch', 'eval', 'heldout_eval', 'overhead'}``
-#: seconds, measured with ``--measure-cost`` on the 2-core CPU machine
+#: seconds (``epoch``: one pass over the dataset's images), measured with ``--measure-cost`` on the 2-core CPU machine
 #: (README). Used for a kind of run until one of it has finished.
 RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
     ('train', 'two_stage'): dict(epoch=100.0, eval=60.0, overhead=10.0),
@@ -46,15 +48,26 @@ def _cls_of_record(rec: dict) -> Tuple[str, str]:
     return (kind, 'two_stage') if kind != 'train' else (kind, track)
 
 
-def measured_rates(records: Sequence[dict]) -> Tuple[dict, str]:
+def measured_rates(records: Sequence[dict],
+                   clock: str = 'wall') -> Tuple[dict, str]:
     """Rates per kind of run: the mean over ``records`` (finished runs,
     reused ones included) that carry their phase times, else
     :data:`RECORDED_RATES`.
+
+    Args:
+        records (Sequence[dict]): Finished runs' ``metrics.json``.
+        clock (str): ``'wall'`` (what the runs took) or ``'cpu'`` (their
+            process CPU time for training and evaluation: with one thread
+            per run and a run per core, what they take on an otherwise idle
+            machine; the overhead stays wall time).
 
     Returns:
         tuple: ``(rates, source)``, ``source`` saying how many runs were
         measured.
     """
+    if clock not in ('wall', 'cpu'):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    tag = '_cpu' if clock == 'cpu' else ''
     sums: Dict[Tuple[str, str], Dict[str, List[float]]] = {}
     n = 0
     for rec in records:
@@ -62,16 +75,18 @@ def measured_rates(records: Sequence[dict]) -> Tuple[dict, str]:
             continue  # written before runs timed their phases
         n += 1
         acc = sums.setdefault(_cls_of_record(rec), {})
-        evals = rec['eval_seconds']
+        evals = rec[f'eval{tag}_seconds']
         if rec['spec'].get('kind') == 'posthoc':
             k = len(rec['spec']['values'])
-            held = rec['heldout_eval_seconds']
+            held = rec[f'heldout_eval{tag}_seconds']
             acc.setdefault('heldout_eval', []).append(held)
-            spent = k * held + evals
+            spent = k * rec['heldout_eval_seconds'] + rec['eval_seconds']
         else:
-            acc.setdefault('epoch', []).append(rec['train_seconds'] /
-                                               max(1, rec['epochs']))
-            spent = rec['train_seconds'] + evals
+            scale = epoch_scale(rec['spec']['config']) \
+                if rec['spec'].get('train_images') is None else 1.0
+            acc.setdefault('epoch', []).append(
+                rec[f'train{tag}_seconds'] / max(1, rec['epochs']) / scale)
+            spent = rec['train_seconds'] + rec['eval_seconds']
         acc.setdefault('eval', []).append(evals)
         acc.setdefault('overhead', []).append(
             max(0.0, rec['seconds'] - spent))
@@ -89,17 +104,48 @@ def _config_epochs(config: str) -> int:
     return int(Config.fromfile(config).train_cfg.max_epochs)
 
 
+def epoch_scale(config: str) -> float:
+    """Images per training epoch of ``config``'s sampler over the dataset's
+    images: 1 for the default sampler; for repeat-factor sampling its
+    epoch's length (about 1.23 on the benchmark set), from the sampler
+    built on the dataset the config resolves to (in this environment)."""
+    return _epoch_scale(osp.abspath(config), os.environ.get(DATA_ROOT_VAR))
+
+
+@lru_cache(maxsize=None)
+def _epoch_scale(config: str, data_root: Optional[str]) -> float:
+    cfg = Config.fromfile(config)
+    sampler = cfg.train_dataloader.get('sampler') or {}
+    if sampler.get('type', 'DefaultSampler') in ('DefaultSampler',
+                                                 'InfiniteSampler'):
+        return 1.0
+    from mmengine.registry import DATA_SAMPLERS, DefaultScope
+
+    import mmlongtail  # noqa: F401  (registers the samplers and datasets)
+    from mmlongtail.registry import DATASETS
+
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        from mmdet.utils import register_all_modules
+        register_all_modules(init_default_scope=False)
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        built = DATA_SAMPLERS.build(
+            sampler, default_args=dict(dataset=dataset, seed=0))
+    return len(built) / max(1, len(dataset))
+
+
 def estimate_seconds(method: Method, epochs: Optional[int],
                      rates: dict) -> float:
     """Expected seconds of one run of ``method`` (``epochs`` overrides the
-    config's schedule)."""
+    config's schedule); an epoch costs the rate's uniform epoch times
+    :func:`epoch_scale`."""
     r = rates[cost_class(method)]
     if method.kind == 'posthoc':
         return len(method.values) * r['heldout_eval'] + r['eval'] + \
             r['overhead']
     if epochs is None:
         epochs = _config_epochs(osp.abspath(method.config))
-    return epochs * r['epoch'] + r['eval'] + r['overhead']
+    return epochs * r['epoch'] * epoch_scale(method.config) + r['eval'] + \
+        r['overhead']
 
 
 def simulate(jobs: Sequence[Tuple[str, float, Optional[str]]], workers: int,
@@ -210,12 +256,14 @@ def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
     at the configs' schedule.
 
     Returns:
-        dict: ``rates`` (per kind, as :data:`RECORDED_RATES`), ``runs``
-        (name -> seconds, phases), ``plan_seconds``, ``plan_runs``,
-        ``workers``, ``results`` (the measuring call's output files).
+        dict: ``rates_wall`` / ``rates_cpu`` (per kind, as
+        :data:`RECORDED_RATES`, from wall or CPU time, see
+        :func:`measured_rates`), ``plan_seconds_wall`` /
+        ``plan_seconds_cpu``, ``runs`` (name -> seconds, phases),
+        ``plan_runs``, ``workers``, ``results`` (the measuring call's output
+        files).
     """
     import json
-    import os
 
     from .methods import default_methods
     from .runner import parallelism, run_benchmark
@@ -229,15 +277,17 @@ def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
                         workers=workers)
     with open(out['files']['json']) as f:
         records = json.load(f)['runs']
-    rates, _ = measured_rates(records)
     workers, _ = parallelism(workers)
     keys = ('seconds', 'train_seconds', 'train_cpu_seconds', 'eval_seconds',
-            'eval_cpu_seconds', 'heldout_eval_seconds', 'train_iters')
-    runs = {r['spec']['key']: {k: r[k] for k in keys if k in r}
-            for r in records}
-    return dict(rates={f'{k}/{t}': v for (k, t), v in rates.items()},
-                runs=runs, workers=workers,
-                plan_runs=len(all_methods) * len(seeds),
-                plan_seconds=plan_seconds(all_methods, seeds, workers,
-                                          rates),
-                results=out['files'])
+            'eval_cpu_seconds', 'heldout_eval_seconds',
+            'heldout_eval_cpu_seconds', 'train_iters')
+    out = dict(runs={r['spec']['key']: {k: r[k] for k in keys if k in r}
+                     for r in records},
+               workers=workers, plan_runs=len(all_methods) * len(seeds),
+               results=out['files'])
+    for clock in ('wall', 'cpu'):
+        rates, _ = measured_rates(records, clock)
+        out[f'rates_{clock}'] = {f'{k}/{t}': v for (k, t), v in rates.items()}
+        out[f'plan_seconds_{clock}'] = plan_seconds(all_methods, seeds,
+                                                    workers, rates)
+    return out

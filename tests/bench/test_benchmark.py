@@ -21,7 +21,7 @@ from mmlongtail_bench.benchmark import (
     default_methods, estimate_seconds, frequency_bands, heldout_file,
     measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
     run_config, set_epochs, simulate, summarize)
-from mmlongtail_bench.benchmark.cost import (PROBE_PARAM,
+from mmlongtail_bench.benchmark.cost import (PROBE_PARAM, epoch_scale,
                                              probe_posthoc_method)
 from mmlongtail_bench.benchmark.run import posthoc_config
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
@@ -377,7 +377,8 @@ def test_summary_tables_marks_and_best_methods():
 
 def _timed(key, seed, kind='train', track='two_stage', **kw):
     rec = _record(key, seed, [0.1] * 10)
-    rec['spec'].update(kind=kind, track=track)
+    rec['spec'].update(kind=kind, track=track,
+                       config=osp.join(BENCH, 'baseline_ce.py'))
     rec.update(kw)
     return rec
 
@@ -415,6 +416,16 @@ def test_cost_model_from_measured_and_recorded_rates():
     # two seeds on two workers: both baselines, then both post-hoc runs
     assert plan_seconds([base, post], (0, 1), 2, rates, epochs=1) == \
         85 + 45
+
+
+def test_epoch_scale_is_the_samplers_epoch_over_the_dataset(bench_data):
+    assert epoch_scale(osp.join(BENCH, 'baseline_ce.py')) == 1.0
+    rfs = epoch_scale(osp.join(BENCH, 'rfs.py'))
+    with open(bench_data['train']) as f:
+        images = len(json.load(f)['images'])
+    # repeat-factor sampling repeats the images of rare classes
+    assert 1.05 < rfs < 2.0 and (rfs * images) % 1 == pytest.approx(0)
+    assert epoch_scale(osp.join(BENCH, 'class_aware.py')) == 1.0
 
 
 def test_simulate_follows_the_schedule():
