@@ -207,7 +207,9 @@ def posthoc_config(cfg: Config, spec: RunSpec, value: float,
     set_config_value(cfg, spec.param, value)
     cfg.experiment_name = f'{spec.key}_seed{spec.seed}_{split}_{value:g}'
     if split == 'heldout':
-        cfg.test_dataloader.dataset.ann_file = spec.heldout_ann_file
+        # absolute: the dataset would join a relative one to its data_root
+        cfg.test_dataloader.dataset.ann_file = osp.abspath(
+            spec.heldout_ann_file)
         cfg.test_dataloader.dataset.pop('indices', None)
         cfg.test_evaluator.ann_file = spec.heldout_ann_file
         cfg.test_evaluator.protocol = ['standard']

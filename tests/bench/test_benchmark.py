@@ -233,7 +233,10 @@ def test_posthoc_run_config_loads_the_checkpoint_and_checks_its_param(
     assert config_value(held, PROBE_PARAM) == 0.5
     assert config_value(held, PROBE_PARAM.rsplit('.', 1)[0])[1:] == \
         [1.0] * 39
-    assert held.test_dataloader.dataset.ann_file == spec.heldout_ann_file
+    # (relative here, under the default root: made absolute for the dataset)
+    assert not osp.isabs(spec.heldout_ann_file)
+    assert held.test_dataloader.dataset.ann_file == osp.abspath(
+        spec.heldout_ann_file)
     assert 'indices' not in held.test_dataloader.dataset
     assert held.test_evaluator.ann_file == spec.heldout_ann_file
     assert held.test_evaluator.protocol == ['standard']
