@@ -514,9 +514,9 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
     rendering), class ``c`` in :func:`heldout_image_counts` of its training
     images, with as many classes per image as the training split (so a bit
     more than ``fraction x num_train_images`` images: the per-class counts
-    round up); nothing trains on them. The training and val files are not touched (the split
-    draws from its own random stream), so runs trained before it was added
-    stay valid. Its categories repeat the training split's counts and r/c/f
+    round up); nothing trains on them. The training and val files are not
+    touched (the split draws from its own random stream), so runs trained
+    before it was added stay valid. Its categories repeat the training split's counts and r/c/f
     groups, as the val file does; ``info.heldout`` records how it was made.
     Deterministic for the dataset's seed and ``fraction``.
 

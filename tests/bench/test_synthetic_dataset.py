@@ -173,7 +173,7 @@ def test_heldout_image_counts_follow_the_training_split():
         heldout_image_counts(np.array([3, 0]), 0.1)
 
 
-def _digest(path):
+def _file_digest(path):
     with open(path, 'rb') as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -185,11 +185,11 @@ def test_heldout_split_is_new_images_of_the_training_distribution(
                               image_size=96, min_size=10, max_size=24)
     paths = generate_synthetic_lvis(str(tmp_path / 'a'), cfg,
                                     show_progress=False)
-    before = {k: _digest(p) for k, p in paths.items()}
+    before = {k: _file_digest(p) for k, p in paths.items()}
     path = write_heldout_split(str(tmp_path / 'a'), 0.1, show_progress=False)
     assert path == osp.join(str(tmp_path / 'a'), HELDOUT_ANN_FILE)
     # train and val untouched: runs trained before the split stay valid
-    assert {k: _digest(p) for k, p in paths.items()} == before
+    assert {k: _file_digest(p) for k, p in paths.items()} == before
     train, held = _load(paths['train']), _load(path)
     assert held['categories'] == train['categories']
     assert held['info']['heldout'] == dict(fraction=0.1, images=len(
@@ -214,7 +214,8 @@ def test_heldout_split_is_new_images_of_the_training_distribution(
     LVIS(path)
     # deterministic
     generate_synthetic_lvis(str(tmp_path / 'b'), cfg, show_progress=False)
-    assert _digest(write_heldout_split(str(tmp_path / 'b'), 0.1,
-                                       show_progress=False)) == _digest(path)
+    again = write_heldout_split(str(tmp_path / 'b'), 0.1,
+                                show_progress=False)
+    assert _file_digest(again) == _file_digest(path)
     with pytest.raises(FileNotFoundError, match='make the dataset first'):
         write_heldout_split(str(tmp_path / 'none'))
