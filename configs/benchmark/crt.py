@@ -1,19 +1,11 @@
 # Benchmark: classifier re-training, cRT (Kang et al., ICLR 2020), decoupled:
 # the trained CE baseline's box classifier is re-initialized and retrained
-# with plain CE on a re-balanced sampler for the same schedule, everything
-# else frozen (as bags_decoupled.py, which changes the loss instead).
+# with plain CE on class-balanced sampling (class_aware.py) for the same
+# schedule, everything else frozen (as bags_decoupled.py, which changes the
+# loss instead, and lws.py, which trains one scale per class instead).
 # tools/benchmark_longtail.py sets LONGTAIL_BENCH_INIT_CHECKPOINT to the
 # baseline run of the same seed.
-#
-# The re-balanced sampler is repeat-factor sampling with rfs.py's t = 0.05,
-# the one on main today; Kang et al. use class-balanced sampling
-# (mmlongtail.ClassAwareSampler, q = 0, once it is on main).
-_base_ = './baseline_ce.py'
-
-train_dataloader = dict(
-    sampler=dict(
-        _delete_=True, type='mmlongtail.RepeatFactorSampler',
-        repeat_thr=0.05))
+_base_ = './class_aware.py'
 
 custom_hooks = [
     dict(

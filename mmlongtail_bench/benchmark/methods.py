@@ -118,7 +118,7 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         # two-stage track: classifier retrained on the baseline
         m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
           kind='stage2'),
-        m('crt', 'cRT (RFS)', init_from='baseline_ce', kind='stage2'),
+        m('crt', 'cRT', init_from='baseline_ce', kind='stage2'),
         m('lws', 'LWS', init_from='baseline_ce', kind='stage2'),
         # two-stage track: the baseline's checkpoint rescored
         m('norcal', 'NorCal', init_from='baseline_ce', kind='posthoc',

@@ -41,7 +41,7 @@ def test_default_methods_are_those_of_the_issues():
         'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
         'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
         'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
-        'Progressively-balanced sampling', 'BAGS (decoupled)', 'cRT (RFS)',
+        'Progressively-balanced sampling', 'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm',
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
@@ -535,7 +535,7 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     with open(out['files']['markdown']) as f:
         md = f.read()
     assert '| CE baseline | trained | 0 |' in md
-    assert '| cRT (RFS) | stage 2 on CE baseline | 0 |' in md
+    assert '| cRT | stage 2 on CE baseline | 0 |' in md
     assert ('| Post-hoc probe (score weights) | post-hoc on CE baseline, 0 '
             f'= {sel["chosen"]:g} | 0 |') in md
     assert '**One-stage track' in md and md.rstrip().count(
