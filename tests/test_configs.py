@@ -71,7 +71,11 @@ def test_config_builds_model(path, request):
     if rcnn_test.get('topk_per_class', -1) > 0:
         # the Fixed AP test-time mode (the demo): no per-image cap, 300 per
         # class, which the metric's standard protocol caps at 300 per image
-        assert rcnn_test.max_per_img == -1 and rcnn_test.topk_per_class == 300
+        # (the benchmark: 100 per class, 100 per image)
+        per = 100 if bench else 300
+        assert rcnn_test.max_per_img == -1
+        assert rcnn_test.topk_per_class == per
+        assert cfg.val_evaluator.get('max_dets', 300) == per
         assert 'fixed' in cfg.val_evaluator.protocol
     else:
         assert rcnn_test.max_per_img == (100 if bench else 300)

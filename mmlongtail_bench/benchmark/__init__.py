@@ -3,7 +3,8 @@
 * :mod:`.methods`: the rows (one config each in ``configs/benchmark/``),
   their kind (trained, stage 2, post-hoc) and track (two-stage, one-stage);
 * :mod:`.run`: one run, trained and evaluated (or, post-hoc, its parameter
-  chosen on the held-out split and evaluated) in its own process
+  chosen on the held-out split by :func:`mmlongtail.apis.calibrate.sweep`
+  and evaluated) in its own process
   (:mod:`.job`);
 * :mod:`.runner`: :func:`run_benchmark`, which schedules the runs and writes
   the results;
@@ -19,9 +20,8 @@ from .plot import (frequency_bands, plot_ap_vs_frequency,
                    plot_rare_vs_frequent)
 from .results import (TABLE_KEYS, beyond_seed_range, pick_best,
                       results_markdown, summarize)
-from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, choose_value,
-                  config_value, dataset_files, heldout_file, run_config,
-                  set_epochs, train_and_evaluate)
+from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, dataset_files,
+                  heldout_file, run_config, set_epochs, train_and_evaluate)
 from .runner import run_benchmark
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     'Method', 'default_methods', 'track_baselines', 'frequency_bands',
     'plot_ap_vs_frequency', 'plot_rare_vs_frequent', 'TABLE_KEYS',
     'beyond_seed_range', 'pick_best', 'results_markdown', 'summarize',
-    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'choose_value',
-    'config_value', 'dataset_files', 'heldout_file', 'run_config',
+    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'dataset_files', 'heldout_file', 'run_config',
     'set_epochs', 'train_and_evaluate', 'run_benchmark'
 ]

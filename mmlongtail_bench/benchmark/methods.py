@@ -10,9 +10,10 @@ Three kinds of method, on two tracks:
 * ``'posthoc'``: no training: another method's checkpoint of the same seed
   evaluated with a test-time config delta (a scorer in
   ``test_cfg.rcnn.score_calibration``, a hook). One parameter of the delta
-  (``param``, a dotted config key) is chosen from ``values`` on the held-out
-  part of the training distribution, never on val; then val is evaluated
-  once with the chosen value.
+  (``param``, a name :func:`mmlongtail.apis.calibrate.sweep` takes) is
+  chosen from ``values`` by that sweep on the held-out part of the training
+  distribution, never on val; then val is evaluated once with the chosen
+  value.
 
 Track ``'two_stage'`` is the light Mask R-CNN (boxes and masks), track
 ``'one_stage'`` the light RetinaNet (boxes only). The first method of each
@@ -42,15 +43,16 @@ class Method:
             ``'train'``.
         kind (str): One of :data:`KINDS`. Defaults to ``'train'``.
         track (str): One of :data:`TRACKS`. Defaults to ``'two_stage'``.
-        param (str, optional): ``'posthoc'`` only: the dotted config key of
-            the parameter chosen on the held-out split, e.g.
-            ``'model.test_cfg.rcnn.score_calibration.0.gamma'``; the key must
-            exist in the config.
+        param (str, optional): ``'posthoc'`` only: the parameter chosen on
+            the held-out split, as :func:`mmlongtail.apis.calibrate.sweep`
+            names it (``'NorCal.gamma'``, ``'LogitAdjustment.tau'``,
+            ``'TauNormalizationHook.tau'``); the config must use that
+            component (checked when the run's config is built).
         values (tuple[float], optional): ``'posthoc'`` only: the candidates.
-        select_by (str): ``'posthoc'`` only: the held-out result key (of
-            LVISMetric, without ``lvis/``) that chooses the value; the
-            highest wins, ties to the earlier value. Defaults to
-            ``'bbox_AP'``.
+        criterion (str): ``'posthoc'`` only: the sweep's criterion on box
+            AP (``'AP'``, ``'APr'``, ``'APc'``, ``'APf'``) that chooses the
+            value; the highest wins, ties to the earlier value. Defaults to
+            ``'AP'``.
     """
     key: str
     label: str
@@ -60,7 +62,7 @@ class Method:
     track: str = 'two_stage'
     param: Optional[str] = None
     values: Optional[Tuple[float, ...]] = None
-    select_by: str = 'bbox_AP'
+    criterion: str = 'AP'
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,10 +87,6 @@ class Method:
         if self.values is not None:
             object.__setattr__(self, 'values',
                                tuple(float(v) for v in self.values))
-
-
-#: The first test-time scorer of a post-hoc config.
-_CALIBRATION = 'model.test_cfg.rcnn.score_calibration.0'
 
 
 def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
@@ -122,12 +120,13 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('lws', 'LWS', init_from='baseline_ce', kind='stage2'),
         # two-stage track: the baseline's checkpoint rescored
         m('norcal', 'NorCal', init_from='baseline_ce', kind='posthoc',
-          param=f'{_CALIBRATION}.gamma', values=(0.2, 0.4, 0.6, 0.8, 1.0)),
+          param='NorCal.gamma', values=(0.2, 0.4, 0.6, 0.8, 1.0)),
         m('logit_adjustment', 'Logit adjustment (post-hoc)',
           init_from='baseline_ce', kind='posthoc',
-          param=f'{_CALIBRATION}.tau', values=(0.25, 0.5, 0.75, 1.0, 1.25)),
+          param='LogitAdjustment.tau', values=(0.25, 0.5, 0.75, 1.0, 1.25)),
         m('tau_norm', 'τ-norm', init_from='baseline_ce', kind='posthoc',
-          param='custom_hooks.0.tau', values=(0.0, 0.25, 0.5, 0.75, 1.0)),
+          param='TauNormalizationHook.tau',
+          values=(0.0, 0.25, 0.5, 0.75, 1.0)),
         # one-stage track
         m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
         m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),

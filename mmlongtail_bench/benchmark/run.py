@@ -3,11 +3,12 @@
 
 * ``'train'`` / ``'stage2'``: train the method's config with a seed,
   evaluate it after the last epoch and write ``metrics.json``;
-* ``'posthoc'``: no training: evaluate another run's checkpoint with the
-  method's test-time config, once per candidate value of its parameter on
-  the held-out split (:func:`heldout_file`), then once on val with the value
-  that scored best there; ``metrics.json`` records every candidate's
-  held-out numbers and the choice.
+* ``'posthoc'``: no training: another run's checkpoint with the method's
+  test-time config; :func:`mmlongtail.apis.calibrate.sweep` (the library's
+  one way of choosing a post-hoc parameter) evaluates every candidate value
+  on the held-out split (:func:`heldout_file`, images no run trains on) and
+  picks the best, then val is evaluated once with it; ``metrics.json``
+  records every candidate's held-out numbers and the choice.
 
 The config owns every path: the dataset's location comes from
 ``$LONGTAIL_BENCH_ROOT`` (the held-out split's file from the config's
@@ -23,7 +24,7 @@ import json
 import os.path as osp
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -44,7 +45,8 @@ class RunSpec:
     reused only for the same data. ``kind`` is the method's (see
     :mod:`.methods`); ``init_checkpoint`` is the stage-1 checkpoint of a
     ``'stage2'`` run or the checkpoint a ``'posthoc'`` run evaluates, and
-    ``param`` / ``values`` / ``select_by`` the post-hoc choice.
+    ``param`` / ``values`` / ``criterion`` the post-hoc choice (see
+    :class:`.methods.Method`).
     """
     key: str
     seed: int
@@ -61,7 +63,7 @@ class RunSpec:
     track: str = 'two_stage'
     param: Optional[str] = None
     values: Optional[List[float]] = None
-    select_by: Optional[str] = None
+    criterion: Optional[str] = None
     heldout_ann_file: Optional[str] = None
 
 
@@ -108,48 +110,6 @@ def set_epochs(cfg: Config, epochs: int) -> None:
         progressive.end = epochs
 
 
-def config_value(cfg: Config, key: str) -> Any:
-    """The value at the dotted ``key`` of ``cfg`` (list items by index:
-    ``'model.test_cfg.rcnn.score_calibration.0.gamma'``).
-
-    Raises:
-        KeyError: If the key does not exist (a post-hoc parameter that would
-            otherwise be added beside the real one, changing nothing).
-    """
-    node: Any = cfg.to_dict() if isinstance(cfg, Config) else cfg
-    for i, part in enumerate(key.split('.')):
-        where = '.'.join(key.split('.')[:i]) or 'the config'
-        if isinstance(node, (list, tuple)):
-            if not part.isdigit() or int(part) >= len(node):
-                raise KeyError(f'{key!r}: {where} is a list of {len(node)}, '
-                               f'no item {part!r}')
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                raise KeyError(f'{key!r}: {where} has no {part!r} (it has '
-                               f'{sorted(node)})')
-            node = node[part]
-        else:
-            raise KeyError(f'{key!r}: {where} is not a dict or list')
-    return node
-
-
-def set_config_value(cfg: Config, key: str, value: Any) -> None:
-    """Set the existing dotted ``key`` of ``cfg`` (as :func:`config_value`
-    reads it; list items, scalars included, by index) to ``value``.
-
-    Raises:
-        KeyError: If the key does not exist.
-    """
-    config_value(cfg, key)
-    parts = key.split('.')
-    node: Any = cfg
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    last = parts[-1]
-    node[int(last) if isinstance(node, list) else last] = value
-
-
 def run_config(spec: RunSpec) -> Config:
     """The Runner config of ``spec``: the method's config as it resolves in
     this process's environment, with the run's seed, schedule and image
@@ -159,8 +119,10 @@ def run_config(spec: RunSpec) -> Config:
         ValueError: If ``spec`` names a stage-1 checkpoint that the config
             does not read (from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``), or the
             config resolves to other dataset files than ``spec`` records.
-        KeyError: If a post-hoc ``param`` is not a key of the config.
+            A post-hoc ``param`` that names no component of the config (or
+            several; :func:`mmlongtail.apis.calibrate.resolve_param`).
     """
+    from mmlongtail.apis.calibrate import resolve_param
     from mmlongtail_bench.demo import demo_config
 
     cfg = demo_config(spec.config, spec.work_dir)
@@ -170,7 +132,7 @@ def run_config(spec: RunSpec) -> Config:
         if spec.init_checkpoint is None:
             raise ValueError(f'post-hoc run {spec.key} names no checkpoint')
         cfg.load_from = spec.init_checkpoint
-        config_value(cfg, spec.param)
+        resolve_param(cfg, spec.param)  # the config uses the component
     elif spec.init_checkpoint is not None and cfg.env_variables.get(
             INIT_CHECKPOINT_VAR) != spec.init_checkpoint:
         raise ValueError(
@@ -193,27 +155,6 @@ def run_config(spec: RunSpec) -> Config:
     # the test loop evaluates val (post-hoc runs) with the per-class file
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
     cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
-    return cfg
-
-
-def posthoc_config(cfg: Config, spec: RunSpec, value: float,
-                   split: str) -> Config:
-    """``cfg`` (from :func:`run_config`) with ``spec.param = value``, its
-    test loop on ``split``: ``'heldout'`` (standard protocol only, no result
-    files, for the choice) or ``'val'``."""
-    if split not in ('heldout', 'val'):
-        raise ValueError(f"split must be 'heldout' or 'val', got {split!r}")
-    cfg = copy.deepcopy(cfg)
-    set_config_value(cfg, spec.param, value)
-    cfg.experiment_name = f'{spec.key}_seed{spec.seed}_{split}_{value:g}'
-    if split == 'heldout':
-        # absolute: the dataset would join a relative one to its data_root
-        cfg.test_dataloader.dataset.ann_file = osp.abspath(
-            spec.heldout_ann_file)
-        cfg.test_dataloader.dataset.pop('indices', None)
-        cfg.test_evaluator.ann_file = spec.heldout_ann_file
-        cfg.test_evaluator.protocol = ['standard']
-        cfg.test_evaluator.outfile_prefix = None
     return cfg
 
 
@@ -272,54 +213,61 @@ def _train(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     return metrics, dict(extra, **timer.times)
 
 
-def _evaluate(cfg: Config, timer: PhaseTimer) -> Dict[str, float]:
-    from mmengine.runner import Runner
-
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(timer)
-    return runner.test()
+def _clock() -> Tuple[float, float]:
+    return time.time(), time.process_time()
 
 
-def choose_value(values: List[float], heldout: List[Dict[str, float]],
-                 select_by: str) -> int:
-    """Index of the value whose held-out ``lvis/{select_by}`` is highest
-    (ties to the earlier value).
-
-    Raises:
-        KeyError: If a result lacks the key.
-    """
-    scores = []
-    for v, m in zip(values, heldout):
-        if f'lvis/{select_by}' not in m:
-            raise KeyError(f'select_by={select_by!r}: the held-out results '
-                           f'for {v} have no lvis/{select_by} (they have '
-                           f'{sorted(m)})')
-        scores.append(float(m[f'lvis/{select_by}']))
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+def _since(mark: Tuple[float, float]) -> Tuple[float, float]:
+    return time.time() - mark[0], time.process_time() - mark[1]
 
 
 def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
-    timer = PhaseTimer()
-    heldout = [
-        _evaluate(posthoc_config(cfg, spec, v, 'heldout'), timer)
-        for v in spec.values
-    ]
-    best = choose_value(spec.values, heldout, spec.select_by)
+    """Choose ``spec.param`` among ``spec.values`` with
+    :func:`mmlongtail.apis.calibrate.sweep` on the benchmark's held-out file
+    (box AP by ``spec.criterion``; standard protocol only, its table in
+    ``{work_dir}/heldout``), then evaluate val with the chosen value (the
+    same sweep, one value, the run's per-class file)."""
+    from mmlongtail.apis.calibrate import sweep
+
+    held_cfg = copy.deepcopy(cfg)
+    held_cfg.test_evaluator.protocol = ['standard']
+    held_cfg.test_evaluator.outfile_prefix = None
+    held_path = osp.join(spec.work_dir, 'posthoc_heldout_config.py')
+    val_path = osp.join(spec.work_dir, 'posthoc_val_config.py')
+    held_cfg.dump(held_path)
+    cfg.dump(val_path)
+    mark = _clock()
+    held = sweep(held_path, spec.init_checkpoint, spec.param, spec.values,
+                 'heldout', work_dir=osp.join(spec.work_dir, 'heldout'),
+                 heldout_ann_file=spec.heldout_ann_file,
+                 criterion=spec.criterion, task='bbox', baseline=False)
+    held_wall, held_cpu = _since(mark)
+    mark = _clock()
+    on_val = sweep(val_path, spec.init_checkpoint, spec.param, [held.best],
+                   'val', work_dir=spec.work_dir, task='bbox',
+                   baseline=False, write=False)
+    val_wall, val_cpu = _since(mark)
+    # the sweep writes each value's result files in a folder of its own
+    per_class = osp.join(spec.work_dir, f'{on_val.key}_{held.best:g}',
+                         'lvis.per_class.json')
+    if not osp.isfile(per_class):
+        raise FileNotFoundError(
+            f'post-hoc run {spec.key}: the val evaluation wrote no '
+            f'per-class file at {per_class}')
     n = len(spec.values)
-    held = dict(seconds=timer.times['eval_seconds'],
-                cpu=timer.times['eval_cpu_seconds'])
-    metrics = _evaluate(
-        posthoc_config(cfg, spec, spec.values[best], 'val'), timer)
-    times = dict(timer.times, heldout_eval_seconds=held['seconds'] / n,
-                 heldout_eval_cpu_seconds=held['cpu'] / n)
-    times['eval_seconds'] -= held['seconds']
-    times['eval_cpu_seconds'] -= held['cpu']
+    times = dict(eval_seconds=val_wall, eval_cpu_seconds=val_cpu,
+                 heldout_eval_seconds=held_wall / n,
+                 heldout_eval_cpu_seconds=held_cpu / n)
     selection = dict(
-        param=spec.param, values=list(spec.values), select_by=spec.select_by,
-        heldout=[{k: float(v) for k, v in m.items()} for m in heldout],
-        chosen=spec.values[best])
-    return metrics, dict(times, checkpoint=spec.init_checkpoint,
-                         selection=selection)
+        param=held.param, where=held.where, values=list(held.values),
+        criterion=f'{held.task}_{held.criterion}',
+        heldout=[{k: float(v) for k, v in r['metrics'].items()}
+                 for r in held.rows],
+        heldout_split=asdict(held.split), chosen=held.best,
+        files=dict(held.files))
+    return on_val.rows[0]['metrics'], dict(
+        times, checkpoint=spec.init_checkpoint, selection=selection,
+        per_class=per_class)
 
 
 def train_and_evaluate(spec: RunSpec) -> dict:
@@ -333,10 +281,11 @@ def train_and_evaluate(spec: RunSpec) -> dict:
     start = time.time()
     do = _posthoc if spec.kind == 'posthoc' else _train
     metrics, extra = do(spec, cfg)
+    extra.setdefault('per_class',
+                     osp.join(spec.work_dir, 'lvis.per_class.json'))
     record = dict(
         spec=asdict(spec),
         metrics={k: float(v) for k, v in metrics.items()},
-        per_class=osp.join(spec.work_dir, 'lvis.per_class.json'),
         seconds=time.time() - start,
         device='cuda' if torch.cuda.is_available() else 'cpu',
         threads=torch.get_num_threads(),

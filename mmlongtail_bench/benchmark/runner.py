@@ -393,7 +393,7 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
             track=method.track,
             param=method.param,
             values=None if method.values is None else list(method.values),
-            select_by=method.select_by if posthoc else None,
+            criterion=method.criterion if posthoc else None,
             heldout_ann_file=files[2] if posthoc else None)
 
     schedule = _Schedule(methods, seeds, workers, make_spec, reuse, epochs)

@@ -4,6 +4,7 @@ post-hoc choice, the cost model and schedule simulation, the tables with
 the seed-range marks (hand-made records), the plots' frequency bands, and a
 real end-to-end run of one method of each kind (trained, stage 2, post-hoc,
 one-stage) for 1 epoch on a few images, with reuse and failure reporting."""
+import dataclasses
 import json
 import logging
 import os
@@ -15,15 +16,15 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
+from mmlongtail.apis.calibrate import resolve_param
+
 from mmlongtail_bench.benchmark import (
     DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,
-    RunSpec, beyond_seed_range, choose_value, config_value, dataset_files,
-    default_methods, estimate_seconds, frequency_bands, heldout_file,
-    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
-    run_config, set_epochs, simulate, summarize)
-from mmlongtail_bench.benchmark.cost import (PROBE_PARAM, epoch_scale,
-                                             probe_posthoc_method)
-from mmlongtail_bench.benchmark.run import posthoc_config
+    RunSpec, beyond_seed_range, dataset_files, default_methods,
+    estimate_seconds, frequency_bands, heldout_file, measured_rates,
+    pick_best, plan_seconds, results_markdown, run_benchmark, run_config,
+    set_epochs, simulate, summarize)
+from mmlongtail_bench.benchmark.cost import epoch_scale
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
                                         write_heldout_split)
 
@@ -50,12 +51,18 @@ def test_default_methods_are_those_of_the_issues():
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 3 + [
             ('train', None)] * 3
     assert [m.track for m in ms] == ['two_stage'] * 19 + ['one_stage'] * 3
-    # every post-hoc parameter is a key of its config, at a value that is
-    # among the candidates
+    # every post-hoc parameter names the one component of its config that
+    # the calibration sweep varies, at a value among the candidates
+    params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
+    assert params == dict(norcal='NorCal.gamma',
+                          logit_adjustment='LogitAdjustment.tau',
+                          tau_norm='TauNormalizationHook.tau')
     for m in ms:
         if m.kind == 'posthoc':
-            assert config_value(Config.fromfile(m.config), m.param) in \
-                m.values, m.key
+            target = resolve_param(Config.fromfile(m.config), m.param)
+            assert target.name == m.param
+            assert target.component[target.key] in m.values, m.key
+            assert m.criterion == 'AP'
 
 
 def test_methods_refuse_what_their_kind_cannot_do():
@@ -83,7 +90,9 @@ def test_every_method_is_its_track_baseline_plus_one_change():
     for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
                 'train_dataloader', 'heldout_ann_file'):
         assert retina[key] == base[key], key
-    assert retina.val_evaluator == dict(base.val_evaluator, metric=['bbox'])
+    # (standard protocol only: no per-class top-k in a dense head)
+    assert retina.val_evaluator == dict(base.val_evaluator, metric=['bbox'],
+                                        protocol=['standard'])
     assert retina.model.backbone == base.model.backbone
     for m in _methods()[1:]:
         cfg = Config.fromfile(m.config)
@@ -110,9 +119,15 @@ def test_every_method_is_its_track_baseline_plus_one_change():
         # exactly one of sampler / classification loss changes (LWS: the
         # sampler, and the scales it trains)
         assert same_sampler != same_loss, m.key
-    # the evaluator runs the protocols of the table's AP^fixed / AP^pool
+    # the evaluator runs the protocols of the table's AP^fixed / AP^pool on
+    # the Fixed-AP test-time mode: each class's top 100 per image uncapped,
+    # the standard protocol's top 100 per image across classes
     assert base.val_evaluator.protocol == ['standard', 'fixed', 'pooled']
+    assert base.val_evaluator.max_dets == 100
+    assert base.model.test_cfg.rcnn.max_per_img == -1
+    assert base.model.test_cfg.rcnn.topk_per_class == 100
     assert retina.val_evaluator.metric == ['bbox']
+    assert retina.model.test_cfg.max_per_img == 100
 
 
 def test_set_epochs_keeps_the_last_fifth_at_low_lr():
@@ -212,15 +227,13 @@ def test_run_config_applies_the_run_settings(tmp_path, no_bench_env):
 
 def test_posthoc_run_config_loads_the_checkpoint_and_checks_its_param(
         tmp_path, no_bench_env):
-    probe = probe_posthoc_method(osp.join(BENCH, 'baseline_ce.py'),
-                                 str(tmp_path))
-    cfg = Config.fromfile(probe.config)
+    cfg = Config.fromfile(osp.join(BENCH, 'norcal.py'))
     train, val = dataset_files(cfg)
-    spec = RunSpec(key='p', seed=1, config=probe.config,
+    spec = RunSpec(key='norcal', seed=1, config=osp.join(BENCH, 'norcal.py'),
                    work_dir=str(tmp_path / 'p'), train_ann_file=train,
                    val_ann_file=val, init_checkpoint='/ckpt/base.pth',
-                   kind='posthoc', param=PROBE_PARAM, values=[1.0, 0.5],
-                   select_by='bbox_AP', heldout_ann_file=heldout_file(cfg),
+                   kind='posthoc', param='NorCal.gamma', values=[1.0, 0.5],
+                   criterion='AP', heldout_ann_file=heldout_file(cfg),
                    val_images=3)
     cfg = run_config(spec)
     assert cfg.load_from == '/ckpt/base.pth'
@@ -229,42 +242,18 @@ def test_posthoc_run_config_loads_the_checkpoint_and_checks_its_param(
     assert cfg.test_dataloader.dataset.indices == 3
     assert cfg.test_evaluator.outfile_prefix == osp.join(spec.work_dir,
                                                          'lvis')
-    held = posthoc_config(cfg, spec, 0.5, 'heldout')
-    assert config_value(held, PROBE_PARAM) == 0.5
-    assert config_value(held, PROBE_PARAM.rsplit('.', 1)[0])[1:] == \
-        [1.0] * 39
-    # (relative here, under the default root: made absolute for the dataset)
-    assert not osp.isabs(spec.heldout_ann_file)
-    assert held.test_dataloader.dataset.ann_file == osp.abspath(
-        spec.heldout_ann_file)
-    assert 'indices' not in held.test_dataloader.dataset
-    assert held.test_evaluator.ann_file == spec.heldout_ann_file
-    assert held.test_evaluator.protocol == ['standard']
-    assert held.test_evaluator.outfile_prefix is None
-    on_val = posthoc_config(cfg, spec, 0.5, 'val')
-    assert on_val.test_evaluator.ann_file == val  # never the held-out file
-    assert config_value(cfg, PROBE_PARAM) == 1.0  # cfg itself unchanged
-    with pytest.raises(ValueError, match="split must be 'heldout' or 'val'"):
-        posthoc_config(cfg, spec, 0.5, 'train')
-    # a parameter that is not in the config is refused, not added
-    for key, msg in (
-        ('model.test_cfg.rcnn.score_calibration.1.weights',
-         'is a list of 1, no item'),
-        ('model.test_cfg.rcnn.nope', "has no 'nope'"),
-        ('model.test_cfg.rcnn.max_per_img.x', 'is not a dict or list'),
-    ):
-        spec.param = key
-        with pytest.raises(KeyError, match=msg):
-            run_config(spec)
-
-
-def test_choose_value_takes_the_best_held_out_result():
-    res = [{'lvis/bbox_AP': 0.2}, {'lvis/bbox_AP': 0.3},
-           {'lvis/bbox_AP': 0.3}]
-    assert choose_value([0.5, 1.0, 1.5], res, 'bbox_AP') == 1  # tie: earlier
-    assert choose_value([0.5], res[:1], 'bbox_AP') == 0
-    with pytest.raises(KeyError, match="select_by='segm_AP'"):
-        choose_value([0.5], res[:1], 'segm_AP')
+    # a parameter whose component the config does not use is refused
+    # (by the sweep's resolver), not added
+    spec.param = 'TauNormalizationHook.tau'
+    with pytest.raises(ValueError, match='the config has no '
+                       'TauNormalizationHook.tau to vary'):
+        run_config(spec)
+    spec.param = 'model.test_cfg.rcnn.score_calibration.0.gamma'
+    with pytest.raises(ValueError, match='unknown calibration parameter'):
+        run_config(spec)
+    spec.param, spec.init_checkpoint = 'NorCal.gamma', None
+    with pytest.raises(ValueError, match='names no checkpoint'):
+        run_config(spec)
 
 
 def test_frequency_bands_follow_the_rule():
@@ -316,7 +305,7 @@ def test_summary_tables_marks_and_best_methods():
     ms = [Method('base', 'CE', 'x'), Method('a', 'A', 'x'),
           Method('b', 'B', 'x', init_from='base', kind='stage2'),
           Method('p', 'P', 'x', init_from='base', kind='posthoc',
-                 param='model.x.gamma', values=(0.5, 1.0)),
+                 param='NorCal.gamma', values=(0.5, 1.0)),
           Method('r', 'Retina', 'x', track='one_stage'),
           Method('r2', 'Retina 2', 'x', track='one_stage')]
     box = [None] * 4  # no masks
@@ -464,15 +453,31 @@ class _Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+def _few_per_class(method, out_dir, k=5):
+    """``method`` with each class's top ``k`` per image at test time (the
+    benchmark keeps 100): a model trained for one iteration scores every
+    class near 1/41, far above score_thr, so the Fixed-AP mode would keep
+    40 x 100 boxes and masks per image and the evaluation would dominate
+    the test's time."""
+    path = osp.join(out_dir, f'{method.key}_top{k}.py')
+    with open(path, 'w') as f:
+        f.write(f'_base_ = {osp.abspath(method.config)!r}\n'
+                f'model = dict(test_cfg=dict(rcnn=dict(topk_per_class={k})))'
+                '\n')
+    return dataclasses.replace(method, config=path)
+
+
 def test_run_benchmark_end_to_end(bench_data, tmp_path):
     """One method of each kind, 1 epoch on 8 images, val on 4: trained
-    (CE), stage 2 (cRT from it), post-hoc (the probe on it, its parameter
-    chosen on the held-out split) and one-stage (RetinaNet focal)."""
+    (CE), stage 2 (cRT from it), post-hoc (NorCal on it, its gamma chosen
+    on the held-out split by the calibration sweep) and one-stage
+    (RetinaNet focal)."""
     out_dir = str(tmp_path / 'bench')
     by_key = {m.key: m for m in _methods()}
     ms = [by_key['baseline_ce'], by_key['crt'],
-          probe_posthoc_method(by_key['baseline_ce'].config, str(tmp_path)),
+          dataclasses.replace(by_key['norcal'], values=(0.4, 1.0)),
           by_key['retinanet_focal']]
+    ms[:3] = [_few_per_class(m, str(tmp_path)) for m in ms[:3]]
     kw = dict(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
               train_images=8, val_images=4)
     handler = _Messages()
@@ -486,10 +491,10 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     with open(out['files']['json']) as f:
         res = json.load(f)
     runs = {r['spec']['key']: r for r in res['runs']}
-    assert set(runs) == {'baseline_ce', 'crt', 'posthoc_probe',
+    assert set(runs) == {'baseline_ce', 'crt', 'norcal',
                          'retinanet_focal'}
     base, crt = runs['baseline_ce'], runs['crt']
-    post, retina = runs['posthoc_probe'], runs['retinanet_focal']
+    post, retina = runs['norcal'], runs['retinanet_focal']
     for r in runs.values():
         assert r['spec']['seed'] == 0
         assert r['spec']['train_ann_file'] == bench_data['train']
@@ -498,8 +503,8 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     # in the one-stage track
     for r in (base, crt, post):
         assert set(f'lvis/{k}' for k in TABLE_KEYS) <= set(r['metrics'])
-    assert 'lvis/bbox_APpool' in retina['metrics']
-    assert not any('segm' in k for k in retina['metrics'])
+    assert not any('segm' in k or 'fixed' in k or 'pool' in k
+                   for k in retina['metrics'])
     assert base['epochs'] == 1 and base['train_iters'] == 1  # 8 images
     # stage 2: only the classifier changed, the rest is the baseline's
     assert crt['spec']['init_checkpoint'] == base['checkpoint']
@@ -513,33 +518,37 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     # post-hoc: the baseline's checkpoint, no training; the value chosen
     # on the held-out split (every candidate evaluated there), then val
     assert post['checkpoint'] == base['checkpoint']
-    assert not osp.exists(osp.join(out_dir, 'posthoc_probe_seed0',
+    assert not osp.exists(osp.join(out_dir, 'norcal_seed0',
                                    'epoch_1.pth'))
     sel = post['selection']
-    assert sel['param'] == PROBE_PARAM and sel['values'] == [1.0, 0.5]
-    assert len(sel['heldout']) == 2
-    best = choose_value(sel['values'], sel['heldout'], 'bbox_AP')
-    assert sel['chosen'] == sel['values'][best]
+    assert sel['param'] == 'NorCal.gamma' and sel['values'] == [0.4, 1.0]
+    assert sel['criterion'] == 'bbox_AP'
+    scores = [h['lvis/bbox_AP'] for h in sel['heldout']]
+    assert len(scores) == 2 and sel['chosen'] == sel['values'][
+        scores.index(max(scores))]  # ties: the first value
+    # the held-out file, standard protocol only; val never seen there
     assert post['spec']['heldout_ann_file'] == osp.join(
         bench_data['root'], HELDOUT_ANN_FILE)
+    assert sel['heldout_split']['ann_file'] == osp.abspath(
+        post['spec']['heldout_ann_file'])
+    assert not any('fixed' in k or 'pool' in k for k in sel['heldout'][0])
+    assert osp.isfile(sel['files']['markdown'])
     with open(post['per_class']) as f:  # the val evaluation's file
         assert json.load(f)['ann_file'] == bench_data['val']
-    # with weight 1 for every class the probe scores as the baseline
-    if sel['chosen'] == 1.0:
-        assert post['metrics']['lvis/bbox_AP'] == pytest.approx(
-            base['metrics']['lvis/bbox_AP'])
+    assert 'lvis/bbox_APfixed' in post['metrics']
     # progress with the time left, from the runs measured so far
     assert any(m.startswith('[4/4] RetinaNet focal') or m.startswith(
-        '[4/4] cRT') or m.startswith('[4/4] Post-hoc') for m in logged)
+        '[4/4] cRT') or m.startswith('[4/4] NorCal') for m in logged)
     assert all(' left (from ' in m for m in logged if m.startswith('[2/4]'))
     with open(out['files']['markdown']) as f:
         md = f.read()
     assert '| CE baseline | trained | 0 |' in md
     assert '| cRT | stage 2 on CE baseline | 0 |' in md
-    assert ('| Post-hoc probe (score weights) | post-hoc on CE baseline, 0 '
+    assert ('| NorCal | post-hoc on CE baseline, gamma '
             f'= {sel["chosen"]:g} | 0 |') in md
+    # one-stage: no AP^fixed / AP^pool (standard protocol only), no masks
     assert '**One-stage track' in md and md.rstrip().count(
-        '| - | - | - | - |') == 1
+        '| - | - | - | - | - | - |') == 1
     for name in ('plot', 'summary_plot'):
         with open(out['files'][name], 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -579,15 +588,15 @@ def test_run_benchmark_checks_its_inputs(tmp_path, bench_data,
     no_bench_env.setenv(DATA_ROOT_VAR, bench_data['root'])
     with pytest.raises(ValueError, match='not among the methods'):
         run_benchmark(out_dir=str(tmp_path), methods=[by_key['crt']])
-    probe = probe_posthoc_method(by_key['baseline_ce'].config, str(tmp_path))
-    on_probe = Method('p2', 'P2', probe.config, init_from='posthoc_probe',
-                      kind='posthoc', param=PROBE_PARAM, values=(1, ))
+    probe = by_key['norcal']
+    on_probe = Method('p2', 'P2', probe.config, init_from='norcal',
+                      kind='posthoc', param='NorCal.gamma', values=(1, ))
     with pytest.raises(ValueError, match="needs a trained checkpoint of "
                        "the 'two_stage' track"):
         run_benchmark(out_dir=str(tmp_path),
                       methods=[by_key['baseline_ce'], probe, on_probe])
     on_retina = Method('p3', 'P3', probe.config, init_from='retinanet_focal',
-                       kind='posthoc', param=PROBE_PARAM, values=(1, ))
+                       kind='posthoc', param='NorCal.gamma', values=(1, ))
     with pytest.raises(ValueError, match="RetinaNet focal, a 'train' method "
                        "of the 'one_stage' track"):
         run_benchmark(out_dir=str(tmp_path),
