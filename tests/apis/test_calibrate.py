@@ -87,8 +87,13 @@ def _write_config(tmp_path, name, tiny_lvis, rcnn='', extra='',
             f"    roi_head=dict(type={roi_head!r},\n"
             f"        bbox_head=dict(num_classes={NUM_CLASSES}),\n"
             f"        mask_head=dict(num_classes={NUM_CLASSES})),\n"
-            # few detections per image keep the mask head cheap
-            f"    test_cfg=dict(rcnn=dict(max_per_img=20, {rcnn})))\n"
+            # few detections per image keep the mask head cheap (capped
+            # inference and the standard protocol, not the demo's Fixed-AP
+            # mode)
+            "    test_cfg=dict(rcnn=dict(max_per_img=20, topk_per_class=-1, "
+            f"{rcnn})))\n"
+            "val_evaluator = dict(protocol='standard')\n"
+            "test_evaluator = dict(protocol='standard')\n"
             "log_level = 'WARNING'\n" + extra)
     path = tmp_path / f'{name}.py'
     path.write_text(text)
