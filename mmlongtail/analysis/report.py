@@ -26,7 +26,7 @@ from .weight_norms import ConfigSource, classifier_weight_norms, spearman
 COLORS = {'r': '#d62728', 'c': '#ff7f0e', 'f': '#1f77b4'}
 
 
-def _pyplot():
+def agg_pyplot():
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -39,7 +39,7 @@ def plot_ap_vs_count(counts: np.ndarray, ap: np.ndarray,
                      title: str = 'per-class AP') -> str:
     """Scatter per-class AP (NaN skipped) against training image counts
     (log x; counts of 0 drawn at 0.8), coloured by LVIS group."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     freq = np.asarray(frequency)
     x = np.maximum(np.asarray(counts, np.float64), 0.8)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -66,7 +66,7 @@ def plot_weight_norms(counts: np.ndarray, norms: Dict[str, np.ndarray],
                       frequency: Sequence[str], path: str) -> str:
     """‖w_j‖ against training instance count n_j (log x), one panel per
     classifier (Cascade stages side by side)."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     freq = np.asarray(frequency)
     x = np.maximum(np.asarray(counts, np.float64), 0.8)
     fig, axes = plt.subplots(

@@ -597,8 +597,8 @@ class SweepResult:
     def plot(self, path: str) -> str:
         """AP, AP_r, AP_c, AP_f against the parameter, one panel per task
         (dashed: the baseline row; dotted vertical: the best value)."""
-        from mmlongtail.analysis.report import _pyplot
-        plt = _pyplot()
+        from mmlongtail.analysis.report import agg_pyplot
+        plt = agg_pyplot()
         tasks = [t for t in TASKS
                  if any(_get(r['metrics'], t, 'AP') is not None
                         for r in self.rows)]

@@ -45,11 +45,11 @@ def plot_ap_vs_frequency(records: Sequence[dict],
     shaded. Box-only runs (the one-stage track) appear in the box panel
     only."""
     from mmlongtail.analysis.per_class import load_per_class
-    from mmlongtail.analysis.report import _pyplot
+    from mmlongtail.analysis.report import agg_pyplot
 
     rare_max, common_max = rule
     edges = frequency_bands(rare_max, common_max)
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), sharey=True)
     cmap = plt.get_cmap('tab20')
     try:
@@ -110,9 +110,9 @@ def plot_rare_vs_frequent(summary: dict, path: str) -> str:
     masks side by side, the seeds' range as error bars; markers by kind
     (trained / stage 2 / post-hoc), hollow for the one-stage track, dashed
     lines through the two-stage baseline."""
-    from mmlongtail.analysis.report import _pyplot
+    from mmlongtail.analysis.report import agg_pyplot
 
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     cmap = plt.get_cmap('tab20')
     try:

@@ -1,6 +1,14 @@
-"""Helpers of the sampler tests: a dataset from category lists and a tiny
-mmengine Runner that records the indices it is served."""
+"""Helpers of the sampler tests: a dataset from category lists, what one
+rank's sampler serves (for the two-rank tests) and a tiny mmengine Runner
+that records the indices it is served."""
+import json
+import os.path as osp
+
 import torch
+
+#: The category lists of the two-rank sampler tests (23 images, 5 classes,
+#: and one image without annotations).
+DIST_CATS = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
 
 
 class CatListDataset:
@@ -17,6 +25,28 @@ class CatListDataset:
 
     def get_cat_ids(self, idx):
         return self.cats[idx]
+
+
+def record_rank_streams(rank, out_dir, make_sampler, make_infinite,
+                        infinite_draws):
+    """Write what this rank's samplers serve to ``rank{rank}.json``: the
+    seed (``seed=None`` is synchronized across ranks), epochs 0 and 1 with
+    their lengths, and the first ``infinite_draws`` indices in infinite mode.
+
+    Args:
+        make_sampler: ``dataset -> sampler`` (epoch mode, seed left None).
+        make_infinite: ``(dataset, seed) -> sampler`` (infinite mode).
+    """
+    s = make_sampler(CatListDataset(DIST_CATS))
+    res = dict(seed=s.seed, epochs={}, lens={})
+    for e in (0, 1):
+        s.set_epoch(e)
+        res['epochs'][e] = list(s)
+        res['lens'][e] = len(s)
+    it = iter(make_infinite(CatListDataset(DIST_CATS), s.seed))
+    res['infinite'] = [next(it) for _ in range(infinite_draws)]
+    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(res, f)
 
 
 def tiny_runner(tmp_path, train_cfg, sampler, seen, cats, **kwargs):

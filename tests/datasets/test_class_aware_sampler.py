@@ -10,7 +10,8 @@ import pytest
 import torch
 from dist_utils import spawn_gloo
 from lvis_toy import make_dataset, write_lvis
-from sampler_helpers import CatListDataset, tiny_runner
+from sampler_helpers import (DIST_CATS, CatListDataset, record_rank_streams,
+                             tiny_runner)
 
 from mmlongtail.datasets import ClassAwareSampler, image_categories
 from mmlongtail.registry import DATA_SAMPLERS
@@ -191,27 +192,20 @@ def test_build_from_registry_and_infinite():
 
 
 def _dist_worker(rank, world, out_dir):
-    cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
-    s = ClassAwareSampler(CatListDataset(cats), q=0.0, num_samples=25,
-                          progressive=dict(end=2))
-    res = dict(seed=s.seed, epochs={}, lens={})
-    for e in (0, 1):
-        s.set_epoch(e)
-        res['epochs'][e] = list(s)
-        res['lens'][e] = len(s)
-    inf = ClassAwareSampler(
-        CatListDataset(cats), q=0.0, seed=s.seed, infinite=True)
-    it = iter(inf)
-    res['infinite'] = [next(it) for _ in range(60)]
-    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
-        json.dump(res, f)
+    record_rank_streams(
+        rank, out_dir,
+        lambda ds: ClassAwareSampler(
+            ds, q=0.0, num_samples=25, progressive=dict(end=2)),
+        lambda ds, seed: ClassAwareSampler(
+            ds, q=0.0, seed=seed, infinite=True),
+        infinite_draws=60)
 
 
 def test_two_gloo_ranks_partition_the_epoch(tmp_path):
     spawn_gloo(_dist_worker, str(tmp_path))
     r0, r1 = (json.load(open(tmp_path / f'rank{k}.json')) for k in (0, 1))
     assert r0['seed'] == r1['seed']  # seed=None was synchronized
-    cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
+    cats = DIST_CATS
     ref = ClassAwareSampler(CatListDataset(cats), q=0.0, num_samples=25,
                             progressive=dict(end=2), seed=r0['seed'])
     for e in ('0', '1'):

@@ -2,14 +2,14 @@
 determinism, and mmengine Runner loops."""
 import collections
 import json
-import os.path as osp
 
 import numpy as np
 import pytest
 import torch
 from dist_utils import spawn_gloo
 from lvis_toy import make_dataset, write_lvis
-from sampler_helpers import CatListDataset, tiny_runner
+from sampler_helpers import (DIST_CATS, CatListDataset, record_rank_streams,
+                             tiny_runner)
 from mmengine.dataset import ClassBalancedDataset
 
 from mmlongtail.datasets import RepeatFactorSampler, compute_repeat_factors
@@ -210,26 +210,18 @@ def test_infinite_is_concatenated_epochs():
 
 
 def _dist_worker(rank, world, out_dir):
-    cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
-    s = RepeatFactorSampler(CatListDataset(cats), repeat_thr=0.4)
-    res = dict(seed=s.seed, epochs={}, lens={})
-    for e in (0, 1):
-        s.set_epoch(e)
-        res['epochs'][e] = list(s)
-        res['lens'][e] = len(s)
-    inf = RepeatFactorSampler(
-        CatListDataset(cats), repeat_thr=0.4, seed=s.seed, infinite=True)
-    it = iter(inf)
-    res['infinite'] = [next(it) for _ in range(100)]
-    with open(osp.join(out_dir, f'rank{rank}.json'), 'w') as f:
-        json.dump(res, f)
+    record_rank_streams(
+        rank, out_dir, lambda ds: RepeatFactorSampler(ds, repeat_thr=0.4),
+        lambda ds, seed: RepeatFactorSampler(
+            ds, repeat_thr=0.4, seed=seed, infinite=True),
+        infinite_draws=100)
 
 
 def test_two_gloo_ranks_partition_the_epoch(tmp_path):
     spawn_gloo(_dist_worker, str(tmp_path))
     r0, r1 = (json.load(open(tmp_path / f'rank{k}.json')) for k in (0, 1))
     assert r0['seed'] == r1['seed']  # seed=None was synchronized
-    cats = [[i % 5] * (1 + i % 3) for i in range(23)] + [[]]
+    cats = DIST_CATS
     ref = RepeatFactorSampler(
         CatListDataset(cats), repeat_thr=0.4, seed=r0['seed'])
     for e in ('0', '1'):

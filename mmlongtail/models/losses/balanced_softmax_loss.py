@@ -38,7 +38,7 @@ from mmlongtail.datasets.category_stats import (StatsSource,
 from mmlongtail.registry import MODELS
 from .protocol import (SOFTMAX_SCORING, ClassifierLayout,
                        SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss)
+                       check_reduction, empty_loss, sigmoid_targets)
 
 #: Background RoIs per foreground count used for the background prior of the
 #: softmax variant by default: the ECM authors' measurement of Mask R-CNN's
@@ -148,7 +148,7 @@ def balanced_sigmoid_loss(cls_score: Tensor,
     num, num_classes = cls_score.shape
     if num == 0:
         return empty_loss(cls_score, reduction, (0, ))
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    target = sigmoid_targets(labels, num_classes)
     target = target.to(cls_score.dtype)
     fg = (labels < num_classes).to(cls_score.dtype)[:, None]
     logits = cls_score - fg * (tau * log_odds.to(cls_score.dtype))[None, :]

@@ -15,7 +15,7 @@ from mmlongtail.registry import MODELS
 from mmlongtail.utils.dist import all_reduce_sum_
 from .focal_loss import sigmoid_focal_loss
 from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss)
+                       check_reduction, empty_loss, sigmoid_targets)
 
 #: Initial positive/negative gradient ratio g_j: 1, so that every class starts
 #: with the base focusing factor and weight 1 (plain focal loss), as in the
@@ -141,7 +141,7 @@ def efl_logit_gradient(cls_score: Tensor,
     """
     x = cls_score.detach().float()
     num_classes = x.size(1)
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes].float()
+    target = sigmoid_targets(labels, num_classes).float()
     # z is the logit of the true outcome: p_t = sigmoid(z), q = sigmoid(-z)
     z = x * (2 * target - 1)
     log_pt = F.logsigmoid(z)

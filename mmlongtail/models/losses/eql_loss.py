@@ -13,7 +13,7 @@ from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
 from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss)
+                       check_reduction, empty_loss, sigmoid_targets)
 
 
 def eql_loss(cls_score: Tensor,
@@ -55,7 +55,7 @@ def eql_loss(cls_score: Tensor,
     num, num_classes = cls_score.shape
     if num == 0:
         return empty_loss(cls_score, reduction, (0, ))
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    target = sigmoid_targets(labels, num_classes)
     target = target.to(cls_score.dtype)
     is_fg = (labels < num_classes).to(cls_score.dtype)  # E(r)
     tail = tail_mask.to(cls_score.dtype)  # T_lambda(f)

@@ -37,7 +37,7 @@ from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
 from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss)
+                       check_reduction, empty_loss, sigmoid_targets)
 
 
 def fed_loss_class_weights(image_count: np.ndarray,
@@ -148,7 +148,7 @@ def federated_loss(cls_score: Tensor,
     num, num_classes = cls_score.shape
     if num == 0:
         return empty_loss(cls_score, reduction, (0, ))
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    target = sigmoid_targets(labels, num_classes)
     target = target.to(cls_score.dtype)
     loss = F.binary_cross_entropy_with_logits(
         cls_score, target, reduction='none')

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from .protocol import (SigmoidClassifierProtocol, check_labels,
-                       check_num_classes, check_reduction)
+                       check_num_classes, check_reduction, sigmoid_targets)
 
 def sigmoid_focal_loss(pred: Tensor,
                        target: Tensor,
@@ -50,7 +50,7 @@ def sigmoid_focal_loss(pred: Tensor,
     else:
         check_labels(target, pred.size(0), num_classes, 'FocalLoss')
         # one column per class plus one for background, which is then dropped
-        target = F.one_hot(target, num_classes + 1)[:, :num_classes]
+        target = sigmoid_targets(target, num_classes)
         target = target.type_as(pred)
     prob = pred.sigmoid()
     # one minus the probability of the true outcome, (1 - p_t)

@@ -47,8 +47,8 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_num_classes, check_reduction, empty_loss)
+from .protocol import (ClassifierLayout, ClassifierProtocol, check_num_classes,
+                       check_reduction, empty_loss, sigmoid_targets)
 
 #: The official clamp of the logits before the Gumbel activation.
 GUMBEL_LOGIT_MIN = -4.0
@@ -133,7 +133,7 @@ def drop_loss_weights(labels: Tensor, rare_mask: Tensor, ratio: Tensor,
     """
     num_classes = rare_mask.numel()
     fg = (labels < num_classes)[:, None]
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes].bool()
+    target = sigmoid_targets(labels, num_classes).bool()
     dropped_bg = ~fg & (rand > ratio)
     drop = rare_mask[None, :] & ~target & (fg | dropped_bg)
     return (~drop).float()
@@ -169,7 +169,7 @@ def gumbel_loss(cls_score: Tensor,
     num, num_classes = cls_score.shape
     if num == 0:
         return empty_loss(cls_score.float(), reduction, (0, ))
-    target = F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    target = sigmoid_targets(labels, num_classes)
     loss = gumbel_bce(cls_score, target)
     if elem_weight is not None:
         loss = loss * elem_weight

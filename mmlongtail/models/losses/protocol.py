@@ -369,6 +369,17 @@ class ClassifierProtocol:
         check_label_weights(label_weights, cls_score.size(0), owner)
 
 
+def sigmoid_targets(labels: Tensor, num_classes: int) -> Tensor:
+    """``(N,)`` labels in ``[0, C]`` -> ``(N, C)`` one-hot integer targets of
+    a sigmoid classifier: background (label ``C``) is the all-zero row.
+
+    The one definition of that convention for every sigmoid loss; callers
+    cast to the dtype they need.
+    """
+    one_hot = torch.nn.functional.one_hot(labels, num_classes + 1)
+    return one_hot[:, :num_classes]
+
+
 def sigmoid_scores_with_background(cls_score: Tensor) -> Tensor:
     """``(N, C)`` logits of a sigmoid classifier -> ``(N, C + 1)`` scores.
 
