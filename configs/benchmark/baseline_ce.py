@@ -16,23 +16,32 @@ data_root = '{{$LONGTAIL_BENCH_ROOT:data/synthetic_lvis_bench/}}'.rstrip(
     '/') + '/'
 train_stats = data_root + 'annotations/lvis_v1_train.json'
 
-# The Fixed-AP test-time mode (as the demo, Dave et al. 2021): no per-image
-# cap in the model, the best 100 detections of every class in each image
-# (40 classes and <= 8 objects per 128 px image: 100 leave every class room;
-# LVIS keeps 300 for 1203 classes). The metric's standard protocol keeps each
-# image's best max_dets=100 across classes, so the standard AP is measured as
-# in the first edition (top 100 per image); AP^fixed and AP^pool (top 10,000
-# detections per class over the split) see the uncapped per-class top 100.
-model = dict(test_cfg=dict(rcnn=dict(max_per_img=-1, topk_per_class=100)))
+# Val is evaluated in two passes, because masks are most of the evaluation's
+# cost and only the standard protocol needs them.
+# 1. Boxes and masks, standard protocol, as in the first edition: the model
+#    keeps each image's best 100 detections across classes (40 classes and
+#    <= 8 objects per 128 px image), val_evaluator below.
+model = dict(test_cfg=dict(rcnn=dict(max_per_img=100, topk_per_class=-1)))
+# 2. Boxes only, for AP^fixed and AP^pool (top 10,000 detections per class
+#    over the split): the Fixed-AP test-time mode (Dave et al. 2021, as the
+#    demo) with no per-image cap and the best 100 detections of every class
+#    in each image (an image holds at most 2 objects of a class here; LVIS
+#    keeps 300 for 1203 classes). tools/benchmark_longtail.py applies this
+#    to the model's test_cfg.rcnn and the evaluator
+#    (mmlongtail_bench.benchmark.run.fixed_ap_config); mask head off. Its
+#    standard-protocol box AP (each image's best max_dets=100 across
+#    classes) is pass 1's, which the run checks.
+fixed_ap_eval = dict(
+    rcnn=dict(max_per_img=-1, topk_per_class=100),
+    protocol=['standard', 'fixed', 'pooled'])
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
-# LVIS AP and the large-vocabulary protocols, the table's AP^fixed and
-# AP^pool.
+# LVIS AP (pass 1 above; fixed_ap_eval adds AP^fixed and AP^pool).
 val_evaluator = dict(
     ann_file=data_root + 'annotations/lvis_v1_val.json',
-    protocol=['standard', 'fixed', 'pooled'],
+    protocol='standard',
     max_dets=100)
 test_evaluator = val_evaluator
 

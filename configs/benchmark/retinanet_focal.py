@@ -86,6 +86,8 @@ model = dict(
 # detections of an image across classes after NMS and have no per-class
 # top-k, so AP^fixed and AP^pool (which need each class's detections
 # uncapped per image) would measure the same 100-per-image cap as the
-# standard AP; the table shows '-' for them on this track.
+# standard AP; the table shows '-' for them on this track (and no second
+# evaluation pass, see baseline_ce.py's fixed_ap_eval).
+fixed_ap_eval = None
 val_evaluator = dict(metric=['bbox'], protocol=['standard'])
 test_evaluator = val_evaluator

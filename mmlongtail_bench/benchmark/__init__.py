@@ -20,8 +20,9 @@ from .plot import (frequency_bands, plot_ap_vs_frequency,
                    plot_rare_vs_frequent)
 from .results import (TABLE_KEYS, beyond_seed_range, pick_best,
                       results_markdown, summarize)
-from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, dataset_files,
-                  heldout_file, run_config, set_epochs, train_and_evaluate)
+from .run import (DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RunSpec, boxes_only,
+                  dataset_files, fixed_ap_config, heldout_file, run_config,
+                  set_epochs, train_and_evaluate)
 from .runner import run_benchmark
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     'Method', 'default_methods', 'track_baselines', 'frequency_bands',
     'plot_ap_vs_frequency', 'plot_rare_vs_frequent', 'TABLE_KEYS',
     'beyond_seed_range', 'pick_best', 'results_markdown', 'summarize',
-    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'dataset_files', 'heldout_file', 'run_config',
+    'DATA_ROOT_VAR', 'INIT_CHECKPOINT_VAR', 'RunSpec', 'boxes_only',
+    'dataset_files', 'fixed_ap_config', 'heldout_file', 'run_config',
     'set_epochs', 'train_and_evaluate', 'run_benchmark'
 ]

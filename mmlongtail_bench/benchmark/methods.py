@@ -120,10 +120,11 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('lws', 'LWS', init_from='baseline_ce', kind='stage2'),
         # two-stage track: the baseline's checkpoint rescored
         m('norcal', 'NorCal', init_from='baseline_ce', kind='posthoc',
-          param='NorCal.gamma', values=(0.2, 0.4, 0.6, 0.8, 1.0)),
+          param='NorCal.gamma', values=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0)),
         m('logit_adjustment', 'Logit adjustment (post-hoc)',
           init_from='baseline_ce', kind='posthoc',
-          param='LogitAdjustment.tau', values=(0.25, 0.5, 0.75, 1.0, 1.25)),
+          param='LogitAdjustment.tau',
+          values=(0.1, 0.25, 0.5, 0.75, 1.0, 1.25)),
         m('tau_norm', 'τ-norm', init_from='baseline_ce', kind='posthoc',
           param='TauNormalizationHook.tau',
           values=(0.0, 0.25, 0.5, 0.75, 1.0)),

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 
 #: Where configs/benchmark/* find the benchmark dataset (ends with '/').
 DATA_ROOT_VAR = 'LONGTAIL_BENCH_ROOT'
@@ -158,6 +159,69 @@ def run_config(spec: RunSpec) -> Config:
     return cfg
 
 
+def boxes_only(cfg: Config) -> Config:
+    """A copy of ``cfg`` evaluated on boxes only: the RoI head without its
+    mask branch (the checkpoint's mask weights are then not loaded) and the
+    evaluator's ``metric=['bbox']``. Masks are most of a two-stage
+    evaluation's cost; the held-out choice and AP^fixed / AP^pool use boxes
+    only."""
+    out = copy.deepcopy(cfg)
+    roi = out.model.get('roi_head')
+    if roi is not None and roi.get('mask_head') is not None:
+        roi.mask_head = None
+        roi.mask_roi_extractor = None
+    out.test_evaluator.metric = ['bbox']
+    return out
+
+
+def fixed_ap_config(cfg: Config, out_dir: str) -> Optional[Config]:
+    """The second val pass of ``cfg`` (its ``fixed_ap_eval``, see
+    ``configs/benchmark/baseline_ce.py``): boxes only, the RoI head's test
+    config updated with ``fixed_ap_eval['rcnn']`` (the Fixed-AP test-time
+    mode) and the evaluator's protocols set to ``fixed_ap_eval['protocol']``
+    (result files under ``out_dir``); None when the config has no such
+    pass (the one-stage track).
+
+    Raises:
+        ValueError: If ``fixed_ap_eval`` lacks ``rcnn`` or ``protocol``, or
+            the model has no R-CNN test config to update.
+    """
+    spec = cfg.get('fixed_ap_eval')
+    if spec is None:
+        return None
+    missing = [k for k in ('rcnn', 'protocol') if k not in spec]
+    if missing:
+        raise ValueError(f'fixed_ap_eval needs {missing}, got {dict(spec)}')
+    out = boxes_only(cfg)
+    rcnn = out.model.get('test_cfg', {}).get('rcnn')
+    if rcnn is None:
+        raise ValueError('fixed_ap_eval is set, but the model has no '
+                         'test_cfg.rcnn to put the Fixed-AP mode in')
+    rcnn.update(spec['rcnn'])
+    out.test_evaluator.protocol = list(spec['protocol'])
+    out.test_evaluator.outfile_prefix = osp.join(out_dir, 'lvis')
+    return out
+
+
+def merge_fixed_ap(metrics: Dict[str, float], fixed: Dict[str, float],
+                   run: str) -> Dict[str, float]:
+    """``metrics`` (val's first pass) with the large-vocabulary protocols'
+    results of the Fixed-AP pass ``fixed`` added. Both passes give the
+    standard protocol's box AP (the first with the model keeping each
+    image's best 100, the second with the metric keeping them): they agree
+    but for the order of equal scores; a difference is logged.
+    """
+    out = dict(metrics)
+    for k, v in fixed.items():
+        out.setdefault(k, v)
+    a, b = metrics.get('lvis/bbox_AP'), fixed.get('lvis/bbox_AP')
+    if a is not None and b is not None and abs(a - b) > 1e-9:
+        MMLogger.get_current_instance().warning(
+            f'{run}: box AP {a:.6f} in the first val pass, {b:.6f} in the '
+            'Fixed-AP pass (equal scores ordered differently?)')
+    return out
+
+
 class PhaseTimer(Hook):
     """Wall and CPU seconds of a run's training and of its evaluations, and
     the training iterations (what the benchmark's cost estimate scales)."""
@@ -206,11 +270,26 @@ def _train(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     runner.register_hook(keep)
     runner.register_hook(timer)
     runner.train()  # validates after the last epoch
-    metrics = keep.metrics or runner.val()
+    metrics = dict(keep.metrics or runner.val())
     epochs = int(cfg.train_cfg.max_epochs)
-    extra = dict(checkpoint=osp.join(spec.work_dir, f'epoch_{epochs}.pth'),
-                 epochs=epochs)
-    return metrics, dict(extra, **timer.times)
+    checkpoint = osp.join(spec.work_dir, f'epoch_{epochs}.pth')
+    times = dict(timer.times)
+    fixed = fixed_ap_config(cfg, osp.join(spec.work_dir, 'fixed_ap'))
+    if fixed is not None:
+        mark = _clock()
+        fixed.work_dir = osp.join(spec.work_dir, 'fixed_ap')
+        fixed.load_from = checkpoint
+        fixed.resume = False
+        second = Runner.from_cfg(fixed).test()
+        metrics = merge_fixed_ap(metrics, second, spec.key)
+        wall, cpu = _since(mark)
+        times.update(eval_seconds=times['eval_seconds'] + wall,
+                     eval_cpu_seconds=times['eval_cpu_seconds'] + cpu,
+                     fixed_ap_eval_seconds=wall,
+                     fixed_ap_eval_cpu_seconds=cpu,
+                     fixed_ap_pass_bbox_AP=second.get('lvis/bbox_AP'))
+    extra = dict(checkpoint=checkpoint, epochs=epochs)
+    return metrics, dict(extra, **times)
 
 
 def _clock() -> Tuple[float, float]:
@@ -225,17 +304,23 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     """Choose ``spec.param`` among ``spec.values`` with
     :func:`mmlongtail.apis.calibrate.sweep` on the benchmark's held-out file
     (box AP by ``spec.criterion``; standard protocol only, its table in
-    ``{work_dir}/heldout``), then evaluate val with the chosen value (the
-    same sweep, one value, the run's per-class file)."""
+    ``{work_dir}/heldout``; boxes only, see :func:`boxes_only`), then
+    evaluate val with the chosen value (the same sweep, one value, the run's
+    per-class file), and again in the config's Fixed-AP pass
+    (:func:`fixed_ap_config`)."""
     from mmlongtail.apis.calibrate import sweep
 
-    held_cfg = copy.deepcopy(cfg)
+    held_cfg = boxes_only(cfg)
     held_cfg.test_evaluator.protocol = ['standard']
     held_cfg.test_evaluator.outfile_prefix = None
     held_path = osp.join(spec.work_dir, 'posthoc_heldout_config.py')
     val_path = osp.join(spec.work_dir, 'posthoc_val_config.py')
     held_cfg.dump(held_path)
     cfg.dump(val_path)
+    fixed = fixed_ap_config(cfg, osp.join(spec.work_dir, 'fixed_ap'))
+    fixed_path = osp.join(spec.work_dir, 'posthoc_fixed_ap_config.py')
+    if fixed is not None:
+        fixed.dump(fixed_path)
     mark = _clock()
     held = sweep(held_path, spec.init_checkpoint, spec.param, spec.values,
                  'heldout', work_dir=osp.join(spec.work_dir, 'heldout'),
@@ -246,6 +331,14 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     on_val = sweep(val_path, spec.init_checkpoint, spec.param, [held.best],
                    'val', work_dir=spec.work_dir, task='bbox',
                    baseline=False, write=False)
+    metrics = dict(on_val.rows[0]['metrics'])
+    if fixed is not None:
+        second = sweep(fixed_path, spec.init_checkpoint, spec.param,
+                       [held.best], 'val',
+                       work_dir=osp.join(spec.work_dir, 'fixed_ap'),
+                       task='bbox', baseline=False,
+                       write=False).rows[0]['metrics']
+        metrics = merge_fixed_ap(metrics, second, spec.key)
     val_wall, val_cpu = _since(mark)
     # the sweep writes each value's result files in a folder of its own
     per_class = osp.join(spec.work_dir, f'{on_val.key}_{held.best:g}',
@@ -256,6 +349,8 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
             f'per-class file at {per_class}')
     n = len(spec.values)
     times = dict(eval_seconds=val_wall, eval_cpu_seconds=val_cpu,
+                 fixed_ap_pass_bbox_AP=None if fixed is None else
+                 second.get('lvis/bbox_AP'),
                  heldout_eval_seconds=held_wall / n,
                  heldout_eval_cpu_seconds=held_cpu / n)
     selection = dict(
@@ -265,7 +360,7 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
                  for r in held.rows],
         heldout_split=asdict(held.split), chosen=held.best,
         files=dict(held.files))
-    return on_val.rows[0]['metrics'], dict(
+    return metrics, dict(
         times, checkpoint=spec.init_checkpoint, selection=selection,
         per_class=per_class)
 

@@ -21,8 +21,8 @@ from mmlongtail.apis.calibrate import resolve_param
 from mmlongtail_bench.benchmark import (
     DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,
     RunSpec, beyond_seed_range, dataset_files, default_methods,
-    estimate_seconds, frequency_bands, heldout_file, measured_rates,
-    pick_best, plan_seconds, results_markdown, run_benchmark, run_config,
+    estimate_seconds, fixed_ap_config, frequency_bands, heldout_file,
+    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark, run_config,
     set_epochs, simulate, summarize)
 from mmlongtail_bench.benchmark.cost import epoch_scale
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
@@ -99,7 +99,7 @@ def test_every_method_is_its_track_baseline_plus_one_change():
         ref = retina if m.track == 'one_stage' else base
         # same schedule, optimizer, data and evaluation
         for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
-                    'val_evaluator'):
+                    'val_evaluator', 'fixed_ap_eval'):
             assert cfg[key] == ref[key], (m.key, key)
         if m.track == 'one_stage':
             continue
@@ -119,15 +119,25 @@ def test_every_method_is_its_track_baseline_plus_one_change():
         # exactly one of sampler / classification loss changes (LWS: the
         # sampler, and the scales it trains)
         assert same_sampler != same_loss, m.key
-    # the evaluator runs the protocols of the table's AP^fixed / AP^pool on
-    # the Fixed-AP test-time mode: each class's top 100 per image uncapped,
-    # the standard protocol's top 100 per image across classes
-    assert base.val_evaluator.protocol == ['standard', 'fixed', 'pooled']
+    # val in two passes: boxes and masks, standard protocol, 100 per image
+    # (the first edition's); then boxes only in the Fixed-AP test-time mode
+    # (each class's top 100 per image, uncapped) for AP^fixed / AP^pool
+    assert base.val_evaluator.protocol == 'standard'
     assert base.val_evaluator.max_dets == 100
-    assert base.model.test_cfg.rcnn.max_per_img == -1
-    assert base.model.test_cfg.rcnn.topk_per_class == 100
+    assert base.model.test_cfg.rcnn.max_per_img == 100
+    assert base.model.test_cfg.rcnn.topk_per_class == -1
+    fixed = fixed_ap_config(base, '/tmp/unused/fixed_ap')
+    assert fixed.model.test_cfg.rcnn.max_per_img == -1
+    assert fixed.model.test_cfg.rcnn.topk_per_class == 100
+    assert fixed.model.test_cfg.rcnn.score_thr == \
+        base.model.test_cfg.rcnn.score_thr
+    assert fixed.model.roi_head.mask_head is None
+    assert fixed.test_evaluator.metric == ['bbox']
+    assert fixed.test_evaluator.protocol == ['standard', 'fixed', 'pooled']
+    assert fixed.test_evaluator.outfile_prefix == '/tmp/unused/fixed_ap/lvis'
     assert retina.val_evaluator.metric == ['bbox']
     assert retina.model.test_cfg.max_per_img == 100
+    assert retina.fixed_ap_eval is None
 
 
 def test_set_epochs_keeps_the_last_fifth_at_low_lr():
@@ -454,16 +464,16 @@ class _Messages(logging.Handler):
 
 
 def _few_per_class(method, out_dir, k=5):
-    """``method`` with each class's top ``k`` per image at test time (the
-    benchmark keeps 100): a model trained for one iteration scores every
-    class near 1/41, far above score_thr, so the Fixed-AP mode would keep
-    40 x 100 boxes and masks per image and the evaluation would dominate
+    """``method`` with each class's top ``k`` per image at test time, in both
+    val passes (the benchmark keeps 100): a model trained for one iteration
+    scores every class near 1/41, far above score_thr, so the Fixed-AP pass
+    would keep 40 x 100 boxes per image and the evaluation would dominate
     the test's time."""
     path = osp.join(out_dir, f'{method.key}_top{k}.py')
     with open(path, 'w') as f:
         f.write(f'_base_ = {osp.abspath(method.config)!r}\n'
                 f'model = dict(test_cfg=dict(rcnn=dict(topk_per_class={k})))'
-                '\n')
+                f'\nfixed_ap_eval = dict(rcnn=dict(topk_per_class={k}))\n')
     return dataclasses.replace(method, config=path)
 
 
@@ -506,6 +516,11 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     assert not any('segm' in k or 'fixed' in k or 'pool' in k
                    for k in retina['metrics'])
     assert base['epochs'] == 1 and base['train_iters'] == 1  # 8 images
+    # val's two passes (boxes and masks capped at 100 per image; boxes in
+    # the Fixed-AP mode) give the same standard box AP
+    for r in (base, crt, post):
+        assert r['fixed_ap_pass_bbox_AP'] == r['metrics']['lvis/bbox_AP']
+        assert 'lvis/bbox_APpool_r' in r['metrics']
     # stage 2: only the classifier changed, the rest is the baseline's
     assert crt['spec']['init_checkpoint'] == base['checkpoint']
     sb = torch.load(base['checkpoint'], map_location='cpu')['state_dict']
