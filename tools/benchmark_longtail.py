@@ -104,6 +104,9 @@ def main():
     if args.methods:
         keep = set(args.methods)
         methods = [m for m in methods if m.key in keep]
+    # the dataset first: an RFS epoch's length, which the estimate scales,
+    # is the sampler's on it
+    make_data(methods[0].config, logger)
     if args.estimate:
         workers, _ = parallelism(args.workers)
         rates, source = measured_rates([])
@@ -112,7 +115,6 @@ def main():
         logger.info(f'{len(methods) * len(args.seeds)} runs, {workers} at a '
                     f'time: about {format_duration(total)} ({source})')
         return
-    make_data(methods[0].config, logger)
     if args.make_data_only:
         return
     if args.measure_cost:
