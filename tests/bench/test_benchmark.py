@@ -87,9 +87,15 @@ def test_every_method_is_its_track_baseline_plus_one_change():
     base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
     retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
     # the one-stage baseline: the same but for the model (and no masks)
-    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
-                'train_dataloader', 'heldout_ann_file'):
+    for key in ('train_cfg', 'param_scheduler', 'train_dataloader',
+                'heldout_ann_file'):
         assert retina[key] == base[key], key
+    # ... but for its learning rate (a quarter: see retinanet_focal.py)
+    assert retina.optim_wrapper.optimizer.lr == 0.01
+    assert base.optim_wrapper.optimizer.lr == 0.04
+    assert retina.optim_wrapper == dict(
+        base.optim_wrapper, optimizer=dict(base.optim_wrapper.optimizer,
+                                           lr=0.01))
     # (standard protocol only: no per-class top-k in a dense head)
     assert retina.val_evaluator == dict(base.val_evaluator, metric=['bbox'],
                                         protocol=['standard'])
