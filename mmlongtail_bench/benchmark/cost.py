@@ -22,22 +22,20 @@ from .methods import Method
 from .run import DATA_ROOT_VAR
 
 #: ``(kind, track) -> {'epoch', 'eval', 'heldout_eval', 'overhead'}``
-#: seconds (``epoch``: one pass over the dataset's images), measured with
-#: ``--measure-cost`` on the 2-core CPU machine, one thread per run, two
-#: runs side by side: the runs' CPU time (the machine was shared, load
-#: average 4-5, so wall times were 2.5-3.6x longer; README, "Budget"). A
-#: two-stage val evaluation is that measurement's (boxes and masks, 100 per
-#: image) plus the boxes-only Fixed-AP pass, scaled from a scratch
-#: measurement on the demo's checkpoint (5.4 s boxes-only Fixed-AP against
-#: 59 s with masks, 16 s capped with masks: about 17 s here); a held-out
-#: evaluation is boxes only (about 0.3x the measured one). Used for a kind
-#: of run until one of it has finished.
+#: seconds (``epoch``: one pass over the dataset's images), the means of the
+#: second edition's full run (``make bench`` on the 2-core CPU machine, two
+#: runs at a time with one thread each; README, "Budget"): CPU time, which
+#: is what a run takes on an otherwise idle machine (that run's wall times
+#: were within 5% of it when nothing else ran). A two-stage ``eval`` is both
+#: val passes (boxes and masks at 100 per image, then boxes only in the
+#: Fixed-AP mode); ``heldout_eval`` one held-out value (boxes only). Used for
+#: a kind of run until one of it has finished.
 RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
-    ('train', 'two_stage'): dict(epoch=61.1, eval=68.0, overhead=9.3),
-    ('stage2', 'two_stage'): dict(epoch=28.0, eval=70.0, overhead=7.0),
-    ('posthoc', 'two_stage'): dict(heldout_eval=5.5, eval=70.0,
-                                   overhead=22.6),
-    ('train', 'one_stage'): dict(epoch=61.9, eval=21.1, overhead=8.6),
+    ('train', 'two_stage'): dict(epoch=66.4, eval=65.6, overhead=2.8),
+    ('stage2', 'two_stage'): dict(epoch=29.3, eval=64.2, overhead=2.6),
+    ('posthoc', 'two_stage'): dict(heldout_eval=1.8, eval=69.4,
+                                   overhead=1.2),
+    ('train', 'one_stage'): dict(epoch=65.6, eval=19.9, overhead=2.1),
 }
 
 
