@@ -32,9 +32,10 @@ demo: demo-data
 clean-demo:
 	rm -rf $(DEMO_WORK_DIR)
 
-# The long-tail benchmark, second edition (22 methods x 2 seeds): about 2 h
-# on 2 otherwise idle CPU cores (README, "Budget"). Makes its dataset and
-# held-out split first if missing; finished runs are reused.
+# The long-tail benchmark, second edition (22 methods x 2 seeds): about
+# 2 h 04 min on 2 otherwise idle CPU cores, from its full run's per-run
+# figures (README, "Budget"). Makes its dataset and held-out split first if
+# missing; finished runs are reused.
 bench: install
 	$(PY) tools/benchmark_longtail.py --data-root $(BENCH_DATA) \
 		--out-dir $(BENCH_DIR)
