@@ -3,10 +3,10 @@ of an evaluation and of a run's fixed overhead, measured by finished runs
 or, before any has finished, the figures recorded here; the time left and
 the whole benchmark's expected time follow by simulating the schedule.
 
-The recorded figures come from ``python tools/benchmark_longtail.py
---measure-cost`` (one epoch of each kind of run on the full benchmark
-dataset, two runs side by side with one thread each; README, "Long-tail
-benchmark"): a run of the full schedule is extrapolated as ``epochs x
+The recorded figures (:data:`RECORDED_RATES`) are the means of the full
+run (``python tools/benchmark_longtail.py --measure-cost`` measures them
+again from one epoch of each kind of run): a run of the full schedule is
+extrapolated as ``epochs x
 epoch + eval + overhead`` (post-hoc: ``values x heldout_eval + eval +
 overhead``, ``heldout_eval`` being the held-out sweep's time over its
 values).
