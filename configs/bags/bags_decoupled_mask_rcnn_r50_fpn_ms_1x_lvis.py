@@ -5,9 +5,9 @@
 # checkpoint (without its fc_cls, whose shape differs), freezes every other
 # parameter and keeps batch-norm statistics frozen. Reusable for cRT.
 #
-#   stage 1: tools/train.py configs/mask_rcnn_r50_fpn_ms_1x_lvis.py
+#   stage 1: tools/train.py configs/lvis/mask_rcnn_r50_fpn_ms_1x_lvis.py
 #   stage 2: tools/train.py \
-#                configs/bags_decoupled_mask_rcnn_r50_fpn_ms_1x_lvis.py \
+#                configs/bags/bags_decoupled_mask_rcnn_r50_fpn_ms_1x_lvis.py \
 #                --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
 _base_ = './bags_mask_rcnn_r50_fpn_ms_1x_lvis.py'
 

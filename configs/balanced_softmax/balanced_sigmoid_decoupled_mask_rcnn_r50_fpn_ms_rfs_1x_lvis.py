@@ -7,14 +7,13 @@
 # it is the RFS softmax baseline (fc_cls is re-initialized either way). BALMS
 # publishes LVIS v0.5 numbers only.
 #
-#   stage 1: tools/train.py configs/mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py
-#   stage 2: tools/train.py \
-#     configs/balanced_sigmoid_decoupled_mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py \
+#   stage 1: tools/train.py configs/rfs/mask_rcnn_r50_fpn_ms_rfs_1x_lvis.py
+#   stage 2: tools/train.py <this file, in configs/balanced_softmax/> \
 #     --cfg-options custom_hooks.0.checkpoint=<stage-1 .pth>
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

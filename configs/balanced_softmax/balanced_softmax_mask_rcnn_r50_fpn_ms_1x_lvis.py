@@ -6,9 +6,9 @@
 # counts with background = 6.3313 x their total; plain softmax at test time.
 # No published LVIS v1 Mask R-CNN number.
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

@@ -3,7 +3,7 @@
 # (1 - beta) / (1 - beta^n_c) (n_c: LVIS v1 train instances, weights scaled
 # to average 1 over the classes), background RoIs 1. ClassBalancedLoss wraps
 # any classification loss (CE, focal, EQL, ...) this way.
-_base_ = './focal_mask_rcnn_r50_fpn_ms_1x_lvis.py'
+_base_ = '../focal/focal_mask_rcnn_r50_fpn_ms_1x_lvis.py'
 
 model = dict(
     roi_head=dict(

@@ -3,9 +3,9 @@
 # ECMLoss, Norm Mask, RFS 1e-3, multi-scale, the ECM 2x schedule. Published:
 # 33.4 box AP / 30.6 mask AP.
 _base_ = [
-    './_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_ecm_2x.py', './_base_/default_runtime.py'
+    '../_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_ecm_2x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203

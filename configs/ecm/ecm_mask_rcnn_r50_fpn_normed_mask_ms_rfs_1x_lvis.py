@@ -8,9 +8,9 @@
 # C + 1 sigmoid outputs (classes, then background); margins and weights from
 # the LVIS v1 train image counts, background count = 6.3313 x their total.
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_ecm_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_ecm_1x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203

@@ -1,6 +1,6 @@
 # Equalized Focal Loss (Li et al., CVPR 2022) in ATSS R50-FPN, LVIS v1, 24
 # epochs, multi-scale 640-800, RFS t = 1e-3, gamma_b = 2, s = 8,
-# alpha = 0.25. Baseline: focal_atss_r50_fpn_ms_rfs_2x_lvis.py.
+# alpha = 0.25. Baseline: configs/focal/focal_atss_r50_fpn_ms_rfs_2x_lvis.py.
 #
 # The official numbers (ModelTC/EOD, R50 27.5 AP / 20.2 AP_r) come from its
 # "improved baseline". mmdet's ATSSHead gives most of it (GN head, ATSS
@@ -13,7 +13,7 @@
 # differ from the official one for reasons that have nothing to do with the
 # loss; compare EFL with its focal baseline trained identically, and the
 # EFL - focal gap with the paper's.
-_base_ = './focal_atss_r50_fpn_ms_rfs_2x_lvis.py'
+_base_ = '../focal/focal_atss_r50_fpn_ms_rfs_2x_lvis.py'
 
 model = dict(
     bbox_head=dict(

@@ -1,6 +1,7 @@
 # Equalized Focal Loss (Li et al., CVPR 2022) in RetinaNet R50-FPN, LVIS v1,
 # 24 epochs, multi-scale 640-800, RFS t = 1e-3, gamma_b = 2, s = 8,
-# alpha = 0.25. Baseline: focal_retinanet_r50_fpn_ms_rfs_2x_lvis.py.
+# alpha = 0.25. Baseline:
+# configs/focal/focal_retinanet_r50_fpn_ms_rfs_2x_lvis.py.
 #
 # The official numbers (ModelTC/EOD, R50 27.5 AP / 20.2 AP_r) come from its
 # "improved baseline", which mmdet's RetinaHead does not have: a GN head, an
@@ -10,8 +11,8 @@
 # (no GN, no IoU branch, 9 anchors, max-IoU assignment, L1 box loss, LR
 # 0.01), so its absolute AP is not comparable with the official one; the
 # comparison it supports is EFL against its focal baseline trained
-# identically. atss_* configs are the closer match to the official head.
-_base_ = './focal_retinanet_r50_fpn_ms_rfs_2x_lvis.py'
+# identically. *_atss_* configs are the closer match to the official head.
+_base_ = '../focal/focal_retinanet_r50_fpn_ms_rfs_2x_lvis.py'
 
 model = dict(
     bbox_head=dict(

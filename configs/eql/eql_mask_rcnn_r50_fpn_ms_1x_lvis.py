@@ -2,9 +2,9 @@
 # 1x, in the setting of the published EQLv2 table (multi-scale, no RFS).
 # lambda = 1.1e-3 on LVIS v1 image frequencies (the official v1 setting).
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

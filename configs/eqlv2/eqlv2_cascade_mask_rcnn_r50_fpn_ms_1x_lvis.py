@@ -1,9 +1,9 @@
 # EQLv2 (Tan et al., CVPR 2021) on Cascade Mask R-CNN R50-FPN, LVIS v1, 1x
 # (multi-scale, no RFS). Every stage has its own EQLv2Loss and statistics.
 _base_ = [
-    './_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203

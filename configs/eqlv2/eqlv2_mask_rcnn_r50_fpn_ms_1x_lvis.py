@@ -4,9 +4,9 @@
 # The box classifier has C + 1 sigmoid channels (the last is objectness);
 # EQLv2Loss sizes fc_cls and scores it with sigmoid * (1 - objectness).
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

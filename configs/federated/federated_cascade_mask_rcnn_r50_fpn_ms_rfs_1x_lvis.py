@@ -3,9 +3,9 @@
 # cascade heads of CenterNet2 and detectron2's ViTDet LVIS configs.
 # Published (CenterNet2 R50 1x, box): 26.5 -> 28.3 AP with the federated loss.
 _base_ = [
-    './_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203

@@ -6,9 +6,9 @@
 # Published (CenterNet2 R50 1x, xingyizhou/CenterNet2 model zoo; no Mask
 # R-CNN number): 26.5 -> 28.3 box AP with the federated loss.
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

@@ -2,9 +2,9 @@
 # Mask R-CNN R50-FPN, LVIS v1, 1x (multi-scale, no RFS, as the EQLv2 table).
 # C sigmoid channels, background = all-zero target.
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms.py',
-    './_base_/schedules/schedule_1x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms.py',
+    '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 
 model = dict(

@@ -12,9 +12,9 @@
 # (Xavier for the shared FCs, Normal for fc_reg), which then keep PyTorch's
 # default.
 _base_ = [
-    './_base_/models/mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_2x.py', './_base_/default_runtime.py'
+    '../_base_/models/mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203

@@ -2,8 +2,8 @@
 # R-CNN R50-FPN: z_c - tau log pi_c for the class logits (pi from LVIS v1
 # train image counts), background unadjusted. tau = 1 is Menon et al.'s.
 #
-#   tools/test.py configs/logit_adjustment_mask_rcnn_r50_fpn_ms_1x_lvis.py <ckpt>
-_base_ = './mask_rcnn_r50_fpn_ms_1x_lvis.py'
+#   tools/test.py <this file, in configs/logit_adjustment/> <ckpt>
+_base_ = '../lvis/mask_rcnn_r50_fpn_ms_1x_lvis.py'
 
 model = dict(
     roi_head=dict(type='mmlongtail.StandardRoIHead'),

@@ -1,6 +1,6 @@
 # Post-hoc logit adjustment on the Seesaw Mask R-CNN: the class logits are
 # adjusted, the objectness probability is kept.
-_base_ = './seesaw_mask_rcnn_lvis.py'
+_base_ = '../seesaw_mask_rcnn_lvis.py'
 
 model = dict(
     roi_head=dict(type='mmlongtail.StandardRoIHead'),

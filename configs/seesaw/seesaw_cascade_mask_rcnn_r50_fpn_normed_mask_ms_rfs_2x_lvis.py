@@ -2,9 +2,9 @@
 # multi-scale 2x. Every cascade stage has its own Seesaw loss (and its own
 # class counts). No published R50 number in the mmdetection model zoo.
 _base_ = [
-    './_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
-    './_base_/datasets/lvis_v1_instance_ms_rfs.py',
-    './_base_/schedules/schedule_2x.py', './_base_/default_runtime.py'
+    '../_base_/models/cascade_mask_rcnn_r50_fpn_lvis.py',
+    '../_base_/datasets/lvis_v1_instance_ms_rfs.py',
+    '../_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'
 ]
 
 num_classes = 1203
