@@ -36,6 +36,51 @@ def test_configs_found():
     assert 'configs/crt/crt_mask_rcnn_r50_fpn_ms_cas_1x_lvis.py' in names
 
 
+# configs/ folders that are not a method's: shared bases, demo, benchmark
+NOT_METHODS = ('_base_', 'demo', 'benchmark')
+# the one method config kept flat in configs/: users run it by this name
+FLAT = ('seesaw_mask_rcnn_lvis.py', )
+
+
+def _method_folders():
+    top = osp.join(ROOT, 'configs')
+    return sorted(d for d in os.listdir(top)
+                  if osp.isdir(osp.join(top, d)) and d not in NOT_METHODS)
+
+
+def test_method_configs_live_in_method_folders():
+    """MMDetection's layout: configs/<method>/*.py beside a README.md; only
+    configs/seesaw_mask_rcnn_lvis.py stays flat."""
+    top = osp.join(ROOT, 'configs')
+    flat = sorted(f for f in os.listdir(top) if f.endswith('.py'))
+    assert flat == list(FLAT), (
+        f'method configs flat in configs/: {sorted(set(flat) - set(FLAT))}; '
+        'move each into configs/<method>/ beside its README.md')
+    folders = _method_folders()
+    assert len(folders) >= 19
+    for d in folders:
+        assert glob.glob(osp.join(top, d, '*.py')), f'configs/{d}/ is empty'
+        assert osp.isfile(osp.join(top, d, 'README.md')), (
+            f'configs/{d}/ has no README.md')
+
+
+@pytest.mark.parametrize('folder', _method_folders())
+def test_method_readme_links_its_configs(folder):
+    """Each folder's README names every config in it, and every relative
+    link in it resolves."""
+    d = osp.join(ROOT, 'configs', folder)
+    with open(osp.join(d, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    links = re.findall(r'\]\(([^)#\s]+)[^)]*\)', text)
+    local = [u for u in links if '://' not in u]
+    missing = [u for u in local if not osp.exists(osp.join(d, u))]
+    assert not missing, f'configs/{folder}/README.md: broken links {missing}'
+    linked = {osp.normpath(osp.join(d, u)) for u in local}
+    for cfg in glob.glob(osp.join(d, '*.py')):
+        assert osp.normpath(cfg) in linked, (
+            f'configs/{folder}/README.md does not link {osp.basename(cfg)}')
+
+
 def _stage1_checkpoint(cfg):
     for hook in cfg.get('custom_hooks', []):
         if hook['type'] in ('mmlongtail.ClassifierRetrainingHook',
