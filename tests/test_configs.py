@@ -1,6 +1,8 @@
 """Every config in configs/ loads and builds its model (no weights fetched)."""
 import glob
+import os
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -30,6 +32,104 @@ def test_configs_found():
     names = {osp.relpath(p, ROOT) for p in CONFIGS}
     assert 'configs/seesaw_mask_rcnn_lvis.py' in names
     assert 'configs/demo/seesaw_mask_rcnn_r18_light_rfs_synthetic.py' in names
+    assert 'configs/lvis/mask_rcnn_r50_fpn_ms_1x_lvis.py' in names
+    assert 'configs/crt/crt_mask_rcnn_r50_fpn_ms_cas_1x_lvis.py' in names
+
+
+# configs/ folders that are not a method's: shared bases, demo, benchmark
+NOT_METHODS = ('_base_', 'demo', 'benchmark')
+# the one method config kept flat in configs/: users run it by this name
+FLAT = ('seesaw_mask_rcnn_lvis.py', )
+
+
+def _method_folders():
+    top = osp.join(ROOT, 'configs')
+    return sorted(d for d in os.listdir(top)
+                  if osp.isdir(osp.join(top, d)) and d not in NOT_METHODS)
+
+
+def test_method_configs_live_in_method_folders():
+    """MMDetection's layout: configs/<method>/*.py beside a README.md; only
+    configs/seesaw_mask_rcnn_lvis.py stays flat."""
+    top = osp.join(ROOT, 'configs')
+    flat = sorted(f for f in os.listdir(top) if f.endswith('.py'))
+    assert flat == list(FLAT), (
+        f'method configs flat in configs/: {sorted(set(flat) - set(FLAT))}; '
+        'move each into configs/<method>/ beside its README.md')
+    folders = _method_folders()
+    assert len(folders) >= 19
+    for d in folders:
+        assert glob.glob(osp.join(top, d, '*.py')), f'configs/{d}/ is empty'
+        assert osp.isfile(osp.join(top, d, 'README.md')), (
+            f'configs/{d}/ has no README.md')
+
+
+@pytest.mark.parametrize('folder', _method_folders())
+def test_method_readme_links_its_configs(folder):
+    """Each folder's README names every config in it, and every relative
+    link in it resolves."""
+    d = osp.join(ROOT, 'configs', folder)
+    with open(osp.join(d, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    links = re.findall(r'\]\(([^)#\s]+)[^)]*\)', text)
+    local = [u for u in links if '://' not in u]
+    missing = [u for u in local if not osp.exists(osp.join(d, u))]
+    assert not missing, f'configs/{folder}/README.md: broken links {missing}'
+    linked = {osp.normpath(osp.join(d, u)) for u in local}
+    for cfg in glob.glob(osp.join(d, '*.py')):
+        assert osp.normpath(cfg) in linked, (
+            f'configs/{folder}/README.md does not link {osp.basename(cfg)}')
+
+
+def _stage1_checkpoint(cfg):
+    for hook in cfg.get('custom_hooks', []):
+        if hook['type'] in ('mmlongtail.ClassifierRetrainingHook',
+                            'mmlongtail.LearnableWeightScalingHook'):
+            return hook['checkpoint']
+    return None
+
+
+@pytest.mark.parametrize('path', [
+    p for p in CONFIGS if not osp.relpath(p, ROOT).startswith(
+        ('configs/benchmark/', 'configs/demo/'))
+], ids=lambda p: osp.relpath(p, ROOT))
+def test_stage2_default_checkpoint_is_where_stage1_writes(path):
+    """A decoupled config's default stage-1 checkpoint is the last epoch
+    that tools/train.py writes for an existing LVIS config (work_dirs/<config
+    name>/epoch_<max_epochs>.pth), so stage 2 runs after stage 1 as is."""
+    from mmengine.config import Config
+    ckpt = _stage1_checkpoint(Config.fromfile(path))
+    if ckpt is None:
+        return
+    m = re.fullmatch(r'work_dirs/(\w+)/epoch_(\d+)\.pth', ckpt)
+    assert m, ckpt
+    stage1 = [p for p in CONFIGS if osp.basename(p) == m.group(1) + '.py']
+    assert len(stage1) == 1, f'{ckpt}: no single config {m.group(1)}.py'
+    cfg1 = build_runner_config(stage1[0])
+    assert cfg1.work_dir == f'./work_dirs/{m.group(1)}'
+    assert cfg1.train_cfg.max_epochs == int(m.group(2))
+
+
+def test_crt_config():
+    """cRT: the baseline's softmax CE classifier, re-initialized and
+    retrained alone on class-balanced sampling (q = 0)."""
+    path = osp.join(ROOT, 'configs', 'crt',
+                    'crt_mask_rcnn_r50_fpn_ms_cas_1x_lvis.py')
+    cfg = build_runner_config(path, work_dir='/tmp/unused')
+    base = build_runner_config(
+        osp.join(ROOT, 'configs', 'lvis', 'mask_rcnn_r50_fpn_ms_1x_lvis.py'),
+        work_dir='/tmp/unused')
+    assert cfg.model == base.model  # same classifier and loss as stage 1
+    assert cfg.model.roi_head.bbox_head.loss_cls.type == 'CrossEntropyLoss'
+    assert not cfg.model.roi_head.bbox_head.loss_cls.use_sigmoid
+    assert cfg.train_dataloader.sampler == dict(
+        type='mmlongtail.ClassAwareSampler', q=0.0)
+    assert cfg.train_cfg == base.train_cfg
+    hook = cfg.custom_hooks[0]
+    assert hook.type == 'mmlongtail.ClassifierRetrainingHook'
+    assert hook.trainable == ('*bbox_head*.fc_cls', )
+    assert hook.reinit_trainable
+    assert cfg.custom_hooks[1].type == 'mmlongtail.LongTailConsistencyHook'
 
 
 @pytest.mark.parametrize('path', CONFIGS,

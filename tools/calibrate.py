@@ -7,8 +7,9 @@ on a grid, with the LVIS metric, on a held-out part of the training set.
         [--task bbox|segm] [--no-baseline] [--work-dir DIR]
         [--cfg-options k=v ...]
 
-CONFIG must already use the component (configs/norcal_*, logit_adjustment_*,
-tau_norm_*); its own value is replaced by each of --values. Writes
+CONFIG must already use the component (configs/norcal/,
+configs/logit_adjustment/, configs/tau_norm/); its own value is replaced by
+each of --values. Writes
 calibration_{param}_{split}.md / .json / .png into the work dir (default
 work_dirs/calibrate/<config name>); a held-out split made here goes to
 <work dir>/splits/ with its remaining part. See mmlongtail.apis.calibrate.

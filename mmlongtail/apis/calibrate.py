@@ -3,8 +3,9 @@
 
 :func:`sweep` is what ``tools/calibrate.py`` runs::
 
-    result = sweep('configs/norcal_mask_rcnn_r50_fpn_ms_1x_lvis.py', ckpt,
-                   param='gamma', values=[0.2, 0.4, 0.6], split='heldout')
+    result = sweep('configs/norcal/norcal_mask_rcnn_r50_fpn_ms_1x_lvis.py',
+                   ckpt, param='gamma', values=[0.2, 0.4, 0.6],
+                   split='heldout')
     result.best          # the chosen value, by result.criterion
     result.rows          # one row per value (and 'none'), metrics in [0, 1]
 
@@ -158,8 +159,8 @@ def resolve_param(cfg: Config, param: str) -> Target:
         raise ValueError(
             f'--param {param}: the config has no {" or ".join(names)} to '
             'vary (the sweep varies a component the config already uses; '
-            'start from a config that sets it, e.g. configs/norcal_*.py, '
-            'logit_adjustment_*.py, tau_norm_*.py). Found: '
+            'start from a config that sets it, e.g. configs/norcal/*.py, '
+            'configs/logit_adjustment/*.py, configs/tau_norm/*.py). Found: '
             f'{present or "no scorer and no custom hook"}')
     if len(matches) > 1:
         raise ValueError(

@@ -259,8 +259,8 @@ def test_iter_based_runner_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize('name,progressive', [
-    ('mask_rcnn_r50_fpn_ms_cas_1x_lvis.py', None),
-    ('mask_rcnn_r50_fpn_ms_pbs_1x_lvis.py',
+    ('class_aware_sampling/mask_rcnn_r50_fpn_ms_cas_1x_lvis.py', None),
+    ('class_aware_sampling/mask_rcnn_r50_fpn_ms_pbs_1x_lvis.py',
      dict(end=12, start_q=1.0, mode='mix')),
 ])
 def test_lvis_configs_build_the_sampler(name, progressive):

@@ -345,9 +345,10 @@ def test_checkpoint_from_disk_rescored_by_config(tmp_path):
 
 
 @pytest.mark.parametrize('name', [
-    'norcal_mask_rcnn_r50_fpn_ms_1x_lvis.py', 'norcal_seesaw_mask_rcnn_lvis.py',
-    'logit_adjustment_mask_rcnn_r50_fpn_ms_1x_lvis.py',
-    'logit_adjustment_seesaw_mask_rcnn_lvis.py'
+    'norcal/norcal_mask_rcnn_r50_fpn_ms_1x_lvis.py',
+    'norcal/norcal_seesaw_mask_rcnn_lvis.py',
+    'logit_adjustment/logit_adjustment_mask_rcnn_r50_fpn_ms_1x_lvis.py',
+    'logit_adjustment/logit_adjustment_seesaw_mask_rcnn_lvis.py'
 ])
 def test_lvis_configs_build_their_scorers(name):
     """The test-time deltas name a scoring RoI head and scorers that build
