@@ -84,7 +84,8 @@ def test_a_page_naming_what_is_not_there_fails(repo, broken, kind, name):
     problems = _check(repo, text)
     assert [(p.kind, p.name) for p in problems] == [(kind, name)], problems
     assert problems[0].doc == 'README.md'
-    line = next(i for i, s in enumerate(text.splitlines(), 1) if name in s)
+    line = GOOD.count('\n') + 1 + next(
+        i for i, s in enumerate(broken.splitlines(), 1) if name in s)
     assert problems[0].line == line
 
 
