@@ -5,7 +5,8 @@ and ``CHANGELOG.md``) names files, configs, tools, registered components and
 other pages. This module finds every such name and reports the ones that are
 not there:
 
-- **paths**: a token in a code span or code block that starts with one of
+- **paths**: a token in a code span or code block (not in the text of a
+  link to another site, which names that site's files) that starts with one of
   the repository's folders (``configs/``, ``tools/``, ``docs/``,
   ``mmlongtail/``, ``mmlongtail_bench/``, ``tests/``, ``.ci/``) or is one of
   its top-level files must exist. ``{a,b}`` alternatives are expanded and
@@ -44,6 +45,7 @@ BARE_PY_DIRS = ('configs', 'tools', 'mmlongtail', 'mmlongtail_bench')
 
 _FENCE = re.compile(r'^(```|~~~)')
 _INLINE_CODE = re.compile(r'(`+)(.+?)\1')
+_EXTERNAL_LINK = re.compile(r'\[[^\]]*\]\([a-z][a-z0-9+.\-]*:[^)]*\)')
 _LINK = re.compile(r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+"[^"]*")?\)')
 _PATH = re.compile(
     r'(?<![\w./\-])((?:' + '|'.join(re.escape(d) for d in CHECKED_DIRS) +
@@ -95,7 +97,8 @@ def _code_and_prose(text: str) -> Iterator[Tuple[int, str, str]]:
         if in_fence:
             yield number, 'code', line
             continue
-        for match in _INLINE_CODE.finditer(line):
+        # the text of a link to another site names that site's files
+        for match in _INLINE_CODE.finditer(_EXTERNAL_LINK.sub(' ', line)):
             yield number, 'inline', match.group(2)
         yield number, 'prose', _INLINE_CODE.sub(' ', line)
 

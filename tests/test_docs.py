@@ -48,7 +48,9 @@ GOOD = textwrap.dedent("""\
     or any of `configs/seesaw/{a_config,a_config}.py`, `configs/seesaw/*.py`
     (`a_config.py`); see [losses](docs/losses.md#seesaw-loss--norm-mask),
     [the second](docs/losses.md#seesaw-loss--norm-mask-1),
-    [above](#title), [mmdet](https://github.com/open-mmlab/mmdetection) and
+    [above](#title), [mmdet](https://github.com/open-mmlab/mmdetection),
+    mmdet's [`configs/seesaw_loss`](https://github.com/open-mmlab/mmdetection)
+    (another site's folder) and
     the work dir `work_dirs/<config>/epoch_1.pth`.
 
     ```python
