@@ -46,7 +46,8 @@ BARE_PY_DIRS = ('configs', 'tools', 'mmlongtail', 'mmlongtail_bench')
 _FENCE = re.compile(r'^(```|~~~)')
 _INLINE_CODE = re.compile(r'(`+)(.+?)\1')
 _EXTERNAL_LINK = re.compile(r'\[[^\]]*\]\([a-z][a-z0-9+.\-]*:[^)]*\)')
-_LINK = re.compile(r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+"[^"]*")?\)')
+_LINK = re.compile(
+    r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+"[^"]*")?\)')
 _PATH = re.compile(
     r'(?<![\w./\-])((?:' + '|'.join(re.escape(d) for d in CHECKED_DIRS) +
     r')/[\w.\-/{},*]*|' + '|'.join(re.escape(f) for f in CHECKED_FILES) +

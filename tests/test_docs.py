@@ -32,7 +32,8 @@ def repo(tmp_path):
     (tmp_path / 'tools' / 'train.py').write_text('')
     (tmp_path / 'docs').mkdir()
     (tmp_path / 'docs' / 'losses.md').write_text(
-        '# Losses\n\n## Seesaw Loss + Norm Mask\n\n## Seesaw Loss + Norm Mask\n')
+        '# Losses\n\n## Seesaw Loss + Norm Mask\n\n'
+        '## Seesaw Loss + Norm Mask\n')
     return tmp_path
 
 
