@@ -1,58 +1,57 @@
-"""An LVIS v1-format dataset whose classes are read from its own file."""
-import json
-from typing import List
+"""LVIS-format datasets: classes from the file (:class:`LVISFormatDataset`),
+or LVIS v1's classes checked against the file (:class:`LVISV1Dataset`)."""
+from typing import List, Optional
 
-from mmdet.datasets import LVISV1Dataset
-from mmengine.fileio import get_local_path
+from mmdet.datasets import LVISV1Dataset as _MMDetLVISV1Dataset
 
 from mmlongtail.registry import DATASETS
+from .annotation_file import (check_annotation_file, check_categories_against,
+                              load_annotation_file)
+from .category_stats import load_category_stats
 
 
 @DATASETS.register_module()
-class LVISFormatDataset(LVISV1Dataset):
+class LVISFormatDataset(_MMDetLVISV1Dataset):
     """mmdet's ``LVISV1Dataset`` for any LVIS v1-format annotation file.
 
     mmdet's class hard-codes the 1203 LVIS v1 class names as its metainfo, so
-    a custom LVIS-format file (the synthetic dataset, a subset, a new domain)
-    would be evaluated and visualised under the wrong names. Here, unless the
-    config passes ``metainfo=dict(classes=...)``, the classes are the file's
-    categories sorted by id, which is also the label order
-    (``cat2label``).
+    a custom LVIS-format file (the synthetic dataset, a subset, a new domain,
+    LVIS v0.5) would be evaluated and visualised under the wrong names. Here,
+    unless the config passes ``metainfo=dict(classes=...)``, the classes are
+    the file's categories sorted by id, which is also the label order
+    (``cat2label``). The model's ``num_classes`` must equal their number.
 
-    It also refuses, with the offending ids named, what mmdet would skip
-    silently: annotations whose ``category_id`` is not among the categories,
-    and category lists that are not sorted by id (labels would then disagree
-    with :mod:`mmlongtail.datasets.category_stats`).
+    Before mmdet parses the file, it is read and checked
+    (:mod:`mmlongtail.datasets.annotation_file`): a truncated or malformed
+    file, or a record mmdet would fail on with a raw ``KeyError`` or skip
+    silently (an annotation of an unknown image or category), is refused
+    with the file, the problem and the offending ids named.
+
+    Example::
+
+        train_dataloader = dict(dataset=dict(
+            type='mmlongtail.LVISFormatDataset',
+            data_root='data/my_lvis/',
+            ann_file='annotations/train.json',  # LVIS v1 format
+            data_prefix=dict(img='')))  # image paths come from coco_url
     """
     METAINFO = dict(classes=(), palette=None)
 
+    #: Packaged category statistics (``category_stats.PACKAGED_STATS``)
+    #: whose ids and names the file's categories must equal; ``None``: any.
+    REFERENCE_CATEGORIES: Optional[str] = None
+
     def load_data_list(self) -> List[dict]:
-        with get_local_path(
-                self.ann_file, backend_args=self.backend_args) as local_path:
-            with open(local_path, encoding='utf-8') as f:
-                raw = json.load(f)
-        cats = raw.get('categories')
-        if not isinstance(cats, list) or not cats:
-            raise ValueError(f'malformed annotation file {self.ann_file}: '
-                             "missing or empty 'categories'")
-        ids = [c['id'] for c in cats]
-        if ids != sorted(ids):
-            raise ValueError(
-                f'malformed annotation file {self.ann_file}: categories must '
-                'be sorted by id (labels are positions in id order)')
-        known = set(ids)
-        unknown = sorted({
-            a['category_id']
-            for a in raw.get('annotations', [])
-            if a['category_id'] not in known
-        })
-        if unknown:
-            raise ValueError(
-                f'malformed annotation file {self.ann_file}: annotations '
-                f'refer to category ids {unknown[:10]} that are not in '
-                "'categories'")
+        raw = load_annotation_file(self.ann_file, self.backend_args)
+        check_annotation_file(raw, self.ann_file)
+        cats = raw['categories']
+        if self.REFERENCE_CATEGORIES is not None:
+            check_categories_against(cats, self.REFERENCE_CATEGORIES,
+                                     self.ann_file,
+                                     type(self).__name__)
         names = tuple(c['name'] for c in cats)
-        del raw
+        del raw, cats
+        # mmdet's parser (it reads the file again, through lvis-api)
         data_list = super().load_data_list()
         if not self._metainfo.get('classes'):
             self._metainfo['classes'] = names
@@ -61,3 +60,28 @@ class LVISFormatDataset(LVISV1Dataset):
                 f'metainfo gives {len(self._metainfo["classes"])} classes '
                 f'but {self.ann_file} has {len(names)} categories')
         return data_list
+
+
+@DATASETS.register_module()
+class LVISV1Dataset(LVISFormatDataset):
+    """LVIS v1, refusing a file whose categories are not LVIS v1's.
+
+    The LVIS v1 configs (``configs/_base_/datasets/lvis_v1_*.py``) use this
+    class. Compared with mmdet's ``LVISV1Dataset``, it checks at load time
+    that the file's category ids and names are LVIS v1's (as packaged in
+    ``mmlongtail/data``, read through
+    :func:`mmlongtail.datasets.load_category_stats`), so an LVIS v0.5 file
+    (1230 categories, such as lvis-api's 100-image example) is refused with
+    the fix named instead of training under the wrong class names; and it
+    refuses malformed files like :class:`LVISFormatDataset`. Its classes are
+    LVIS v1's, known before the file is read (``lazy_init=True``).
+    """
+    REFERENCE_CATEGORIES = 'lvis_v1'
+
+    @classmethod
+    def _load_metainfo(cls, metainfo: Optional[dict] = None) -> dict:
+        meta = super()._load_metainfo(metainfo)
+        if not meta.get('classes'):
+            meta['classes'] = load_category_stats(
+                cls.REFERENCE_CATEGORIES).names
+        return meta
