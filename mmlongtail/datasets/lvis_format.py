@@ -1,5 +1,6 @@
 """LVIS-format datasets: classes from the file (:class:`LVISFormatDataset`),
 or LVIS v1's classes checked against the file (:class:`LVISV1Dataset`)."""
+from collections import defaultdict
 from typing import List, Optional
 
 from mmdet.datasets import LVISV1Dataset as _MMDetLVISV1Dataset
@@ -8,6 +9,8 @@ from mmlongtail.registry import DATASETS
 from .annotation_file import (check_annotation_file, check_categories_against,
                               load_annotation_file)
 from .category_stats import load_category_stats
+
+_COCO_URL = 'http://images.cocodataset.org/'
 
 
 @DATASETS.register_module()
@@ -21,7 +24,7 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
     the file's categories sorted by id, which is also the label order
     (``cat2label``). The model's ``num_classes`` must equal their number.
 
-    Before mmdet parses the file, it is read and checked
+    The file is decoded once and checked before it is parsed
     (:mod:`mmlongtail.datasets.annotation_file`): a truncated or malformed
     file, or a record mmdet would fail on with a raw ``KeyError`` or skip
     silently (an annotation of an unknown image or category), is refused
@@ -42,6 +45,19 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
     REFERENCE_CATEGORIES: Optional[str] = None
 
     def load_data_list(self) -> List[dict]:
+        """Read, check and parse the annotation file, decoding it once.
+
+        What mmdet's ``LVISV1Dataset.load_data_list`` gets from lvis-api
+        (which would decode the file again) is built here from the copy the
+        checks read, in the same orders: labels follow the categories (in id
+        order, checked), images follow the file, each image's annotations
+        follow the file; ``cat_img_map`` maps a category id to the image of
+        each of its annotations. Each image is then parsed by mmdet's
+        ``parse_data_info``, as mmdet does.
+
+        Returns:
+            list[dict]: One parsed entry per image of the file.
+        """
         raw = load_annotation_file(self.ann_file, self.backend_args)
         check_annotation_file(raw, self.ann_file)
         cats = raw['categories']
@@ -50,9 +66,27 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
                                      self.ann_file,
                                      type(self).__name__)
         names = tuple(c['name'] for c in cats)
-        del raw, cats
-        # mmdet's parser (it reads the file again, through lvis-api)
-        data_list = super().load_data_list()
+        self.cat_ids = [c['id'] for c in cats]
+        self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        anns_of = defaultdict(list)
+        self.cat_img_map = defaultdict(list)
+        for ann in raw['annotations']:
+            anns_of[ann['image_id']].append(ann)
+            self.cat_img_map[ann['category_id']].append(ann['image_id'])
+        if self.ANN_ID_UNIQUE:
+            _unique_annotation_ids(raw['annotations'], self.ann_file)
+        data_list = []
+        for img in raw['images']:
+            img_info = dict(img, img_id=img['id'])
+            # LVIS v1 names an image by its COCO URL, which holds the split
+            # folder: http://images.cocodataset.org/train2017/x.jpg
+            img_info['file_name'] = img['coco_url'].replace(_COCO_URL, '')
+            data_list.append(
+                self.parse_data_info({
+                    'raw_ann_info': anns_of.get(img['id'], []),
+                    'raw_img_info': img_info
+                }))
+        del raw, cats, anns_of
         if not self._metainfo.get('classes'):
             self._metainfo['classes'] = names
         elif len(self._metainfo['classes']) != len(names):
@@ -60,6 +94,19 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
                 f'metainfo gives {len(self._metainfo["classes"])} classes '
                 f'but {self.ann_file} has {len(names)} categories')
         return data_list
+
+
+def _unique_annotation_ids(anns: List[dict], ann_file: str) -> None:
+    """Refuse repeated annotation ids (mmdet asserts the same)."""
+    ids = [a['id'] for a in anns]
+    if len(set(ids)) != len(ids):
+        seen, dup = set(), []
+        for x in ids:
+            if x in seen and len(dup) < 10:
+                dup.append(x)
+            seen.add(x)
+        raise ValueError(f'malformed annotation file {ann_file}: annotation '
+                         f'ids are not unique: {sorted(set(dup))} repeat.')
 
 
 @DATASETS.register_module()

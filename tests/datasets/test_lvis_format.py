@@ -5,6 +5,7 @@ import json
 import os.path as osp
 import re
 from glob import glob
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -139,9 +140,15 @@ def test_arbitrary_files_keep_working(tmp_path, synthetic40):
     assert len(ds.metainfo['classes']) == 40
     path = tmp_path / 'toy.json'
     write_lvis(str(path))
-    ds = _build(LVISFormatDataset, path)
-    ref = _build(MMDetLVISV1Dataset, path,
-                 metainfo=dict(classes=ds.metainfo['classes']))
+    for filter_cfg in (None, dict(filter_empty_gt=True, min_size=32)):
+        ds = _build(LVISFormatDataset, path, filter_cfg=filter_cfg)
+        ref = _build(MMDetLVISV1Dataset, path, filter_cfg=filter_cfg,
+                     metainfo=dict(classes=ds.metainfo['classes']))
+        assert len(ds) == (60 if filter_cfg is None else 57)
+        assert ds.cat_ids == ref.cat_ids and ds.cat2label == ref.cat2label
+        assert dict(ds.cat_img_map) == dict(ref.cat_img_map)
+        assert [ds.get_data_info(i) for i in range(len(ds))] == \
+            [ref.get_data_info(i) for i in range(len(ref))]
     assert ds.metainfo['classes'] == tuple(f'cat_{c}'
                                            for c in (3, 7, 11, 20, 21, 40))
     items = [ds.get_data_info(i) for i in range(len(ds))]
@@ -149,6 +156,25 @@ def test_arbitrary_files_keep_working(tmp_path, synthetic40):
     labels = np.concatenate([[i['bbox_label'] for i in d['instances']]
                              for d in items])
     assert labels.min() == 0 and labels.max() == 4  # id 40: degenerate only
+
+
+def test_the_file_is_decoded_once(tmp_path):
+    """The checks and mmdet's parser share one decoded copy (lvis-api's
+    reader would decode the file again)."""
+    path = tmp_path / 'toy.json'
+    write_lvis(str(path))
+    size = path.stat().st_size
+    decode = json.JSONDecoder.decode
+    decoded = []
+
+    def counting(self, s, *args, **kwargs):
+        decoded.append(len(s))
+        return decode(self, s, *args, **kwargs)
+
+    with mock.patch.object(json.JSONDecoder, 'decode', counting):
+        ds = _build(LVISFormatDataset, path)
+    assert len(ds) == 60
+    assert decoded.count(size) == 1
 
 
 # ------------------------------------------------------- malformed files --
@@ -244,6 +270,8 @@ def test_several_problems_reported_together(tmp_path):
     (lambda d: d['categories'][2].pop('name'),
      r"category id 11 has no 'name'"),
     (lambda d: d.pop('images'), r"missing or not a list: 'images'"),
+    (lambda d: d['annotations'].append(dict(d['annotations'][0])),
+     r'annotation ids are not unique: \[1\] repeat'),
 ])
 def test_malformed_images_and_categories(tmp_path, edit, match):
     path, data = _toy(tmp_path)
