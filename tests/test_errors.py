@@ -3,7 +3,9 @@ problem.
 
 Elsewhere already: each loss's own constructor checks
 (``tests/models/losses/``), the stats loader on bad files
-(``tests/datasets/test_category_stats.py``) and unsatisfiable synthetic
+(``tests/datasets/test_category_stats.py``), each malformed annotation
+file case and the LVIS v1 category check
+(``tests/datasets/test_lvis_format.py``) and unsatisfiable synthetic
 dataset requests (``tests/datasets/test_synthetic.py``). Here: the same
 problems as a user meets them, through configs, heads, the Runner and the
 consistency hook.
@@ -188,7 +190,7 @@ def test_truncated_or_incomplete_annotation_file(tiny_lvis, tmp_path):
     with pytest.raises(ValueError) as e:
         DATASETS.build(ds).full_init()
     assert str(e.value).startswith(f'malformed annotation file {no_box}:')
-    assert (f"1 of {len(data['annotations'])} annotations have no 'bbox' "
+    assert (f"annotations without 'bbox': 1 of {len(data['annotations'])} "
             f"(first: annotation id {ann['id']}, image id {ann['image_id']})"
             ) in str(e.value)
 

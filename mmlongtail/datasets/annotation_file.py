@@ -157,20 +157,29 @@ def _duplicates(ids: Sequence, ann_file: str, what: str) -> set:
     return seen
 
 
-def check_annotation_file(data: dict, ann_file: str) -> None:
+def check_annotation_file(data: dict,
+                          ann_file: str,
+                          reference: Optional[str] = None,
+                          dataset: str = 'this dataset') -> None:
     """Refuse an LVIS-format file that mmdet would parse with raw errors or
-    silent drops.
+    silent drops, or whose categories are not the expected ones.
 
     Checked, in one pass over each list: the three lists exist; each record
     is an object with the keys of :data:`REQUIRED_KEYS`; category and image
     ids are unique; categories are sorted by id (labels are positions in id
     order, as :mod:`mmlongtail.datasets.category_stats` assumes); every
     annotation's ``bbox`` is 4 numbers, its ``image_id`` an image of the file
-    and its ``category_id`` a category of the file.
+    and its ``category_id`` a category of the file. With ``reference``, the
+    categories are compared with it (:func:`check_categories_against`) right
+    after they are checked, before the images and annotations: a file of
+    another dataset is named as such even if its records differ too.
 
     Args:
         data (dict): The decoded file (:func:`load_annotation_file`).
         ann_file (str): The file's path, for messages.
+        reference (str, optional): Packaged statistics name whose categories
+            the file must have (``'lvis_v1'``); ``None``: any categories.
+        dataset (str): The dataset class that reads the file, for messages.
 
     Raises:
         ValueError: Naming the file, the problem and the first offending
@@ -183,13 +192,15 @@ def check_annotation_file(data: dict, ann_file: str) -> None:
         raise ValueError(f'malformed annotation file {ann_file}: '
                          "missing or empty 'categories'")
     _missing_keys(cats, 'categories', ann_file, 'category')
-    _missing_keys(images, 'images', ann_file, 'image')
     cat_list = [c['id'] for c in cats]
     cat_ids = _duplicates(cat_list, ann_file, 'category')
     if cat_list != sorted(cat_list):
         raise ValueError(
             f'malformed annotation file {ann_file}: categories must be '
             'sorted by id (labels are positions in id order)')
+    if reference is not None:
+        check_categories_against(cats, reference, ann_file, dataset)
+    _missing_keys(images, 'images', ann_file, 'image')
     img_ids = _duplicates([im['id'] for im in images], ann_file, 'image')
 
     needed = REQUIRED_KEYS['annotations']
@@ -236,21 +247,21 @@ def check_annotation_file(data: dict, ann_file: str) -> None:
     for k in needed:
         if n_missing[k]:
             problems.append(
-                f'{n_missing[k]} of {len(anns)} annotations have no {k!r} '
+                f'annotations without {k!r}: {n_missing[k]} of {len(anns)} '
                 f'(first: {"; ".join(missing[k])})')
     if n_bad_box:
         problems.append(
-            f'{n_bad_box} annotations have a bbox that is not 4 numbers '
-            f'[x, y, width, height] (first: {"; ".join(bad_box)})')
+            'annotations whose bbox is not 4 numbers [x, y, width, height]: '
+            f'{n_bad_box} (first: {"; ".join(bad_box)})')
     if n_no_image:
         problems.append(
-            f"{n_no_image} annotations refer to an image_id that is not in "
-            f"'images' (first: {'; '.join(no_image)})")
+            "annotations of an image_id that is not in 'images': "
+            f"{n_no_image} (first: {'; '.join(no_image)})")
     if n_unknown:
         shown = sorted(unknown_cats, key=str)[:10]
         problems.append(
-            f'{n_unknown} annotations refer to category ids {shown} that are '
-            "not in 'categories'")
+            f'annotations of category ids {shown} that are not in '
+            f"'categories': {n_unknown}")
     if problems:
         raise ValueError(
             f'malformed annotation file {ann_file}:\n  - ' +

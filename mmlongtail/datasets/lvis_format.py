@@ -6,8 +6,7 @@ from typing import List, Optional
 from mmdet.datasets import LVISV1Dataset as _MMDetLVISV1Dataset
 
 from mmlongtail.registry import DATASETS
-from .annotation_file import (check_annotation_file, check_categories_against,
-                              load_annotation_file)
+from .annotation_file import check_annotation_file, load_annotation_file
 from .category_stats import load_category_stats
 
 _COCO_URL = 'http://images.cocodataset.org/'
@@ -59,12 +58,9 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
             list[dict]: One parsed entry per image of the file.
         """
         raw = load_annotation_file(self.ann_file, self.backend_args)
-        check_annotation_file(raw, self.ann_file)
+        check_annotation_file(raw, self.ann_file, self.REFERENCE_CATEGORIES,
+                              type(self).__name__)
         cats = raw['categories']
-        if self.REFERENCE_CATEGORIES is not None:
-            check_categories_against(cats, self.REFERENCE_CATEGORIES,
-                                     self.ann_file,
-                                     type(self).__name__)
         names = tuple(c['name'] for c in cats)
         self.cat_ids = [c['id'] for c in cats]
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}

@@ -106,6 +106,14 @@ def test_lvis_v05_file_in_the_v1_dataset_is_refused(tmp_path):
     assert ("train_dataloader = dict(dataset=dict("
             "type='mmlongtail.LVISFormatDataset'))") in msg
     assert 'num_classes = 1230' in msg
+    # named as LVIS v0.5 even if its images lack what LVIS v1's have
+    data = _load(path)
+    for img in data['images']:
+        img['file_name'] = img.pop('coco_url')[-16:]
+    path_05 = tmp_path / 'v05_images.json'
+    path_05.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match='looks like LVIS v0.5'):
+        _build(LVISV1Dataset, path_05)
     # the arbitrary-file dataset is not held to LVIS v1: 1230 classes
     ds = _build(LVISFormatDataset, path)
     assert len(ds.metainfo['classes']) == 1230
@@ -225,7 +233,7 @@ def test_annotation_without_a_key_names_ids_and_key(tmp_path, key):
              'annotation #4 (no id)')
     where += (f", image id {ann['image_id']}" if key != 'image_id' else
               ', no image_id')
-    assert (f"2 of {len(data['annotations'])} annotations have no {key!r} "
+    assert (f"annotations without {key!r}: 2 of {len(data['annotations'])} "
             f"(first: {where}; ") in msg
 
 
@@ -235,7 +243,7 @@ def test_annotation_of_no_image_is_refused_not_dropped(tmp_path):
     ann = data['annotations'][0]
     ann['image_id'] = 123456789
     msg = _refused(path, data)
-    assert ("1 annotations refer to an image_id that is not in 'images' "
+    assert ("annotations of an image_id that is not in 'images': 1 "
             f"(first: annotation id {ann['id']}, image id 123456789)") in msg
 
 
@@ -246,8 +254,8 @@ def test_bbox_that_is_not_four_numbers(tmp_path, box):
     ann = data['annotations'][2]
     ann['bbox'] = box
     msg = _refused(path, data)
-    assert ('1 annotations have a bbox that is not 4 numbers [x, y, width, '
-            f"height] (first: annotation id {ann['id']}, image id "
+    assert ('annotations whose bbox is not 4 numbers [x, y, width, height]: '
+            f"1 (first: annotation id {ann['id']}, image id "
             f"{ann['image_id']}: bbox={box!r})") in msg
 
 
@@ -256,7 +264,8 @@ def test_several_problems_reported_together(tmp_path):
     data['annotations'][0]['category_id'] = 999
     del data['annotations'][1]['bbox']
     msg = _refused(path, data)
-    assert "no 'bbox'" in msg and r'category ids [999]' in msg
+    assert "annotations without 'bbox': 1 of" in msg
+    assert "annotations of category ids [999] that are not in" in msg
 
 
 @pytest.mark.parametrize('edit, match', [
