@@ -77,8 +77,8 @@ def load_annotation_file(ann_file: str,
                 '.json.zip; unzip it and point ann_file at the .json '
                 'inside.') from e
     if not text.strip():
-        raise ValueError(f'annotation file {ann_file} is empty '
-                         f'({len(text)} bytes): download or unpack it again.')
+        raise ValueError(f'annotation file {ann_file} is empty: download '
+                         'or unpack it again.')
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -141,8 +141,18 @@ def _missing_keys(recs: list, key: str, ann_file: str, what: str) -> None:
                     f"{', '.join(repr(n) for n in needed)}.")
 
 
-def _duplicates(ids: Sequence, ann_file: str, what: str) -> set:
-    """The set of ``ids``; refuses duplicates, which mmdet merges silently."""
+def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
+    """The set of ``ids``, refusing repeats by name (lvis-api's index would
+    keep one record per id and drop the others silently).
+
+    Args:
+        ids (Sequence): The ids of one list of the file, in file order.
+        ann_file (str): The file's path, for messages.
+        what (str): ``'image'``, ``'category'`` or ``'annotation'``.
+
+    Returns:
+        set: The ids.
+    """
     seen = set(ids)
     if len(seen) != len(ids):
         dup, once = [], set()
@@ -152,8 +162,8 @@ def _duplicates(ids: Sequence, ann_file: str, what: str) -> set:
             once.add(x)
         raise ValueError(
             f'malformed annotation file {ann_file}: duplicate {what} ids '
-            f'{sorted(set(dup))}: {len(ids) - len(seen)} {what}s would be '
-            'dropped silently.')
+            f'{sorted(set(dup))} ({len(ids) - len(seen)} repeats); each '
+            f'{what} needs its own id.')
     return seen
 
 
@@ -193,7 +203,7 @@ def check_annotation_file(data: dict,
                          "missing or empty 'categories'")
     _missing_keys(cats, 'categories', ann_file, 'category')
     cat_list = [c['id'] for c in cats]
-    cat_ids = _duplicates(cat_list, ann_file, 'category')
+    cat_ids = unique_ids(cat_list, ann_file, 'category')
     if cat_list != sorted(cat_list):
         raise ValueError(
             f'malformed annotation file {ann_file}: categories must be '
@@ -201,7 +211,7 @@ def check_annotation_file(data: dict,
     if reference is not None:
         check_categories_against(cats, reference, ann_file, dataset)
     _missing_keys(images, 'images', ann_file, 'image')
-    img_ids = _duplicates([im['id'] for im in images], ann_file, 'image')
+    img_ids = unique_ids([im['id'] for im in images], ann_file, 'image')
 
     needed = REQUIRED_KEYS['annotations']
     missing: Dict[str, List[str]] = {k: [] for k in needed}
@@ -254,14 +264,12 @@ def check_annotation_file(data: dict,
             'annotations whose bbox is not 4 numbers [x, y, width, height]: '
             f'{n_bad_box} (first: {"; ".join(bad_box)})')
     if n_no_image:
-        problems.append(
-            "annotations of an image_id that is not in 'images': "
-            f"{n_no_image} (first: {'; '.join(no_image)})")
+        problems.append("annotations of an image_id that is not in 'images': "
+                        f"{n_no_image} (first: {'; '.join(no_image)})")
     if n_unknown:
         shown = sorted(unknown_cats, key=str)[:10]
-        problems.append(
-            f'annotations of category ids {shown} that are not in '
-            f"'categories': {n_unknown}")
+        problems.append(f'annotations of category ids {shown} that are not in '
+                        f"'categories': {n_unknown}")
     if problems:
         raise ValueError(
             f'malformed annotation file {ann_file}:\n  - ' +

@@ -6,7 +6,8 @@ from typing import List, Optional
 from mmdet.datasets import LVISV1Dataset as _MMDetLVISV1Dataset
 
 from mmlongtail.registry import DATASETS
-from .annotation_file import check_annotation_file, load_annotation_file
+from .annotation_file import (check_annotation_file, load_annotation_file,
+                              unique_ids)
 from .category_stats import load_category_stats
 
 _COCO_URL = 'http://images.cocodataset.org/'
@@ -70,7 +71,8 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
             anns_of[ann['image_id']].append(ann)
             self.cat_img_map[ann['category_id']].append(ann['image_id'])
         if self.ANN_ID_UNIQUE:
-            _unique_annotation_ids(raw['annotations'], self.ann_file)
+            unique_ids([a['id'] for a in raw['annotations']], self.ann_file,
+                       'annotation')
         data_list = []
         for img in raw['images']:
             img_info = dict(img, img_id=img['id'])
@@ -90,19 +92,6 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
                 f'metainfo gives {len(self._metainfo["classes"])} classes '
                 f'but {self.ann_file} has {len(names)} categories')
         return data_list
-
-
-def _unique_annotation_ids(anns: List[dict], ann_file: str) -> None:
-    """Refuse repeated annotation ids (mmdet asserts the same)."""
-    ids = [a['id'] for a in anns]
-    if len(set(ids)) != len(ids):
-        seen, dup = set(), []
-        for x in ids:
-            if x in seen and len(dup) < 10:
-                dup.append(x)
-            seen.add(x)
-        raise ValueError(f'malformed annotation file {ann_file}: annotation '
-                         f'ids are not unique: {sorted(set(dup))} repeat.')
 
 
 @DATASETS.register_module()

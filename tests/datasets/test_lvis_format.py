@@ -273,14 +273,15 @@ def test_several_problems_reported_together(tmp_path):
      r"image id \d+ has no 'coco_url'; every image needs 'id', 'coco_url', "
      r"'height', 'width'"),
     (lambda d: d['images'].append(dict(d['images'][0])),
-     r'duplicate image ids \[\d+\]: 1 images would be dropped'),
+     r'duplicate image ids \[\d+\] \(1 repeats\); each image needs its '
+     'own id'),
     (lambda d: d['categories'].append(dict(d['categories'][-1])),
      r'duplicate category ids \[40\]'),
     (lambda d: d['categories'][2].pop('name'),
      r"category id 11 has no 'name'"),
     (lambda d: d.pop('images'), r"missing or not a list: 'images'"),
     (lambda d: d['annotations'].append(dict(d['annotations'][0])),
-     r'annotation ids are not unique: \[1\] repeat'),
+     r'duplicate annotation ids \[1\] \(1 repeats\)'),
 ])
 def test_malformed_images_and_categories(tmp_path, edit, match):
     path, data = _toy(tmp_path)
