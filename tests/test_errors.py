@@ -3,13 +3,16 @@ problem.
 
 Elsewhere already: each loss's own constructor checks
 (``tests/models/losses/``), the stats loader on bad files
-(``tests/datasets/test_category_stats.py``) and unsatisfiable synthetic
+(``tests/datasets/test_category_stats.py``), each malformed annotation
+file case and the LVIS v1 category check
+(``tests/datasets/test_lvis_format.py``) and unsatisfiable synthetic
 dataset requests (``tests/datasets/test_synthetic.py``). Here: the same
 problems as a user meets them, through configs, heads, the Runner and the
 consistency hook.
 """
 import copy
 import json
+import os.path as osp
 
 import pytest
 import torch
@@ -162,6 +165,76 @@ def test_missing_or_malformed_annotation_file(tiny_lvis, tmp_path):
     ds.ann_file = str(bad)
     with pytest.raises(ValueError, match='malformed annotation file'):
         DATASETS.build(ds).full_init()
+
+
+def test_truncated_or_incomplete_annotation_file(tiny_lvis, tmp_path):
+    """A cut-short download and an annotation without its box: the file and
+    the problem named, not a bare JSONDecodeError or KeyError: 'bbox'."""
+    cfg = tiny_config(tiny_lvis['root'], 12, str(tmp_path))
+    ds = copy.deepcopy(cfg.train_dataloader.dataset)
+    ds.pop('indices')
+    with open(tiny_lvis['train']) as f:
+        text = f.read()
+    cut = tmp_path / 'cut.json'
+    cut.write_text(text[:len(text) * 2 // 3])
+    ds.ann_file = str(cut)
+    with pytest.raises(ValueError, match=rf'annotation file {cut} is '
+                       'truncated.*download or unpack it again'):
+        DATASETS.build(ds).full_init()
+    data = json.loads(text)
+    ann = data['annotations'][3]
+    del ann['bbox']
+    no_box = tmp_path / 'no_box.json'
+    no_box.write_text(json.dumps(data))
+    ds.ann_file = str(no_box)
+    with pytest.raises(ValueError) as e:
+        DATASETS.build(ds).full_init()
+    assert str(e.value).startswith(f'malformed annotation file {no_box}:')
+    assert (f"annotations without 'bbox': 1 of {len(data['annotations'])} "
+            f"(first: annotation id {ann['id']}, image id {ann['image_id']})"
+            ) in str(e.value)
+
+
+def _lvis_v05_like(tiny_lvis, tmp_path):
+    """The tiny set relabelled with 1230 LVIS v0.5-like categories, its
+    annotations on ids past LVIS v1's 1203 (as lvis-api's v0.5 example has)."""
+    from mmlongtail.datasets import load_category_stats
+    names = ['acorn'] + list(load_category_stats('lvis_v1').names)
+    names += [f'v05_extra_{i}' for i in range(1230 - len(names))]
+    with open(tiny_lvis['train']) as f:
+        data = json.load(f)
+    data['categories'] = [dict(id=i + 1, name=n) for i, n in enumerate(names)]
+    for ann in data['annotations']:
+        ann['category_id'] += 1210
+    path = tmp_path / 'lvis_v0.5_val.json'
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize('config', ['lvis_v1_instance_rfs.py',
+                                    'lvis_v1_instance.py'])
+def test_lvis_v05_file_in_an_lvis_v1_config(tiny_lvis, tmp_path, config):
+    """With RFS this stopped in the sampler ('labels must lie in [0,
+    num_classes=1203)'); without, it trained under the wrong class names.
+    Now the dataset refuses it, naming the file and the fix."""
+    from mmengine.config import Config
+    path = _lvis_v05_like(tiny_lvis, tmp_path)
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(root, 'configs/_base_/datasets', config))
+    loader = copy.deepcopy(cfg.train_dataloader)
+    loader.update(num_workers=0, persistent_workers=False)
+    loader.dataset.update(data_root=str(tmp_path), ann_file=path.name)
+    with pytest.raises(ValueError) as e:
+        Runner.build_dataloader(loader)
+    msg = str(e.value)
+    assert msg.startswith(f'{path} is not an LVIS v1 annotation file: it has '
+                          '1230 categories, which looks like LVIS v0.5')
+    assert "type='mmlongtail.LVISFormatDataset'" in msg
+    assert 'num_classes = 1230' in msg
+    # what the message proposes works: the file's own 1230 classes
+    loader.dataset.type = 'mmlongtail.LVISFormatDataset'
+    ds = Runner.build_dataloader(loader).dataset
+    assert len(ds.metainfo['classes']) == 1230
 
 
 # -------------------------------------------------- channel layout ignored --

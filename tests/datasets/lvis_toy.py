@@ -74,3 +74,38 @@ def make_dataset(ann_file, filter_cfg=None, serialize_data=True, **kw):
         serialize_data=serialize_data,
         lazy_init=False,
         **kw)
+
+
+def lvis_v1_categories():
+    """LVIS v1's 1203 categories (id, name), from the packaged statistics."""
+    from mmlongtail.datasets.category_stats import load_category_stats
+    stats = load_category_stats('lvis_v1')
+    return [
+        dict(id=int(i), name=n) for i, n in zip(stats.cat_ids, stats.names)
+    ]
+
+
+def lvis_v05_like_categories():
+    """1230 categories in LVIS v0.5's shape: v0.5 numbers its classes 1-1230
+    and starts with 'acorn' (v1: 'aerosol_can'); the rest of its names are
+    stand-ins here."""
+    names = ['acorn'] + [c['name'] for c in lvis_v1_categories()]
+    names += [f'v05_extra_{i}' for i in range(1230 - len(names))]
+    return [dict(id=i + 1, name=n) for i, n in enumerate(names)]
+
+
+def write_with_categories(path, cats, num_images=6):
+    """A small LVIS v1-format file with the given categories: each image has
+    one annotation of each of the first three categories."""
+    images, anns = [], []
+    for k in range(num_images):
+        iid = 10 + 7 * k
+        images.append(
+            dict(id=iid, width=64, height=48,
+                 coco_url=f'http://images.cocodataset.org/train2017/'
+                 f'{iid:012d}.jpg'))
+        for j, c in enumerate(cats[:3]):
+            anns.append(_ann(len(anns) + 1, iid, c['id'], x=2.0 + 5 * j))
+    with open(path, 'w') as f:
+        json.dump(dict(images=images, annotations=anns, categories=cats), f)
+    return str(path)

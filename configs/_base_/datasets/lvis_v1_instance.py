@@ -3,7 +3,10 @@
 #   data/lvis_v1/{train2017,val2017}/*.jpg  (COCO 2017 images)
 # LVIS v1 gives image paths through `coco_url`, which mmdet's LVISV1Dataset
 # turns into 'train2017/xxx.jpg', hence the empty img prefix.
-dataset_type = 'LVISV1Dataset'
+# mmlongtail's LVISV1Dataset is mmdet's that also refuses, at load time, a file
+# whose categories are not LVIS v1's (an LVIS v0.5 file, say) or that is
+# malformed. For another LVIS-format file use 'mmlongtail.LVISFormatDataset'.
+dataset_type = 'mmlongtail.LVISV1Dataset'
 data_root = 'data/lvis_v1/'
 backend_args = None
 

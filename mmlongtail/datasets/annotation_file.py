@@ -1,0 +1,346 @@
+"""Reading and checking an LVIS-format annotation file before mmdet parses it.
+
+mmdet's LVIS datasets meet a bad file with raw errors (a ``JSONDecodeError``
+without the file's name, ``KeyError: 'bbox'``, ``too many values to unpack``)
+or, worse, skip what they cannot use without a word (annotations of an image
+that is not in ``images`` or of a category that is not in ``categories``).
+:func:`load_annotation_file` and :func:`check_annotation_file` refuse such a
+file up front, naming the file, what is wrong, and where.
+:func:`check_categories_against` refuses a file whose categories are not the
+ones a config's class list assumes (an LVIS v0.5 file in an LVIS v1 config).
+
+What every record needs (the keys mmdet's ``LVISV1Dataset`` reads)::
+
+    images:      id, coco_url, height, width
+    annotations: id, image_id, category_id, bbox ([x, y, w, h]), area
+    categories:  id, name
+"""
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmengine.fileio import get_local_path
+
+from .category_stats import load_category_stats
+
+#: The keys mmdet's LVISV1Dataset reads from each record of a file.
+REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
+    'images': ('id', 'coco_url', 'height', 'width'),
+    'annotations': ('id', 'image_id', 'category_id', 'bbox', 'area'),
+    'categories': ('id', 'name'),
+}
+
+#: Category counts of other well-known datasets, to say what a file looks
+#: like when its categories are not the expected ones.
+KNOWN_CATEGORY_COUNTS: Dict[int, str] = {
+    1230: 'LVIS v0.5',
+    80: 'COCO',
+}
+
+#: For packaged statistics names: what to call them in messages, and where
+#: their annotation files come from.
+REFERENCE_NAMES: Dict[str, Tuple[str, str]] = {
+    name: ('LVIS v1', 'lvis_v1_train.json / lvis_v1_val.json from '
+           'https://www.lvisdataset.org/dataset')
+    for name in ('lvis_v1', 'lvis_v1_train')
+}
+
+#: How many offending records a message names.
+_SHOW = 3
+
+
+def load_annotation_file(ann_file: str,
+                         backend_args: Optional[dict] = None) -> dict:
+    """Read an annotation file as JSON, refusing a bad one by name.
+
+    Args:
+        ann_file (str): Path (or backend URI) of the file.
+        backend_args (dict, optional): mmengine file backend arguments.
+
+    Returns:
+        dict: The decoded top-level object.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not UTF-8 text, is empty, is truncated or
+            otherwise not valid JSON, or its top level is not an object. The
+            message names the file and where it broke.
+    """
+    with get_local_path(ann_file, backend_args=backend_args) as local_path:
+        try:
+            with open(local_path, encoding='utf-8') as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f'annotation file {ann_file} is not UTF-8 text (byte '
+                f'{e.start} is {e.object[e.start:e.start + 1]!r}): is it '
+                'still compressed? LVIS ships its annotations as '
+                '.json.zip; unzip it and point ann_file at the .json '
+                'inside.') from e
+    if not text.strip():
+        raise ValueError(f'annotation file {ann_file} is empty: download '
+                         'or unpack it again.')
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        body = text.strip()
+        closer = {'{': '}', '[': ']'}.get(body[0])
+        if (e.pos >= len(body) or e.msg.startswith('Unterminated string')
+                or (closer is not None and body[-1] != closer)):
+            raise ValueError(
+                f'annotation file {ann_file} is truncated: its JSON ends in '
+                f'the middle after {len(text)} characters ({e.msg} at line '
+                f'{e.lineno}, column {e.colno}). It was probably cut short by '
+                'an interrupted download, copy or write: download or unpack '
+                'it again.') from e
+        raise ValueError(
+            f'annotation file {ann_file} is not valid JSON: {e.msg} at line '
+            f'{e.lineno}, column {e.colno} (character {e.pos} of '
+            f'{len(text)}).') from e
+    if not isinstance(data, dict):
+        raise ValueError(
+            f'malformed annotation file {ann_file}: its top level is a JSON '
+            f'{type(data).__name__}, not an object with '
+            f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.")
+    return data
+
+
+def _where_ann(i: int, ann: dict) -> str:
+    aid = f'annotation id {ann["id"]}' if 'id' in ann else (
+        f'annotation #{i} (no id)')
+    img = f'image id {ann["image_id"]}' if 'image_id' in ann else (
+        'no image_id')
+    return f'{aid}, {img}'
+
+
+def _records(data: dict, key: str, ann_file: str) -> list:
+    recs = data.get(key)
+    if not isinstance(recs, list):
+        have = sorted(data)[:10]
+        raise ValueError(
+            f"malformed annotation file {ann_file}: missing or not a list: "
+            f"{key!r} (top-level keys: {have}). An LVIS-format file has "
+            f"'images', 'annotations' and 'categories' lists.")
+    return recs
+
+
+def _missing_keys(recs: list, key: str, ann_file: str, what: str) -> None:
+    """Refuse records that are not objects or lack a required key."""
+    needed = REQUIRED_KEYS[key]
+    for i, rec in enumerate(recs):
+        if not isinstance(rec, dict):
+            raise ValueError(
+                f'malformed annotation file {ann_file}: {what} #{i} in '
+                f'{key!r} is a JSON {type(rec).__name__}, not an object.')
+        for k in needed:
+            if k not in rec:
+                rid = f'{what} id {rec["id"]}' if 'id' in rec else (
+                    f'{what} #{i} in {key!r}')
+                raise ValueError(
+                    f'malformed annotation file {ann_file}: {rid} has no '
+                    f"{k!r}; every {what} needs "
+                    f"{', '.join(repr(n) for n in needed)}.")
+
+
+def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
+    """The set of ``ids``, refusing repeats by name (lvis-api's index would
+    keep one record per id and drop the others silently).
+
+    Args:
+        ids (Sequence): The ids of one list of the file, in file order.
+        ann_file (str): The file's path, for messages.
+        what (str): ``'image'``, ``'category'`` or ``'annotation'``.
+
+    Returns:
+        set: The ids.
+    """
+    seen = set(ids)
+    if len(seen) != len(ids):
+        dup, once = [], set()
+        for x in ids:
+            if x in once and len(dup) < _SHOW * 3:
+                dup.append(x)
+            once.add(x)
+        raise ValueError(
+            f'malformed annotation file {ann_file}: duplicate {what} ids '
+            f'{sorted(set(dup))} ({len(ids) - len(seen)} repeats); each '
+            f'{what} needs its own id.')
+    return seen
+
+
+def check_annotation_file(data: dict,
+                          ann_file: str,
+                          reference: Optional[str] = None,
+                          dataset: str = 'this dataset') -> None:
+    """Refuse an LVIS-format file that mmdet would parse with raw errors or
+    silent drops, or whose categories are not the expected ones.
+
+    Checked, in one pass over each list: the three lists exist; each record
+    is an object with the keys of :data:`REQUIRED_KEYS`; category and image
+    ids are unique; categories are sorted by id (labels are positions in id
+    order, as :mod:`mmlongtail.datasets.category_stats` assumes); every
+    annotation's ``bbox`` is 4 numbers, its ``image_id`` an image of the file
+    and its ``category_id`` a category of the file. With ``reference``, the
+    categories are compared with it (:func:`check_categories_against`) right
+    after they are checked, before the images and annotations: a file of
+    another dataset is named as such even if its records differ too.
+
+    Args:
+        data (dict): The decoded file (:func:`load_annotation_file`).
+        ann_file (str): The file's path, for messages.
+        reference (str, optional): Packaged statistics name whose categories
+            the file must have (``'lvis_v1'``); ``None``: any categories.
+        dataset (str): The dataset class that reads the file, for messages.
+
+    Raises:
+        ValueError: Naming the file, the problem and the first offending
+            records (annotation id and image id for annotations).
+    """
+    images = _records(data, 'images', ann_file)
+    anns = _records(data, 'annotations', ann_file)
+    cats = _records(data, 'categories', ann_file)
+    if not cats:
+        raise ValueError(f'malformed annotation file {ann_file}: '
+                         "missing or empty 'categories'")
+    _missing_keys(cats, 'categories', ann_file, 'category')
+    cat_list = [c['id'] for c in cats]
+    cat_ids = unique_ids(cat_list, ann_file, 'category')
+    if cat_list != sorted(cat_list):
+        raise ValueError(
+            f'malformed annotation file {ann_file}: categories must be '
+            'sorted by id (labels are positions in id order)')
+    if reference is not None:
+        check_categories_against(cats, reference, ann_file, dataset)
+    _missing_keys(images, 'images', ann_file, 'image')
+    img_ids = unique_ids([im['id'] for im in images], ann_file, 'image')
+
+    needed = REQUIRED_KEYS['annotations']
+    missing: Dict[str, List[str]] = {k: [] for k in needed}
+    n_missing = dict.fromkeys(needed, 0)
+    bad_box: List[str] = []
+    no_image: List[str] = []
+    unknown_cats = set()
+    n_bad_box = n_no_image = n_unknown = 0
+    number = (int, float)
+    for i, a in enumerate(anns):
+        try:  # the common case first: one pass at dict-lookup speed
+            box = a['bbox']
+            img_id = a['image_id']
+            cat_id = a['category_id']
+            _ = (a['id'], a['area'])
+        except (KeyError, TypeError):
+            if type(a) is not dict:
+                raise ValueError(
+                    f'malformed annotation file {ann_file}: annotation #{i} '
+                    f"in 'annotations' is a JSON {type(a).__name__}, not an "
+                    'object.') from None
+            for k in needed:
+                if k not in a:
+                    n_missing[k] += 1
+                    if len(missing[k]) < _SHOW:
+                        missing[k].append(_where_ann(i, a))
+            continue
+        if not (type(box) is list and len(box) == 4 and type(box[0]) in number
+                and type(box[1]) in number and type(box[2]) in number
+                and type(box[3]) in number):
+            n_bad_box += 1
+            if len(bad_box) < _SHOW:
+                bad_box.append(f'{_where_ann(i, a)}: bbox={box!r}'[:120])
+        if img_id not in img_ids:
+            n_no_image += 1
+            if len(no_image) < _SHOW:
+                no_image.append(_where_ann(i, a))
+        if cat_id not in cat_ids:
+            n_unknown += 1
+            unknown_cats.add(cat_id)
+
+    problems = []
+    for k in needed:
+        if n_missing[k]:
+            problems.append(
+                f'annotations without {k!r}: {n_missing[k]} of {len(anns)} '
+                f'(first: {"; ".join(missing[k])})')
+    if n_bad_box:
+        problems.append(
+            'annotations whose bbox is not 4 numbers [x, y, width, height]: '
+            f'{n_bad_box} (first: {"; ".join(bad_box)})')
+    if n_no_image:
+        problems.append("annotations of an image_id that is not in 'images': "
+                        f"{n_no_image} (first: {'; '.join(no_image)})")
+    if n_unknown:
+        shown = sorted(unknown_cats, key=str)[:10]
+        problems.append(f'annotations of category ids {shown} that are not in '
+                        f"'categories': {n_unknown}")
+    if problems:
+        raise ValueError(
+            f'malformed annotation file {ann_file}:\n  - ' +
+            '\n  - '.join(problems) + '\nEvery annotation needs ' +
+            ', '.join(repr(k) for k in needed) +
+            ', an image and a category of the file. Nothing is skipped '
+            'silently: fix or remove these annotations.')
+
+
+def check_categories_against(cats: Sequence[dict], reference: str,
+                             ann_file: str, dataset: str) -> None:
+    """Refuse a file whose categories (ids and names, in id order) are not
+    those of packaged category statistics.
+
+    Args:
+        cats (list[dict]): The file's ``categories``, sorted by id.
+        reference (str): A packaged statistics name of
+            :data:`mmlongtail.datasets.category_stats.PACKAGED_STATS`
+            (``'lvis_v1'``), the owner of the expected ids and names.
+        ann_file (str): The file's path, for messages.
+        dataset (str): The dataset class that expects them, for messages.
+
+    Raises:
+        ValueError: Naming the file, its category count (and the dataset that
+            count suggests), the first id or name that differs, and the two
+            fixes: the right file, or ``mmlongtail.LVISFormatDataset``, which
+            takes the classes from the file (with a config snippet).
+    """
+    ref = load_category_stats(reference)
+    ref_label, files = REFERENCE_NAMES.get(reference, (repr(reference), ''))
+    ours = [(c['id'], c['name']) for c in cats]
+    theirs = list(zip(ref.cat_ids.tolist(), ref.names))
+    if ours == theirs:
+        return
+    n = len(ours)
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                 min(n, len(theirs)))
+    if first < min(n, len(theirs)):
+        (fid, fname), (rid, rname) = ours[first], theirs[first]
+        diff = (f'the first difference is category #{first}: id {fid} '
+                f'{fname!r} here, id {rid} {rname!r} in {ref_label}')
+    elif n > len(theirs):
+        fid, fname = ours[first]
+        diff = (f'its categories from #{first} on (id {fid} {fname!r}, ...) '
+                f'are not in {ref_label}')
+    else:
+        rid, rname = theirs[first]
+        diff = (f'it lacks {ref_label} categories from #{first} on (id {rid} '
+                f'{rname!r}, ...)')
+    hint = f' ({files})' if files else ''
+    looks = KNOWN_CATEGORY_COUNTS.get(n)
+    if n == ref.num_classes:
+        found = (f'{n} categories, as many as {ref_label}, but not the same '
+                 'ones')
+    elif looks:
+        found = (f'{n} categories, which looks like {looks} ({ref_label} '
+                 f'has {ref.num_classes})')
+    else:
+        found = f'{n} categories ({ref_label} has {ref.num_classes})'
+    raise ValueError(
+        f'{ann_file} is not an {ref_label} annotation file: it has {found}; '
+        f'{diff}. {dataset} uses '
+        f"{ref_label}'s class list, so training or evaluating on this file "
+        'would stop later with a label out of range, or run under the wrong '
+        f'class names. Either point ann_file at the {ref_label} file{hint}, '
+        "or train on this file's own categories with mmlongtail's "
+        'LVIS-format dataset:\n'
+        "    train_dataloader = dict(dataset=dict(type="
+        "'mmlongtail.LVISFormatDataset'))\n"
+        "    val_dataloader = dict(dataset=dict(type="
+        "'mmlongtail.LVISFormatDataset'))\n"
+        '    test_dataloader = val_dataloader\n'
+        f'with num_classes = {n} in the model (every head and loss), and '
+        f"category statistics read from this file, not {reference!r}.")
