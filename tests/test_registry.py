@@ -27,7 +27,7 @@ EXPECTED = {
     ],
     'DATA_SAMPLERS': ['RepeatFactorSampler'],
     'METRICS': ['LVISMetric'],
-    'DATASETS': ['LVISFormatDataset'],
+    'DATASETS': ['LVISFormatDataset', 'LVISV1Dataset'],
 }
 
 

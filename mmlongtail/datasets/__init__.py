@@ -1,11 +1,11 @@
 """Datasets: category statistics, LVIS-format data, repeat-factor sampling."""
 from .category_stats import CategoryStats, load_category_stats
 from .image_categories import ImageCategories, image_categories
-from .lvis_format import LVISFormatDataset
+from .lvis_format import LVISFormatDataset, LVISV1Dataset
 
 __all__ = [
     'CategoryStats', 'load_category_stats', 'ImageCategories',
-    'image_categories', 'LVISFormatDataset'
+    'image_categories', 'LVISFormatDataset', 'LVISV1Dataset'
 ]
 
 # repeat-factor sampling (importing ``samplers`` registers the sampler)
