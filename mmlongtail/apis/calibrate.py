@@ -44,6 +44,7 @@ import copy
 import json
 import math
 import os.path as osp
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -360,7 +361,7 @@ class CalibrationSweepLoop(TestLoop):
     (see the module docstring). Not registered: :func:`sweep` builds it."""
 
     def __init__(self, runner, rows: List[_Row], target: Target,
-                 log_interval: int = 50) -> None:
+                 log_interval: int = 1) -> None:
         super().__init__(runner, runner.test_dataloader,
                          runner.test_loop.evaluator)
         self.rows, self.target = rows, target
@@ -387,6 +388,13 @@ class CalibrationSweepLoop(TestLoop):
         logger = MMLogger.get_current_instance()
         rcnn = model.roi_head.test_cfg
         total = len(self.dataloader)
+        key = self.target.key
+        values = ', '.join(row.label for row in self.rows)
+        logger.info(f'calibration sweep: {total} batches, each through the '
+                    f'RoI head once per value ({key} = {values}), then one '
+                    'evaluation per value')
+        progress = Progress('calibration sweep: batch', total, logger,
+                            self.log_interval)
         try:
             for idx, data_batch in enumerate(self.dataloader):
                 self.runner.call_hook(
@@ -416,22 +424,68 @@ class CalibrationSweepLoop(TestLoop):
                 self.runner.call_hook(
                     'after_test_iter', batch_idx=idx, data_batch=data_batch,
                     outputs=outputs)
-                if (idx + 1) % self.log_interval == 0 or idx + 1 == total:
-                    logger.info(f'calibration sweep: {idx + 1}/{total} '
-                                f'batches, {len(self.rows)} rows each')
+                progress.step(f'({len(self.rows)} values each)')
         finally:
             model.roi_head.test_cfg = rcnn
         metrics = {}
         n = len(self.dataloader.dataset)
+        progress = Progress('calibration sweep: evaluated value',
+                            len(self.rows), logger)
         for row in self.rows:
             row.metrics = row.evaluator.evaluate(n)
-            logger.info(f'{self.target.key}={row.label}: ' +
-                        _metric_line(row.metrics))
-            metrics.update({f'{self.target.key}={row.label}/{k}': v
+            progress.step(f'{key}={row.label}: ' + _metric_line(row.metrics))
+            metrics.update({f'{key}={row.label}/{k}': v
                             for k, v in row.metrics.items()})
         self.runner.call_hook('after_test_epoch', metrics=metrics)
         self.runner.call_hook('after_test')
         return metrics
+
+
+class Progress:
+    """Progress lines of a counted task, with the time left estimated from
+    the mean time per step so far: ``'{what} 3/40 (...), 12.1 s elapsed,
+    about 2 min 29 s left'``.
+
+    Args:
+        what (str): The line's start.
+        total (int): Steps in all.
+        logger (MMLogger): Where the lines go (INFO).
+        interval (int): Log every this many steps; the first and the last
+            step are always logged. Defaults to 1.
+    """
+
+    def __init__(self, what: str, total: int, logger: MMLogger,
+                 interval: int = 1) -> None:
+        if interval < 1:
+            raise ValueError(f'log_interval must be >= 1, got {interval}')
+        self.what, self.total, self.logger = what, total, logger
+        self.interval = interval
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def step(self, detail: str = '') -> None:
+        """Count one step done; log it when due."""
+        self.done += 1
+        if self.done not in (1, self.total) and self.done % self.interval:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        self.logger.info(
+            f'{self.what} {self.done}/{self.total}'
+            + (f' {detail}' if detail else '') +
+            f', {format_seconds(elapsed)} elapsed, about '
+            f'{format_seconds(left)} left')
+
+
+def format_seconds(seconds: float) -> str:
+    """``'4.2 s'``, ``'2 min 29 s'`` or ``'1 h 03 min'``."""
+    if seconds < 60:
+        return f'{seconds:.1f} s'
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f'{minutes} min {secs:02d} s'
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours} h {minutes:02d} min'
 
 
 def _features(model, data: dict):
@@ -687,7 +741,7 @@ def sweep(config: str,
           task: Optional[str] = None,
           baseline: bool = True,
           write: bool = True,
-          log_interval: int = 50) -> SweepResult:
+          log_interval: int = 1) -> SweepResult:
     """Evaluate ``config`` + ``checkpoint`` with ``param`` set to each of
     ``values`` (see the module docstring).
 
@@ -717,7 +771,9 @@ def sweep(config: str,
             Defaults to True.
         write (bool): Write the markdown, JSON and PNG into ``work_dir``.
             Defaults to True.
-        log_interval (int): Log progress every this many batches.
+        log_interval (int): Log progress (batches done, time elapsed, time
+            left) every this many batches; the first and last batch are
+            always logged, and each value's evaluation. Defaults to 1.
 
     Returns:
         SweepResult: The table, the split and the best value.
@@ -727,6 +783,8 @@ def sweep(config: str,
             component refuses, a bad split size, criterion or task, or a
             model the parameter does not apply to.
     """
+    if log_interval < 1:
+        raise ValueError(f'log_interval must be >= 1, got {log_interval}')
     if criterion not in CRITERIA:
         raise ValueError(f'criterion must be one of {CRITERIA}, got '
                          f'{criterion!r}')
