@@ -121,9 +121,9 @@ def run_config(spec: RunSpec) -> Config:
             does not read (from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``), or the
             config resolves to other dataset files than ``spec`` records.
             A post-hoc ``param`` that names no component of the config (or
-            several; :func:`mmlongtail.apis.calibrate.resolve_param`).
+            several; :func:`mmlongtail.apis.calibration.resolve_param`).
     """
-    from mmlongtail.apis.calibrate import resolve_param
+    from mmlongtail.apis.calibration import resolve_param
     from mmlongtail_bench.demo import demo_config
 
     cfg = demo_config(spec.config, spec.work_dir)

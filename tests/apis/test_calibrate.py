@@ -16,8 +16,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmlongtail.apis import build_runner_config, split_heldout, sweep
-from mmlongtail.apis.calibrate import (BASELINE, Progress, format_seconds,
-                                       prepare_split, resolve_param)
+from mmlongtail.apis.calibration import (BASELINE, Progress, format_seconds,
+                                         prepare_split, resolve_param)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(ROOT, 'configs/demo/mask_rcnn_r18_light_synthetic.py')

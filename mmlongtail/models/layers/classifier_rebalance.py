@@ -24,7 +24,7 @@ Cosine (normalized) classifiers such as Seesaw's ``NormedLinear`` normalize
 their rows in ``forward``: τ-normalizing their weights changes nothing, and
 is refused.
 """
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,6 +100,49 @@ def check_plain_classifier(name: str, head: nn.Module, what: str) -> None:
             + ('normalizes its weight rows itself, so rescaling them changes '
                'nothing' if is_cosine_classifier(fc) else
                'has no 2-d weight'))
+
+
+def tau_normalize_(model: nn.Module,
+                   tau: float) -> List[Tuple[str, torch.Tensor]]:
+    """τ-normalize, in place, the class rows of every box classifier of
+    ``model`` (layout from each head's loss).
+
+    Args:
+        model (nn.Module): A detector (unwrapped).
+        tau (float): The exponent.
+
+    Returns:
+        list: ``(head name, original fc_cls weight)`` of each head, for
+        :func:`restore_weights`.
+
+    Raises:
+        ValueError: ``model`` has no box head, or a head's classifier is a
+            cosine classifier (naming the head and its loss).
+    """
+    heads = box_heads(model)
+    if not heads:
+        raise ValueError(f'tau-normalization: {type(model).__name__} has no '
+                         'R-CNN box head (a module with fc_cls and loss_cls)')
+    saved = []
+    for name, head in heads:
+        check_plain_classifier(name, head, 'tau-normalization')
+        layout = head_layout(head)
+        weight = head.fc_cls.weight
+        layout.check_outputs(weight.size(0), f'{name}.fc_cls')
+        saved.append((name, weight.detach().clone()))
+        with torch.no_grad():
+            weight.copy_(
+                tau_normalized_weight(weight, layout.foreground_rows(), tau))
+    return saved
+
+
+def restore_weights(model: nn.Module,
+                    saved: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Put back the ``fc_cls`` weights :func:`tau_normalize_` returned."""
+    heads: Dict[str, nn.Module] = dict(box_heads(model))
+    with torch.no_grad():
+        for name, weight in saved:
+            heads[name].fc_cls.weight.copy_(weight)
 
 
 class ClassScales(nn.Module):
