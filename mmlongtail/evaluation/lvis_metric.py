@@ -60,10 +60,12 @@ from mmengine.logging import MMLogger
 from mmlongtail.datasets.category_stats import StatsSource, load_category_stats
 from mmlongtail.registry import METRICS
 from . import per_class_file
-from .lvis_backends import (AP_KEYS, AR_KEYS, BACKENDS, IOU_TYPES, MASK_TYPES,
-                            DetectionColumns, EvalOutput, LVISGroundTruth,
-                            encode_masks, normalize_gt, run_evaluation,
-                            topk_per_image, xyxy_to_xywh)
+from .lvis_backends import BACKENDS, run_evaluation
+from .lvis_detections import (DetectionColumns, encode_masks, topk_per_image,
+                              xyxy_to_xywh)
+from .lvis_eval_output import (AP_KEYS, AR_KEYS, IOU_TYPES, MASK_TYPES,
+                               EvalOutput)
+from .lvis_gt import LVISGroundTruth, normalize_gt
 from .pooled import POOLS
 from .topk import PerClassTopK
 
