@@ -32,8 +32,7 @@ from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
                                         format_duration, heldout_file,
                                         measured_rates, plan_seconds,
                                         run_benchmark)
-from mmlongtail_bench.benchmark.cost import measure_cost
-from mmlongtail_bench.benchmark.runner import parallelism
+from mmlongtail_bench.benchmark.runner import measure_cost, parallelism
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
                                         generate_synthetic_lvis,
                                         write_heldout_split)
