@@ -88,6 +88,38 @@ def protocol_item(item: str, protocol: str) -> str:
         f'{base}{tag}_{rest}'
 
 
+def check_label_range(labels: Any, num_classes: int, image_ids: Any,
+                      what: str, owner: str, hint: str = '') -> None:
+    """The metric's one label check: every label in ``[0, num_classes)``.
+
+    Args:
+        labels (array-like): ``(N,)`` integer labels.
+        num_classes (int): The classes of ``owner``.
+        image_ids (int or array-like): The image of all labels, or ``(N,)``
+            one per label.
+        what (str): Whose labels (``'prediction'``, ``'ground-truth'``).
+        owner (str): What defines the classes (the ground truth's file, the
+            dataset), named in the error.
+        hint (str): A sentence on what to do, appended to the error.
+
+    Raises:
+        ValueError: Naming the range, the offending labels (at most 10) and
+            the first offending label's image.
+    """
+    labels = np.asarray(labels).ravel()
+    bad = (labels < 0) | (labels >= num_classes)
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad)[0])
+    img = image_ids if np.ndim(image_ids) == 0 else \
+        np.asarray(image_ids).ravel()[first]
+    raise ValueError(
+        f'{what} labels {sorted(set(labels[bad].tolist()))[:10]} (first in '
+        f'image {img}) are outside the {num_classes} classes of {owner}: '
+        f'labels must lie in [0, {num_classes}).' + (f' {hint}' if hint
+                                                     else ''))
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     """A tensor (any device) or array-like as a NumPy array."""
     if hasattr(x, 'detach'):
@@ -317,12 +349,11 @@ class LVISMetric(BaseMetric):
                 if g.get(key) is not None:
                     img[key] = [int(c) for c in g[key]]
             images.append(img)
+            check_label_range([int(i['bbox_label']) for i in g['anns']],
+                              len(cat_ids), g['img_id'], 'ground-truth',
+                              f'the category statistics {stats.source}')
             for inst in g['anns']:
                 label = int(inst['bbox_label'])
-                if not 0 <= label < len(cat_ids):
-                    raise ValueError(
-                        f'ground-truth label {label} of image {g["img_id"]} '
-                        f'is outside the {len(cat_ids)} classes')
                 x1, y1, x2, y2 = (float(v) for v in inst['bbox'])
                 ann = {
                     'id': len(anns) + 1,
@@ -369,15 +400,17 @@ class LVISMetric(BaseMetric):
 
     def _check_labels(self, labels: np.ndarray, img_id: Any,
                       num_classes: Optional[int]) -> None:
-        if num_classes is None or labels.size == 0:
+        if num_classes is None:  # checked at evaluation, against the gt
             return
-        bad = (labels < 0) | (labels >= num_classes)
-        if bad.any():
-            raise ValueError(
-                f'prediction labels {sorted(set(labels[bad].tolist()))[:10]} '
-                f'of image {img_id} are outside the dataset\'s {num_classes} '
-                f'classes (valid labels: 0..{num_classes - 1}). Check the '
-                'head\'s num_classes against the dataset.')
+        check_label_range(labels, num_classes, img_id, 'prediction',
+                          self._classes_owner(),
+                          "Check the head's num_classes against the dataset.")
+
+    def _classes_owner(self) -> str:
+        """What defines the classes while predictions are collected."""
+        if self._gt is not None:
+            return f'the ground truth {self._gt.source}'
+        return 'the dataset (dataset_meta["classes"])'
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as a few compact arrays.
@@ -499,14 +532,9 @@ class LVISMetric(BaseMetric):
                       boxes: np.ndarray, scores: np.ndarray,
                       seg: Optional[list],
                       gt: LVISGroundTruth) -> DetectionColumns:
-        bad = (labels < 0) | (labels >= gt.num_classes)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f'prediction labels {sorted(set(labels[bad].tolist()))[:10]} '
-                f'(first in image {int(img_ids[first])}) are outside the '
-                f'{gt.num_classes} categories of {gt.source} (valid labels: '
-                f'0..{gt.num_classes - 1}).')
+        check_label_range(labels, gt.num_classes, img_ids, 'prediction',
+                          f'the ground truth {gt.source}',
+                          "Check the head's num_classes against the dataset.")
         known = np.isin(img_ids, gt.img_ids)
         if not known.all():
             unknown = sorted(set(img_ids[~known].tolist()))[:10]

@@ -15,6 +15,7 @@ from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
 from mmlongtail.evaluation import LVISMetric
+from mmlongtail.evaluation.lvis_metric import check_label_range
 from mmlongtail.registry import METRICS
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
@@ -269,6 +270,32 @@ def test_label_outside_classes_is_a_clear_error(tmp_path):
     s[0]['instances'] = []
     m.process({}, s)
     with pytest.raises(ValueError, match=r'labels \[3\].*image 7.*1 '):
+        m.evaluate(1)
+
+
+def test_one_label_range_check_names_range_and_label():
+    """Predictions at collection and at evaluation, and ground truth from
+    the samples, go through one check: it names the range, the offending
+    labels and the first one's image."""
+    check_label_range(np.array([0, 4]), 5, 3, 'prediction', 'x')  # valid
+    with pytest.raises(ValueError, match=(
+            r'^prediction labels \[-1, 5\] \(first in image 8\) are outside '
+            r'the 5 classes of the file a.json: labels must lie in \[0, 5\)\. '
+            r'Fix it\.$')):
+        check_label_range(np.array([1, 5, -1, 5]), 5, [7, 8, 9, 9],
+                          'prediction', 'the file a.json', 'Fix it.')
+    m = LVISMetric(category_stats={'num_images': 10, 'categories': [
+        dict(id=1, name='a', frequency='r', image_count=1,
+             instance_count=1)]})
+    s = _samples([_pred(7, [[1, 1, 5, 5, .5, 0]])],
+                 {'images': [dict(id=7, height=100, width=100)]})
+    s[0]['instances'] = [dict(bbox=[1, 1, 5, 5], bbox_label=0),
+                         dict(bbox=[1, 1, 5, 5], bbox_label=2)]
+    m.process({}, s)
+    with pytest.raises(ValueError, match=(
+            r'^ground-truth labels \[2\] \(first in image 7\) are outside '
+            r'the 1 classes of the category statistics .*: labels must lie '
+            r'in \[0, 1\)\.$')):
         m.evaluate(1)
 
 
