@@ -39,7 +39,8 @@ Files written under ``outfile_prefix`` (when given):
 * ``{prefix}.{metric}.json``: the standard protocol's detections, and
   ``{prefix}.{metric}.fixed.json`` the per-category top-k ones, in the LVIS
   results format (what the LVIS evaluation server takes);
-* ``{prefix}.per_class.json``: per-category AP / AP50 / AP75 / AR and the
+* ``{prefix}.per_class.json`` (:func:`~mmlongtail.evaluation.
+  per_class_file.path_for`): per-category AP / AP50 / AP75 / AR and the
   summaries, the input of ``tools/analyze_longtail.py``; its format is owned
   by :mod:`mmlongtail.evaluation.per_class_file`.
 """
@@ -61,13 +62,17 @@ from mmlongtail.datasets.category_stats import StatsSource, load_category_stats
 from mmlongtail.registry import METRICS
 from . import per_class_file
 from .lvis_backends import BACKENDS, run_evaluation
-from .lvis_detections import (DetectionColumns, encode_masks, topk_per_image,
+from .lvis_detections import (DetectionColumns, compact_rles, topk_per_image,
                               xyxy_to_xywh)
 from .lvis_eval_output import (AP_KEYS, AR_KEYS, IOU_TYPES, MASK_TYPES,
                                EvalOutput)
 from .lvis_gt import LVISGroundTruth, normalize_gt
 from .pooled import POOLS
 from .topk import PerClassTopK
+
+#: Kept for tools/benchmark_inference.py until it imports the public name
+#: (:func:`mmlongtail.evaluation.lvis_detections.compact_rles`).
+_compact_rles = compact_rles
 
 PROTOCOLS = ('standard', 'fixed', 'pooled')
 
@@ -111,13 +116,17 @@ def check_label_range(labels: Any, num_classes: int, image_ids: Any,
     if not bad.any():
         return
     first = int(np.flatnonzero(bad)[0])
-    img = image_ids if np.ndim(image_ids) == 0 else \
-        np.asarray(image_ids).ravel()[first]
+    if np.ndim(image_ids) == 0:
+        where = f'of image {image_ids}'
+    else:
+        ids = np.asarray(image_ids).ravel()
+        where = f'of image {ids[first]}' + (
+            ' (the first of several)' if len(set(ids[bad].tolist())) > 1
+            else '')
     raise ValueError(
-        f'{what} labels {sorted(set(labels[bad].tolist()))[:10]} (first in '
-        f'image {img}) are outside the {num_classes} classes of {owner}: '
-        f'labels must lie in [0, {num_classes}).' + (f' {hint}' if hint
-                                                     else ''))
+        f'{what} labels {sorted(set(labels[bad].tolist()))[:10]} {where} are '
+        f'outside the {num_classes} classes of {owner}: labels must lie in '
+        f'[0, {num_classes}).' + (f' {hint}' if hint else ''))
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -137,26 +146,6 @@ def _take(x: Any, idx: Optional[np.ndarray]) -> Any:
     if isinstance(x, (list, tuple)):
         return [x[i] for i in idx]
     return np.asarray(x)[idx]
-
-
-def _compact_rles(masks: Any) -> List[dict]:
-    """Masks as compressed RLE dicts with ``str`` counts.
-
-    Accepts ``(N, H, W)`` binary masks (tensor or array), encoded in one
-    pycocotools call, or a list of already encoded RLE dicts.
-    """
-    if isinstance(masks, (list, tuple)):
-        rles = list(masks)
-    else:
-        rles = encode_masks(_to_numpy(masks))
-    out = []
-    for r in rles:
-        c = r['counts']
-        out.append({
-            'size': [int(r['size'][0]), int(r['size'][1])],
-            'counts': c.decode() if isinstance(c, bytes) else c
-        })
-    return out
 
 
 @METRICS.register_module()
@@ -259,6 +248,10 @@ class LVISMetric(BaseMetric):
             AP_KEYS)
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
+        #: The files the last evaluation wrote: ``{metric}`` (and
+        #: ``{metric}.fixed``) detections, ``per_class``; see the module
+        #: docstring.
+        self.files_written: Dict[str, str] = {}
         self.backend = backend
         self.max_dets = int(max_dets)
         self.max_dets_per_cat = int(max_dets_per_cat)
@@ -488,9 +481,9 @@ class LVISMetric(BaseMetric):
                     'scores': ms if mkeep is None else ms[mkeep],
                     'labels': mlabels,
                 }
-                entry['masks'] = _compact_rles(_take(pred['masks'], mkeep))
+                entry['masks'] = compact_rles(_take(pred['masks'], mkeep))
             else:
-                entry['masks'] = _compact_rles(_take(pred['masks'], keep))
+                entry['masks'] = compact_rles(_take(pred['masks'], keep))
         return entry
 
     def _select(self, pred: dict, img_id: Any,
@@ -520,7 +513,7 @@ class LVISMetric(BaseMetric):
                     np.float32).reshape(-1, 4)
             masks = None
             if kind == 'mask':
-                masks = _compact_rles(_take(pred['masks'], idx)) \
+                masks = compact_rles(_take(pred['masks'], idx)) \
                     if idx.size else []
             sel.add(int(img_id), labels[idx], scores[idx], bboxes[idx],
                     det_idx=idx, masks=masks)
@@ -664,6 +657,7 @@ class LVISMetric(BaseMetric):
             ``{metric}_{name}_precision`` with ``classwise``.
         """
         logger = MMLogger.get_current_instance()
+        self.files_written = {}
         gt = self._gt
         if gt is None:
             gt = self._gt_from_samples([r['gt'] for r in results])
@@ -694,6 +688,7 @@ class LVISMetric(BaseMetric):
                     path = f'{prefix}.{metric}{suffix}.json'
                     with open(path, 'w', encoding='utf-8') as f:
                         json.dump(dets.to_anns(), f)
+                    self.files_written[f'{metric}{suffix}'] = path
                     logger.info(f'{metric} results written to {path}')
                 if self.format_only:
                     continue
@@ -734,8 +729,9 @@ class LVISMetric(BaseMetric):
             for metric, out in per_class.items():
                 self._classwise(logger, metric, gt, out, eval_results)
         if prefix is not None:
-            path = self.write_per_class(f'{prefix}.per_class.json', gt,
+            path = self.write_per_class(per_class_file.path_for(prefix), gt,
                                         standard, fixed, pooled)
+            self.files_written['per_class'] = path
             logger.info(f'per-class AP written to {path}')
         return eval_results
 

@@ -279,7 +279,8 @@ def test_one_label_range_check_names_range_and_label():
     labels and the first one's image."""
     check_label_range(np.array([0, 4]), 5, 3, 'prediction', 'x')  # valid
     with pytest.raises(ValueError, match=(
-            r'^prediction labels \[-1, 5\] \(first in image 8\) are outside '
+            r'^prediction labels \[-1, 5\] of image 8 \(the first of '
+            r'several\) are outside '
             r'the 5 classes of the file a.json: labels must lie in \[0, 5\)\. '
             r'Fix it\.$')):
         check_label_range(np.array([1, 5, -1, 5]), 5, [7, 8, 9, 9],
@@ -293,7 +294,7 @@ def test_one_label_range_check_names_range_and_label():
                          dict(bbox=[1, 1, 5, 5], bbox_label=2)]
     m.process({}, s)
     with pytest.raises(ValueError, match=(
-            r'^ground-truth labels \[2\] \(first in image 7\) are outside '
+            r'^ground-truth labels \[2\] of image 7 are outside '
             r'the 1 classes of the category statistics .*: labels must lie '
             r'in \[0, 1\)\.$')):
         m.evaluate(1)
