@@ -48,9 +48,10 @@ def make_data(config: str, logger) -> None:
         logger.info(f'making the benchmark dataset in {root}')
         generate_synthetic_lvis(root,
                                 SyntheticLVISConfig(val_images_per_class=20))
-    if not osp.isfile(heldout_file(cfg)):
-        logger.info(f'making the held-out split in {root}')
-        write_heldout_split(root)
+    heldout = heldout_file(cfg)  # the config says where
+    if not osp.isfile(heldout):
+        logger.info(f'making the held-out split {heldout}')
+        write_heldout_split(root, ann_file=heldout)
 
 
 def load_note() -> str:

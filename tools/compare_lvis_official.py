@@ -169,7 +169,7 @@ def main() -> None:
                                     pred_instances=inst)])
             m.evaluate(len(preds))
             # the unrounded summaries, from the per-class file
-            res = load_per_class(osp.join(tmp, f'{backend}.per_class.json'))
+            res = load_per_class(m.files_written['per_class'])
             ours[backend] = {}
             for iou in metrics:
                 s = res.protocols['fixed'][iou]['summary']

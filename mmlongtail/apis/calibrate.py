@@ -164,8 +164,8 @@ def sweep(config: str,
     loop.run()
     runner.call_hook('after_run')
 
-    table = [dict(label=r.label, value=r.value, metrics=dict(r.metrics))
-             for r in rows]
+    table = [dict(label=r.label, value=r.value, metrics=dict(r.metrics),
+                  files=dict(r.files)) for r in rows]
     if task is None:
         task = 'segm' if any(metric_of(r['metrics'], 'segm', 'AP') is not None
                              for r in table) else 'bbox'

@@ -2,7 +2,7 @@
 vectorized conversions that fill them: boxes to ``xywh``, the per-image
 top-``max_dets`` cut, masks to RLE."""
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -91,3 +91,22 @@ def encode_masks(masks: np.ndarray) -> List[dict]:
     return mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
 
 
+def compact_rles(masks: Any) -> List[dict]:
+    """Masks as compressed RLE dicts with ``str`` counts.
+
+    Accepts ``(N, H, W)`` binary masks (tensor or array), encoded in one
+    pycocotools call, or a list of already encoded RLE dicts.
+    """
+    if isinstance(masks, (list, tuple)):
+        rles = list(masks)
+    else:
+        rles = encode_masks(masks.detach().cpu().numpy()
+                             if hasattr(masks, 'detach') else masks)
+    out = []
+    for r in rles:
+        c = r['counts']
+        out.append({
+            'size': [int(r['size'][0]), int(r['size'][1])],
+            'counts': c.decode() if isinstance(c, bytes) else c
+        })
+    return out

@@ -330,9 +330,11 @@ def test_sweep_logs_progress_per_batch_and_value(tiny_lvis, checkpoint,
     config = _write_config(tmp_path, 'norcal', tiny_lvis, NORCAL_TEXT,
                            extra="log_level = 'INFO'\n")
     out = str(tmp_path / 'sweep')
-    sweep(config, checkpoint, 'gamma', [0.5], work_dir=out,
-          heldout_num_images=4, write=False,
-          cfg_options={'test_dataloader.batch_size': 1})
+    result = sweep(config, checkpoint, 'gamma', [0.5], work_dir=out,
+                   heldout_num_images=4, write=False,
+                   cfg_options={'test_dataloader.batch_size': 1,
+                                'test_evaluator.outfile_prefix':
+                                f'{out}/dets/lvis'})
     logs = glob.glob(osp.join(out, '*', '*.log'))
     assert len(logs) == 1
     with open(logs[0]) as f:
@@ -345,3 +347,9 @@ def test_sweep_logs_progress_per_batch_and_value(tiny_lvis, checkpoint,
                         r'gamma=(\S+): bbox AP .*, about [\d.]+ s left',
                         text)
     assert values == [('1', 'none'), ('2', '0.5')]
+    # each row returns the files its evaluation wrote (the one place the
+    # benchmark finds them)
+    for row in result.rows:
+        assert sorted(row['files']) == ['bbox', 'per_class', 'segm']
+        assert all(osp.isfile(p) for p in row['files'].values())
+    assert len({r['files']['per_class'] for r in result.rows}) == 2

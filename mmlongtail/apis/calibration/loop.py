@@ -27,6 +27,10 @@ class Row:
     tau: Optional[float] = None  # hook rows: the τ to apply
     evaluator: Any = None
     metrics: Dict[str, float] = field(default_factory=dict)
+    #: What its metrics wrote (``'bbox'``, ``'segm'``, ``'per_class'`` ...:
+    #: path), in a folder of its own when the evaluator has an
+    #: ``outfile_prefix``.
+    files: Dict[str, str] = field(default_factory=dict)
 
 
 def row_rcnn_cfg(rcnn: Any, target: Target, value: Optional[float]) -> Any:
@@ -124,6 +128,8 @@ class CalibrationSweepLoop(TestLoop):
                             len(self.rows), logger)
         for row in self.rows:
             row.metrics = row.evaluator.evaluate(n)
+            for metric in row.evaluator.metrics:
+                row.files.update(getattr(metric, 'files_written', None) or {})
             progress.step(f'{key}={row.label}: ' + metric_line(row.metrics))
             metrics.update({f'{key}={row.label}/{k}': v
                             for k, v in row.metrics.items()})

@@ -48,10 +48,13 @@ class SweepResult:
         param (str): The qualified parameter (``'NorCal.gamma'`` ...).
         where (str): Where it lives in the config.
         values (list[float]): The grid, in the order given.
-        rows (list[dict]): ``{'label', 'value', 'metrics'}`` per row, the
-            baseline (``label='none'``, ``value=None``) first when asked;
+        rows (list[dict]): ``{'label', 'value', 'metrics', 'files'}`` per
+            row, the baseline (``label='none'``, ``value=None``) first when asked;
             metrics as the LVIS metric returns them (``'lvis/bbox_AP'`` ...,
-            in [0, 1], -1 where undefined).
+            in [0, 1], -1 where undefined); ``files``: what the row's
+            metrics wrote (``'bbox'``, ``'segm'``, ``'per_class'`` ...: path;
+            empty without an ``outfile_prefix``), the one place to find
+            them.
         split (SplitInfo): The evaluated images.
         criterion (str): ``'AP'``, ``'APr'``, ``'APc'`` or ``'APf'``.
         task (str): ``'bbox'`` or ``'segm'`` (the criterion's).
