@@ -107,8 +107,10 @@ def resolve_param(cfg: Config, param: str) -> Target:
                 continue  # NorCal configured with the other weighting
             matches.append(Target(name, kind, key, path, dict(comp)))
     if not matches:
-        present = [f'{component_type_name(c)} at {Target("", k, "", p, c).where}'
-                   for k, p, c in candidates(cfg)]
+        present = [
+            f'{component_type_name(c)} at {Target("", k, "", p, c).where}'
+            for k, p, c in candidates(cfg)
+        ]
         raise ValueError(
             f'--param {param}: the config has no {" or ".join(names)} to '
             'vary (the sweep varies a component the config already uses; '

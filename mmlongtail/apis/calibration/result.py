@@ -49,7 +49,8 @@ class SweepResult:
         where (str): Where it lives in the config.
         values (list[float]): The grid, in the order given.
         rows (list[dict]): ``{'label', 'value', 'metrics', 'files'}`` per
-            row, the baseline (``label='none'``, ``value=None``) first when asked;
+            row, the baseline (``label='none'``, ``value=None``) first
+            when asked;
             metrics as the LVIS metric returns them (``'lvis/bbox_AP'`` ...,
             in [0, 1], -1 where undefined); ``files``: what the row's
             metrics wrote (``'bbox'``, ``'segm'``, ``'per_class'`` ...: path;
@@ -121,8 +122,8 @@ class SweepResult:
             if r['value'] == self.best:
                 label = f'**{label}**'
             lines.append('| ' + ' | '.join(
-                [label] + [percent(metric_of(r['metrics'], t, k)) for t in tasks
-                           for k in TABLE_KEYS]) + ' |')
+                [label] + [percent(metric_of(r['metrics'], t, k))
+                           for t in tasks for k in TABLE_KEYS]) + ' |')
         return '\n'.join(lines) + '\n'
 
     def plot(self, path: str) -> str:

@@ -44,8 +44,9 @@ def _innermost(dataset_cfg: dict, what: str) -> dict:
     if 'ann_file' not in dataset_cfg:
         raise ValueError(
             f'calibration sweep: the {what} dataset has no ann_file (a '
-            f'{component_type_name(dataset_cfg) or "dataset"} of several datasets is '
-            'not supported); give heldout_ann_file or split=\'val\'')
+            f'{component_type_name(dataset_cfg) or "dataset"} of several '
+            'datasets is not supported); give heldout_ann_file or '
+            "split='val'")
     return dataset_cfg
 
 
