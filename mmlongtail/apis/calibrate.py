@@ -23,11 +23,13 @@ pick one kind.
 Each test batch goes through the data preprocessor, the backbone, the neck
 and the RPN *once*; the RoI head (box head, scorers, NMS, mask head) then
 runs once per value, with that value in the RoI head's test config (a
-scorer) or with the box classifiers τ-normalized (the hook's functions,
-undone after each value), and each value has its own evaluator. Outputs are
-those of ``tools/test.py`` with the value written in the config (tested).
-Row ``'none'`` (``baseline=True``) is the same model with the component
-removed. Memory: each row's evaluator keeps its detections until the end.
+scorer) or with the box classifiers τ-normalized (the surgery the hook
+also uses, undone after each value), and each value has its own evaluator.
+Outputs are those of ``tools/test.py`` with the value written in the config
+(tested). The log has a line per batch and per evaluated value with the
+time elapsed and the time left. Each row returns the files its evaluation
+wrote (``result.rows[i]['files']``). Row ``'none'`` (``baseline=True``) is
+the same model with the component removed. Memory: each row's evaluator keeps its detections until the end.
 The Runner's hooks run as in a test epoch; their per-batch calls see the
 last row's outputs.
 

@@ -11,8 +11,11 @@ classifier. Background, objectness and "others" rows are never touched.
 
 * **τ-normalization**: ``w_c <- w_c / ||w_c||^τ`` for each class row ``c``
   (so ``||w_c||`` becomes ``||w_c||^{1 - τ}``); biases are kept. Post-hoc,
-  no training: :class:`~mmlongtail.engine.TauNormalizationHook` applies it
-  to any checkpoint from the config.
+  no training: :func:`tau_normalize_` does it in place on every box head
+  of a model and :func:`restore_weights` undoes it;
+  :class:`~mmlongtail.engine.TauNormalizationHook` applies it to any
+  checkpoint from the config, and the calibration sweep
+  (:func:`mmlongtail.apis.calibrate.sweep`) once per swept value.
 * **LWS**: logits ``z_c = s_c (w_c · x + b_c)`` with one learnable scale
   ``s_c`` per class row (initialized to 1), trained while everything else is
   frozen (stage 2, :class:`~mmlongtail.engine.LearnableWeightScalingHook`).
