@@ -29,9 +29,9 @@ Outputs are those of ``tools/test.py`` with the value written in the config
 (tested). The log has a line per batch and per evaluated value with the
 time elapsed and the time left. Each row returns the files its evaluation
 wrote (``result.rows[i]['files']``). Row ``'none'`` (``baseline=True``) is
-the same model with the component removed. Memory: each row's evaluator keeps its detections until the end.
-The Runner's hooks run as in a test epoch; their per-batch calls see the
-last row's outputs.
+the same model with the component removed. Memory: each row's evaluator
+keeps its detections until the end. The Runner's hooks run as in a test
+epoch; their per-batch calls see the last row's outputs.
 
 **Splits.** ``'val'``: the config's test dataloader and evaluator (tuning on
 the split you report inflates it; the table says so). ``'heldout'``
