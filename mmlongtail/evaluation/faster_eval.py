@@ -3,6 +3,7 @@ visiting only the (image, category) pairs that can count (see
 :mod:`.lvis_backends` for what differs from stock faster-coco-eval; the
 internals it needs live in :mod:`.faster_coco`)."""
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from .pooled import pooled_summary
 
 
 def faster_results(gt: LVISGroundTruth, dets: DetectionColumns,
-                   iou_type: str):
+                   iou_type: str) -> Any:
     """A ``faster_coco_eval.COCO`` results object built directly from the
     columns (what ``COCO.loadRes`` would produce, without its per-detection
     Python pass)."""
@@ -48,7 +49,6 @@ def faster_results(gt: LVISGroundTruth, dets: DetectionColumns,
     }
     res.createIndex()
     return res
-
 
 
 def evaluate_faster(gt: LVISGroundTruth, dets: DetectionColumns,

@@ -52,7 +52,6 @@ class DetectionColumns:
         return [dict(zip(keys, row)) for row in zip(*cols)]
 
 
-
 def xyxy_to_xywh(bboxes: np.ndarray) -> np.ndarray:
     """``(N, 4)`` ``[x1, y1, x2, y2]`` to float64 ``[x, y, w, h]``."""
     b = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)

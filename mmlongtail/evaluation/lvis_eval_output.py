@@ -17,7 +17,6 @@ MASK_TYPES = ('segm', 'boundary')
 BOUNDARY_DILATION_RATIO = 0.02
 
 
-
 @dataclass
 class EvalOutput:
     """What one evaluator returns for one iou type.
@@ -62,7 +61,6 @@ class EvalOutput:
         }
 
 
-
 def empty_output(cat_ids: Sequence[int], pooled: bool = False) -> EvalOutput:
     """The output of an evaluation without detections: every number 0."""
     K = len(cat_ids)
@@ -72,7 +70,6 @@ def empty_output(cat_ids: Sequence[int], pooled: bool = False) -> EvalOutput:
         recall=np.zeros((10, K, 4)),
         cat_ids=[int(c) for c in cat_ids],
         pooled={p: 0.0 for p in ('all', 'r', 'c', 'f')} if pooled else None)
-
 
 
 def summarize_lvis(precision: np.ndarray, recall: np.ndarray,

@@ -35,7 +35,6 @@ SHORT_PARAMS: Dict[str, Tuple[str, ...]] = {
 _EXCLUSIVE = {'gamma': 'beta', 'beta': 'gamma'}
 
 
-
 @dataclass(frozen=True)
 class Target:
     """Where a swept parameter lives in the config.
@@ -62,6 +61,8 @@ class Target:
 
 
 def component_type_name(cfg: Any) -> str:
+    """The class name a component config's ``type`` gives, without scope
+    (``'mmlongtail.NorCal'`` -> ``'NorCal'``); ``''`` without one."""
     t = cfg.get('type', '') if isinstance(cfg, dict) else ''
     return (t if isinstance(t, str) else getattr(t, '__name__', '')).split(
         '.')[-1]

@@ -17,6 +17,7 @@ BASELINE = 'none'
 
 
 def metric_line(metrics: Dict[str, float]) -> str:
+    """``'bbox AP 12.3 APr 4.5 ... | segm AP ...'`` for a log line."""
     parts = []
     for task in TASKS:
         vals = [(k, metric_of(metrics, task, k)) for k in TABLE_KEYS]
@@ -28,7 +29,9 @@ def metric_line(metrics: Dict[str, float]) -> str:
 
 
 def metric_of(metrics: Dict[str, float], task: str,
-         key: str) -> Optional[float]:
+              key: str) -> Optional[float]:
+    """``task``'s ``key`` (``'bbox'``, ``'APr'``) in the LVIS metric's
+    ``metrics`` (``'lvis/bbox_APr'``), or None when absent."""
     for name, v in metrics.items():
         if name.split('/')[-1] == f'{task}_{key}':
             return float(v)
@@ -36,8 +39,9 @@ def metric_of(metrics: Dict[str, float], task: str,
 
 
 def percent(v: Optional[float]) -> str:
+    """A metric in percent with one decimal; ``'-'`` when absent or
+    undefined (-1)."""
     return '-' if v is None or v < 0 else f'{100 * v:.1f}'
-
 
 
 @dataclass
