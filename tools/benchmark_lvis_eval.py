@@ -181,12 +181,12 @@ def run_forked(*args) -> dict:
 
 def fast_breakdown(metric: LVISMetric, samples: list) -> dict:
     """Where the fast backend's evaluate() time goes."""
-    gt = metric._gt
+    gt = metric.ground_truth
     metric.process({}, samples)  # evaluate() emptied metric.results
     results = metric.results
     t = {}
     s = time.perf_counter()
-    dets = metric._columns(results, gt, 'bbox')
+    dets = metric.detection_columns(results, gt, 'bbox')
     t['columns (vectorized)'] = time.perf_counter() - s
     s = time.perf_counter()
     keep = np.flatnonzero(gt.federated_mask(dets))
@@ -206,7 +206,7 @@ def fast_breakdown(metric: LVISMetric, samples: list) -> dict:
     ev.params.catIds = gt.cat_ids_with_annotations().tolist()
     ev.images_per_category = per_cat
     s = time.perf_counter()
-    ev._prepare()
+    ev.prepare()
     t['faster-coco-eval _prepare'] = time.perf_counter() - s
     s = time.perf_counter()
     ev.evaluate()  # includes a second _prepare

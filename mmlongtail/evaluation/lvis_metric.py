@@ -266,6 +266,12 @@ class LVISMetric(BaseMetric):
         self._selections: Dict[str, PerClassTopK] = {}
 
     @property
+    def ground_truth(self) -> Optional[LVISGroundTruth]:
+        """The ground truth read from ``ann_file`` (None without one: then
+        it is built from the data samples at evaluation)."""
+        return self._gt
+
+    @property
     def _standard(self) -> bool:
         return 'standard' in self.protocols
 
@@ -540,10 +546,17 @@ class LVISMetric(BaseMetric):
             score=scores.astype(np.float64),
             segmentation=seg)
 
-    def _columns(self, results: Sequence[dict], gt: LVISGroundTruth,
-                 iou_type: str) -> DetectionColumns:
+    def detection_columns(self, results: Sequence[dict], gt: LVISGroundTruth,
+                          iou_type: str) -> DetectionColumns:
         """The standard protocol's detections as columns, for one iou type
-        (vectorized)."""
+        (vectorized).
+
+        Args:
+            results (Sequence[dict]): The collected ``self.results`` (of
+                every rank).
+            gt (LVISGroundTruth): The ground truth they are checked against.
+            iou_type (str): ``'bbox'``, ``'segm'`` or ``'boundary'``.
+        """
         parts = [r['segm'] if iou_type in MASK_TYPES and 'segm' in r else r
                  for r in results]
         counts = np.array([p['scores'].shape[0] for p in parts], np.int64)
@@ -676,7 +689,7 @@ class LVISMetric(BaseMetric):
             os.makedirs(osp.dirname(osp.abspath(prefix)), exist_ok=True)
         runs = []
         if self._standard:
-            runs.append(('standard', self._columns))
+            runs.append(('standard', self.detection_columns))
         if self._per_category:
             runs.append(('fixed', lambda _, g, m: self._selected_columns(
                 g, m)))

@@ -14,7 +14,7 @@ from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
-from mmlongtail.evaluation import LVISMetric
+from mmlongtail.evaluation import LVISMetric, per_class_file
 from mmlongtail.evaluation.lvis_metric import check_label_range
 from mmlongtail.registry import METRICS
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
@@ -271,6 +271,27 @@ def test_label_outside_classes_is_a_clear_error(tmp_path):
     m.process({}, s)
     with pytest.raises(ValueError, match=r'labels \[3\].*image 7.*1 '):
         m.evaluate(1)
+
+
+def test_metric_reports_the_files_it_wrote(tmp_path):
+    """What the metric wrote, named by the metric (and the per-class path
+    by its owner), so callers never rebuild a file name."""
+    gt = tiny_federated_gt()
+    path = _write(tmp_path, gt)
+    prefix = str(tmp_path / 'out' / 'lvis')
+    m = LVISMetric(ann_file=path, protocol=['standard', 'fixed'],
+                   outfile_prefix=prefix)
+    assert m.files_written == {}
+    m.process({}, _samples(tiny_federated_predictions(), gt))
+    m.evaluate(3)
+    assert m.files_written == {
+        'bbox': prefix + '.bbox.json',
+        'bbox.fixed': prefix + '.bbox.fixed.json',
+        'per_class': per_class_file.path_for(prefix),
+    }
+    assert per_class_file.path_for(prefix) == prefix + '.per_class.json'
+    assert all(osp.isfile(p) for p in m.files_written.values())
+    assert m.ground_truth.source == path
 
 
 def test_one_label_range_check_names_range_and_label():
