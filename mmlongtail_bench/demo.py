@@ -13,6 +13,8 @@ from mmengine.config import Config
 
 from mmlongtail.apis import build_runner_config
 from mmlongtail.engine import LastMetricsHook
+from mmlongtail.engine.checkpoint_io import read_pointer
+from mmlongtail.evaluation import per_class_file
 
 #: Where configs/demo/* find the synthetic dataset (ends with '/').
 DATA_ROOT_VAR = 'SYNTHETIC_LVIS_ROOT'
@@ -23,11 +25,36 @@ DEMO_KEYS = ('AP', 'APr', 'APc', 'APf', 'APfixed')
 
 def demo_config(config: str, work_dir: Optional[str] = None) -> Config:
     """``config`` ready to train in ``work_dir``, its metric writing the
-    per-class AP file (``{work_dir}/lvis.per_class.json``) that
-    :func:`mmlongtail.analysis.analyze_longtail` reads."""
+    per-class AP file (``{work_dir}/lvis.per_class.json``, see
+    :func:`per_class_path`) that :func:`mmlongtail.analysis.analyze_longtail`
+    reads."""
     cfg = build_runner_config(config, work_dir=work_dir)
     cfg.val_evaluator.outfile_prefix = osp.join(cfg.work_dir, 'lvis')
     return cfg
+
+
+def per_class_path(cfg: Config) -> str:
+    """The per-class file the validation of ``cfg`` (from
+    :func:`demo_config`) writes, as its metric names it."""
+    return per_class_file.path_for(cfg.val_evaluator.outfile_prefix)
+
+
+def trained_checkpoint(work_dir: str) -> str:
+    """The checkpoint a finished training in ``work_dir`` saved last, as the
+    checkpoint hook recorded it (``last_checkpoint``; its name is the hook's
+    ``filename_tmpl``, ``epoch_{}.pth`` by default).
+
+    Raises:
+        FileNotFoundError: The training saved no checkpoint.
+    """
+    path = read_pointer(work_dir)
+    if path is None or not osp.isfile(path):
+        raise FileNotFoundError(
+            f'training in {work_dir} left no checkpoint '
+            f'({osp.join(work_dir, "last_checkpoint")} names '
+            f'{path or "nothing"}); keep default_hooks.checkpoint with '
+            'save_last=True')
+    return path
 
 
 def train_keeping_final_metrics(cfg: Config) -> Dict[str, float]:
@@ -57,11 +84,10 @@ def run_demo(config: str,
     metrics = train_keeping_final_metrics(cfg)
     root = cfg.train_dataloader.dataset.data_root
     report = analyze_longtail(
-        osp.join(cfg.work_dir, 'lvis.per_class.json'),
+        per_class_path(cfg),
         osp.join(cfg.work_dir, 'longtail'),
         stats=osp.join(root, cfg.train_dataloader.dataset.ann_file),
-        checkpoint=osp.join(cfg.work_dir,
-                            f'epoch_{cfg.train_cfg.max_epochs}.pth'))
+        checkpoint=trained_checkpoint(cfg.work_dir))
     return metrics, report
 
 

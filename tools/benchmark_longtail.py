@@ -32,8 +32,7 @@ from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
                                         format_duration, heldout_file,
                                         measured_rates, plan_seconds,
                                         run_benchmark)
-from mmlongtail_bench.benchmark.cost import measure_cost
-from mmlongtail_bench.benchmark.runner import parallelism
+from mmlongtail_bench.benchmark.runner import measure_cost, parallelism
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
                                         generate_synthetic_lvis,
                                         write_heldout_split)
@@ -49,9 +48,10 @@ def make_data(config: str, logger) -> None:
         logger.info(f'making the benchmark dataset in {root}')
         generate_synthetic_lvis(root,
                                 SyntheticLVISConfig(val_images_per_class=20))
-    if not osp.isfile(heldout_file(cfg)):
-        logger.info(f'making the held-out split in {root}')
-        write_heldout_split(root)
+    heldout = heldout_file(cfg)  # the config says where
+    if not osp.isfile(heldout):
+        logger.info(f'making the held-out split {heldout}')
+        write_heldout_split(root, ann_file=heldout)
 
 
 def load_note() -> str:

@@ -47,8 +47,8 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.faster_coco import faster_lvis_eval_class
-from mmlongtail.evaluation.lvis_backends import _faster_dt, _silent
+from mmlongtail.evaluation.faster_coco import faster_lvis_eval_class, silent
+from mmlongtail.evaluation.faster_eval import faster_results
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 _CHALLENGE = r'''
@@ -181,32 +181,32 @@ def run_forked(*args) -> dict:
 
 def fast_breakdown(metric: LVISMetric, samples: list) -> dict:
     """Where the fast backend's evaluate() time goes."""
-    gt = metric._gt
+    gt = metric.ground_truth
     metric.process({}, samples)  # evaluate() emptied metric.results
     results = metric.results
     t = {}
     s = time.perf_counter()
-    dets = metric._columns(results, gt, 'bbox')
+    dets = metric.detection_columns(results, gt, 'bbox')
     t['columns (vectorized)'] = time.perf_counter() - s
     s = time.perf_counter()
     keep = np.flatnonzero(gt.federated_mask(dets))
     dets = dets.subset(keep)
     t[f'federated pre-filter (keeps {len(keep)})'] = time.perf_counter() - s
     s = time.perf_counter()
-    dt = _faster_dt(gt, dets, 'bbox')
+    dt = faster_results(gt, dets, 'bbox')
     t['per-detection dicts + index'] = time.perf_counter() - s
     s = time.perf_counter()
     per_cat = gt.images_per_category(dets)
     t['images per category'] = time.perf_counter() - s
     ev = faster_lvis_eval_class()(
         gt.faster_coco(), dt, 'bbox', lvis_style=True,
-        print_function=_silent)
+        print_function=silent)
     ev.params.maxDets = [300]
     ev.params.imgIds = gt.img_ids.tolist()
     ev.params.catIds = gt.cat_ids_with_annotations().tolist()
     ev.images_per_category = per_cat
     s = time.perf_counter()
-    ev._prepare()
+    ev.prepare()
     t['faster-coco-eval _prepare'] = time.perf_counter() - s
     s = time.perf_counter()
     ev.evaluate()  # includes a second _prepare

@@ -18,7 +18,8 @@ import argparse
 
 from mmengine.config import DictAction
 
-from mmlongtail.apis.calibrate import CRITERIA, SPLITS, TASKS, sweep
+from mmlongtail.apis.calibrate import sweep
+from mmlongtail.apis.calibration import CRITERIA, SPLITS, TASKS
 
 
 def parse_args():

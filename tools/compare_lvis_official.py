@@ -47,7 +47,7 @@ import torch
 
 from mmlongtail.evaluation import LVISMetric
 from mmlongtail.evaluation.per_class_file import load as load_per_class
-from mmlongtail.evaluation.lvis_backends import AP_KEYS as AP_ITEMS
+from mmlongtail.evaluation.lvis_eval_output import AP_KEYS as AP_ITEMS
 from mmlongtail.evaluation.lvis_metric import protocol_item
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
@@ -169,7 +169,7 @@ def main() -> None:
                                     pred_instances=inst)])
             m.evaluate(len(preds))
             # the unrounded summaries, from the per-class file
-            res = load_per_class(osp.join(tmp, f'{backend}.per_class.json'))
+            res = load_per_class(m.files_written['per_class'])
             ours[backend] = {}
             for iou in metrics:
                 s = res.protocols['fixed'][iou]['summary']

@@ -1,5 +1,6 @@
 """Datasets: category statistics, LVIS-format data, repeat-factor sampling."""
 from .category_stats import CategoryStats, load_category_stats
+from .heldout_split import split_heldout, split_info  # noqa: F401
 from .image_categories import ImageCategories, image_categories
 from .lvis_format import LVISFormatDataset, LVISV1Dataset
 

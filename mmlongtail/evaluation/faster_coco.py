@@ -109,8 +109,8 @@ def _probe() -> List[str]:
                                                                     4],
                              area=16.0, iscrowd=0)],
         'categories': [dict(id=1, name='a', frequency='f')],
-    }, print_function=_silent)
-    dt = COCO(print_function=_silent)
+    }, print_function=silent)
+    dt = COCO(print_function=silent)
     dt.dataset = {
         'images': gt.dataset['images'],
         'categories': gt.dataset['categories'],
@@ -123,7 +123,7 @@ def _probe() -> List[str]:
     }
     dt.createIndex()
     ev = faster_lvis_eval_class()(
-        gt, dt, 'bbox', lvis_style=True, print_function=_silent)
+        gt, dt, 'bbox', lvis_style=True, print_function=silent)
     ev.params.maxDets = [300]
     ev.images_per_category = {1: [1]}
     ev.record_categories = [1]
@@ -186,7 +186,7 @@ def require() -> None:
             f'(pip install "{window_text()}") or use backend=\'lvis\'.')
 
 
-def _silent(*args, **kwargs) -> None:
+def silent(*args, **kwargs) -> None:
     """A print function that prints nothing."""
 
 
@@ -244,6 +244,13 @@ def faster_lvis_eval_class():
 
         images_per_category: Dict[int, List[int]] = {}
         record_categories: List[int] = []
+
+        def prepare(self) -> None:
+            """faster-coco-eval's preparation alone (``_prepare``: the C++
+            datasets and LVIS's federated rules), which :meth:`evaluate`
+            starts with; for timing it apart
+            (``tools/benchmark_lvis_eval.py``)."""
+            self._prepare()
 
         def evaluate(self) -> None:
             p = self.params

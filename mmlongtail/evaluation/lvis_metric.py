@@ -39,7 +39,8 @@ Files written under ``outfile_prefix`` (when given):
 * ``{prefix}.{metric}.json``: the standard protocol's detections, and
   ``{prefix}.{metric}.fixed.json`` the per-category top-k ones, in the LVIS
   results format (what the LVIS evaluation server takes);
-* ``{prefix}.per_class.json``: per-category AP / AP50 / AP75 / AR and the
+* ``{prefix}.per_class.json`` (:func:`~mmlongtail.evaluation.
+  per_class_file.path_for`): per-category AP / AP50 / AP75 / AR and the
   summaries, the input of ``tools/analyze_longtail.py``; its format is owned
   by :mod:`mmlongtail.evaluation.per_class_file`.
 """
@@ -60,12 +61,18 @@ from mmengine.logging import MMLogger
 from mmlongtail.datasets.category_stats import StatsSource, load_category_stats
 from mmlongtail.registry import METRICS
 from . import per_class_file
-from .lvis_backends import (AP_KEYS, AR_KEYS, BACKENDS, IOU_TYPES, MASK_TYPES,
-                            DetectionColumns, EvalOutput, LVISGroundTruth,
-                            encode_masks, normalize_gt, run_evaluation,
-                            topk_per_image, xyxy_to_xywh)
+from .lvis_backends import BACKENDS, run_evaluation
+from .lvis_detections import (DetectionColumns, compact_rles, topk_per_image,
+                              xyxy_to_xywh)
+from .lvis_eval_output import (AP_KEYS, AR_KEYS, IOU_TYPES, MASK_TYPES,
+                               EvalOutput)
+from .lvis_gt import LVISGroundTruth, normalize_gt
 from .pooled import POOLS
 from .topk import PerClassTopK
+
+#: Kept for tools/benchmark_inference.py until it imports the public name
+#: (:func:`mmlongtail.evaluation.lvis_detections.compact_rles`).
+_compact_rles = compact_rles
 
 PROTOCOLS = ('standard', 'fixed', 'pooled')
 
@@ -86,6 +93,42 @@ def protocol_item(item: str, protocol: str) -> str:
         f'{base}{tag}_{rest}'
 
 
+def check_label_range(labels: Any, num_classes: int, image_ids: Any,
+                      what: str, owner: str, hint: str = '') -> None:
+    """The metric's one label check: every label in ``[0, num_classes)``.
+
+    Args:
+        labels (array-like): ``(N,)`` integer labels.
+        num_classes (int): The classes of ``owner``.
+        image_ids (int or array-like): The image of all labels, or ``(N,)``
+            one per label.
+        what (str): Whose labels (``'prediction'``, ``'ground-truth'``).
+        owner (str): What defines the classes (the ground truth's file, the
+            dataset), named in the error.
+        hint (str): A sentence on what to do, appended to the error.
+
+    Raises:
+        ValueError: Naming the range, the offending labels (at most 10) and
+            the first offending label's image.
+    """
+    labels = np.asarray(labels).ravel()
+    bad = (labels < 0) | (labels >= num_classes)
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad)[0])
+    if np.ndim(image_ids) == 0:
+        where = f'of image {image_ids}'
+    else:
+        ids = np.asarray(image_ids).ravel()
+        where = f'of image {ids[first]}' + (
+            ' (the first of several)' if len(set(ids[bad].tolist())) > 1
+            else '')
+    raise ValueError(
+        f'{what} labels {sorted(set(labels[bad].tolist()))[:10]} {where} are '
+        f'outside the {num_classes} classes of {owner}: labels must lie in '
+        f'[0, {num_classes}).' + (f' {hint}' if hint else ''))
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     """A tensor (any device) or array-like as a NumPy array."""
     if hasattr(x, 'detach'):
@@ -103,26 +146,6 @@ def _take(x: Any, idx: Optional[np.ndarray]) -> Any:
     if isinstance(x, (list, tuple)):
         return [x[i] for i in idx]
     return np.asarray(x)[idx]
-
-
-def _compact_rles(masks: Any) -> List[dict]:
-    """Masks as compressed RLE dicts with ``str`` counts.
-
-    Accepts ``(N, H, W)`` binary masks (tensor or array), encoded in one
-    pycocotools call, or a list of already encoded RLE dicts.
-    """
-    if isinstance(masks, (list, tuple)):
-        rles = list(masks)
-    else:
-        rles = encode_masks(_to_numpy(masks))
-    out = []
-    for r in rles:
-        c = r['counts']
-        out.append({
-            'size': [int(r['size'][0]), int(r['size'][1])],
-            'counts': c.decode() if isinstance(c, bytes) else c
-        })
-    return out
 
 
 @METRICS.register_module()
@@ -225,6 +248,10 @@ class LVISMetric(BaseMetric):
             AP_KEYS)
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
+        #: The files the last evaluation wrote: ``{metric}`` (and
+        #: ``{metric}.fixed``) detections, ``per_class``; see the module
+        #: docstring.
+        self.files_written: Dict[str, str] = {}
         self.backend = backend
         self.max_dets = int(max_dets)
         self.max_dets_per_cat = int(max_dets_per_cat)
@@ -237,6 +264,12 @@ class LVISMetric(BaseMetric):
         # per-category top-k selections ('bbox' and, for mask metrics,
         # 'mask'), made on the first process() call
         self._selections: Dict[str, PerClassTopK] = {}
+
+    @property
+    def ground_truth(self) -> Optional[LVISGroundTruth]:
+        """The ground truth read from ``ann_file`` (None without one: then
+        it is built from the data samples at evaluation)."""
+        return self._gt
 
     @property
     def _standard(self) -> bool:
@@ -315,12 +348,11 @@ class LVISMetric(BaseMetric):
                 if g.get(key) is not None:
                     img[key] = [int(c) for c in g[key]]
             images.append(img)
+            check_label_range([int(i['bbox_label']) for i in g['anns']],
+                              len(cat_ids), g['img_id'], 'ground-truth',
+                              f'the category statistics {stats.source}')
             for inst in g['anns']:
                 label = int(inst['bbox_label'])
-                if not 0 <= label < len(cat_ids):
-                    raise ValueError(
-                        f'ground-truth label {label} of image {g["img_id"]} '
-                        f'is outside the {len(cat_ids)} classes')
                 x1, y1, x2, y2 = (float(v) for v in inst['bbox'])
                 ann = {
                     'id': len(anns) + 1,
@@ -367,15 +399,17 @@ class LVISMetric(BaseMetric):
 
     def _check_labels(self, labels: np.ndarray, img_id: Any,
                       num_classes: Optional[int]) -> None:
-        if num_classes is None or labels.size == 0:
+        if num_classes is None:  # checked at evaluation, against the gt
             return
-        bad = (labels < 0) | (labels >= num_classes)
-        if bad.any():
-            raise ValueError(
-                f'prediction labels {sorted(set(labels[bad].tolist()))[:10]} '
-                f'of image {img_id} are outside the dataset\'s {num_classes} '
-                f'classes (valid labels: 0..{num_classes - 1}). Check the '
-                'head\'s num_classes against the dataset.')
+        check_label_range(labels, num_classes, img_id, 'prediction',
+                          self._classes_owner(),
+                          "Check the head's num_classes against the dataset.")
+
+    def _classes_owner(self) -> str:
+        """What defines the classes while predictions are collected."""
+        if self._gt is not None:
+            return f'the ground truth {self._gt.source}'
+        return 'the dataset (dataset_meta["classes"])'
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as a few compact arrays.
@@ -453,9 +487,9 @@ class LVISMetric(BaseMetric):
                     'scores': ms if mkeep is None else ms[mkeep],
                     'labels': mlabels,
                 }
-                entry['masks'] = _compact_rles(_take(pred['masks'], mkeep))
+                entry['masks'] = compact_rles(_take(pred['masks'], mkeep))
             else:
-                entry['masks'] = _compact_rles(_take(pred['masks'], keep))
+                entry['masks'] = compact_rles(_take(pred['masks'], keep))
         return entry
 
     def _select(self, pred: dict, img_id: Any,
@@ -485,7 +519,7 @@ class LVISMetric(BaseMetric):
                     np.float32).reshape(-1, 4)
             masks = None
             if kind == 'mask':
-                masks = _compact_rles(_take(pred['masks'], idx)) \
+                masks = compact_rles(_take(pred['masks'], idx)) \
                     if idx.size else []
             sel.add(int(img_id), labels[idx], scores[idx], bboxes[idx],
                     det_idx=idx, masks=masks)
@@ -497,14 +531,9 @@ class LVISMetric(BaseMetric):
                       boxes: np.ndarray, scores: np.ndarray,
                       seg: Optional[list],
                       gt: LVISGroundTruth) -> DetectionColumns:
-        bad = (labels < 0) | (labels >= gt.num_classes)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f'prediction labels {sorted(set(labels[bad].tolist()))[:10]} '
-                f'(first in image {int(img_ids[first])}) are outside the '
-                f'{gt.num_classes} categories of {gt.source} (valid labels: '
-                f'0..{gt.num_classes - 1}).')
+        check_label_range(labels, gt.num_classes, img_ids, 'prediction',
+                          f'the ground truth {gt.source}',
+                          "Check the head's num_classes against the dataset.")
         known = np.isin(img_ids, gt.img_ids)
         if not known.all():
             unknown = sorted(set(img_ids[~known].tolist()))[:10]
@@ -517,10 +546,17 @@ class LVISMetric(BaseMetric):
             score=scores.astype(np.float64),
             segmentation=seg)
 
-    def _columns(self, results: Sequence[dict], gt: LVISGroundTruth,
-                 iou_type: str) -> DetectionColumns:
+    def detection_columns(self, results: Sequence[dict], gt: LVISGroundTruth,
+                          iou_type: str) -> DetectionColumns:
         """The standard protocol's detections as columns, for one iou type
-        (vectorized)."""
+        (vectorized).
+
+        Args:
+            results (Sequence[dict]): The collected ``self.results`` (of
+                every rank).
+            gt (LVISGroundTruth): The ground truth they are checked against.
+            iou_type (str): ``'bbox'``, ``'segm'`` or ``'boundary'``.
+        """
         parts = [r['segm'] if iou_type in MASK_TYPES and 'segm' in r else r
                  for r in results]
         counts = np.array([p['scores'].shape[0] for p in parts], np.int64)
@@ -634,6 +670,7 @@ class LVISMetric(BaseMetric):
             ``{metric}_{name}_precision`` with ``classwise``.
         """
         logger = MMLogger.get_current_instance()
+        self.files_written = {}
         gt = self._gt
         if gt is None:
             gt = self._gt_from_samples([r['gt'] for r in results])
@@ -652,7 +689,7 @@ class LVISMetric(BaseMetric):
             os.makedirs(osp.dirname(osp.abspath(prefix)), exist_ok=True)
         runs = []
         if self._standard:
-            runs.append(('standard', self._columns))
+            runs.append(('standard', self.detection_columns))
         if self._per_category:
             runs.append(('fixed', lambda _, g, m: self._selected_columns(
                 g, m)))
@@ -664,6 +701,7 @@ class LVISMetric(BaseMetric):
                     path = f'{prefix}.{metric}{suffix}.json'
                     with open(path, 'w', encoding='utf-8') as f:
                         json.dump(dets.to_anns(), f)
+                    self.files_written[f'{metric}{suffix}'] = path
                     logger.info(f'{metric} results written to {path}')
                 if self.format_only:
                     continue
@@ -704,8 +742,9 @@ class LVISMetric(BaseMetric):
             for metric, out in per_class.items():
                 self._classwise(logger, metric, gt, out, eval_results)
         if prefix is not None:
-            path = self.write_per_class(f'{prefix}.per_class.json', gt,
+            path = self.write_per_class(per_class_file.path_for(prefix), gt,
                                         standard, fixed, pooled)
+            self.files_written['per_class'] = path
             logger.info(f'per-class AP written to {path}')
         return eval_results
 

@@ -1,6 +1,8 @@
-"""The per-class results file: its one owner (:func:`write` and :func:`load`).
+"""The per-class results file: its one owner (:func:`path_for`, :func:`write`
+and :func:`load`).
 
-``LVISMetric(outfile_prefix=P)`` writes ``P.per_class.json``;
+``LVISMetric(outfile_prefix=P)`` writes ``path_for(P)``, i.e.
+``P.per_class.json``;
 ``tools/analyze_longtail.py`` and :mod:`mmlongtail.analysis` read it. The
 format (``mmlongtail.lvis_per_class/2``)::
 
@@ -29,6 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 FORMAT = 'mmlongtail.lvis_per_class/2'
+#: Appended to a metric's ``outfile_prefix`` (see :func:`path_for`).
+SUFFIX = '.per_class.json'
 #: Versions :func:`load` reads.
 READABLE = ('mmlongtail.lvis_per_class/1', FORMAT)
 #: Per-class keys of each protocol with per-class numbers.
@@ -92,6 +96,13 @@ def _nan_list(a: np.ndarray) -> list:
 
 def _opt_int(v: Any) -> Optional[int]:
     return None if v is None else int(v)
+
+
+def path_for(outfile_prefix: str) -> str:
+    """Where ``LVISMetric(outfile_prefix=outfile_prefix)`` writes the
+    per-class file: ``'work_dirs/x/lvis'`` -> ``'work_dirs/x/lvis.per_class.
+    json'``."""
+    return outfile_prefix + SUFFIX
 
 
 def write(path: str, *, categories: Sequence[dict],

@@ -7,7 +7,8 @@
   and evaluated) in its own process
   (:mod:`.job`);
 * :mod:`.runner`: :func:`run_benchmark`, which schedules the runs and writes
-  the results;
+  the results, and :func:`.runner.measure_cost`, which runs one of each kind
+  to measure the costs;
 * :mod:`.cost`: per-run costs, the time left and the whole benchmark's
   expected time;
 * :mod:`.results` and :mod:`.plot`: the tables, the best methods, the

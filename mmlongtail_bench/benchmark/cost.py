@@ -5,7 +5,8 @@ the whole benchmark's expected time follow by simulating the schedule.
 
 The recorded figures (:data:`RECORDED_RATES`) are the means of the full
 run (``python tools/benchmark_longtail.py --measure-cost`` measures them
-again from one epoch of each kind of run): a run of the full schedule is
+again from one epoch of each kind of run, through
+:func:`.runner.measure_cost`): a run of the full schedule is
 extrapolated as ``epochs x
 epoch + eval + overhead`` (post-hoc: ``values x heldout_eval + eval +
 overhead``, ``heldout_eval`` being the held-out sweep's time over its
@@ -216,54 +217,3 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f'{minutes} min'
     return f'{minutes // 60} h {minutes % 60:02d} min'
-
-
-def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
-                 seeds: Sequence[int] = (0, 1),
-                 workers: Optional[int] = None) -> dict:
-    """Measure one run of each kind and extrapolate the whole benchmark.
-
-    Runs, for one epoch on the full benchmark dataset with the benchmark's
-    parallelism: the CE baseline (trained, two-stage), BAGS from it
-    (stage 2), the RetinaNet focal baseline (trained, one-stage), and
-    NorCal (a scorer) and τ-norm (a hook) on the baseline (post-hoc: their
-    held-out evaluations and one val evaluation each); then
-    :func:`plan_seconds` of :func:`.methods.default_methods` with ``seeds``
-    at the configs' schedule.
-
-    Returns:
-        dict: ``rates_wall`` / ``rates_cpu`` (per kind, as
-        :data:`RECORDED_RATES`, from wall or CPU time, see
-        :func:`measured_rates`), ``plan_seconds_wall`` /
-        ``plan_seconds_cpu``, ``runs`` (name -> seconds, phases),
-        ``plan_runs``, ``workers``, ``results`` (the measuring call's output
-        files).
-    """
-    import json
-
-    from .methods import default_methods
-    from .runner import parallelism, run_benchmark
-
-    os.makedirs(out_dir, exist_ok=True)
-    all_methods = default_methods(config_dir)
-    by_key = {m.key: m for m in all_methods}
-    ms = [by_key[k] for k in ('baseline_ce', 'retinanet_focal',
-                              'bags_decoupled', 'norcal', 'tau_norm')]
-    out = run_benchmark(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
-                        workers=workers)
-    with open(out['files']['json']) as f:
-        records = json.load(f)['runs']
-    workers, _ = parallelism(workers)
-    keys = ('seconds', 'train_seconds', 'train_cpu_seconds', 'eval_seconds',
-            'eval_cpu_seconds', 'heldout_eval_seconds',
-            'heldout_eval_cpu_seconds', 'train_iters')
-    out = dict(runs={r['spec']['key']: {k: r[k] for k in keys if k in r}
-                     for r in records},
-               workers=workers, plan_runs=len(all_methods) * len(seeds),
-               results=out['files'])
-    for clock in ('wall', 'cpu'):
-        rates, _ = measured_rates(records, clock)
-        out[f'rates_{clock}'] = {f'{k}/{t}': v for (k, t), v in rates.items()}
-        out[f'plan_seconds_{clock}'] = plan_seconds(all_methods, seeds,
-                                                    workers, rates)
-    return out

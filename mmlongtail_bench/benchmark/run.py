@@ -121,9 +121,9 @@ def run_config(spec: RunSpec) -> Config:
             does not read (from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``), or the
             config resolves to other dataset files than ``spec`` records.
             A post-hoc ``param`` that names no component of the config (or
-            several; :func:`mmlongtail.apis.calibrate.resolve_param`).
+            several; :func:`mmlongtail.apis.calibration.resolve_param`).
     """
-    from mmlongtail.apis.calibrate import resolve_param
+    from mmlongtail.apis.calibration import resolve_param
     from mmlongtail_bench.demo import demo_config
 
     cfg = demo_config(spec.config, spec.work_dir)
@@ -264,6 +264,7 @@ def _train(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     from mmengine.runner import Runner
 
     from mmlongtail.engine import LastMetricsHook
+    from mmlongtail_bench.demo import trained_checkpoint
 
     runner = Runner.from_cfg(cfg)
     keep, timer = LastMetricsHook(), PhaseTimer()
@@ -272,7 +273,7 @@ def _train(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
     runner.train()  # validates after the last epoch
     metrics = dict(keep.metrics or runner.val())
     epochs = int(cfg.train_cfg.max_epochs)
-    checkpoint = osp.join(spec.work_dir, f'epoch_{epochs}.pth')
+    checkpoint = trained_checkpoint(cfg.work_dir)  # the hook names it
     times = dict(timer.times)
     fixed = fixed_ap_config(cfg, osp.join(spec.work_dir, 'fixed_ap'))
     if fixed is not None:
@@ -340,13 +341,12 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
                        write=False).rows[0]['metrics']
         metrics = merge_fixed_ap(metrics, second, spec.key)
     val_wall, val_cpu = _since(mark)
-    # the sweep writes each value's result files in a folder of its own
-    per_class = osp.join(spec.work_dir, f'{on_val.key}_{held.best:g}',
-                         'lvis.per_class.json')
-    if not osp.isfile(per_class):
+    # the sweep returns the files each value's evaluation wrote
+    per_class = on_val.rows[0]['files'].get('per_class')
+    if per_class is None or not osp.isfile(per_class):
         raise FileNotFoundError(
             f'post-hoc run {spec.key}: the val evaluation wrote no '
-            f'per-class file at {per_class}')
+            f'per-class file (it wrote {on_val.rows[0]["files"]})')
     n = len(spec.values)
     times = dict(eval_seconds=val_wall, eval_cpu_seconds=val_cpu,
                  fixed_ap_pass_bbox_AP=None if fixed is None else
@@ -370,14 +370,15 @@ def train_and_evaluate(spec: RunSpec) -> dict:
     writes and returns ``{work_dir}/metrics.json``."""
     import torch
 
+    from mmlongtail_bench.demo import per_class_path
+
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     cfg = run_config(spec)
     start = time.time()
     do = _posthoc if spec.kind == 'posthoc' else _train
     metrics, extra = do(spec, cfg)
-    extra.setdefault('per_class',
-                     osp.join(spec.work_dir, 'lvis.per_class.json'))
+    extra.setdefault('per_class', per_class_path(cfg))  # the metric's name
     record = dict(
         spec=asdict(spec),
         metrics={k: float(v) for k, v in metrics.items()},

@@ -38,7 +38,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from .cost import (estimate_seconds, format_duration, measured_rates,
-                   simulate)
+                   plan_seconds, simulate)
 from .methods import Method, default_methods
 from .plot import plot_ap_vs_frequency, plot_rare_vs_frequent, rule_of_runs
 from .results import (TABLE_KEYS, fmt_percent, pick_best, results_markdown,
@@ -410,4 +410,50 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
              reused=schedule.reused))
     logger.info(f'benchmark done in {out["seconds"] / 60:.1f} min\n'
                 f'{out["table"]}')
+    return out
+
+
+def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
+                 seeds: Sequence[int] = (0, 1),
+                 workers: Optional[int] = None) -> dict:
+    """Measure one run of each kind and extrapolate the whole benchmark.
+
+    Runs, for one epoch on the full benchmark dataset with the benchmark's
+    parallelism: the CE baseline (trained, two-stage), BAGS from it
+    (stage 2), the RetinaNet focal baseline (trained, one-stage), and
+    NorCal (a scorer) and τ-norm (a hook) on the baseline (post-hoc: their
+    held-out evaluations and one val evaluation each); then
+    :func:`plan_seconds` of :func:`.methods.default_methods` with ``seeds``
+    at the configs' schedule.
+
+    Returns:
+        dict: ``rates_wall`` / ``rates_cpu`` (per kind, as
+        :data:`RECORDED_RATES`, from wall or CPU time, see
+        :func:`measured_rates`), ``plan_seconds_wall`` /
+        ``plan_seconds_cpu``, ``runs`` (name -> seconds, phases),
+        ``plan_runs``, ``workers``, ``results`` (the measuring call's output
+        files).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    all_methods = default_methods(config_dir)
+    by_key = {m.key: m for m in all_methods}
+    ms = [by_key[k] for k in ('baseline_ce', 'retinanet_focal',
+                              'bags_decoupled', 'norcal', 'tau_norm')]
+    out = run_benchmark(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
+                        workers=workers)
+    with open(out['files']['json']) as f:
+        records = json.load(f)['runs']
+    workers, _ = parallelism(workers)
+    keys = ('seconds', 'train_seconds', 'train_cpu_seconds', 'eval_seconds',
+            'eval_cpu_seconds', 'heldout_eval_seconds',
+            'heldout_eval_cpu_seconds', 'train_iters')
+    out = dict(runs={r['spec']['key']: {k: r[k] for k in keys if k in r}
+                     for r in records},
+               workers=workers, plan_runs=len(all_methods) * len(seeds),
+               results=out['files'])
+    for clock in ('wall', 'cpu'):
+        rates, _ = measured_rates(records, clock)
+        out[f'rates_{clock}'] = {f'{k}/{t}': v for (k, t), v in rates.items()}
+        out[f'plan_seconds_{clock}'] = plan_seconds(all_methods, seeds,
+                                                    workers, rates)
     return out

@@ -480,8 +480,9 @@ def read_frequency_rule(ann_file: str) -> Tuple[int, int]:
     return int(rule[_RARE_MAX_KEY]), int(rule[_COMMON_MAX_KEY])
 
 
-#: Where :func:`write_heldout_split` writes the held-out split, relative to
-#: the dataset root (its images go to ``heldout2017/``).
+#: Where :func:`write_heldout_split` writes the held-out split by default,
+#: relative to the dataset root (its images go to ``heldout2017/``); the
+#: benchmark writes it where its config's ``heldout_ann_file`` says.
 HELDOUT_ANN_FILE = 'annotations/lvis_v1_train_heldout.json'
 # first image id of the held-out split (train from 1, val from 100001)
 _HELDOUT_FIRST_ID = 200001
@@ -504,7 +505,8 @@ def heldout_image_counts(image_count: np.ndarray,
 
 
 def write_heldout_split(out_dir: str, fraction: float = 0.1,
-                        show_progress: bool = True) -> str:
+                        show_progress: bool = True,
+                        ann_file: Optional[str] = None) -> str:
     """Add a held-out part of the training distribution to a dataset made by
     :func:`generate_synthetic_lvis`, for choosing post-hoc parameters (never
     on val).
@@ -520,8 +522,18 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
     groups, as the val file does; ``info.heldout`` records how it was made.
     Deterministic for the dataset's seed and ``fraction``.
 
+    Args:
+        out_dir (str): The dataset's root.
+        fraction (float): See :func:`heldout_image_counts`.
+        show_progress (bool): Show a progress bar.
+        ann_file (str, optional): Where to write the annotation file: the
+            path a config names (the benchmark passes its config's
+            ``heldout_ann_file``, so the config is the one owner of where
+            the split is); defaults to ``{out_dir}/`` :data:`HELDOUT_ANN_FILE`
+            for callers without a config.
+
     Returns:
-        str: The annotation file, ``{out_dir}/`` :data:`HELDOUT_ANN_FILE`.
+        str: The annotation file.
 
     Raises:
         FileNotFoundError: If ``out_dir`` has no training annotation file.
@@ -563,7 +575,8 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
                              names, rng, out_dir, progress)
     info['heldout'] = dict(fraction=float(fraction), images=num_images,
                            source=osp.basename(train_file))
-    path = osp.join(out_dir, HELDOUT_ANN_FILE)
+    path = ann_file or osp.join(out_dir, HELDOUT_ANN_FILE)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(
             dict(info=info, licenses=train.get('licenses', []), images=imgs,

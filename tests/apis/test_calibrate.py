@@ -3,9 +3,11 @@ parameters resolved from the config or refused, and a real sweep on a
 briefly trained model whose rows equal tools/test.py with the value written
 in the config."""
 import copy
+import glob
 import json
 import os
 import os.path as osp
+import re
 from unittest import mock
 
 import pytest
@@ -14,8 +16,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmlongtail.apis import build_runner_config, split_heldout, sweep
-from mmlongtail.apis.calibrate import (BASELINE, prepare_split,
-                                       resolve_param)
+from mmlongtail.apis.calibration import (BASELINE, Progress, format_seconds,
+                                         prepare_split, resolve_param)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(ROOT, 'configs/demo/mask_rcnn_r18_light_synthetic.py')
@@ -293,3 +295,61 @@ def test_remaining_part_as_training_file_uses_its_twin(tiny_lvis, tmp_path):
         prepare_split(cfg, 'heldout', num_images=5)
     with pytest.raises(ValueError, match='split must be one of'):
         prepare_split(cfg, 'train')
+
+
+# ------------------------------------------------------------ progress --
+def test_progress_lines_give_time_left():
+    """Each step's line: steps done, elapsed time, and the time left at the
+    mean pace so far (10 s for 2 of 5 steps: 15 s left)."""
+    logger = mock.Mock()
+    clock = iter([100.0, 104.0, 110.0, 200.0, 300.0])  # read when due
+    with mock.patch('time.perf_counter', lambda: next(clock)):
+        progress = Progress('batch', 5, logger, interval=2)
+        progress.step('a')  # 4 s: the first step is always logged
+        progress.step()  # 10 s
+        progress.step()  # not due
+        progress.step()  # 100 s
+        progress.step()  # the last step is always logged
+    lines = [c.args[0] for c in logger.info.call_args_list]
+    assert lines == [
+        'batch 1/5 a, 4.0 s elapsed, about 16.0 s left',
+        'batch 2/5, 10.0 s elapsed, about 15.0 s left',
+        'batch 4/5, 1 min 40 s elapsed, about 25.0 s left',
+        'batch 5/5, 3 min 20 s elapsed, about 0.0 s left',
+    ]
+    assert format_seconds(3725) == '1 h 02 min'
+    with pytest.raises(ValueError, match='log_interval must be >= 1'):
+        Progress('batch', 5, logger, interval=0)
+
+
+def test_sweep_logs_progress_per_batch_and_value(tiny_lvis, checkpoint,
+                                                 tmp_path, monkeypatch):
+    """The sweep's log (the Runner's log file) has a line per batch and per
+    evaluated value, each with the time left."""
+    monkeypatch.setenv('SYNTHETIC_LVIS_ROOT', tiny_lvis['root'])
+    config = _write_config(tmp_path, 'norcal', tiny_lvis, NORCAL_TEXT,
+                           extra="log_level = 'INFO'\n")
+    out = str(tmp_path / 'sweep')
+    result = sweep(config, checkpoint, 'gamma', [0.5], work_dir=out,
+                   heldout_num_images=4, write=False,
+                   cfg_options={'test_dataloader.batch_size': 1,
+                                'test_evaluator.outfile_prefix':
+                                f'{out}/dets/lvis'})
+    logs = glob.glob(osp.join(out, '*', '*.log'))
+    assert len(logs) == 1
+    with open(logs[0]) as f:
+        text = f.read()
+    batches = re.findall(r'calibration sweep: batch (\d)/4 \(2 values '
+                         r'each\), [\d.]+ s elapsed, about [\d.]+ s left',
+                         text)
+    assert batches == ['1', '2', '3', '4']
+    values = re.findall(r'calibration sweep: evaluated value (\d)/2 '
+                        r'gamma=(\S+): bbox AP .*, about [\d.]+ s left',
+                        text)
+    assert values == [('1', 'none'), ('2', '0.5')]
+    # each row returns the files its evaluation wrote (the one place the
+    # benchmark finds them)
+    for row in result.rows:
+        assert sorted(row['files']) == ['bbox', 'per_class', 'segm']
+        assert all(osp.isfile(p) for p in row['files'].values())
+    assert len({r['files']['per_class'] for r in result.rows}) == 2

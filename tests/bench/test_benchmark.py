@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from mmlongtail.apis.calibrate import resolve_param
+from mmlongtail.apis.calibration import resolve_param
 
 from mmlongtail_bench.benchmark import (
     DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,

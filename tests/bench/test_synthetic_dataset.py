@@ -217,5 +217,10 @@ def test_heldout_split_is_new_images_of_the_training_distribution(
     again = write_heldout_split(str(tmp_path / 'b'), 0.1,
                                 show_progress=False)
     assert _file_digest(again) == _file_digest(path)
+    # where a config says (the benchmark passes its heldout_ann_file)
+    named = str(tmp_path / 'cfg' / 'held.json')
+    assert write_heldout_split(str(tmp_path / 'b'), 0.1, show_progress=False,
+                               ann_file=named) == named
+    assert _file_digest(named) == _file_digest(path)
     with pytest.raises(FileNotFoundError, match='make the dataset first'):
         write_heldout_split(str(tmp_path / 'none'))

@@ -14,7 +14,8 @@ from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
-from mmlongtail.evaluation import LVISMetric
+from mmlongtail.evaluation import LVISMetric, per_class_file
+from mmlongtail.evaluation.lvis_metric import check_label_range
 from mmlongtail.registry import METRICS
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
@@ -269,6 +270,54 @@ def test_label_outside_classes_is_a_clear_error(tmp_path):
     s[0]['instances'] = []
     m.process({}, s)
     with pytest.raises(ValueError, match=r'labels \[3\].*image 7.*1 '):
+        m.evaluate(1)
+
+
+def test_metric_reports_the_files_it_wrote(tmp_path):
+    """What the metric wrote, named by the metric (and the per-class path
+    by its owner), so callers never rebuild a file name."""
+    gt = tiny_federated_gt()
+    path = _write(tmp_path, gt)
+    prefix = str(tmp_path / 'out' / 'lvis')
+    m = LVISMetric(ann_file=path, protocol=['standard', 'fixed'],
+                   outfile_prefix=prefix)
+    assert m.files_written == {}
+    m.process({}, _samples(tiny_federated_predictions(), gt))
+    m.evaluate(3)
+    assert m.files_written == {
+        'bbox': prefix + '.bbox.json',
+        'bbox.fixed': prefix + '.bbox.fixed.json',
+        'per_class': per_class_file.path_for(prefix),
+    }
+    assert per_class_file.path_for(prefix) == prefix + '.per_class.json'
+    assert all(osp.isfile(p) for p in m.files_written.values())
+    assert m.ground_truth.source == path
+
+
+def test_one_label_range_check_names_range_and_label():
+    """Predictions at collection and at evaluation, and ground truth from
+    the samples, go through one check: it names the range, the offending
+    labels and the first one's image."""
+    check_label_range(np.array([0, 4]), 5, 3, 'prediction', 'x')  # valid
+    with pytest.raises(ValueError, match=(
+            r'^prediction labels \[-1, 5\] of image 8 \(the first of '
+            r'several\) are outside '
+            r'the 5 classes of the file a.json: labels must lie in \[0, 5\)\. '
+            r'Fix it\.$')):
+        check_label_range(np.array([1, 5, -1, 5]), 5, [7, 8, 9, 9],
+                          'prediction', 'the file a.json', 'Fix it.')
+    m = LVISMetric(category_stats={'num_images': 10, 'categories': [
+        dict(id=1, name='a', frequency='r', image_count=1,
+             instance_count=1)]})
+    s = _samples([_pred(7, [[1, 1, 5, 5, .5, 0]])],
+                 {'images': [dict(id=7, height=100, width=100)]})
+    s[0]['instances'] = [dict(bbox=[1, 1, 5, 5], bbox_label=0),
+                         dict(bbox=[1, 1, 5, 5], bbox_label=2)]
+    m.process({}, s)
+    with pytest.raises(ValueError, match=(
+            r'^ground-truth labels \[2\] of image 7 are outside '
+            r'the 1 classes of the category statistics .*: labels must lie '
+            r'in \[0, 1\)\.$')):
         m.evaluate(1)
 
 

@@ -17,7 +17,7 @@ from tiny_federated import tiny_federated_gt, tiny_federated_predictions
 import mmlongtail  # noqa: F401  (registers)
 from mmlongtail.compat import patch_lvis_numpy
 from mmlongtail.evaluation import LVISMetric
-from mmlongtail.evaluation.lvis_backends import mask_boundary
+from mmlongtail.evaluation.lvis_api_eval import mask_boundary
 from mmlongtail.evaluation.lvis_metric import protocol_item
 from mmlongtail.evaluation.per_class_file import load as load_per_class
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions

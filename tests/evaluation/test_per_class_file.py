@@ -6,7 +6,7 @@ import pytest
 
 from mmlongtail.analysis import load_per_class as analysis_load
 from mmlongtail.evaluation import per_class_file
-from mmlongtail.evaluation.lvis_backends import EvalOutput
+from mmlongtail.evaluation.lvis_eval_output import EvalOutput
 
 
 def _output(ap_a):

@@ -6,19 +6,19 @@ al., ICLR 2020), beside :class:`ClassifierRetrainingHook` (cRT):
 * :class:`LearnableWeightScalingHook`: LWS stage 2, everything frozen but one
   scale per class on the classifier's class rows.
 
-The row arithmetic lives in :mod:`mmlongtail.models.layers.classifier_rebalance`.
+The row arithmetic and the weight surgery (:func:`tau_normalize_`,
+:func:`restore_weights`, which the calibration sweep also uses) live in
+:mod:`mmlongtail.models.layers.classifier_rebalance`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 
 from mmlongtail.models.layers.classifier_rebalance import (
-    box_heads, check_plain_classifier, lws_heads, tau_normalized_weight)
-from mmlongtail.models.losses.protocol import head_layout
+    lws_heads, restore_weights, tau_normalize_)
 from mmlongtail.registry import HOOKS
 from .classifier_retraining_hook import ClassifierRetrainingHook
 
@@ -27,49 +27,6 @@ PHASES = ('val', 'test')
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if is_model_wrapper(model) else model
-
-
-def tau_normalize_(model: nn.Module,
-                   tau: float) -> List[Tuple[str, torch.Tensor]]:
-    """τ-normalize, in place, the class rows of every box classifier of
-    ``model`` (layout from each head's loss).
-
-    Args:
-        model (nn.Module): A detector (unwrapped).
-        tau (float): The exponent.
-
-    Returns:
-        list: ``(head name, original fc_cls weight)`` of each head, for
-        :func:`restore_weights`.
-
-    Raises:
-        ValueError: ``model`` has no box head, or a head's classifier is a
-            cosine classifier (naming the head and its loss).
-    """
-    heads = box_heads(model)
-    if not heads:
-        raise ValueError(f'tau-normalization: {type(model).__name__} has no '
-                         'R-CNN box head (a module with fc_cls and loss_cls)')
-    saved = []
-    for name, head in heads:
-        check_plain_classifier(name, head, 'tau-normalization')
-        layout = head_layout(head)
-        weight = head.fc_cls.weight
-        layout.check_outputs(weight.size(0), f'{name}.fc_cls')
-        saved.append((name, weight.detach().clone()))
-        with torch.no_grad():
-            weight.copy_(
-                tau_normalized_weight(weight, layout.foreground_rows(), tau))
-    return saved
-
-
-def restore_weights(model: nn.Module,
-                    saved: Sequence[Tuple[str, torch.Tensor]]) -> None:
-    """Put back the ``fc_cls`` weights :func:`tau_normalize_` returned."""
-    heads: Dict[str, nn.Module] = dict(box_heads(model))
-    with torch.no_grad():
-        for name, weight in saved:
-            heads[name].fc_cls.weight.copy_(weight)
 
 
 @HOOKS.register_module()

@@ -11,8 +11,11 @@ classifier. Background, objectness and "others" rows are never touched.
 
 * **τ-normalization**: ``w_c <- w_c / ||w_c||^τ`` for each class row ``c``
   (so ``||w_c||`` becomes ``||w_c||^{1 - τ}``); biases are kept. Post-hoc,
-  no training: :class:`~mmlongtail.engine.TauNormalizationHook` applies it
-  to any checkpoint from the config.
+  no training: :func:`tau_normalize_` does it in place on every box head
+  of a model and :func:`restore_weights` undoes it;
+  :class:`~mmlongtail.engine.TauNormalizationHook` applies it to any
+  checkpoint from the config, and the calibration sweep
+  (:func:`mmlongtail.apis.calibrate.sweep`) once per swept value.
 * **LWS**: logits ``z_c = s_c (w_c · x + b_c)`` with one learnable scale
   ``s_c`` per class row (initialized to 1), trained while everything else is
   frozen (stage 2, :class:`~mmlongtail.engine.LearnableWeightScalingHook`).
@@ -24,7 +27,7 @@ Cosine (normalized) classifiers such as Seesaw's ``NormedLinear`` normalize
 their rows in ``forward``: τ-normalizing their weights changes nothing, and
 is refused.
 """
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,6 +103,49 @@ def check_plain_classifier(name: str, head: nn.Module, what: str) -> None:
             + ('normalizes its weight rows itself, so rescaling them changes '
                'nothing' if is_cosine_classifier(fc) else
                'has no 2-d weight'))
+
+
+def tau_normalize_(model: nn.Module,
+                   tau: float) -> List[Tuple[str, torch.Tensor]]:
+    """τ-normalize, in place, the class rows of every box classifier of
+    ``model`` (layout from each head's loss).
+
+    Args:
+        model (nn.Module): A detector (unwrapped).
+        tau (float): The exponent.
+
+    Returns:
+        list: ``(head name, original fc_cls weight)`` of each head, for
+        :func:`restore_weights`.
+
+    Raises:
+        ValueError: ``model`` has no box head, or a head's classifier is a
+            cosine classifier (naming the head and its loss).
+    """
+    heads = box_heads(model)
+    if not heads:
+        raise ValueError(f'tau-normalization: {type(model).__name__} has no '
+                         'R-CNN box head (a module with fc_cls and loss_cls)')
+    saved = []
+    for name, head in heads:
+        check_plain_classifier(name, head, 'tau-normalization')
+        layout = head_layout(head)
+        weight = head.fc_cls.weight
+        layout.check_outputs(weight.size(0), f'{name}.fc_cls')
+        saved.append((name, weight.detach().clone()))
+        with torch.no_grad():
+            weight.copy_(
+                tau_normalized_weight(weight, layout.foreground_rows(), tau))
+    return saved
+
+
+def restore_weights(model: nn.Module,
+                    saved: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Put back the ``fc_cls`` weights :func:`tau_normalize_` returned."""
+    heads: Dict[str, nn.Module] = dict(box_heads(model))
+    with torch.no_grad():
+        for name, weight in saved:
+            heads[name].fc_cls.weight.copy_(weight)
 
 
 class ClassScales(nn.Module):

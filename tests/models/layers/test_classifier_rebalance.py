@@ -10,7 +10,7 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.utils import register_all_modules
 
 import mmlongtail  # noqa: F401
-from mmlongtail.engine.hooks.classifier_rebalance_hooks import (
+from mmlongtail.models.layers.classifier_rebalance import (
     restore_weights, tau_normalize_)
 from mmlongtail.models.layers import LWSLinear, tau_normalized_weight
 from mmlongtail.models.layers.classifier_rebalance import lws_heads

@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mmlongtail.datasets.category_stats import load_category_stats
+from .category_stats import load_category_stats
 from mmlongtail.utils import atomic_write
 
 #: ``info`` key recording what a split file is.
@@ -265,7 +265,7 @@ def split_heldout(ann_file: str,
         source=osp.abspath(ann_file), seed=seed, num_heldout_images=n,
         num_source_images=len(image_ids), files=names,
         rule='stratified by class, rarest first; every class keeps a '
-        'training image (mmlongtail.apis.heldout_split)')
+        'training image (mmlongtail.datasets.heldout_split)')
     if all(_same_split(paths[p], info) for p in PARTS):
         return paths
     held = choose_heldout(image_ids, [sorted(s) for s in labels], n, seed)

@@ -1,5 +1,5 @@
 """The held-out split of a training annotation file
-(mmlongtail.apis.heldout_split): deterministic, disjoint, covering,
+(mmlongtail.datasets.heldout_split): deterministic, disjoint, covering,
 stratified by class, categories consistent, bad input refused."""
 import json
 import os.path as osp
@@ -8,10 +8,10 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from mmlongtail.apis.heldout_split import (choose_heldout,
-                                           heldout_file_names,
-                                           heldout_of_remaining,
-                                           split_heldout, split_info)
+from mmlongtail.datasets.heldout_split import (choose_heldout,
+                                               heldout_file_names,
+                                               heldout_of_remaining,
+                                               split_heldout, split_info)
 from mmlongtail.datasets.category_stats import load_category_stats
 
 
