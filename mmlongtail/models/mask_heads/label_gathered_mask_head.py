@@ -13,8 +13,13 @@ This head keeps ``FCNMaskHead``'s modules and parameter names (``convs``,
 ``logit[n] = <w[label_n], x[n]> + b[label_n]`` per pixel from the gathered
 rows of the predictor's weight: a batched matrix product for a plain 1x1
 ``Conv2d``, the same on normalized inputs and filters for
-``mmlongtail.NormedConv2d`` (Norm Mask). Other predictors fall back to the
-full convolution followed by a gather. Loss, gradients and predicted masks
+``mmlongtail.NormedConv2d`` (Norm Mask). Which form applies is decided by
+what the predictor computes, not by its class name (:meth:`gather_mode`):
+mmcv's ``Conv`` (its own ``nn.Conv2d`` subclass, what ``predictor_cfg=
+dict(type='Conv')`` builds) computes a plain convolution and is gathered; any
+other predictor (another forward, a kernel larger than 1x1, forward hooks)
+computes the full convolution followed by a gather, and the head logs why
+once. Loss, gradients and predicted masks
 equal ``FCNMaskHead``'s with the same weights (up to float summation order).
 
 ``forward(x)`` without labels returns all classes, as ``FCNMaskHead`` does,
@@ -30,14 +35,16 @@ box-locally (:mod:`.mask_rle`), byte-identical to encoding the bitmaps, and
 what ``mmlongtail.LVISMetric`` stores directly.
 """
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.utils import ConfigType, InstanceList
+from mmengine.logging import MMLogger
 from torch import Tensor
 
 from mmlongtail.models.layers import NormedConv2d
@@ -47,10 +54,64 @@ from .mask_rle import paste_masks_rle
 MASK_FORMATS = ('bitmap', 'rle')
 
 
-def _is_pointwise(conv: nn.Conv2d) -> bool:
-    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+#: ``forward`` implementations that compute exactly ``F.conv2d(x, weight,
+#: bias)``: torch's, and mmcv's ``Conv`` wrapper (it differs only for empty
+#: inputs on torch < 1.4, where it returns the empty output of that shape).
+STANDARD_CONV_FORWARDS = (nn.Conv2d.forward, MMCVConv2d.forward)
+
+#: What :meth:`LabelGatheredFCNMaskHead.gather_mode` returns: the predictor's
+#: label rows are gathered as a plain or a Norm Mask convolution, or the full
+#: output is computed and then gathered.
+GATHER_MODES = ('plain', 'normed', 'full')
+
+
+def _pointwise_problem(conv: nn.Conv2d) -> Optional[str]:
+    """Why ``conv`` is not a 1x1 convolution of its whole input, or None."""
+    if not (conv.kernel_size == (1, 1) and conv.stride == (1, 1)
             and conv.padding == (0, 0) and conv.dilation == (1, 1)
-            and conv.groups == 1)
+            and conv.groups == 1):
+        return (f'kernel {conv.kernel_size}, stride {conv.stride}, padding '
+                f'{conv.padding}, dilation {conv.dilation}, groups '
+                f'{conv.groups} (gathering needs a 1x1 kernel, stride 1, no '
+                'padding, dilation 1, one group)')
+    return None
+
+
+def predictor_gather_mode(conv: nn.Module) -> Tuple[str, str]:
+    """How the label rows of a mask predictor can be computed alone.
+
+    Decided by what the module computes: its ``forward`` (and
+    ``_conv_forward``) must be one whose result is known, it must be a 1x1
+    convolution, and no forward hooks may change its output.
+
+    Args:
+        conv (nn.Module): The mask head's ``conv_logits``.
+
+    Returns:
+        tuple[str, str]: The mode (one of :data:`GATHER_MODES`) and, for
+        ``'full'``, why the shortcut does not apply (``''`` otherwise).
+    """
+    cls = type(conv)
+    name = f'{cls.__module__}.{cls.__qualname__}'
+    if not isinstance(conv, nn.Conv2d):
+        return 'full', f'{name} is not an nn.Conv2d'
+    if conv._forward_hooks or conv._forward_pre_hooks:
+        return 'full', f'{name} has forward hooks, which may change its output'
+    if cls._conv_forward is not nn.Conv2d._conv_forward:
+        return 'full', f'{name} overrides _conv_forward'
+    problem = _pointwise_problem(conv)
+    if problem is not None:
+        return 'full', f'{name}: {problem}'
+    if isinstance(conv, NormedConv2d):
+        if cls.forward is not NormedConv2d.forward:
+            return 'full', (f'{name} overrides NormedConv2d.forward, so its '
+                            'output is not the normalized convolution')
+        return 'normed', ''
+    if cls.forward in STANDARD_CONV_FORWARDS:
+        return 'plain', ''
+    return 'full', (f'{name} has its own forward (not nn.Conv2d\'s, mmcv '
+                    'Conv\'s or mmlongtail.NormedConv2d\'s), whose per-class '
+                    'output cannot be computed from gathered weights')
 
 
 @MODELS.register_module()
@@ -62,6 +123,7 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
     """
 
     _pending_labels: Optional[Tensor] = None
+    _fallback_logged: Optional[type] = None
 
     @contextmanager
     def labels_for_forward(self, labels: Tensor) -> Iterator[None]:
@@ -124,13 +186,14 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
                 f'mask labels must lie in [0, {self.num_classes}), got '
                 f'{sorted(set(labels.tolist()))[:10]}')
         conv = self.conv_logits
-        if isinstance(conv, NormedConv2d) and _is_pointwise(conv):
+        mode = self.gather_mode()
+        if mode == 'normed':
             weight = conv.normalized_weight()
             feats = conv.normalize_input(feats)
-        elif type(conv) is nn.Conv2d and _is_pointwise(conv):
+        elif mode == 'plain':
             weight = conv.weight
         else:
-            # any other predictor: the full output, then the label channel
+            # the full output, then the label channel
             out = conv(feats)
             return out[torch.arange(n, device=out.device), labels][:, None]
         h, w = feats.shape[-2:]
@@ -139,6 +202,26 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
         if conv.bias is not None:
             out = out + conv.bias[labels].view(n, 1, 1, 1)
         return out
+
+    def gather_mode(self) -> str:
+        """How :meth:`gathered_logits` computes the label channels: from the
+        gathered rows of a plain (``'plain'``) or Norm Mask (``'normed'``)
+        1x1 predictor, or from the predictor's full output (``'full'``; the
+        reason is logged once per head and predictor class).
+
+        Returns:
+            str: One of :data:`GATHER_MODES`.
+        """
+        mode, reason = predictor_gather_mode(self.conv_logits)
+        if mode == 'full' and self._fallback_logged != type(self.conv_logits):
+            self._fallback_logged = type(self.conv_logits)
+            MMLogger.get_current_instance().warning(
+                f'LabelGatheredFCNMaskHead computes all {self.num_classes} '
+                f'mask channels and then picks each RoI\'s label: {reason}. '
+                'Use predictor_cfg=dict(type=\'Conv\') or '
+                'dict(type=\'mmlongtail.NormedConv2d\') to compute only the '
+                'label channel.')
+        return mode
 
     def is_gathered(self, mask_preds: Tensor) -> bool:
         """Whether ``mask_preds`` hold one (the label's) channel per RoI."""
