@@ -103,9 +103,11 @@ def predictor_gather_mode(conv: nn.Module) -> Tuple[str, str]:
     if problem is not None:
         return 'full', f'{name}: {problem}'
     if isinstance(conv, NormedConv2d):
-        if cls.forward is not NormedConv2d.forward:
-            return 'full', (f'{name} overrides NormedConv2d.forward, so its '
-                            'output is not the normalized convolution')
+        if (cls.forward is not NormedConv2d.forward
+                or cls.normalize_input is not NormedConv2d.normalize_input):
+            return 'full', (f'{name} overrides NormedConv2d.forward or '
+                            'normalize_input, so its output is not the '
+                            'normalized convolution')
         return 'normed', ''
     if cls.forward in STANDARD_CONV_FORWARDS:
         return 'plain', ''
@@ -119,21 +121,63 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
     """``FCNMaskHead`` computing only each RoI's label channel.
 
     Same arguments as mmdet's ``FCNMaskHead`` (``num_convs``,
-    ``conv_out_channels``, ``num_classes``, ``predictor_cfg``, ...).
+    ``conv_out_channels``, ``num_classes``, ``predictor_cfg``, ...), and:
+
+    Args:
+        inference_chunk_size (int): At test time (no gradients) the gathered
+            forward runs over at most this many RoIs at a time, and so do
+            the RoI heads' mask feature extraction (:mod:`.roi_head_mixins`),
+            which bounds the activation memory by the chunk, not by the
+            number of detections. Defaults to 256.
     """
 
     _pending_labels: Optional[Tensor] = None
     _fallback_logged: Optional[type] = None
 
+    def __init__(self, *args, inference_chunk_size: int = 256,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if (not isinstance(inference_chunk_size, int)
+                or isinstance(inference_chunk_size, bool)
+                or inference_chunk_size < 1):
+            raise ValueError('inference_chunk_size must be a positive int, '
+                             f'got {inference_chunk_size!r}')
+        self.inference_chunk_size = inference_chunk_size
+
+    @property
+    def pending_labels(self) -> Optional[Tensor]:
+        """The labels set by an enclosing :meth:`labels_for_forward`."""
+        return self._pending_labels
+
     @contextmanager
     def labels_for_forward(self, labels: Tensor) -> Iterator[None]:
         """Within the block, :meth:`forward` without labels gathers
-        ``labels`` (``(N,)``, one per RoI of the next forward)."""
+        ``labels`` (``(N,)``, one per RoI of the next forward). Blocks nest:
+        the enclosing labels are restored on exit."""
+        previous = self._pending_labels
         self._pending_labels = labels
         try:
             yield
         finally:
-            self._pending_labels = None
+            self._pending_labels = previous
+
+    def chunks_for_inference(self, n: int) -> Optional[List[slice]]:
+        """RoI slices of at most ``inference_chunk_size`` for a gathered
+        forward without gradients (test time), or None (one pass).
+
+        At test time every detection gets a mask: a Fixed-AP pass (no
+        per-image cap) gives thousands per image, and one forward over all
+        of them holds several ``(N, C', 2h, 2w)`` float activations at once
+        (2,000 RoIs x 64 x 28 x 28 x 4 B = 400 MB each at the demo's width,
+        1.6 GB at LVIS's 256). In chunks, the activations are those of
+        ``inference_chunk_size`` RoIs; only the gathered ``(N, 1, 2h, 2w)``
+        logits grow with N.
+        """
+        if self.training or torch.is_grad_enabled() \
+                or n <= self.inference_chunk_size:
+            return None
+        k = self.inference_chunk_size
+        return [slice(s, min(s + k, n)) for s in range(0, n, k)]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Everything before the predictor: ``(N, C', 2h, 2w)``."""
@@ -161,10 +205,19 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
         """
         if labels is None:
             labels = self._pending_labels
-        feats = self.forward_features(x)
         if labels is None or self.class_agnostic:
-            return self.conv_logits(feats)
-        return self.gathered_logits(feats, labels)
+            return self.conv_logits(self.forward_features(x))
+        labels = labels.view(-1)
+        if labels.numel() != x.size(0):
+            raise ValueError(
+                f'{labels.numel()} labels for {x.size(0)} mask RoIs')
+        chunks = self.chunks_for_inference(x.size(0))
+        if chunks is None:
+            return self.gathered_logits(self.forward_features(x), labels)
+        return torch.cat([
+            self.gathered_logits(self.forward_features(x[c]), labels[c])
+            for c in chunks
+        ])
 
     def gathered_logits(self, feats: Tensor, labels: Tensor) -> Tensor:
         """The predictor's output channel ``labels[n]`` for each RoI.
@@ -187,18 +240,20 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
                 f'{sorted(set(labels.tolist()))[:10]}')
         conv = self.conv_logits
         mode = self.gather_mode()
-        if mode == 'normed':
-            weight = conv.normalized_weight()
-            feats = conv.normalize_input(feats)
-        elif mode == 'plain':
-            weight = conv.weight
-        else:
+        if mode == 'full':
             # the full output, then the label channel
             out = conv(feats)
             return out[torch.arange(n, device=out.device), labels][:, None]
         h, w = feats.shape[-2:]
+        weight = conv.normalized_weight() if mode == 'normed' else \
+            conv.weight
         rows = weight.flatten(1)[labels]  # (N, C')
         out = torch.bmm(rows[:, None, :], feats.flatten(2)).view(n, 1, h, w)
+        if mode == 'normed':
+            # <w, T x / (|x|^p + eps)> = T <w, x> / (|x|^p + eps) per pixel:
+            # the normalized (N, C', H, W) input is never materialized
+            norm = feats.norm(dim=1, keepdim=True).pow(conv.power) + conv.eps
+            out = out * (conv.temperature / norm)
         if conv.bias is not None:
             out = out + conv.bias[labels].view(n, 1, 1, 1)
         return out

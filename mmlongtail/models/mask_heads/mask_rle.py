@@ -22,6 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+#: Uncompressed run lengths of at most this many masks are held before
+#: pycocotools compresses them.
+ENCODE_CHUNK = 256
+
 
 def region_counts(region: np.ndarray, y0: int, x0: int, height: int,
                   width: int) -> np.ndarray:
@@ -116,6 +120,11 @@ def paste_masks_rle(mask_probs: Tensor, bboxes: Tensor, img_h: int,
     Returns:
         list[dict]: N compressed RLEs, byte-identical to encoding mmdet's
         ``FCNMaskHead`` full-image masks with pycocotools.
+
+    Memory: one detection's box-local region (float probabilities, then its
+    binary mask: about 6 bytes per box pixel, never a full image) at a time;
+    besides, per detection, its run lengths (4 bytes per run, at most
+    :data:`ENCODE_CHUNK` detections uncompressed) and its compressed RLE.
     """
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
         _do_paste_mask
@@ -128,15 +137,27 @@ def paste_masks_rle(mask_probs: Tensor, bboxes: Tensor, img_h: int,
         raise ValueError(
             f'mask_probs must be (N, h, w) and bboxes (N, 4), got '
             f'{tuple(mask_probs.shape)} and {tuple(bboxes.shape)}')
+    import pycocotools.mask as mask_util
     img_h, img_w = int(img_h), int(img_w)
-    regions, origins = [], []
+    rles: List[dict] = []
+    pending: List[dict] = []
     for i in range(mask_probs.size(0)):
         region, (ys, xs) = _do_paste_mask(
             mask_probs[i:i + 1, None], bboxes[i:i + 1], img_h, img_w,
             skip_empty=True)
-        regions.append((region[0] >= threshold).cpu().numpy())
-        origins.append((int(ys.start), int(xs.start)))
-    return encode_region_rle(regions, origins, img_h, img_w)
+        # the region is dropped here: only its run lengths are kept
+        pending.append({
+            'size': [img_h, img_w],
+            'counts': region_counts((region[0] >= threshold).cpu().numpy(),
+                                    int(ys.start), int(xs.start), img_h,
+                                    img_w)
+        })
+        if len(pending) == ENCODE_CHUNK:
+            rles.extend(mask_util.frPyObjects(pending, img_h, img_w))
+            pending = []
+    if pending:
+        rles.extend(mask_util.frPyObjects(pending, img_h, img_w))
+    return rles
 
 
 def decode_rles(rles: Sequence[dict]) -> Tensor:

@@ -296,3 +296,34 @@ def test_every_lvis_mask_config_builds_a_gathering_mask_head():
     # both predictors occur among the configs users run
     assert modes == {'plain', 'normed'}, checked
     assert any('seesaw_mask_rcnn_lvis.py' in n for n, _ in checked)
+
+
+@pytest.mark.parametrize('predictor', ['conv', 'normed'])
+def test_inference_chunks_bound_the_forward(predictor, monkeypatch):
+    """Without gradients the gathered forward runs chunk by chunk (at most
+    inference_chunk_size RoIs through the convs), with the one-pass result;
+    with gradients (training) it is one pass."""
+    ref, ours = _heads(predictor)
+    ours.inference_chunk_size = 4
+    x = torch.randn(11, 8, 14, 14)
+    labels = torch.randint(0, C, (11, ))
+    sizes = []
+    original = ours.forward_features
+    monkeypatch.setattr(ours, 'forward_features',
+                        lambda f: sizes.append(f.size(0)) or original(f))
+    ours.eval()
+    with torch.no_grad():
+        chunked = ours(x, labels)
+        with ours.labels_for_forward(labels):
+            assert torch.equal(ours(x), chunked)
+        full = ref(x)[torch.arange(11), labels]
+    assert sizes == [4, 4, 3] * 2
+    torch.testing.assert_close(chunked[:, 0], full, rtol=1e-5, atol=1e-5)
+    sizes.clear()
+    ours(x, labels)  # gradients enabled: one pass
+    assert sizes == [11]
+    with pytest.raises(ValueError, match='inference_chunk_size'):
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            MMDET_MODELS.build(dict(
+                type='mmlongtail.LabelGatheredFCNMaskHead', num_classes=C,
+                inference_chunk_size=0))

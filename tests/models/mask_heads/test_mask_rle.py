@@ -81,3 +81,43 @@ def test_paste_masks_rle_rejects_soft_masks():
         paste_masks_rle(torch.rand(1, 28, 28), torch.tensor([[0., 0., 5.,
                                                                5.]]), 10, 10,
                         -1)
+
+
+def test_paste_masks_rle_across_encode_chunks(monkeypatch):
+    """Compression in chunks of ENCODE_CHUNK masks: same bytes, same order."""
+    from mmlongtail.models.mask_heads import mask_rle
+    monkeypatch.setattr(mask_rle, 'ENCODE_CHUNK', 3)
+    g = torch.Generator().manual_seed(1)
+    h, w = 40, 50
+    xy = torch.rand(8, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + 2 + torch.rand(8, 2, generator=g) * 20], 1)
+    probs = torch.rand(8, 28, 28, generator=g)
+    full, logits = _mmdet_bitmaps(probs, boxes, h, w, 0.5)
+    ours = paste_masks_rle(torch.sigmoid(logits[:, 0]), boxes.clone(), h, w,
+                           0.5)
+    assert ours == _coco(full.numpy())
+
+
+def test_paste_masks_rle_holds_no_regions(monkeypatch):
+    """The box-local regions are encoded one at a time and dropped: when a
+    region is encoded, no earlier region is alive (memory: one region, not
+    N of them)."""
+    import gc
+    import weakref
+
+    from mmlongtail.models.mask_heads import mask_rle
+    refs, alive = [], []
+    original = mask_rle.region_counts
+
+    def spy(region, *args):
+        gc.collect()
+        alive.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(region))
+        return original(region, *args)
+
+    monkeypatch.setattr(mask_rle, 'region_counts', spy)
+    n = 50
+    boxes = torch.tensor([[10., 10., 90., 70.]]).repeat(n, 1)
+    rles = paste_masks_rle(torch.rand(n, 28, 28), boxes, 100, 120, 0.5)
+    assert len(rles) == n and len(alive) == n
+    assert max(alive) == 0, alive
