@@ -1,7 +1,7 @@
 """EvalProgressHook through a real mmengine Runner: an 8-iteration val loader
 with the logger's interval at 25 (mmengine's LoggerHook prints no iteration
 line) logs every iteration's progress with elapsed time and ETA; a
-40-iteration test loader logs every 4th and the last; the runtime base and
+41-iteration test loader logs every 5th and the last; the runtime base and
 the demo configs turn it on."""
 import glob
 import logging
