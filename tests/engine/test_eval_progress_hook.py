@@ -117,3 +117,12 @@ def test_on_in_the_runtime_base_and_the_demo_configs():
         hooks = Config.fromfile(path).default_hooks
         assert hooks.eval_progress.type == 'mmlongtail.EvalProgressHook', \
             path
+
+
+def test_training_iterations_pass_through():
+    """mmengine's Hook routes every after_*_iter through ``_after_iter``;
+    the hook must not shadow it (a train iteration would raise)."""
+    hook = EvalProgressHook()
+    for name in ('after_train_iter', 'before_train_iter'):
+        getattr(hook, name)(None, 0, data_batch={}, **(
+            dict(outputs={}) if name.startswith('after') else {}))

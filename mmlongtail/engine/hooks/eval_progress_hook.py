@@ -51,7 +51,7 @@ class EvalProgressHook(Hook):
         self._total = len(loader)
         self._every = max(1, math.ceil(self.fraction * self._total))
 
-    def _after_iter(self, runner, batch_idx: int, mode: str) -> None:
+    def _log_progress(self, runner, batch_idx: int, mode: str) -> None:
         done = batch_idx + 1
         if done % self._every and done != self._total:
             return
@@ -73,11 +73,11 @@ class EvalProgressHook(Hook):
                        batch_idx: int,
                        data_batch: Optional[dict] = None,
                        outputs: Optional[Sequence] = None) -> None:
-        self._after_iter(runner, batch_idx, 'val')
+        self._log_progress(runner, batch_idx, 'val')
 
     def after_test_iter(self,
                         runner,
                         batch_idx: int,
                         data_batch: Optional[dict] = None,
                         outputs: Optional[Sequence] = None) -> None:
-        self._after_iter(runner, batch_idx, 'test')
+        self._log_progress(runner, batch_idx, 'test')
