@@ -105,7 +105,7 @@ def _take(x: Any, idx: Optional[np.ndarray]) -> Any:
     return np.asarray(x)[idx]
 
 
-def _compact_rles(masks: Any) -> List[dict]:
+def compact_rles(masks: Any) -> List[dict]:
     """Masks as compressed RLE dicts with ``str`` counts.
 
     Accepts ``(N, H, W)`` binary masks (tensor or array), encoded in one
@@ -453,9 +453,9 @@ class LVISMetric(BaseMetric):
                     'scores': ms if mkeep is None else ms[mkeep],
                     'labels': mlabels,
                 }
-                entry['masks'] = _compact_rles(_take(pred['masks'], mkeep))
+                entry['masks'] = compact_rles(_take(pred['masks'], mkeep))
             else:
-                entry['masks'] = _compact_rles(_take(pred['masks'], keep))
+                entry['masks'] = compact_rles(_take(pred['masks'], keep))
         return entry
 
     def _select(self, pred: dict, img_id: Any,
@@ -485,7 +485,7 @@ class LVISMetric(BaseMetric):
                     np.float32).reshape(-1, 4)
             masks = None
             if kind == 'mask':
-                masks = _compact_rles(_take(pred['masks'], idx)) \
+                masks = compact_rles(_take(pred['masks'], idx)) \
                     if idx.size else []
             sel.add(int(img_id), labels[idx], scores[idx], bboxes[idx],
                     det_idx=idx, masks=masks)

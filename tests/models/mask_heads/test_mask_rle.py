@@ -121,3 +121,37 @@ def test_paste_masks_rle_holds_no_regions(monkeypatch):
     rles = paste_masks_rle(torch.rand(n, 28, 28), boxes, 100, 120, 0.5)
     assert len(rles) == n and len(alive) == n
     assert max(alive) == 0, alive
+
+
+def test_paste_region_equals_mmdet_do_paste_mask_bit_for_bit():
+    """The per-box paste reproduces _do_paste_mask's float region exactly
+    (fractional, border-crossing, thin and huge boxes); boxes without area
+    are left to mmdet's function."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
+        _do_paste_mask
+
+    from mmlongtail.models.mask_heads import paste_region
+    g = torch.Generator().manual_seed(7)
+    h, w = 97, 131
+    n = 400
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.2, h * 1.2]) - 10
+    wh = torch.rand(n, 2, generator=g) ** 3 * torch.tensor([w, h]) + 0.01
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0] = torch.tensor([0., 0., w, h])
+    boxes[1] = torch.tensor([-50., -50., w + 50., h + 50.])
+    probs = torch.rand(n, 28, 28, generator=g)
+    gy = torch.arange(h).to(torch.float32) + 0.5
+    gx = torch.arange(w).to(torch.float32) + 0.5
+    fast = 0
+    for i in range(n):
+        ours = paste_region(probs[i], boxes[i], h, w, gy, gx)
+        if ours is None:
+            continue
+        fast += 1
+        ref, (ys, xs) = _do_paste_mask(probs[i:i + 1, None], boxes[i:i + 1],
+                                       h, w, skip_empty=True)
+        assert ours[1] == (ys.start, xs.start)
+        assert torch.equal(ours[0], ref[0]), i
+    assert fast > 300
+    assert paste_region(probs[0], torch.tensor([5., 5., 5., 9.]), h, w, gy,
+                        gx) is None
