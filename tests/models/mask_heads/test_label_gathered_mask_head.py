@@ -307,10 +307,15 @@ def test_inference_chunks_bound_the_forward(predictor, monkeypatch):
     ours.inference_chunk_size = 4
     x = torch.randn(11, 8, 14, 14)
     labels = torch.randint(0, C, (11, ))
-    sizes = []
+    sizes, layouts = [], []
     original = ours.forward_features
-    monkeypatch.setattr(ours, 'forward_features',
-                        lambda f: sizes.append(f.size(0)) or original(f))
+
+    def spy(f):
+        sizes.append(f.size(0))
+        layouts.append(f.is_contiguous(memory_format=torch.channels_last))
+        return original(f)
+
+    monkeypatch.setattr(ours, 'forward_features', spy)
     ours.eval()
     with torch.no_grad():
         chunked = ours(x, labels)
@@ -318,10 +323,16 @@ def test_inference_chunks_bound_the_forward(predictor, monkeypatch):
             assert torch.equal(ours(x), chunked)
         full = ref(x)[torch.arange(11), labels]
     assert sizes == [4, 4, 3] * 2
+    assert all(layouts)  # test time: channels-last convolutions
     torch.testing.assert_close(chunked[:, 0], full, rtol=1e-5, atol=1e-5)
+    ours.inference_channels_last = False
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, labels), chunked, rtol=1e-5,
+                                   atol=1e-5)
     sizes.clear()
-    ours(x, labels)  # gradients enabled: one pass
-    assert sizes == [11]
+    layouts.clear()
+    ours(x, labels)  # gradients enabled: one pass, as given
+    assert sizes == [11] and layouts == [False]
     with pytest.raises(ValueError, match='inference_chunk_size'):
         with DefaultScope.overwrite_default_scope('mmdet'):
             MMDET_MODELS.build(dict(
