@@ -171,6 +171,19 @@ def load_config(config: str):
     return cfg
 
 
+def alternating(fns: List[Callable], repeats: int,
+                device: str) -> Tuple[List[float], List[object]]:
+    """Median seconds of each of ``fns``, run in turn ``repeats`` times (so
+    machine load falls on all alike); the last outputs."""
+    times: List[List[float]] = [[] for _ in fns]
+    outs: List[object] = [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t, outs[i] = _time(fn, device)
+            times[i].append(t)
+    return [statistics.median(t) for t in times], outs
+
+
 def build(config: str, device: str, heads_only: bool = False):
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
@@ -482,23 +495,37 @@ def mask_head_stage(args: argparse.Namespace) -> None:
                             generator=g)
         labels = torch.randint(0, ours_head.num_classes, (n, ), device=dev,
                                generator=g)
+
+        def ours_nchw():
+            # the gather alone: the same head with NCHW convolutions
+            ours_head.inference_channels_last = False
+            try:
+                return ours_head(feats, labels)[:, 0]
+            finally:
+                ours_head.inference_channels_last = True
+
         with torch.no_grad():
-            ts, to, ps, po = side_by_side(
-                lambda: stock_head(feats)[torch.arange(n), labels],
-                lambda: ours_head(feats, labels)[:, 0], args.repeats, dev)
-        close = torch.allclose(ps, po, rtol=1e-4, atol=1e-4)
+            (ts, to, tn), (ps, po, pn) = alternating(
+                [lambda: stock_head(feats)[torch.arange(n), labels],
+                 lambda: ours_head(feats, labels)[:, 0], ours_nchw],
+                args.repeats, dev)
+        close = torch.allclose(ps, po, rtol=1e-4, atol=1e-4) and \
+            torch.allclose(ps, pn, rtol=1e-4, atol=1e-4)
         rows.append((f'{osp.relpath(path, ROOT)}: {type(conv).__module__}.'
                      f'{type(conv).__name__} predictor, gathered as '
                      f'{mode!r}, {n} RoIs x {ours_head.num_classes} classes',
-                     ts, to, 'allclose' if close else 'DIFFERENT'))
-        del ps, po
+                     ts, to, tn, 'allclose' if close else 'DIFFERENT'))
+        del ps, po, pn
     print('\ntest-time mask head (forward and the label channel), each '
-          'config\'s own head vs FCNMaskHead with its arguments and weights:')
+          'config\'s own head (as configured: label channel only, channels-'
+          'last convolutions) vs FCNMaskHead with its arguments and weights; '
+          'last columns: the gather alone (the same head, NCHW):')
     print('| config: predictor | FCNMaskHead | config\'s head | stock / '
-          'ours | output |')
-    print('|---|---|---|---|---|')
-    for name, a, b, note in rows:
-        print(f'| {name} | {a:.3f} s | {b:.3f} s | {a / b:.2f}x | {note} |')
+          'ours | output | ours, NCHW | stock / ours NCHW |')
+    print('|---|---|---|---|---|---|---|')
+    for name, a, b, c, note in rows:
+        print(f'| {name} | {a:.3f} s | {b:.3f} s | {a / b:.2f}x | {note} | '
+              f'{c:.3f} s | {a / c:.2f}x |')
 
 
 def paste_many_stage(args: argparse.Namespace) -> None:
