@@ -19,8 +19,12 @@ mmcv's ``Conv`` (its own ``nn.Conv2d`` subclass, what ``predictor_cfg=
 dict(type='Conv')`` builds) computes a plain convolution and is gathered; any
 other predictor (another forward, a kernel larger than 1x1, forward hooks)
 computes the full convolution followed by a gather, and the head logs why
-once. Loss, gradients and predicted masks
-equal ``FCNMaskHead``'s with the same weights (up to float summation order).
+once. Loss, gradients and predicted masks equal ``FCNMaskHead``'s with the
+same weights (up to float summation order).
+
+At test time (no gradients) the gathered forward runs over chunks of
+``inference_chunk_size`` RoIs on channels-last features, so a Fixed-AP pass
+with thousands of detections per image holds the activations of one chunk.
 
 ``forward(x)`` without labels returns all classes, as ``FCNMaskHead`` does,
 so mmdet's RoI heads work unchanged; ``forward(x, labels)``, or a forward
