@@ -15,7 +15,12 @@ default_hooks = dict(
         interval=1,
         max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
+    visualization=dict(type='DetVisualizationHook'),
+    # val/test progress with elapsed time and ETA at least every 10% of the
+    # loader and at its end (the logger's interval can exceed a short
+    # loader, which then prints nothing until its metrics); a default hook,
+    # so configs that replace custom_hooks keep it
+    eval_progress=dict(type='mmlongtail.EvalProgressHook', fraction=0.1))
 # num_classes of heads, losses and dataset agree; loss channel layouts are
 # honoured by their heads (checked before train/val/test)
 custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]

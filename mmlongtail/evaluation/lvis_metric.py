@@ -70,10 +70,6 @@ from .lvis_gt import LVISGroundTruth, normalize_gt
 from .pooled import POOLS
 from .topk import PerClassTopK
 
-#: Kept for tools/benchmark_inference.py until it imports the public name
-#: (:func:`mmlongtail.evaluation.lvis_detections.compact_rles`).
-_compact_rles = compact_rles
-
 PROTOCOLS = ('standard', 'fixed', 'pooled')
 
 

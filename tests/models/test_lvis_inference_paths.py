@@ -43,6 +43,9 @@ def setup(tiny_lvis, tmp_path_factory):
     # 30 detections per image (of 100 proposals x 12 classes) keep the
     # per-mask pastes few; the early stop still has work to skip
     cfg.model.test_cfg.rcnn.max_per_img = 30
+    # 60 mask RoIs per batch in chunks of 7 (RoI features and mask head):
+    # the chunked test-time mask branch gives the stock path's masks
+    cfg.model.roi_head.mask_head.inference_chunk_size = 7
     assert cfg.model.roi_head.type == 'mmlongtail.StandardRoIHead'
     assert cfg.model.roi_head.mask_head.type == \
         'mmlongtail.LabelGatheredFCNMaskHead'
@@ -51,6 +54,7 @@ def setup(tiny_lvis, tmp_path_factory):
     stock_cfg = copy.deepcopy(cfg.model)
     stock_cfg.roi_head.type = 'StandardRoIHead'  # mmdet's
     stock_cfg.roi_head.mask_head.type = 'FCNMaskHead'
+    stock_cfg.roi_head.mask_head.pop('inference_chunk_size')
     for key in ('early_stop_nms', 'mask_format'):
         stock_cfg.test_cfg.rcnn.pop(key)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -84,7 +88,15 @@ def _evaluate(cfg, preds, dataset_meta):
 def test_same_detections_and_lvis_ap(setup):
     cfg, stock, ours, batches = setup
     stock_preds = _predict(stock, batches)
-    our_preds = _predict(ours, batches)
+    sizes = []
+    hook = ours.roi_head.mask_roi_extractor.register_forward_hook(
+        lambda m, i, o: sizes.append(o.size(0)))
+    try:
+        our_preds = _predict(ours, batches)
+    finally:
+        hook.remove()
+    # mask RoI features in chunks of inference_chunk_size
+    assert max(sizes) == 7 and len(sizes) > len(batches)
     total = 0
     for a, b in zip(stock_preds, our_preds):
         pa, pb = a.pred_instances, b.pred_instances

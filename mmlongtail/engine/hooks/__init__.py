@@ -3,12 +3,14 @@ from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
                                          TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
+from .eval_progress_hook import EvalProgressHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
 
 __all__ = [
-    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
+    'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
+    'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook'
 ]

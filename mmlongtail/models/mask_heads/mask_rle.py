@@ -8,19 +8,28 @@ outside its paste region (on CPU mmdet only ever writes that region), so its
 COCO RLE follows from the region: the column-major runs of the region, put at
 their global offsets ``x * H + y``, with the zero stretches between them.
 
-:func:`paste_masks_rle` pastes with mmdet's own ``_do_paste_mask`` (one box at
-a time, ``skip_empty=True``, as mmdet does on CPU) and encodes with
-:func:`encode_region_rle`; the RLEs are byte-identical to
+:func:`paste_masks_rle` pastes one box at a time over its region, as mmdet's
+``_do_paste_mask`` does on CPU (``skip_empty=True``): the same sampling grid,
+computed with the same float32 operations, and the same ``grid_sample``
+(:func:`paste_region`; boxes without area, or outside the image, go through
+``_do_paste_mask`` itself), and encodes each region as it is pasted
+(:func:`region_counts`); the RLEs are byte-identical to
 ``pycocotools.mask.encode`` of mmdet's full pasted masks (tested on boxes
 touching the image border, degenerate boxes and masks empty after
 thresholding). The COCO string compression is pycocotools' own
 (``frPyObjects`` of the uncompressed counts).
 """
+import math
 from typing import List, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+#: Uncompressed run lengths of at most this many masks are held before
+#: pycocotools compresses them.
+ENCODE_CHUNK = 256
 
 
 def region_counts(region: np.ndarray, y0: int, x0: int, height: int,
@@ -63,10 +72,11 @@ def region_counts(region: np.ndarray, y0: int, x0: int, height: int,
     # runs that continue into the next column (full-height regions) merge
     joined = gs[1:] == ge[:-1]
     if joined.any():
-        gs = gs[np.r_[True, ~joined]]
-        ge = ge[np.r_[~joined, True]]
+        keep = ~joined
+        gs = gs[np.concatenate(([True], keep))]
+        ge = ge[np.concatenate((keep, [True]))]
     counts = np.empty(2 * gs.size + 1, np.int64)
-    counts[0::2] = np.r_[gs, total] - np.r_[0, ge]
+    counts[0::2] = np.concatenate((gs, [total])) - np.concatenate(([0], ge))
     counts[1::2] = ge - gs
     if counts[-1] == 0:
         counts = counts[:-1]
@@ -100,6 +110,51 @@ def encode_region_rle(regions: Sequence[np.ndarray],
     return mask_util.frPyObjects(ucs, height, width)
 
 
+def paste_region(mask_prob: Tensor, box: Tensor, img_h: int, img_w: int,
+                 grid_y: Tensor, grid_x: Tensor):
+    """One mask pasted over its box's region, as mmdet's ``_do_paste_mask``
+    with one box and ``skip_empty=True`` computes it (bit for bit), with
+    less per-call work.
+
+    Args:
+        mask_prob (Tensor): ``(h, w)`` probabilities.
+        box (Tensor): ``(4,)`` float32 xyxy box.
+        img_h (int): Image height.
+        img_w (int): Image width.
+        grid_y (Tensor): ``arange(img_h) + 0.5`` in float32.
+        grid_x (Tensor): ``arange(img_w) + 0.5`` in float32.
+
+    Returns:
+        tuple: ``(region, (y0, x0))``: the ``(h', w')`` float32 pasted
+        region and its top-left pixel, or None where the box has no area,
+        lies outside the image or gives non-finite grid coordinates (then
+        mmdet's own function is the reference).
+    """
+    x0, y0, x1, y1 = box.tolist()
+    if not (x1 > x0 and y1 > y0):
+        return None
+    # mmdet: floor(min) - 1 clamped at 0; ceil(max) + 1 clamped at the size
+    x0_int = max(math.floor(x0) - 1, 0)
+    y0_int = max(math.floor(y0) - 1, 0)
+    x1_int = min(math.ceil(x1) + 1, img_w)
+    y1_int = min(math.ceil(y1) + 1, img_h)
+    if x1_int <= x0_int or y1_int <= y0_int:
+        return None
+    b = box.view(4, 1)
+    # the float32 operations of _do_paste_mask, in its order
+    img_y = (grid_y[y0_int:y1_int] - b[1]) / (b[3] - b[1]) * 2 - 1
+    img_x = (grid_x[x0_int:x1_int] - b[0]) / (b[2] - b[0]) * 2 - 1
+    if not (torch.isfinite(img_x).all() and torch.isfinite(img_y).all()):
+        return None
+    h, w = img_y.numel(), img_x.numel()
+    grid = torch.stack(
+        [img_x[None, None, :].expand(1, h, w),
+         img_y[None, :, None].expand(1, h, w)], dim=3)
+    region = F.grid_sample(
+        mask_prob[None, None].to(torch.float32), grid, align_corners=False)
+    return region[0, 0], (y0_int, x0_int)
+
+
 def paste_masks_rle(mask_probs: Tensor, bboxes: Tensor, img_h: int,
                     img_w: int, threshold: float) -> List[dict]:
     """Paste masks into their boxes' regions and RLE-encode them.
@@ -116,6 +171,11 @@ def paste_masks_rle(mask_probs: Tensor, bboxes: Tensor, img_h: int,
     Returns:
         list[dict]: N compressed RLEs, byte-identical to encoding mmdet's
         ``FCNMaskHead`` full-image masks with pycocotools.
+
+    Memory: one detection's box-local region (float probabilities, then its
+    binary mask: about 6 bytes per box pixel, never a full image) at a time;
+    besides, per detection, its run lengths (4 bytes per run, at most
+    :data:`ENCODE_CHUNK` detections uncompressed) and its compressed RLE.
     """
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
         _do_paste_mask
@@ -128,15 +188,35 @@ def paste_masks_rle(mask_probs: Tensor, bboxes: Tensor, img_h: int,
         raise ValueError(
             f'mask_probs must be (N, h, w) and bboxes (N, 4), got '
             f'{tuple(mask_probs.shape)} and {tuple(bboxes.shape)}')
+    import pycocotools.mask as mask_util
     img_h, img_w = int(img_h), int(img_w)
-    regions, origins = [], []
+    device = mask_probs.device
+    grid_y = torch.arange(img_h, device=device).to(torch.float32) + 0.5
+    grid_x = torch.arange(img_w, device=device).to(torch.float32) + 0.5
+    boxes = bboxes.to(torch.float32)
+    rles: List[dict] = []
+    pending: List[dict] = []
     for i in range(mask_probs.size(0)):
-        region, (ys, xs) = _do_paste_mask(
-            mask_probs[i:i + 1, None], bboxes[i:i + 1], img_h, img_w,
-            skip_empty=True)
-        regions.append((region[0] >= threshold).cpu().numpy())
-        origins.append((int(ys.start), int(xs.start)))
-    return encode_region_rle(regions, origins, img_h, img_w)
+        pasted = paste_region(mask_probs[i], boxes[i], img_h, img_w, grid_y,
+                              grid_x)
+        if pasted is None:
+            region, (ys, xs) = _do_paste_mask(
+                mask_probs[i:i + 1, None], bboxes[i:i + 1], img_h, img_w,
+                skip_empty=True)
+            pasted = region[0], (int(ys.start), int(xs.start))
+        region, (y0, x0) = pasted
+        # the region is dropped here: only its run lengths are kept
+        pending.append({
+            'size': [img_h, img_w],
+            'counts': region_counts((region >= threshold).cpu().numpy(), y0,
+                                    x0, img_h, img_w)
+        })
+        if len(pending) == ENCODE_CHUNK:
+            rles.extend(mask_util.frPyObjects(pending, img_h, img_w))
+            pending = []
+    if pending:
+        rles.extend(mask_util.frPyObjects(pending, img_h, img_w))
+    return rles
 
 
 def decode_rles(rles: Sequence[dict]) -> Tensor:

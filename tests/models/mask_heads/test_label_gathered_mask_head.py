@@ -169,3 +169,172 @@ def test_class_agnostic_ignores_labels():
     x = torch.randn(2, 8, 14, 14)
     assert torch.equal(ours(x, torch.tensor([3, 4])), ours(x))
     assert isinstance(ours, FCNMaskHead)
+
+
+def _logits_conv_calls(monkeypatch, head):
+    """Counts the convolutions run with the predictor's own weight."""
+    calls = []
+    original = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        if self is head.conv_logits:
+            calls.append(tuple(weight.shape))
+        return original(self, x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.Conv2d, '_conv_forward', spy)
+    return calls
+
+
+@pytest.mark.parametrize('predictor,mode', [('conv', 'plain'),
+                                            ('normed', 'normed'),
+                                            ('mmdet_normed', 'full')])
+def test_gather_mode_decides_by_what_the_predictor_computes(
+        predictor, mode, monkeypatch):
+    """mmcv's ``Conv`` is its own nn.Conv2d subclass: it is gathered (no
+    convolution over all classes), as Norm Mask is; mmdet's NormedConv2d
+    (another forward) runs in full."""
+    _, ours = _heads(predictor)
+    assert ours.gather_mode() == mode
+    calls = _logits_conv_calls(monkeypatch, ours)
+    x = torch.randn(4, 8, 14, 14)
+    with torch.no_grad():
+        ours(x, torch.tensor([0, 5, 36, 5]))
+    if mode == 'full':
+        assert calls == [(C, 8, 1, 1)]
+    else:
+        assert calls == []  # never the (C, 8, 1, 1) convolution
+
+
+def test_gather_mode_refuses_unknown_computations(caplog):
+    """A predictor whose output is not the plain/normalized convolution of
+    its weight falls back, with the reason logged once."""
+    from mmengine.logging import MMLogger
+
+    from mmlongtail.models.mask_heads.label_gathered_mask_head import \
+        predictor_gather_mode
+
+    class Doubled(torch.nn.Conv2d):
+
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert predictor_gather_mode(torch.nn.Conv2d(8, C, 1)) == ('plain', '')
+    mode, why = predictor_gather_mode(Doubled(8, C, 1))
+    assert mode == 'full' and 'own forward' in why
+    mode, why = predictor_gather_mode(torch.nn.Conv2d(8, C, 3, padding=1))
+    assert mode == 'full' and 'kernel (3, 3)' in why
+    hooked = torch.nn.Conv2d(8, C, 1)
+    hooked.register_forward_hook(lambda m, i, o: o * 0)
+    mode, why = predictor_gather_mode(hooked)
+    assert mode == 'full' and 'hooks' in why
+
+    _, ours = _heads('conv')
+    ref_conv = ours.conv_logits
+    ours.conv_logits = Doubled(8, C, 1)
+    ours.conv_logits.load_state_dict(ref_conv.state_dict())
+    x = torch.randn(3, 8, 28, 28)
+    labels = torch.tensor([1, 2, 3])
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = type('H', (__import__('logging').Handler, ), {
+        'emit': lambda self, r: records.append(r.getMessage())})()
+    logger.addHandler(handler)
+    try:
+        for _ in range(2):
+            out = ours.gathered_logits(x, labels)
+    finally:
+        logger.removeHandler(handler)
+    torch.testing.assert_close(
+        out[:, 0], 2 * ref_conv(x)[torch.arange(3), labels])
+    warned = [r for r in records if 'picks each RoI' in r]
+    assert len(warned) == 1 and 'own forward' in warned[0]
+
+
+def _lvis_configs():
+    import glob
+    import os.path as osp
+    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))))
+    paths = sorted(glob.glob(osp.join(root, 'configs', '**', '*.py'),
+                             recursive=True))
+    skip = (osp.join(root, 'configs', '_base_'),
+            osp.join(root, 'configs', 'benchmark'))
+    return [p for p in paths if not p.startswith(skip)], root
+
+
+LVIS_CONFIGS, ROOT = _lvis_configs()
+
+
+def test_every_lvis_mask_config_builds_a_gathering_mask_head():
+    """The mask head each config builds (only the head, from its
+    ``model.roi_head.mask_head``) computes only the label channels, and
+    those equal its full output's."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    checked = []
+    for path in LVIS_CONFIGS:
+        model = Config.fromfile(path).get('model', {})
+        mask_cfg = model.get('roi_head', {}).get('mask_head')
+        if mask_cfg is None:
+            continue
+        for cfg in (mask_cfg if isinstance(mask_cfg, list) else [mask_cfg]):
+            with DefaultScope.overwrite_default_scope('mmdet'):
+                head = MMDET_MODELS.build(cfg)
+            name = f'{osp.relpath(path, ROOT)}: {cfg["type"]}'
+            assert head.gather_mode() in ('plain', 'normed'), (
+                name, head.conv_logits)
+            x = torch.randn(2, head.conv_logits.in_channels, 4, 4)
+            labels = torch.tensor([0, head.num_classes - 1])
+            with torch.no_grad():
+                torch.testing.assert_close(
+                    head.gathered_logits(x, labels)[:, 0],
+                    head.conv_logits(x)[torch.arange(2), labels],
+                    rtol=1e-4, atol=1e-4)
+            checked.append((name, head.gather_mode()))
+    modes = {m for _, m in checked}
+    # both predictors occur among the configs users run
+    assert modes == {'plain', 'normed'}, checked
+    assert any('seesaw_mask_rcnn_lvis.py' in n for n, _ in checked)
+
+
+@pytest.mark.parametrize('predictor', ['conv', 'normed'])
+def test_inference_chunks_bound_the_forward(predictor, monkeypatch):
+    """Without gradients the gathered forward runs chunk by chunk (at most
+    inference_chunk_size RoIs through the convs), with the one-pass result;
+    with gradients (training) it is one pass."""
+    ref, ours = _heads(predictor)
+    ours.inference_chunk_size = 4
+    x = torch.randn(11, 8, 14, 14)
+    labels = torch.randint(0, C, (11, ))
+    sizes, layouts = [], []
+    original = ours.forward_features
+
+    def spy(f):
+        sizes.append(f.size(0))
+        layouts.append(f.is_contiguous(memory_format=torch.channels_last))
+        return original(f)
+
+    monkeypatch.setattr(ours, 'forward_features', spy)
+    ours.eval()
+    with torch.no_grad():
+        chunked = ours(x, labels)
+        with ours.labels_for_forward(labels):
+            assert torch.equal(ours(x), chunked)
+        full = ref(x)[torch.arange(11), labels]
+    assert sizes == [4, 4, 3] * 2
+    assert all(layouts)  # test time: channels-last convolutions
+    torch.testing.assert_close(chunked[:, 0], full, rtol=1e-5, atol=1e-5)
+    ours.inference_channels_last = False
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, labels), chunked, rtol=1e-5,
+                                   atol=1e-5)
+    sizes.clear()
+    layouts.clear()
+    ours(x, labels)  # gradients enabled: one pass, as given
+    assert sizes == [11] and layouts == [False]
+    with pytest.raises(ValueError, match='inference_chunk_size'):
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            MMDET_MODELS.build(dict(
+                type='mmlongtail.LabelGatheredFCNMaskHead', num_classes=C,
+                inference_chunk_size=0))

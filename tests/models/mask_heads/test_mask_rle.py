@@ -81,3 +81,77 @@ def test_paste_masks_rle_rejects_soft_masks():
         paste_masks_rle(torch.rand(1, 28, 28), torch.tensor([[0., 0., 5.,
                                                                5.]]), 10, 10,
                         -1)
+
+
+def test_paste_masks_rle_across_encode_chunks(monkeypatch):
+    """Compression in chunks of ENCODE_CHUNK masks: same bytes, same order."""
+    from mmlongtail.models.mask_heads import mask_rle
+    monkeypatch.setattr(mask_rle, 'ENCODE_CHUNK', 3)
+    g = torch.Generator().manual_seed(1)
+    h, w = 40, 50
+    xy = torch.rand(8, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + 2 + torch.rand(8, 2, generator=g) * 20], 1)
+    probs = torch.rand(8, 28, 28, generator=g)
+    full, logits = _mmdet_bitmaps(probs, boxes, h, w, 0.5)
+    ours = paste_masks_rle(torch.sigmoid(logits[:, 0]), boxes.clone(), h, w,
+                           0.5)
+    assert ours == _coco(full.numpy())
+
+
+def test_paste_masks_rle_holds_no_regions(monkeypatch):
+    """The box-local regions are encoded one at a time and dropped: when a
+    region is encoded, no earlier region is alive (memory: one region, not
+    N of them)."""
+    import gc
+    import weakref
+
+    from mmlongtail.models.mask_heads import mask_rle
+    refs, alive = [], []
+    original = mask_rle.region_counts
+
+    def spy(region, *args):
+        gc.collect()
+        alive.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(region))
+        return original(region, *args)
+
+    monkeypatch.setattr(mask_rle, 'region_counts', spy)
+    n = 50
+    boxes = torch.tensor([[10., 10., 90., 70.]]).repeat(n, 1)
+    rles = paste_masks_rle(torch.rand(n, 28, 28), boxes, 100, 120, 0.5)
+    assert len(rles) == n and len(alive) == n
+    assert max(alive) == 0, alive
+
+
+def test_paste_region_equals_mmdet_do_paste_mask_bit_for_bit():
+    """The per-box paste reproduces _do_paste_mask's float region exactly
+    (fractional, border-crossing, thin and huge boxes); boxes without area
+    are left to mmdet's function."""
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import \
+        _do_paste_mask
+
+    from mmlongtail.models.mask_heads import paste_region
+    g = torch.Generator().manual_seed(7)
+    h, w = 97, 131
+    n = 400
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.2, h * 1.2]) - 10
+    wh = torch.rand(n, 2, generator=g) ** 3 * torch.tensor([w, h]) + 0.01
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[0] = torch.tensor([0., 0., w, h])
+    boxes[1] = torch.tensor([-50., -50., w + 50., h + 50.])
+    probs = torch.rand(n, 28, 28, generator=g)
+    gy = torch.arange(h).to(torch.float32) + 0.5
+    gx = torch.arange(w).to(torch.float32) + 0.5
+    fast = 0
+    for i in range(n):
+        ours = paste_region(probs[i], boxes[i], h, w, gy, gx)
+        if ours is None:
+            continue
+        fast += 1
+        ref, (ys, xs) = _do_paste_mask(probs[i:i + 1, None], boxes[i:i + 1],
+                                       h, w, skip_empty=True)
+        assert ours[1] == (ys.start, xs.start)
+        assert torch.equal(ours[0], ref[0]), i
+    assert fast > 300
+    assert paste_region(probs[0], torch.tensor([5., 5., 5., 9.]), h, w, gy,
+                        gx) is None
