@@ -93,9 +93,11 @@ def check_checkpoint(path: str, runner: bool = True) -> Dict[str, Any]:
         truncated = (f'not a complete checkpoint archive ({size} bytes, no '
                      'zip central directory): the file is truncated, most '
                      'likely by a write that was interrupted')
-        if runner:
+        with open(path, 'rb') as f:
+            zip_start = f.read(2) == b'PK'
+        if runner or zip_start:
             raise CheckpointError(path, truncated)
-        try:  # torch's format before 1.6
+        try:  # torch's format before 1.6 (a pickle, not a zip archive)
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # torch raises many types for a bad pickle
             raise CheckpointError(
