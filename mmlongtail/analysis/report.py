@@ -243,8 +243,9 @@ def analyze_longtail(per_class_file: str,
                 'frequency imbalance of its predictions.', ''
             ]
         md += [
-            '| classifier | normalized | mean ‖w‖ rare | common | frequent '
-            '| Spearman(‖w‖, n_j) |', '|---|---|---:|---:|---:|---:|'
+            '| classifier | normalized | mean ‖w‖ rare | common | '
+            'frequent | Spearman(‖w‖, n_j) |',
+            '|---|---|---:|---:|---:|---:|'
         ]
         freq = np.asarray(result.frequency)
         for name, nv in norms.items():
