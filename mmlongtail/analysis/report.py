@@ -28,9 +28,10 @@ from .weight_norms import (ConfigSource, box_classifier_layouts,
                            classifier_weight_norms, config_from_checkpoint,
                            load_checkpoint, spearman)
 
-#: What a weight-norm panel and the summary say of a cosine classifier.
+#: What the summary says of a cosine classifier, and its panel's title.
 NORMALIZED_NOTE = ('normalized (cosine) classifier: ||w_j|| does not affect '
                    'its scores')
+NORMALIZED_TITLE = 'cosine classifier: ||w_j|| does not affect scores'
 
 COLORS = {'r': '#d62728', 'c': '#ff7f0e', 'f': '#1f77b4'}
 
@@ -71,14 +72,11 @@ def plot_ap_vs_count(counts: np.ndarray, ap: np.ndarray,
     return path
 
 
-def weight_norm_title(name: str, rho: float,
-                      normalized: Optional[str] = None) -> str:
-    """The title of classifier ``name``'s weight-norm panel; ``normalized``
-    is the predictor type of a cosine classifier (None otherwise)."""
+def weight_norm_title(name: str, rho: float, normalized: bool) -> str:
+    """The title of classifier ``name``'s weight-norm panel (``normalized``:
+    a cosine classifier)."""
     title = f'{name}: Spearman {rho:+.2f}'
-    if normalized:
-        title += f'\n{normalized}: {NORMALIZED_NOTE}'
-    return title
+    return f'{title}\n{NORMALIZED_TITLE}' if normalized else title
 
 
 def plot_weight_norms(counts: np.ndarray, norms: Dict[str, np.ndarray],
@@ -110,7 +108,7 @@ def plot_weight_norms(counts: np.ndarray, norms: Dict[str, np.ndarray],
             ax.set_ylabel('||w_j||')
             ax.set_title(
                 weight_norm_title(name, spearman(counts, nv),
-                                  normalized.get(name)),
+                                  name in normalized),
                 fontsize=10 if name in normalized else None)
             ax.grid(True, which='both', alpha=0.3)
             ax.legend(loc='upper left')
