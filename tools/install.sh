@@ -96,7 +96,9 @@ fi
 #    from PyTorch's index for that label), with --no-deps; then
 #    check that torch is unchanged and that torchvision's ops run, and remove a
 #    torchvision that does not.
-if ! done_ torchvision; then
+if ! done_ torchvision && [[ ${TORCHVISION:-1} == 0 ]]; then
+  say "WARNING: torchvision not installed (TORCHVISION=0; $(why torchvision)). The demo and benchmark configs do not need it; the LVIS configs' torchvision:// backbone init fails without it unless given a local checkpoint (--cfg-options model.backbone.init_cfg.checkpoint=/path/to/resnet50-0676ba61.pth)."
+elif ! done_ torchvision; then
   say "torchvision: $(why torchvision)"
   TORCH_HAVE=$("$PY" -c 'import torch; print(torch.__version__)') || die "torch does not import in $VENV"
   LABEL=${TORCH_HAVE#"${TORCH_HAVE%%+*}"}   # "+cpu", "+cu130" or ""
@@ -105,15 +107,15 @@ if ! done_ torchvision; then
   TV_ARGS=(--no-deps)
   [[ -n $TV_INDEX ]] && TV_ARGS+=(--extra-index-url "$TV_INDEX")
   PYV=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  TV_FIX="On a machine with internet access run: pip download --no-deps --python-version $PYV --only-binary=:all: '$TV_SPEC'${TV_INDEX:+ --index-url $TV_INDEX} -d wheels/ ; then re-run here with PIP_FIND_LINKS=/path/to/wheels make install (or set TORCHVISION_INDEX_URL to a mirror of that index). torch $TORCH_HAVE was left as it was."
+  TV_FIX="torch $TORCH_HAVE was left as it was. On a machine with internet access run: pip download --no-deps --python-version $PYV --only-binary=:all: '$TV_SPEC'${TV_INDEX:+ --index-url $TV_INDEX} -d wheels/ ; then re-run here with PIP_FIND_LINKS=/path/to/wheels make install (or set TORCHVISION_INDEX_URL to a mirror of that index). To go on without torchvision (the demo and benchmark configs do not need it; the LVIS configs then need a local backbone checkpoint): TORCHVISION=0 make install."
   say "installing $TV_SPEC with --no-deps${TV_INDEX:+ (extra index $TV_INDEX)}, matching torch $TORCH_HAVE"
   "${PIP[@]}" install "${TV_ARGS[@]}" "$TV_SPEC" || die "pip could not install $TV_SPEC. $TV_FIX"
   TORCH_NOW=$("$PY" -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)
   [[ $TORCH_NOW == "$TORCH_HAVE" ]] \
     || die "torch changed from $TORCH_HAVE to $TORCH_NOW while installing torchvision. Reinstall torch==$TORCH_VERSION (the build you had) and re-run make install."
-  PROBE=$(probe)
-  if ! done_ torchvision; then
-    WHY=$(why torchvision)
+  AFTER=$(probe)
+  if ! grep -qx "ok torchvision" <<<"$AFTER"; then
+    WHY=$(sed -n "s/^failed torchvision: //p" <<<"$AFTER" | head -1)
     "${PIP[@]}" uninstall -y torchvision || say "could not remove the broken torchvision; remove it by hand: $PY -m pip uninstall -y torchvision"
     die "the installed $TV_SPEC does not work with torch $TORCH_HAVE ($WHY), so it was removed again. $TV_FIX"
   fi
@@ -122,7 +124,14 @@ fi
 if ! grep -q "^failed" <<<"$PROBE"; then
   say "ok: already installed in $VENV"
 else
-  VERS=$("$PY" -c 'import torch, torchvision, mmcv, mmdet, mmengine, numpy, mmlongtail; from mmcv.ops import RoIAlign, nms; print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, numpy {numpy.__version__}")') \
+  VERS=$("$PY" -c '
+import importlib.util, torch, mmcv, mmdet, mmengine, numpy, mmlongtail
+from mmcv.ops import RoIAlign, nms
+tv = "not installed"
+if importlib.util.find_spec("torchvision"):
+    import torchvision
+    tv = torchvision.__version__
+print(f"torch {torch.__version__}, torchvision {tv}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, numpy {numpy.__version__}")') \
     || die "the installed stack does not import; see the error above"
   say "ok: $VERS"
 fi
