@@ -126,7 +126,11 @@ def _head_cfg(loss_cls=None, num_classes=C):
 
 def _build_head(cfg):
     from mmdet.registry import MODELS
-    return MODELS.build(cfg)
+    from mmengine.registry import DefaultScope
+
+    # whatever default scope an earlier test left behind
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg)
 
 
 def _run_cfg(bbox_head):
