@@ -1,5 +1,16 @@
 __version__ = '0.1.0'
 
+# torch and the torchvision release built against it, declared together: a
+# torchvision release requires one exact torch release, and a torchvision of
+# another build (CUDA for a CPU torch) fails at import. ``tools/install.sh``
+# installs exactly these (torchvision with ``--no-deps`` and the same build
+# label as the installed torch, so that it can never replace torch) and its
+# probe checks them. torchvision is needed for the ``torchvision://resnet50``
+# backbone initialisation of the LVIS configs (mmengine looks its URL up in
+# torchvision's model table).
+TORCH_VERSION = '2.13.0'
+TORCHVISION_VERSION = '0.28.0'
+
 # The faster-coco-eval releases the fast LVIS backend is tested with. The
 # backend relies on private internals of faster-coco-eval (1.7.x lacks
 # ``_nonempty_iou_pairs``, 1.6.0 lacks ``print_function``), so the window is
