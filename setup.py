@@ -6,8 +6,9 @@ the torch release declared in ``mmlongtail/version.py`` (the CPU build) before
 this package, so the requirement below is already satisfied and pip never
 reaches for CUDA wheels.
 
-torchvision (needed for the LVIS configs' ``torchvision://resnet50`` backbone
-initialisation) is not a requirement here either: pip would resolve it to the
+torchvision (optional: stock mmdet configs initialise from
+``torchvision://resnet50``; this project's configs name the weights' URL) is
+not a requirement here either: pip would resolve it to the
 default (CUDA) build of the declared release, which fails to import next to a
 CPU torch. ``make install`` installs the torchvision release declared together
 with torch in ``mmlongtail/version.py``, of the installed torch's build, with

@@ -5,9 +5,10 @@ __version__ = '0.1.0'
 # another build (CUDA for a CPU torch) fails at import. ``tools/install.sh``
 # installs exactly these (torchvision with ``--no-deps`` and the same build
 # label as the installed torch, so that it can never replace torch) and its
-# probe checks them. torchvision is needed for the ``torchvision://resnet50``
-# backbone initialisation of the LVIS configs (mmengine looks its URL up in
-# torchvision's model table).
+# probe checks them. torchvision is optional: this project's configs name the
+# ImageNet weights by URL, but stock mmdet configs initialise backbones from
+# ``torchvision://resnet50`` (mmengine looks its URL up in torchvision's model
+# table), so ``make install`` adds it where a build of torch's kind is found.
 TORCH_VERSION = '2.13.0'
 TORCHVISION_VERSION = '0.28.0'
 

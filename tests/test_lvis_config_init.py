@@ -1,9 +1,11 @@
 """Every LVIS config initialises its backbone through the real path.
 
-``init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')``
-goes through mmengine's ``PretrainedInit`` and checkpoint loader,
-torchvision's model table (so torchvision must be installed, of torch's build)
-and torch.hub's download and cache. Only the network download itself
+The configs name torchvision's ImageNet-1k ResNet files by URL
+(``init_cfg=dict(type='Pretrained', checkpoint='https://download.pytorch.org/
+models/resnet50-0676ba61.pth')``, the file ``torchvision://resnet50`` resolves
+to), so no package beyond the stack is needed: the init goes through mmengine's
+``PretrainedInit`` and HTTP checkpoint loader and torch.hub's download and
+cache, and works without torchvision. Only the network download itself
 (``torch.hub.download_url_to_file``) is replaced: it records the URL and writes
 a randomised torchvision ResNet state dict of the depth that URL names, and the
 test checks that the backbone holds exactly those tensors afterwards.
@@ -36,8 +38,8 @@ LVIS_CONFIGS = sorted(
                          recursive=True)
     if not NOT_LVIS & set(osp.relpath(p, ROOT).split(os.sep)[1:-1]))
 
-# what mmengine resolves torchvision://resnet50 and torchvision://resnet101 to
-# (torchvision's ImageNet-1k V1 weights)
+# torchvision's ImageNet-1k V1 weights: what mmengine resolves
+# torchvision://resnet50 and torchvision://resnet101 to
 TORCHVISION_URLS = {
     50: 'https://download.pytorch.org/models/resnet50-0676ba61.pth',
     101: 'https://download.pytorch.org/models/resnet101-63fe2227.pth',
@@ -50,17 +52,21 @@ _initialised: Dict[Tuple[str, str], str] = {}
 
 
 def _random_resnet_state(depth: int) -> Dict[str, torch.Tensor]:
-    """The state dict of torchvision's ``resnet{depth}``, every floating point
-    tensor redrawn from U(0.5, 1.5) (seeded), so that no tensor equals what a
-    module's own initialisation gives (BN weights 1, biases 0)."""
+    """A state dict laid out as torchvision's ``resnet{depth}`` file (mmdet's
+    ResNet has torchvision's parameter names; the file adds the 1000-class
+    ``fc``), every floating point tensor redrawn from U(0.5, 1.5) (seeded), so
+    that no tensor equals what a module's own initialisation gives (BN
+    weights 1, biases 0)."""
     if depth not in _injected:
-        import torchvision
-        net = getattr(torchvision.models, f'resnet{depth}')(weights=None)
+        from mmdet.models.backbones import ResNet
+        state = ResNet(depth).state_dict()
+        state['fc.weight'] = torch.zeros(1000, 2048)
+        state['fc.bias'] = torch.zeros(1000)
         gen = torch.Generator().manual_seed(depth)
         _injected[depth] = {
             key: torch.rand(value.shape, generator=gen) + 0.5
             if value.is_floating_point() else value.clone()
-            for key, value in net.state_dict().items()
+            for key, value in state.items()
         }
     return _injected[depth]
 
@@ -120,11 +126,11 @@ def _config(path: str, tmp_path):
 
 def _check_inits(cfg) -> int:
     """The config's only ``Pretrained`` init is its backbone's, from
-    torchvision's ResNet of the backbone's depth; returns the depth."""
+    torchvision's ResNet file of the backbone's depth; returns the depth."""
     inits = list(_pretrained_inits(cfg.model))
     assert [where for where, _ in inits] == ['backbone'], inits
     depth = cfg.model.backbone.depth
-    assert inits[0][1]['checkpoint'] == f'torchvision://resnet{depth}'
+    assert inits[0][1]['checkpoint'] == TORCHVISION_URLS[depth]
     return depth
 
 
@@ -158,7 +164,7 @@ def test_lvis_configs_found():
 
 @pytest.mark.parametrize('path', LVIS_CONFIGS,
                          ids=[osp.relpath(p, ROOT) for p in LVIS_CONFIGS])
-def test_lvis_config_initialises_backbone_from_torchvision(
+def test_lvis_config_initialises_backbone_from_imagenet_weights(
         path, hub, tmp_path):
     cfg = _config(path, tmp_path)
     kind = (cfg.model.type, repr(cfg.model.backbone.to_dict()))
@@ -171,13 +177,25 @@ def test_lvis_config_initialises_backbone_from_torchvision(
     _initialised[kind] = path
 
 
-def test_lvis_config_init_fails_without_torchvision(hub, tmp_path,
-                                                    monkeypatch):
-    # the check above is not vacuous: without an importable torchvision the
-    # torchvision:// init cannot resolve, and nothing is downloaded
+def test_lvis_config_init_needs_no_torchvision(hub, tmp_path, monkeypatch):
+    # torchvision is optional (make install adds it only where a build of
+    # torch's kind can be had): the configs' init must not import it
     monkeypatch.setitem(sys.modules, 'torchvision', None)
+    _init_and_check(
+        _config(osp.join(ROOT, 'configs', 'seesaw_mask_rcnn_lvis.py'),
+                tmp_path), hub, False, tmp_path)
+
+
+def test_torchvision_scheme_is_what_stock_configs_need(hub, tmp_path,
+                                                       monkeypatch):
+    # the test is not vacuous: the scheme stock mmdet configs use would need
+    # torchvision's model table, and fails without it before any download
+    monkeypatch.setitem(sys.modules, 'torchvision', None)
+    cfg = _config(osp.join(ROOT, 'configs', 'seesaw_mask_rcnn_lvis.py'),
+                  tmp_path)
+    cfg.model.backbone.init_cfg.checkpoint = 'torchvision://resnet50'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        backbone = MODELS.build(cfg.model.backbone)
     with pytest.raises(ImportError, match='torchvision'):
-        _init_and_check(
-            _config(osp.join(ROOT, 'configs', 'seesaw_mask_rcnn_lvis.py'),
-                    tmp_path), hub, False, tmp_path)
+        backbone.init_weights()
     assert hub == []

@@ -88,36 +88,44 @@ if ! done_ rest; then
   "${PIP[@]}" install --no-build-isolation --no-deps -e . || die "could not install mmlongtail (pip install -e .)"
 fi
 
-# 5. torchvision, for the torchvision://resnet50 backbone initialisation of the
-#    LVIS configs. A plain `pip install torchvision` may replace torch (newest
-#    release plus CUDA packages), and a torchvision of another build than
-#    torch's (CUDA for a CPU torch) fails at import. So: the release declared
-#    with torch, of torch's build label (a torch X+cpu gets torchvision Y+cpu,
-#    from PyTorch's index for that label), with --no-deps; then
-#    check that torch is unchanged and that torchvision's ops run, and remove a
-#    torchvision that does not.
+# 5. torchvision, for stock mmdet configs whose backbones start from
+#    `torchvision://resnet50` (this project's LVIS configs name the weights'
+#    URL and do not need it). A plain `pip install torchvision` may replace
+#    torch (newest release plus CUDA packages), and a torchvision of another
+#    build than torch's (CUDA for a CPU torch) fails at import. So: the release
+#    declared with torch, of torch's build label (a torch X+cpu gets
+#    torchvision Y+cpu, from PyTorch's index for that label), with --no-deps;
+#    then check that torch is unchanged and that torchvision's ops run, and
+#    remove a torchvision that does not. torchvision is optional: when it
+#    cannot be had, the install goes on with a warning that says what to do.
+tv_skip() {
+  say "WARNING: torchvision not installed ($1). mmlongtail and its configs do not need it; stock mmdet configs that initialise from torchvision:// do. $2"
+}
 if ! done_ torchvision && [[ ${TORCHVISION:-1} == 0 ]]; then
-  say "WARNING: torchvision not installed (TORCHVISION=0; $(why torchvision)). The demo and benchmark configs do not need it; the LVIS configs' torchvision:// backbone init fails without it unless given a local checkpoint (--cfg-options model.backbone.init_cfg.checkpoint=/path/to/resnet50-0676ba61.pth)."
+  tv_skip "TORCHVISION=0; $(why torchvision)" ""
 elif ! done_ torchvision; then
   say "torchvision: $(why torchvision)"
   TORCH_HAVE=$("$PY" -c 'import torch; print(torch.__version__)') || die "torch does not import in $VENV"
   LABEL=${TORCH_HAVE#"${TORCH_HAVE%%+*}"}   # "+cpu", "+cu130" or ""
   TV_SPEC="torchvision==$TORCHVISION_VERSION$LABEL"
   TV_INDEX=${TORCHVISION_INDEX_URL:-${LABEL:+https://download.pytorch.org/whl/${LABEL#+}}}
-  TV_ARGS=(--no-deps)
+  TV_ARGS=(--no-deps --retries 1)
   [[ -n $TV_INDEX ]] && TV_ARGS+=(--extra-index-url "$TV_INDEX")
   PYV=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  TV_FIX="torch $TORCH_HAVE was left as it was. On a machine with internet access run: pip download --no-deps --python-version $PYV --only-binary=:all: '$TV_SPEC'${TV_INDEX:+ --index-url $TV_INDEX} -d wheels/ ; then re-run here with PIP_FIND_LINKS=/path/to/wheels make install (or set TORCHVISION_INDEX_URL to a mirror of that index). To go on without torchvision (the demo and benchmark configs do not need it; the LVIS configs then need a local backbone checkpoint): TORCHVISION=0 make install."
+  TV_FIX="To add it: on a machine with internet access run pip download --no-deps --python-version $PYV --only-binary=:all: '$TV_SPEC'${TV_INDEX:+ --index-url $TV_INDEX} -d wheels/ ; then re-run here with PIP_FIND_LINKS=/path/to/wheels make install (or set TORCHVISION_INDEX_URL to a mirror of that index). TORCHVISION=0 make install skips this step."
   say "installing $TV_SPEC with --no-deps${TV_INDEX:+ (extra index $TV_INDEX)}, matching torch $TORCH_HAVE"
-  "${PIP[@]}" install "${TV_ARGS[@]}" "$TV_SPEC" || die "pip could not install $TV_SPEC. $TV_FIX"
-  TORCH_NOW=$("$PY" -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)
-  [[ $TORCH_NOW == "$TORCH_HAVE" ]] \
-    || die "torch changed from $TORCH_HAVE to $TORCH_NOW while installing torchvision. Reinstall torch==$TORCH_VERSION (the build you had) and re-run make install."
-  AFTER=$(probe)
-  if ! grep -qx "ok torchvision" <<<"$AFTER"; then
-    WHY=$(sed -n "s/^failed torchvision: //p" <<<"$AFTER" | head -1)
-    "${PIP[@]}" uninstall -y torchvision || say "could not remove the broken torchvision; remove it by hand: $PY -m pip uninstall -y torchvision"
-    die "the installed $TV_SPEC does not work with torch $TORCH_HAVE ($WHY), so it was removed again. $TV_FIX"
+  if ! "${PIP[@]}" install "${TV_ARGS[@]}" "$TV_SPEC"; then
+    tv_skip "pip could not install $TV_SPEC; torch $TORCH_HAVE was left as it was" "$TV_FIX"
+  else
+    TORCH_NOW=$("$PY" -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)
+    [[ $TORCH_NOW == "$TORCH_HAVE" ]] \
+      || die "torch changed from $TORCH_HAVE to $TORCH_NOW while installing torchvision. Reinstall torch==$TORCH_VERSION (the build you had) and re-run make install."
+    AFTER=$(probe)
+    if ! grep -qx "ok torchvision" <<<"$AFTER"; then
+      WHY=$(sed -n "s/^failed torchvision: //p" <<<"$AFTER" | head -1)
+      "${PIP[@]}" uninstall -y torchvision || die "the installed $TV_SPEC does not work ($WHY) and could not be removed; remove it by hand: $PY -m pip uninstall -y torchvision"
+      tv_skip "the installed $TV_SPEC did not work with torch $TORCH_HAVE ($WHY) and was removed again" "$TV_FIX"
+    fi
   fi
 fi
 
