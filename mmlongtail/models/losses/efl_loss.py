@@ -214,11 +214,13 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True; mmdet's dense heads read it from
             the config to size their classifier. Defaults to True.
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
+        dense_head (bool, optional): Whether the loss sits in an mmdet
+            dense head (RetinaNet, ATSS, FCOS), which scores its ``C`` logits
+            with a plain sigmoid, or in an R-CNN ``BBoxHead`` (classifier
+            protocol). Defaults to None: taken from the head that builds the
+            loss (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``); if given, it must match
+            that head.
     """
 
     def __init__(self,
@@ -230,7 +232,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  use_sigmoid: bool = True,
-                 dense_head: bool = False) -> None:
+                 dense_head: Optional[bool] = None) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('EqualizedFocalLoss is a sigmoid loss; '

@@ -89,11 +89,13 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
             Defaults to ``'mean'``.
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True (accepted for mmdet configs).
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
+        dense_head (bool, optional): Whether the loss sits in an mmdet
+            dense head (RetinaNet, ATSS, FCOS), which scores its ``C`` logits
+            with a plain sigmoid, or in an R-CNN ``BBoxHead`` (classifier
+            protocol). Defaults to None: taken from the head that builds the
+            loss (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``); if given, it must match
+            that head.
     """
 
     def __init__(self,
@@ -103,7 +105,7 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  use_sigmoid: bool = True,
-                 dense_head: bool = False) -> None:
+                 dense_head: Optional[bool] = None) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('EQLLoss is a sigmoid loss; use_sigmoid must be '

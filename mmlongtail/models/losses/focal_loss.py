@@ -97,11 +97,13 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
         num_classes (int, optional): If given, checked against the head's
             ``num_classes`` when the head sizes ``fc_cls``.
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
+        dense_head (bool, optional): Whether the loss sits in an mmdet
+            dense head (RetinaNet, ATSS, FCOS), which scores its ``C`` logits
+            with a plain sigmoid, or in an R-CNN ``BBoxHead`` (classifier
+            protocol). Defaults to None: taken from the head that builds the
+            loss (see ``SigmoidClassifierProtocol`` in
+            ``mmlongtail.models.losses.protocol``); if given, it must match
+            that head.
     """
 
     def __init__(self,
@@ -111,7 +113,7 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  num_classes: Optional[int] = None,
-                 dense_head: bool = False) -> None:
+                 dense_head: Optional[bool] = None) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('mmlongtail.FocalLoss is a sigmoid focal loss; '

@@ -24,9 +24,10 @@ implements ``_layout`` (and ``_activation`` unless sigmoid), one import line
 in ``mmlongtail/models/losses/__init__.py`` and one entry in
 ``tests/models/losses/test_loss_contract.py``.
 """
+import weakref
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from mmdet.models.losses.accuracy import accuracy
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import DefaultScope
 from torch import Tensor
+from torch.nn.modules.module import register_module_module_registration_hook
 
 #: Reductions a loss accepts.
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -369,6 +371,52 @@ class ClassifierProtocol:
         check_label_weights(label_weights, cls_score.size(0), owner)
 
 
+def host_is_dense_head(host: nn.Module) -> Optional[bool]:
+    """True for an mmdet dense head (``BaseDenseHead``), False for an R-CNN
+    ``BBoxHead``, None for any other module."""
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead
+    if isinstance(host, BaseDenseHead):
+        return True
+    if isinstance(host, BBoxHead):
+        return False
+    return None
+
+
+#: Losses waiting for the head that registers them (weak: a loss that is
+#: never put in a module is freed as usual).
+_UNPLACED: 'weakref.WeakSet[nn.Module]' = weakref.WeakSet()
+_REGISTRATION_HOOK: List[Any] = []
+
+
+def _on_module_registration(parent: nn.Module, name: str,
+                            child: nn.Module) -> None:
+    """torch's global module-registration hook: tell an unplaced loss which
+    module it was assigned to (``parent.<name> = child``)."""
+    if child in _UNPLACED and child.host_registered(parent):
+        _UNPLACED.discard(child)
+    if not _UNPLACED and _REGISTRATION_HOOK:
+        _REGISTRATION_HOOK.pop().remove()
+
+
+def watch_host(loss: nn.Module) -> None:
+    """Call ``loss.host_registered(head)`` when a head assigns ``loss`` as a
+    submodule (``self.loss_cls = MODELS.build(loss_cls)`` in every mmdet
+    head).
+
+    Uses torch's public ``register_module_module_registration_hook``, which
+    ``nn.Module.__setattr__`` calls with ``(parent, name, child)`` for every
+    submodule it registers. The hook is installed only while some loss is
+    waiting for its head and removes itself afterwards; it does nothing for
+    any other module. A loss that is never placed in a head (a loss used on
+    its own) keeps the ``BBoxHead`` protocol.
+    """
+    _UNPLACED.add(loss)
+    if not _REGISTRATION_HOOK:
+        _REGISTRATION_HOOK.append(
+            register_module_module_registration_hook(_on_module_registration))
+
+
 def sigmoid_targets(labels: Tensor, num_classes: int) -> Tensor:
     """``(N,)`` labels in ``[0, C]`` -> ``(N, C)`` one-hot integer targets of
     a sigmoid classifier: background (label ``C``) is the all-zero row.
@@ -404,30 +452,86 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
     """The protocol of a ``C``-channel sigmoid classifier (background =
     label ``C`` = all-zero target), e.g. EQL and focal loss.
 
-    Such a loss also fits mmdet's dense heads (RetinaNet, ATSS, FCOS), which
-    size ``C`` outputs per anchor from ``use_sigmoid``. But mmdet 3.3's
-    ``BaseDenseHead`` scores with ``loss_cls.get_activation`` whenever the
-    loss has ``custom_cls_channels`` and takes every column it returns as a
-    class, so the ``(N, C + 1)`` scores of the ``BBoxHead`` protocol would
-    predict the background column as class ``C``. A loss built with
-    ``dense_head=True`` (:meth:`set_dense_head`) therefore leaves the
-    ``BBoxHead`` protocol: the dense head scores its ``C`` logits with a
-    plain sigmoid, this layout's scoring without the background column.
-    ``LongTailConsistencyHook`` checks that the flag matches the head.
+    Such a loss fits two kinds of head, which score it differently:
+
+    * an R-CNN ``BBoxHead`` sizes ``fc_cls`` with :meth:`get_cls_channels`
+      and scores with :meth:`get_activation`, ``(N, C + 1)`` columns with a
+      background column last (the ``BBoxHead`` protocol);
+    * mmdet 3.3's dense heads (``AnchorHead``, ``AnchorFreeHead``: RetinaNet,
+      ATSS, FCOS) size ``C`` outputs per anchor from ``use_sigmoid`` and,
+      whenever the loss has ``custom_cls_channels``, score with
+      ``loss_cls.get_activation`` and take *every* column it returns as a
+      class. The ``BBoxHead`` protocol's background column would then be
+      predicted as class ``C``. In a dense head the loss therefore leaves
+      the ``BBoxHead`` protocol, and the head scores its ``C`` logits with a
+      plain sigmoid: this layout's scoring without the background column.
+
+    The loss learns which kind of head it is in when the head registers it
+    as a submodule (:func:`watch_host`), so mmdet's stock configs need no
+    flag. ``dense_head`` may still be given (``True`` / ``False``); it is
+    then checked against the head, and a contradiction is refused at build.
     """
     dense_head = False
+    #: ``dense_head`` as the config gave it; None: chosen from the head.
+    dense_head_declared: Optional[bool] = None
 
-    def set_dense_head(self, dense_head: bool) -> None:
-        """Declare whether the loss sits in a dense head (see above)."""
-        if not isinstance(dense_head, bool):
-            raise ValueError(f'{type(self).__name__}: dense_head must be a '
-                             f'bool, got {dense_head!r}')
-        self.dense_head = dense_head
-        if dense_head:
-            # instance attributes shadow the class's protocol flags
-            self.custom_cls_channels = False
-            self.custom_activation = False
-            self.custom_accuracy = False
+    def set_dense_head(self, dense_head: Optional[bool]) -> None:
+        """Declare whether the loss sits in a dense head (see above).
+
+        Args:
+            dense_head (bool, optional): None: decided from the head that
+                registers the loss (an R-CNN ``BBoxHead`` until then).
+        """
+        if dense_head is not None and not isinstance(dense_head, bool):
+            raise ValueError(f'{type(self).__name__}: dense_head must be '
+                             f'None, True or False, got {dense_head!r}')
+        self.dense_head_declared = dense_head
+        self._use_dense_layout(bool(dense_head))
+        watch_host(self)
+
+    def _use_dense_layout(self, dense: bool) -> None:
+        self.dense_head = dense
+        # instance attributes shadow the class's protocol flags
+        self.custom_cls_channels = not dense
+        self.custom_activation = not dense
+        self.custom_accuracy = not dense
+
+    def host_registered(self, host: nn.Module) -> bool:
+        """Take the layout of the head that registered the loss.
+
+        Args:
+            host (nn.Module): The module the loss was assigned to.
+
+        Returns:
+            bool: Whether ``host`` is a head that decides the layout (a dense
+            head or a ``BBoxHead``); other modules (containers) do not.
+
+        Raises:
+            ValueError: ``dense_head`` was given and contradicts the head.
+        """
+        dense = host_is_dense_head(host)
+        if dense is None:
+            return False
+        declared = self.dense_head_declared
+        if declared is not None and declared != dense:
+            name = type(self).__name__
+            if dense:
+                raise ValueError(
+                    f'{name} was built with dense_head=False (the R-CNN '
+                    f'BBoxHead layout, C + 1 scores with a background '
+                    f'column), but it is the loss_cls of '
+                    f'{type(host).__name__}, a dense head, which would '
+                    f'predict that background column as class '
+                    f'{getattr(host, "num_classes", "C")}: drop dense_head '
+                    'from the loss config (the layout follows the head)')
+            raise ValueError(
+                f'{name} was built with dense_head=True, but it is the '
+                f'loss_cls of {type(host).__name__}, not a dense head, which '
+                'needs the classifier protocol (C-channel fc_cls, sigmoid '
+                'scores with a background column): drop dense_head from the '
+                'loss config (the layout follows the head)')
+        self._use_dense_layout(dense)
+        return True
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(
