@@ -2,6 +2,7 @@
 protocol of :mod:`.protocol` (input checks, classifier protocol, layout)."""
 # Each module registers its loss in mmlongtail.registry.MODELS on import.
 from .protocol import (ClassifierLayout, ClassifierProtocol,  # noqa: F401
+                       ScoringFamily,
                        SigmoidClassifierProtocol, head_layout, loss_layout)
 from .seesaw_loss import SeesawLoss, seesaw_ce_loss, seesaw_loss  # noqa: F401
 from .focal_loss import FocalLoss  # noqa: F401,E402

@@ -36,7 +36,7 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .protocol import (SOFTMAX_SCORING, ClassifierLayout,
+from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
                        SigmoidClassifierProtocol, check_num_classes,
                        check_reduction, empty_loss, sigmoid_targets)
 
@@ -243,7 +243,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
             return super()._layout(num_classes)
         return ClassifierLayout.classes_first(
             'BalancedSoftmaxLoss', num_classes, ('background', ),
-            scoring=SOFTMAX_SCORING)
+            scoring=SOFTMAX_SCORING, family=ScoringFamily.SOFTMAX)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         if self.use_sigmoid:

@@ -51,7 +51,7 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
+from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
                        check_num_classes, check_reduction, empty_loss)
 
 #: Background RoIs per foreground image count, measured by the ECM authors on
@@ -206,7 +206,8 @@ class ECMLoss(ClassifierProtocol, nn.Module):
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(
             'ECMLoss', num_classes, ('background', ),
-            scoring='sigmoid per row; classes times 1 - sigmoid(background)')
+            scoring='sigmoid per row; classes times 1 - sigmoid(background)',
+            family=ScoringFamily.SIGMOID_OBJECTNESS)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return ecm_scores(cls_score)

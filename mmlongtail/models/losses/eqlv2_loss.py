@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.dist import all_reduce_sum_
-from .protocol import (ClassifierLayout, ClassifierProtocol,
+from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
                        check_num_classes, check_reduction, empty_loss)
 
 #: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
@@ -232,7 +232,8 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
                    (' * (1 - P(background))' if self.test_with_obj else '') +
                    '; background column sigmoid(objectness)')
         return ClassifierLayout.classes_first(
-            'EQLv2Loss', num_classes, ('background', ), scoring=scoring)
+            'EQLv2Loss', num_classes, ('background', ), scoring=scoring,
+            family=ScoringFamily.SIGMOID_OBJECTNESS)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         """``(N, C + 1)`` logits -> ``(N, C + 1)`` probabilities.

@@ -13,7 +13,7 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
+from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
                        check_num_classes, check_reduction, empty_loss)
 
 
@@ -189,7 +189,8 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
                 tuple(range(o, o + n + 1))
                 for o, n in zip(offsets, self.group_sizes)),
             scoring='in-group softmax per class * P(objectness) of the '
-            'background group; background column its P(background)')
+            'background group; background column its P(background)',
+            family=ScoringFamily.GROUP_SOFTMAX)
 
     def split_groups(self, cls_score: Tensor) -> List[Tensor]:
         """``(N, C + 1 + G)`` -> per group ``(N, 1 + n_g)`` logits."""

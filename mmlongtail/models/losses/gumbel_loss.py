@@ -47,7 +47,7 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol, check_num_classes,
+from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily, check_num_classes,
                        check_reduction, empty_loss, sigmoid_targets)
 
 #: The official clamp of the logits before the Gumbel activation.
@@ -260,7 +260,7 @@ class GumbelLoss(ClassifierProtocol, nn.Module):
         return ClassifierLayout.classes_first(
             'GumbelLoss', num_classes,
             scoring='exp(-exp(-z)) per class; background column '
-            '1 - max_j p_j')
+            '1 - max_j p_j', family=ScoringFamily.GUMBEL)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return gumbel_scores_with_background(cls_score)

@@ -24,6 +24,7 @@ implements ``_layout`` (and ``_activation`` unless sigmoid), one import line
 in ``mmlongtail/models/losses/__init__.py`` and one entry in
 ``tests/models/losses/test_loss_contract.py``.
 """
+import enum
 import weakref
 from dataclasses import dataclass
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
@@ -155,6 +156,38 @@ def empty_loss(cls_score: Tensor, reduction: str, none_shape: tuple) -> Tensor:
 RowNames = Tuple[Tuple[str, Tuple[int, ...]], ...]
 
 
+class ScoringFamily(enum.Enum):
+    """How a classifier's test-time scores come from its rows: the typed
+    fact that code dispatches on (score calibration, for one). The layout's
+    ``scoring`` text describes the same thing for a reader and may be
+    reworded freely.
+
+    * ``SOFTMAX``: one softmax over ``C + 1`` rows, background last.
+    * ``SEESAW``: softmax over the ``C`` class rows times P(objectness) of a
+      two-way objectness softmax (rows ``C``, ``C + 1``).
+    * ``SIGMOID``: one independent sigmoid per class row; the background
+      column is ``1 - max_j p_j``.
+    * ``SIGMOID_OBJECTNESS``: sigmoid per class row, possibly times
+      ``1 - P(background)`` of a sigmoid background row (EQLv2, ECM).
+    * ``GUMBEL``: ``exp(-exp(-z))`` per class row; the background column is
+      ``1 - max_j p_j``.
+    * ``GROUP_SOFTMAX``: softmaxes over groups of rows (BAGS).
+    """
+    SOFTMAX = 'softmax'
+    SEESAW = 'seesaw'
+    SIGMOID = 'sigmoid'
+    SIGMOID_OBJECTNESS = 'sigmoid_objectness'
+    GUMBEL = 'gumbel'
+    GROUP_SOFTMAX = 'group_softmax'
+
+    @property
+    def independent(self) -> bool:
+        """The class scores are independent binary probabilities."""
+        return self in (ScoringFamily.SIGMOID,
+                        ScoringFamily.SIGMOID_OBJECTNESS,
+                        ScoringFamily.GUMBEL)
+
+
 @dataclass(frozen=True)
 class ClassifierLayout:
     """Which output row of a classifier is which class.
@@ -179,7 +212,11 @@ class ClassifierLayout:
         groups (tuple[tuple[int]]): Softmax groups (BAGS): the rows of each
             group in order; empty when the classifier is one softmax or
             independent sigmoids.
-        scoring (str): How test-time scores come from the rows (one line).
+        scoring (str): How test-time scores come from the rows (one line
+            of free text for a reader).
+        family (ScoringFamily, optional): The same as a typed value, which
+            code dispatches on; None when the layout does not declare one
+            (then nothing that needs it accepts the layout).
     """
     owner: str
     num_classes: int
@@ -188,9 +225,14 @@ class ClassifierLayout:
     extra_rows: RowNames = ()
     groups: Tuple[Tuple[int, ...], ...] = ()
     scoring: str = ''
+    family: Optional[ScoringFamily] = None
 
     def __post_init__(self) -> None:
         C, O = self.num_classes, self.num_outputs
+        if self.family is not None and not isinstance(self.family,
+                                                      ScoringFamily):
+            raise ValueError(f'{self.owner} layout: family must be a '
+                             f'ScoringFamily, got {self.family!r}')
         if len(self.class_rows) != C:
             raise ValueError(f'{self.owner} layout: {len(self.class_rows)} '
                              f'class rows for num_classes={C}')
@@ -213,9 +255,11 @@ class ClassifierLayout:
                       owner: str,
                       num_classes: int,
                       extra: Sequence[str] = (),
-                      scoring: str = '') -> 'ClassifierLayout':
+                      scoring: str = '',
+                      *,
+                      family: ScoringFamily) -> 'ClassifierLayout':
         """The common layout: rows ``0 .. C - 1`` are the classes in label
-        order, then one row per name in ``extra``."""
+        order, then one row per name in ``extra``, scored as ``family``."""
         C = int(num_classes)
         return cls(
             owner=owner,
@@ -224,7 +268,8 @@ class ClassifierLayout:
             class_rows=tuple(range(C)),
             extra_rows=tuple((name, (C + i, ))
                              for i, name in enumerate(extra)),
-            scoring=scoring)
+            scoring=scoring,
+            family=family)
 
     def foreground_rows(self) -> np.ndarray:
         """``(C,)`` int64: the row of each foreground class."""
@@ -535,7 +580,8 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(
-            type(self).__name__, num_classes, scoring=SIGMOID_SCORING)
+            type(self).__name__, num_classes, scoring=SIGMOID_SCORING,
+            family=ScoringFamily.SIGMOID)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return sigmoid_scores_with_background(cls_score)
@@ -606,10 +652,11 @@ def loss_layout(loss: Union[nn.Module, Mapping],
             'register_foreign_layout for it')
     if dense and getattr(loss, 'use_sigmoid', False):
         return ClassifierLayout.classes_first(
-            f'{name} (sigmoid)', num_classes, scoring=SIGMOID_SCORING)
+            f'{name} (sigmoid)', num_classes, scoring=SIGMOID_SCORING,
+            family=ScoringFamily.SIGMOID)
     return ClassifierLayout.classes_first(
         f'{name} (softmax)', num_classes, ('background', ),
-        scoring=SOFTMAX_SCORING)
+        scoring=SOFTMAX_SCORING, family=ScoringFamily.SOFTMAX)
 
 
 def head_layout(head: nn.Module) -> ClassifierLayout:

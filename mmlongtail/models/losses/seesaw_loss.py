@@ -47,7 +47,7 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
-from .protocol import (ClassifierLayout, ClassifierProtocol,
+from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
                        check_cls_score, check_num_classes, check_reduction,
                        register_foreign_layout)
 
@@ -306,7 +306,7 @@ def seesaw_layout(owner: str, num_classes: int) -> ClassifierLayout:
     background). Also the layout of mmdet's ``SeesawLoss``."""
     return ClassifierLayout.classes_first(
         owner, num_classes, ('objectness', 'background'),
-        scoring=SEESAW_SCORING)
+        scoring=SEESAW_SCORING, family=ScoringFamily.SEESAW)
 
 
 def seesaw_activation(cls_score: Tensor) -> Tensor:
