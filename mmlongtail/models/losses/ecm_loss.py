@@ -52,7 +52,8 @@ from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
 from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
-                       check_num_classes, check_reduction, empty_loss)
+                       check_num_classes, check_reduction, empty_loss,
+                       sigmoid_scores_times_objectness)
 
 #: Background RoIs per foreground image count, measured by the ECM authors on
 #: Mask R-CNN's sampled RoIs (the official default).
@@ -141,11 +142,10 @@ def ecm_loss(cls_score: Tensor,
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-def ecm_scores(cls_score: Tensor) -> Tensor:
-    """``(N, C + 1)`` logits -> ``(N, C + 1)`` scores: ``sigmoid(z_c) (1 -
-    sigmoid(z_bg))`` for the classes, ``sigmoid(z_bg)`` last."""
-    prob = cls_score.sigmoid()
-    return torch.cat([prob[:, :-1] * (1 - prob[:, -1:]), prob[:, -1:]], 1)
+#: ECM's test-time scores: ``(N, C + 1)`` logits -> ``sigmoid(z_c) (1 -
+#: sigmoid(z_bg))`` for the classes, ``sigmoid(z_bg)`` last (the shared
+#: helper, also EQLv2's).
+ecm_scores = sigmoid_scores_times_objectness
 
 
 @MODELS.register_module()

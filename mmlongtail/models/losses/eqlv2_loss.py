@@ -12,7 +12,8 @@ from torch import Tensor
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.dist import all_reduce_sum_
 from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily,
-                       check_num_classes, check_reduction, empty_loss)
+                       check_num_classes, check_reduction, empty_loss,
+                       sigmoid_scores_times_objectness)
 
 #: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
 #: negative weight of 1 (and a positive weight of 1), so training starts as
@@ -242,8 +243,6 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
         multiplied by ``1 - sigmoid(objectness)``. The last column stays the
         background (objectness) probability.
         """
-        prob = cls_score.sigmoid()
         if not self.test_with_obj:
-            return prob
-        cls_prob = prob[:, :-1] * (1 - prob[:, -1:])
-        return torch.cat([cls_prob, prob[:, -1:]], dim=1)
+            return cls_score.sigmoid()
+        return sigmoid_scores_times_objectness(cls_score)

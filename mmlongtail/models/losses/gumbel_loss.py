@@ -48,7 +48,8 @@ from mmlongtail.datasets.category_stats import (StatsSource,
                                                 load_category_stats)
 from mmlongtail.registry import MODELS
 from .protocol import (ClassifierLayout, ClassifierProtocol, ScoringFamily, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+                       check_reduction, empty_loss, sigmoid_targets,
+                       with_max_background)
 
 #: The official clamp of the logits before the Gumbel activation.
 GUMBEL_LOGIT_MIN = -4.0
@@ -64,12 +65,7 @@ def gumbel_scores_with_background(cls_score: Tensor) -> Tensor:
     """``(N, C)`` logits -> ``(N, C + 1)`` scores: the Gumbel probability of
     each class, then ``1 - max_j p_j`` (background when no class exceeds
     0.5)."""
-    prob = gumbel_activation(cls_score)
-    if prob.shape[0] == 0:
-        bg = prob.new_zeros((0, 1))
-    else:
-        bg = 1 - prob.max(dim=1, keepdim=True).values
-    return torch.cat([prob, bg], dim=1)
+    return with_max_background(gumbel_activation(cls_score))
 
 
 def gumbel_bce(cls_score: Tensor, target: Tensor) -> Tensor:

@@ -473,21 +473,36 @@ def sigmoid_targets(labels: Tensor, num_classes: int) -> Tensor:
     return one_hot[:, :num_classes]
 
 
-def sigmoid_scores_with_background(cls_score: Tensor) -> Tensor:
-    """``(N, C)`` logits of a sigmoid classifier -> ``(N, C + 1)`` scores.
+def with_max_background(prob: Tensor) -> Tensor:
+    """``(N, C)`` independent class probabilities -> ``(N, C + 1)`` scores.
 
-    Columns ``0..C-1`` are the per-class sigmoid probabilities. A sigmoid
-    classifier has no background output, so the last column is
-    ``1 - max_j p_j``: the arg-max over the ``C + 1`` columns predicts
-    background exactly when no class probability exceeds 0.5. mmdet drops that
-    column before NMS, so it never affects detections.
+    The one background-column rule of classifiers without a background
+    output (sigmoid, Gumbel): the last column is ``1 - max_j p_j``, so the
+    arg-max over the ``C + 1`` columns predicts background exactly when no
+    class probability exceeds 0.5. mmdet drops that column before NMS, so it
+    never affects detections.
     """
-    prob = cls_score.sigmoid()
     if prob.shape[0] == 0:
         bg = prob.new_zeros((0, 1))
     else:
         bg = 1 - prob.max(dim=1, keepdim=True).values
     return torch.cat([prob, bg], dim=1)
+
+
+def sigmoid_scores_with_background(cls_score: Tensor) -> Tensor:
+    """``(N, C)`` logits of a sigmoid classifier -> ``(N, C + 1)`` scores:
+    the per-class sigmoid probabilities, then :func:`with_max_background`'s
+    column (scoring family ``SIGMOID``)."""
+    return with_max_background(cls_score.sigmoid())
+
+
+def sigmoid_scores_times_objectness(cls_score: Tensor) -> Tensor:
+    """``(N, C + 1)`` sigmoid logits, the last a background row -> ``(N, C +
+    1)`` scores: ``sigmoid(z_c) (1 - sigmoid(z_bg))`` for the classes, then
+    ``sigmoid(z_bg)`` (scoring family ``SIGMOID_OBJECTNESS``; the one
+    test-time activation of EQLv2 and ECM)."""
+    prob = cls_score.sigmoid()
+    return torch.cat([prob[:, :-1] * (1 - prob[:, -1:]), prob[:, -1:]], 1)
 
 
 SIGMOID_SCORING = 'sigmoid per class; background column 1 - max_j p_j'

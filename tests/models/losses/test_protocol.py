@@ -85,3 +85,30 @@ def test_layouts_of_losses_without_the_protocol():
         loss_layout(Undescribed(), 3)
     ours = loss_layout(dict(type='mmlongtail.FocalLoss'), 3)
     assert ours.num_outputs == 3 and ours.owner == 'FocalLoss'
+
+
+def test_one_helper_per_activation_and_background_rule():
+    """The background-column rule and the objectness-scaled sigmoid are
+    written once; the losses score through them (hand-derived values)."""
+    import mmlongtail.models.losses.ecm_loss as ecm
+    import mmlongtail.models.losses.eqlv2_loss as eqlv2
+    import mmlongtail.models.losses.gumbel_loss as gumbel
+    import mmlongtail.models.roi_heads.bbox_predict as bbox_predict
+    from mmlongtail.models.losses.protocol import (
+        sigmoid_scores_times_objectness, with_max_background)
+    prob = torch.tensor([[0.2, 0.7], [0.1, 0.3]])
+    torch.testing.assert_close(
+        with_max_background(prob),
+        torch.tensor([[0.2, 0.7, 0.3], [0.1, 0.3, 0.7]]))
+    assert with_max_background(prob[:0]).shape == (0, 3)
+    z = torch.tensor([[0.0, 2.0, -1.0]])
+    s = torch.sigmoid(z)
+    torch.testing.assert_close(
+        sigmoid_scores_times_objectness(z),
+        torch.stack([s[0, 0] * (1 - s[0, 2]), s[0, 1] * (1 - s[0, 2]),
+                     s[0, 2]])[None])
+    assert ecm.ecm_scores is sigmoid_scores_times_objectness
+    assert eqlv2.sigmoid_scores_times_objectness is \
+        sigmoid_scores_times_objectness
+    assert gumbel.with_max_background is with_max_background
+    assert not hasattr(bbox_predict, 'head_layout_for_scoring')
