@@ -6,7 +6,9 @@ Every classification loss of the package builds on this module:
   kind of error: ``ValueError`` for a bad ``cls_score`` shape, bad labels
   (shape, dtype or range), bad ``label_weights``, an unknown ``reduction``
   and a ``num_classes`` that is not a positive int or disagrees with the
-  head (:func:`check_num_classes` is the only ``num_classes`` check).
+  head (``check_num_classes``, re-exported here, is the package's only
+  ``num_classes`` check; it lives with the category statistics, the lowest
+  floor that needs it).
 * **The classifier protocol of mmdet's** ``BBoxHead``:
   ``custom_cls_channels`` / ``custom_activation`` / ``custom_accuracy`` and
   ``get_cls_channels`` / ``get_activation`` / ``get_accuracy``, in
@@ -39,6 +41,8 @@ from mmengine.registry import DefaultScope
 from torch import Tensor
 from torch.nn.modules.module import register_module_module_registration_hook
 
+from mmlongtail.datasets.category_stats import check_num_classes  # noqa: F401
+
 #: Reductions a loss accepts.
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -51,36 +55,6 @@ def check_reduction(reduction: str, owner: str) -> str:
         raise ValueError(f"{owner}: reduction must be 'none', 'mean' or "
                          f"'sum', got {reduction!r}")
     return reduction
-
-
-def check_num_classes(num_classes: Any,
-                      owner: str,
-                      expected: Optional[int] = None,
-                      expected_from: str = 'the head') -> int:
-    """The one ``num_classes`` check.
-
-    Args:
-        num_classes: The value to check; must be a positive int.
-        owner (str): Who checks (named in the message).
-        expected (int, optional): The number it must equal.
-        expected_from (str): Where ``expected`` comes from, for the message.
-
-    Returns:
-        int: ``num_classes``.
-
-    Raises:
-        ValueError: Not a positive int, or not ``expected`` (naming both).
-    """
-    if (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-            or num_classes < 1):
-        raise ValueError(
-            f'{owner}: num_classes must be a positive int, got '
-            f'{num_classes!r}')
-    if expected is not None and int(expected) != num_classes:
-        raise ValueError(
-            f'num_classes mismatch: {owner} was built with num_classes='
-            f'{num_classes}, but {expected_from} has num_classes={expected}')
-    return num_classes
 
 
 def check_cls_score(cls_score: Tensor,

@@ -112,3 +112,24 @@ def test_one_helper_per_activation_and_background_rule():
         sigmoid_scores_times_objectness
     assert gumbel.with_max_background is with_max_background
     assert not hasattr(bbox_predict, 'head_layout_for_scoring')
+
+
+def test_one_num_classes_check_for_losses_and_category_stats():
+    """CategoryStats.check_num_classes goes through the protocol's check:
+    same validation, same mismatch message naming both numbers."""
+    from mmlongtail.datasets import category_stats
+    from mmlongtail.models.losses import protocol
+    assert protocol.check_num_classes is category_stats.check_num_classes
+    stats = category_stats.load_category_stats(dict(
+        num_images=4,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=1,
+                 instance_count=1) for i in range(3)
+        ]))
+    stats.check_num_classes(3, 'X')
+    with pytest.raises(ValueError, match='positive int, got True'):
+        stats.check_num_classes(True, 'X')
+    with pytest.raises(ValueError, match=r'num_classes mismatch: X has '
+                       r'num_classes=4, but the category statistics from '
+                       r'<dict> describe 3 classes\. .*set num_classes=3'):
+        stats.check_num_classes(4, 'X')
