@@ -27,18 +27,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
+from .frame import ClassificationLoss
 from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
-                       SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+                       SigmoidClassifierProtocol, empty_loss, sigmoid_targets)
 
 #: Background RoIs per foreground count used for the background prior of the
 #: softmax variant by default: the ECM authors' measurement of Mask R-CNN's
@@ -161,7 +159,7 @@ _COUNTS = {'image': 'image_count', 'instance': 'instance_count'}
 
 
 @MODELS.register_module()
-class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
+class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Balanced softmax / logit-adjusted cross-entropy, or BALMS's sigmoid
     variant (``use_sigmoid=True``).
 
@@ -204,10 +202,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
                  count: str = 'image',
                  reduction: str = 'mean',
                  loss_weight: float = 1.0) -> None:
-        super().__init__()
         owner = 'BalancedSoftmaxLoss'
-        check_reduction(reduction, owner)
-        check_num_classes(num_classes, owner)
         if count not in _COUNTS:
             raise ValueError(f"{owner}: count must be 'image' or 'instance', "
                              f'got {count!r}')
@@ -215,15 +210,12 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
             raise ValueError(f'{owner}: the sigmoid variant uses image '
                              f"frequencies; count must be 'image', got "
                              f'{count!r}')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner=owner)
-        self.use_sigmoid = bool(use_sigmoid)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
+                         category_stats)
+        stats = self.stats
         self.tau = float(tau)
         self.fg_bg_ratio = float(fg_bg_ratio)
         self.count = count
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
         if self.use_sigmoid:
             adjust = sigmoid_log_odds(stats.image_frequency)
         else:
@@ -250,30 +242,12 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
             return super()._activation(cls_score)
         return F.softmax(cls_score, dim=-1)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C + 1)`` logits (softmax variant) or
-                ``(N, C)`` (sigmoid variant).
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C + 1)`` logits (softmax variant) or ``(N, C)`` (sigmoid
+        variant); ``'none'`` gives ``(N,)``."""
         fn = balanced_sigmoid_loss if self.use_sigmoid else \
             balanced_softmax_loss
-        loss = fn(cls_score, labels, self.adjustment, self.tau,
+        return fn(cls_score, labels, self.adjustment, self.tau,
                   label_weights, reduction, avg_factor)
-        return self.loss_weight * loss

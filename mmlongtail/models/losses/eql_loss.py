@@ -3,17 +3,15 @@ Recognition", CVPR 2020)."""
 from typing import Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import ClassificationLoss
+from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
 
 
 def eql_loss(cls_score: Tensor,
@@ -67,7 +65,7 @@ def eql_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLLoss(SigmoidClassifierProtocol, nn.Module):
+class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Equalization Loss (Tan et al., CVPR 2020).
 
     A sigmoid classifier with ``C`` channels; background is label ``C`` (an
@@ -89,14 +87,12 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
             Defaults to ``'mean'``.
         loss_weight (float): Multiplier. Defaults to 1.0.
         use_sigmoid (bool): Must be True (accepted for mmdet configs).
-        dense_head (bool, optional): Whether the loss sits in an mmdet
-            dense head (RetinaNet, ATSS, FCOS), which scores its ``C`` logits
-            with a plain sigmoid, or in an R-CNN ``BBoxHead`` (classifier
-            protocol). Defaults to None: taken from the head that builds the
-            loss (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``); if given, it must match
-            that head.
+        dense_head (bool, optional): Dense head or ``BBoxHead``; None
+            (default): taken from the head that builds the loss (see
+            ``SigmoidClassifierProtocol``).
     """
+
+    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
@@ -106,51 +102,22 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
                  loss_weight: float = 1.0,
                  use_sigmoid: bool = True,
                  dense_head: Optional[bool] = None) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('EQLLoss is a sigmoid loss; use_sigmoid must be '
-                             'True')
         if not freq_thr >= 0:
             raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
                              f'{freq_thr}')
-        check_reduction(reduction, 'EQLLoss')
-        check_num_classes(num_classes, 'EQLLoss')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner='EQLLoss')
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
+                         category_stats, dense_head)
         self.freq_thr = float(freq_thr)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
-        self.set_dense_head(dense_head)
-        tail = torch.from_numpy(stats.image_frequency < self.freq_thr)
+        tail = torch.from_numpy(self.stats.image_frequency < self.freq_thr)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer('tail_mask', tail, persistent=False)
         MMLogger.get_current_instance().info(
             f'EQLLoss: {int(tail.sum())} of {self.num_classes} classes have '
-            f'image frequency < {self.freq_thr} (from {stats.source})')
+            f'image frequency < {self.freq_thr} (from {self.stats.source})')
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
-        loss = eql_loss(cls_score, labels, self.tail_mask, label_weights,
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C)`` logits; ``'none'`` gives ``(N,)``."""
+        return eql_loss(cls_score, labels, self.tail_mask, label_weights,
                         reduction, avg_factor)
-        return self.loss_weight * loss

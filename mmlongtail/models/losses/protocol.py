@@ -21,10 +21,11 @@ Every classification loss of the package builds on this module:
   :func:`loss_layout` (or the loss) and keep no table of their own.
 
 Adding a loss: one file defining a class that inherits
-:class:`ClassifierProtocol` (or :class:`SigmoidClassifierProtocol`) and
-implements ``_layout`` (and ``_activation`` unless sigmoid), one import line
-in ``mmlongtail/models/losses/__init__.py`` and one entry in
-``tests/models/losses/test_loss_contract.py``.
+:class:`~mmlongtail.models.losses.frame.ClassificationLoss` (after
+:class:`SigmoidClassifierProtocol` for a ``C``-channel sigmoid classifier)
+and implements ``_loss`` and ``_layout`` (and ``_activation`` unless
+sigmoid), one import line in ``mmlongtail/models/losses/__init__.py`` and
+one entry in ``tests/models/losses/test_loss_contract.py``.
 """
 import enum
 import weakref

@@ -133,3 +133,26 @@ def test_one_num_classes_check_for_losses_and_category_stats():
                        r'num_classes=4, but the category statistics from '
                        r'<dict> describe 3 classes\. .*set num_classes=3'):
         stats.check_num_classes(4, 'X')
+
+
+def test_every_loss_is_written_in_the_one_frame():
+    """Every registered loss inherits ClassificationLoss's forward (mmdet's
+    signature, reduction assert, input checks, loss_weight) and EQLv2 / EFL
+    share one gradient-statistics buffer helper."""
+    import mmlongtail.registry
+    from mmlongtail.models.losses import (ClassificationLoss, EQLv2Loss,
+                                          EqualizedFocalLoss,
+                                          GradientStatistics)
+    losses = {name: cls for name, cls in
+              mmlongtail.registry.MODELS.module_dict.items()
+              if name.endswith('Loss')}
+    assert len(losses) >= 11
+    for name, cls in losses.items():
+        assert issubclass(cls, ClassificationLoss), name
+        assert cls.forward is ClassificationLoss.forward, name
+        assert '__init__' in vars(cls) and '_loss' in vars(cls), name
+    for cls in (EQLv2Loss, EqualizedFocalLoss):
+        assert issubclass(cls, GradientStatistics)
+        loss = cls(num_classes=3)
+        assert [n for n, _ in loss.named_buffers()] == [
+            'pos_grad', 'neg_grad', 'pos_neg']
