@@ -23,7 +23,7 @@ its logit is adjusted like any class's. Softmax is invariant to a common
 shift, so only the ratios ``pi_c / pi_bg = n_c / (fg_bg_ratio * sum(n))``
 matter.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -176,6 +176,9 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
     scores have ``1 - max_j p_j`` as background column instead of BALMS's
     dummy 0 (class scores equal); frequencies come from category statistics.
 
+    It also takes the frame's keyword arguments, ``reduction``, ``loss_weight``
+    (see :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -188,10 +191,10 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
         count (str): Softmax variant: ``'image'`` (training images per
             class, LVIS's frequency) or ``'instance'``. Defaults to
             ``'image'``. The sigmoid variant always uses image frequencies.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
     """
+
+    #: either kind: ``use_sigmoid`` picks the variant
+    SIGMOID = None
 
     def __init__(self,
                  num_classes: int,
@@ -200,8 +203,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
                  tau: float = 1.0,
                  fg_bg_ratio: float = DEFAULT_FG_BG_RATIO,
                  count: str = 'image',
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0) -> None:
+                 **frame: Any) -> None:
         owner = 'BalancedSoftmaxLoss'
         if count not in _COUNTS:
             raise ValueError(f"{owner}: count must be 'image' or 'instance', "
@@ -210,8 +212,8 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
             raise ValueError(f'{owner}: the sigmoid variant uses image '
                              f"frequencies; count must be 'image', got "
                              f'{count!r}')
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats)
+        super().__init__(num_classes, use_sigmoid=use_sigmoid,
+                         category_stats=category_stats, **frame)
         stats = self.stats
         self.tau = float(tau)
         self.fg_bg_ratio = float(fg_bg_ratio)

@@ -38,7 +38,7 @@ Differences from the official code:
   (the official ``get_accuracy`` takes the arg-max of raw logits, split into
   objectness and class accuracy).
 """
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -156,6 +156,10 @@ class ECMLoss(ClassificationLoss):
     module docstring). ``C + 1`` outputs: rows ``0 .. C - 1`` are the
     classes, row ``C`` background.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -163,10 +167,6 @@ class ECMLoss(ClassificationLoss):
             the training image counts.
         fg_bg_ratio (float): Background count per foreground image count.
             Defaults to 6.3313 (the authors' measurement on Mask R-CNN).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
 
     SIGMOID = True
@@ -175,11 +175,9 @@ class ECMLoss(ClassificationLoss):
                  num_classes: int,
                  category_stats: StatsSource,
                  fg_bg_ratio: float = ECM_FG_BG_RATIO,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats)
+                 **frame: Any) -> None:
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         stats = self.stats
         self.fg_bg_ratio = float(fg_bg_ratio)
         offset, weight = ecm_margins(

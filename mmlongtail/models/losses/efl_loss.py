@@ -2,7 +2,7 @@
 Object Detection", CVPR 2022), for mmdet's dense heads (RetinaNet, ATSS,
 FCOS) and, through the sigmoid classifier protocol, R-CNN box heads."""
 from functools import partial
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +198,10 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
     * no hook on the head's classifier, so it works in any head that calls
       its ``loss_cls`` on the logits.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         gamma (float): :math:`\gamma_b`, the base focusing factor. Defaults
@@ -206,17 +210,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
         alpha (float): Positive/negative balance. Defaults to 0.25.
         use_distributed (bool): All-reduce the statistics when distributed.
             Defaults to True.
-        reduction (str): ``'none'`` (``(N, C)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True; mmdet's dense heads read it from
-            the config to size their classifier. Defaults to True.
-        dense_head (bool, optional): Dense head or ``BBoxHead``; None
-            (default): taken from the head that builds the loss (see
-            ``SigmoidClassifierProtocol``).
     """
-
-    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
@@ -224,12 +218,8 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
                  scale_factor: float = 8.0,
                  alpha: float = 0.25,
                  use_distributed: bool = True,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True,
-                 dense_head: Optional[bool] = None) -> None:
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         dense_head=dense_head)
+                 **frame: Any) -> None:
+        super().__init__(num_classes, **frame)
         if gamma <= 0:
             raise ValueError(f'EqualizedFocalLoss: gamma must be > 0 (the '
                              f'weighting factor divides by it), got {gamma}')

@@ -1,6 +1,6 @@
 """Equalization Loss (Tan et al., "Equalization Loss for Long-Tailed Object
 Recognition", CVPR 2020)."""
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,10 @@ class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
     loss is the paper's ``sum(BCE * w) / N``; mmdet's ``BBoxHead`` passes
     all-one ``label_weights`` and ``avg_factor=N``, which gives the same value.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -83,30 +87,18 @@ class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
             gradients from foreground proposals. Defaults to 1.76e-3 (the
             paper's value for LVIS v0.5; 1.1e-3 is the official LVIS v1
             setting).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
-        dense_head (bool, optional): Dense head or ``BBoxHead``; None
-            (default): taken from the head that builds the loss (see
-            ``SigmoidClassifierProtocol``).
     """
-
-    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  freq_thr: float = 1.76e-3,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True,
-                 dense_head: Optional[bool] = None) -> None:
+                 **frame: Any) -> None:
         if not freq_thr >= 0:
             raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
                              f'{freq_thr}')
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats, dense_head)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         self.freq_thr = float(freq_thr)
         tail = torch.from_numpy(self.stats.image_frequency < self.freq_thr)
         # derived from the statistics, not trained: not saved in checkpoints

@@ -1,6 +1,6 @@
 """Equalization Loss v2 (Tan et al., "Equalization Loss v2: A New Gradient
 Balance Approach for Long-tailed Object Detection", CVPR 2021)."""
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +129,10 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
       ``BBoxHead`` scores its logits with a sigmoid times
       ``1 - objectness`` instead of mmdet 3.x's softmax.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         gamma (float): Slope of the mapping function. Defaults to 12.
@@ -138,10 +142,6 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
             test time. Defaults to True.
         use_distributed (bool): All-reduce the statistics when distributed.
             Defaults to True.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
 
     SIGMOID = True
@@ -153,10 +153,8 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
                  alpha: float = 4.0,
                  test_with_obj: bool = True,
                  use_distributed: bool = True,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid)
+                 **frame: Any) -> None:
+        super().__init__(num_classes, **frame)
         self.gamma = float(gamma)
         self.mu = float(mu)
         self.alpha = float(alpha)

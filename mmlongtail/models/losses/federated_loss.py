@@ -23,7 +23,7 @@ Differences from detectron2, none of which changes its numbers in mmdet's
 * the weights come from category statistics (``'lvis_v1'`` or an annotation
   file) instead of detectron2's dataset metadata.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -180,6 +180,10 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
     the power to 1.0, while its config (``FED_LOSS_FREQ_WEIGHT_POWER``) and
     the paper use 0.5, the default here.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -188,25 +192,14 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
             included when present (as in detectron2). Defaults to 50.
         freq_weight_power (float): Sampling weight ``image_count ** power``.
             Defaults to 0.5.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
-        dense_head (bool, optional): Dense head or ``BBoxHead``; None
-            (default): taken from the head that builds the loss.
     """
-
-    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  num_classes_sampled: int = 50,
                  freq_weight_power: float = 0.5,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True,
-                 dense_head: Optional[bool] = None) -> None:
+                 **frame: Any) -> None:
         owner = 'FederatedLoss'
         if isinstance(num_classes_sampled, bool) or not isinstance(
                 num_classes_sampled, int) or num_classes_sampled < 1:
@@ -215,8 +208,8 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
         if not freq_weight_power >= 0:
             raise ValueError(f'{owner}: freq_weight_power must be >= 0, got '
                              f'{freq_weight_power}')
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats, dense_head)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         self.num_classes_sampled = num_classes_sampled
         self.freq_weight_power = float(freq_weight_power)
         # derived from the statistics, not trained: not saved in checkpoints

@@ -88,21 +88,14 @@ class FocalLoss(SigmoidClassifierProtocol, ClassificationLoss):
     gives 0 instead of NaN.
 
     Args:
-        use_sigmoid (bool): Must be True; kept because mmdet's dense heads
-            read it from the config. Defaults to True.
         gamma (float): Focusing parameter. Defaults to 2.0.
         alpha (float): Balance factor. Defaults to 0.25.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. Defaults to
-            ``'mean'``.
-        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
         num_classes (int, optional): If given, checked against the head's
             ``num_classes`` when the head sizes ``fc_cls``.
-        dense_head (bool, optional): Dense head or ``BBoxHead``; None
-            (default): taken from the head that builds the loss (see
-            ``SigmoidClassifierProtocol``).
+        reduction, loss_weight, use_sigmoid, dense_head: As
+            :class:`~mmlongtail.models.losses.frame.ClassificationLoss`
+            takes them.
     """
-
-    SIGMOID = True
 
     def __init__(self,
                  use_sigmoid: bool = True,

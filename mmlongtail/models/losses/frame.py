@@ -48,16 +48,24 @@ class ClassificationLoss(ClassifierProtocol, nn.Module):
     Args:
         num_classes (int, optional): ``C``; None only for a loss that takes
             it from the head (focal loss).
-        reduction (str, optional): ``'none'``, ``'mean'`` or ``'sum'``;
+        reduction (str, optional): ``'none'``, ``'mean'`` or ``'sum'``
+            (usually ``'mean'``). ``'none'`` keeps the per-sample loss whose
+            shape the loss's ``_loss`` documents (``(N,)`` or ``(N, C)``).
             None for a wrapper that passes ``reduction_override`` on.
-        loss_weight (float): Multiplier of the loss.
-        use_sigmoid (bool, optional): As the config gives it (checked
-            against :attr:`SIGMOID`).
-        category_stats (optional): Statistics source; loaded into
-            :attr:`stats` and checked against ``num_classes``.
+        loss_weight (float): Multiplier of the loss (usually 1.0).
+        use_sigmoid (bool, optional): As the config gives it: mmdet's dense
+            heads read it to size their classifier (``C`` if True, else
+            ``C + 1``); checked against :attr:`SIGMOID`. None (default): the
+            loss's kind.
+        category_stats (optional): Statistics source (``'lvis_v1'``, a
+            stats JSON or LVIS/COCO annotation file, a dict or a
+            ``CategoryStats``); loaded into :attr:`stats` and checked
+            against ``num_classes``.
         dense_head (bool, optional): For a
-            :class:`SigmoidClassifierProtocol` loss: the head kind it sits in;
-            None (default) takes it from the head that builds the loss.
+            :class:`SigmoidClassifierProtocol` loss: whether it sits in a
+            dense head or an R-CNN ``BBoxHead``; None (default) takes it
+            from the head that builds the loss, a value is checked against
+            that head.
     """
     SIGMOID: Optional[bool] = None
 
@@ -70,6 +78,8 @@ class ClassificationLoss(ClassifierProtocol, nn.Module):
                  dense_head: Optional[bool] = None) -> None:
         super().__init__()
         owner = type(self).__name__
+        if use_sigmoid is None:  # not given: the loss's kind
+            use_sigmoid = self.SIGMOID
         if self.SIGMOID is True and use_sigmoid is not True:
             raise ValueError(f'{owner} is a sigmoid loss; use_sigmoid must '
                              f'be True, got {use_sigmoid!r}')

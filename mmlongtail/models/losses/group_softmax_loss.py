@@ -1,7 +1,7 @@
 """Balanced Group Softmax, BAGS (Li et al., "Overcoming Classifier Imbalance
 for Long-tail Object Detection with Balanced Group Softmax", CVPR 2020)."""
 import bisect
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,10 @@ class GroupSoftmaxLoss(ClassificationLoss):
     foreground probability of the background group, and as last column the
     background probability.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path, a dict or ``CategoryStats``
@@ -110,9 +114,6 @@ class GroupSoftmaxLoss(ClassificationLoss):
         bin_split (Sequence[int]): Group boundaries on instance counts.
             Defaults to ``(10, 100, 1000)``.
         beta (float): Others-to-positives sampling ratio. Defaults to 8.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be False (accepted for mmdet configs).
     """
 
     SIGMOID = False
@@ -122,15 +123,13 @@ class GroupSoftmaxLoss(ClassificationLoss):
                  category_stats: StatsSource,
                  bin_split: Sequence[int] = (10, 100, 1000),
                  beta: float = 8.0,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = False) -> None:
+                 **frame: Any) -> None:
         if not beta >= 0:
             raise ValueError(f'GroupSoftmaxLoss: beta must be >= 0, got '
                              f'{beta}')
         bin_split = check_bin_split(bin_split)
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         self.bin_split = bin_split
         self.beta = float(beta)
         stats = self.stats

@@ -35,7 +35,7 @@ mmdet's ``BBoxHead`` (all-one ``label_weights``, ``avg_factor = N``):
   official code puts a dummy 0 there); class scores are the same, and mmdet
   drops that column before NMS.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -193,6 +193,10 @@ class GumbelLoss(ClassificationLoss):
     ``init_cfg=dict(type='Constant', val=0.001, bias=-2,
     override=dict(name='fc_cls'))`` (see the GOL config).
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         category_stats (optional): ``'lvis_v1'``, a path to a stats JSON or
@@ -203,11 +207,6 @@ class GumbelLoss(ClassificationLoss):
             ``image_count / num_images < lambda_`` are rare. Defaults to
             1.1e-3 (the official LVIS v1 setting; its code default 1.77e-3 is
             for LVIS v0.5).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs: the
-            classifier is one binary output per class).
     """
 
     SIGMOID = True
@@ -217,9 +216,7 @@ class GumbelLoss(ClassificationLoss):
                  category_stats: Optional[StatsSource] = None,
                  drop_loss: bool = True,
                  lambda_: float = 1.1e-3,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
+                 **frame: Any) -> None:
         owner = 'GumbelLoss'
         if drop_loss and category_stats is None:
             raise ValueError(f'{owner}: drop_loss=True needs category_stats '
@@ -227,8 +224,10 @@ class GumbelLoss(ClassificationLoss):
         if drop_loss and not lambda_ >= 0:
             raise ValueError(f'{owner}: lambda_ must be >= 0, got '
                              f'{lambda_}')
-        super().__init__(num_classes, reduction, loss_weight, use_sigmoid,
-                         category_stats if drop_loss else None)
+        super().__init__(
+            num_classes,
+            category_stats=category_stats if drop_loss else None,
+            **frame)
         self.drop_loss = bool(drop_loss)
         self.lambda_ = float(lambda_)
         if not self.drop_loss:

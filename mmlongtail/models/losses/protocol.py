@@ -506,6 +506,8 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
     flag. ``dense_head`` may still be given (``True`` / ``False``); it is
     then checked against the head, and a contradiction is refused at build.
     """
+    #: A sigmoid loss: ``use_sigmoid`` must be True (``ClassificationLoss``).
+    SIGMOID: Optional[bool] = True
     dense_head = False
     #: ``dense_head`` as the config gave it; None: chosen from the head.
     dense_head_declared: Optional[bool] = None

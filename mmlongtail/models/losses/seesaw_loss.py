@@ -342,15 +342,10 @@ class SeesawLoss(ClassificationLoss):
     Args:
         num_classes (int): Number of classes ``C`` (1203 for LVIS v1).
             Required: the loss holds no dataset facts.
-        use_sigmoid (bool): Only False (softmax) is supported; kept for config
-            compatibility. Defaults to False.
         p (float): Exponent of the mitigation factor. Defaults to 0.8.
         q (float): Exponent of the compensation factor. Defaults to 2.0.
         eps (float): Lower bound of the target-class probability in the
             compensation factor. Defaults to 1e-2.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Weight of both terms. Defaults to 1.0.
         return_dict (bool): Return ``dict(loss_cls_objectness=...,
             loss_cls_classes=...)``; otherwise their sum. Defaults to True.
         sync_counts (bool): All-reduce each batch's label histogram across
@@ -364,6 +359,9 @@ class SeesawLoss(ClassificationLoss):
             at most half the samples are positive, False otherwise and on
             accelerators. Results agree up to float rounding.
             Defaults to None.
+        reduction, loss_weight, use_sigmoid: As
+            :class:`~mmlongtail.models.losses.frame.ClassificationLoss`
+            takes them.
 
     Buffers:
         cum_samples (Tensor): ``(C + 1,)`` float32, the number of samples seen
