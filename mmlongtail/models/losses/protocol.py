@@ -1,7 +1,8 @@
 """The classification-loss protocol of mmlongtail, written once.
 
-Every classification loss of the package builds on this package, one module
-per idea (all names are importable from here):
+Every classification loss of the package builds on it. The code lives in one
+module per idea, :mod:`.checks`, :mod:`.layout` and :mod:`.classifier`; this
+module gathers their names, and every importer uses it:
 
 * **Input checks** (:mod:`.checks`). One function per kind of input, one
   exception type per kind of error: ``ValueError`` for a bad ``cls_score``
