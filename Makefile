@@ -10,12 +10,16 @@ BENCH_DIR ?= work_dirs/benchmark_longtail
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo demo-data clean-demo bench
+.PHONY: install lint test demo demo-data clean-demo bench
 
 install:
 	@bash tools/install.sh
 
-test: install
+# ruff.toml: pycodestyle, pyflakes and bugbear over the whole tree
+lint: install
+	$(PY) -m ruff check .
+
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo-data: install

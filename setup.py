@@ -55,6 +55,6 @@ setup(
         'numpy>=1.24',
         'matplotlib>=3.7',
     ],
-    extras_require={'tests': ['pytest>=7']},
+    extras_require={'tests': ['pytest>=7', VERSION_FILE['LINT_REQUIREMENT']]},
     zip_safe=False,
 )

@@ -2,13 +2,13 @@
 
 Every registry here has scope ``'mmlongtail'`` and a parent in
 ``mmdet.registry``, so a config in any OpenMMLab scope (mmdet, mmpretrain,
-mmyolo, ...) resolves ``type='mmlongtail.SeesawLoss'``: mmengine walks up to the
-root registry and finds the child whose scope is ``mmlongtail``. Because our
-names live in our own registries, they never clash with mmdet's ``SeesawLoss``,
-``NormedLinear`` or ``FocalLoss``.
+mmyolo, ...) resolves ``type='mmlongtail.SeesawLoss'``: mmengine walks up to
+the root registry and finds the child whose scope is ``mmlongtail``. Because
+our names live in our own registries, they never clash with mmdet's
+``SeesawLoss``, ``NormedLinear`` or ``FocalLoss``.
 
-``locations`` makes the lookup lazy: the first ``get`` on a registry imports the
-modules that register into it.
+``locations`` makes the lookup lazy: the first ``get`` on a registry imports
+the modules that register into it.
 
 mmengine resolves a scoped key by looking in the current registry's children,
 then in the root's children, one level deep. A grandchild of the root (ours,

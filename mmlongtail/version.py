@@ -19,3 +19,9 @@ TORCHVISION_VERSION = '0.28.0'
 # declared: setup.py (install_requires) and tools/install.sh read it, and the
 # evaluation backend can check the installed version against it.
 FASTER_COCO_EVAL_REQUIREMENT = 'faster-coco-eval==1.8.0'
+
+# The linter `make test` runs first (configuration in ruff.toml), pinned so
+# that a new release's rules cannot fail a submission that passed before.
+# tools/install.sh installs it with the test tools; setup.py's `tests` extra
+# reads this line.
+LINT_REQUIREMENT = 'ruff==0.17.6'

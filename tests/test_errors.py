@@ -306,7 +306,8 @@ def test_cascade_stages_as_wide_but_on_other_rows():
 
         def __init__(self, *losses):
             super().__init__()
-            self.bbox_head = torch.nn.ModuleList(_head(l) for l in losses)
+            self.bbox_head = torch.nn.ModuleList(
+                _head(loss) for loss in losses)
 
     bags = LOSSES['GroupSoftmaxLoss']
     check_longtail_consistency(_Cascade(bags, bags))  # same layout: fine

@@ -13,7 +13,8 @@ import setuptools
 import torch
 from packaging.requirements import Requirement
 
-from mmlongtail.version import (FASTER_COCO_EVAL_REQUIREMENT, TORCH_VERSION,
+from mmlongtail.version import (FASTER_COCO_EVAL_REQUIREMENT,
+                                LINT_REQUIREMENT, TORCH_VERSION,
                                 TORCHVISION_VERSION)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -34,23 +35,26 @@ def _lines(capsys, probe, *argv):
 
 HEADER = [
     f'requirement {FASTER_COCO_EVAL_REQUIREMENT}',
-    f'pin torch {TORCH_VERSION}', f'pin torchvision {TORCHVISION_VERSION}'
+    f'pin torch {TORCH_VERSION}', f'pin torchvision {TORCHVISION_VERSION}',
+    f'lint {LINT_REQUIREMENT}'
 ]
+#: the first check's line
+N = len(HEADER)
 
 
 def test_probe_reports_ok_on_the_installed_stack(capsys):
     # the installed stack is what `make install` makes; torchvision is
     # optional (installed where a build of torch's kind can be had)
     lines = _lines(capsys, _probe(), mmcv.__version__)
-    assert lines[:3] == HEADER
-    assert lines[3:] == [
-        'ok torch', lines[4], 'ok build', 'ok mmcv', 'ok rest'
+    assert lines[:N] == HEADER
+    assert lines[N:] == [
+        'ok torch', lines[N + 1], 'ok build', 'ok mmcv', 'ok rest'
     ]
     if importlib.util.find_spec('torchvision') is not None:
-        assert lines[4] == 'ok torchvision'
+        assert lines[N + 1] == 'ok torchvision'
     else:
-        assert lines[4].startswith(
-            'failed torchvision: ModuleNotFoundError: '), lines[4]
+        assert lines[N + 1].startswith(
+            'failed torchvision: ModuleNotFoundError: '), lines[N + 1]
 
 
 def test_probe_says_which_check_failed_and_why(capsys, monkeypatch):
@@ -59,11 +63,12 @@ def test_probe_says_which_check_failed_and_why(capsys, monkeypatch):
                         lambda: ('0.1', TORCHVISION_VERSION))
     lines = _lines(capsys, probe, '9.9.9')
     assert lines[1] == 'pin torch 0.1'
-    assert lines[3] == (f'failed torch: RuntimeError: torch '
+    assert lines[N] == (f'failed torch: RuntimeError: torch '
                         f'{torch.__version__} is installed, 0.1 is needed')
-    assert lines[6] == (f'failed mmcv: RuntimeError: mmcv {mmcv.__version__} '
-                        'is installed, 9.9.9 is needed')
-    assert lines[5] == 'ok build' and lines[7] == 'ok rest'
+    assert lines[N + 3] == (
+        f'failed mmcv: RuntimeError: mmcv {mmcv.__version__} '
+        'is installed, 9.9.9 is needed')
+    assert lines[N + 2] == 'ok build' and lines[N + 4] == 'ok rest'
     # a faster-coco-eval outside the declared window
     monkeypatch.undo()
     monkeypatch.setattr(probe, 'declared_fce_requirement',
@@ -79,8 +84,9 @@ def test_probe_says_which_check_failed_and_why(capsys, monkeypatch):
 
     monkeypatch.setattr(probe, 'build_ok', broken)
     lines = _lines(capsys, probe, mmcv.__version__)
-    assert lines[5] == ('failed build: ImportError: libfoo.so: cannot open '
-                        'shared object file | more')
+    assert lines[N + 2] == (
+        'failed build: ImportError: libfoo.so: cannot open '
+        'shared object file | more')
 
 
 def _fake_torchvision(monkeypatch, version, nms):
@@ -102,8 +108,8 @@ def _probe_torchvision(capsys, monkeypatch, version, nms=_greedy_nms):
     probe = _probe()
     _fake_torchvision(monkeypatch, version, nms)
     lines = _lines(capsys, probe, mmcv.__version__)
-    assert lines[3] == 'ok torch'
-    return lines[4]
+    assert lines[N] == 'ok torch'
+    return lines[N + 1]
 
 
 def test_probe_checks_torchvision(capsys, monkeypatch):
@@ -138,7 +144,7 @@ def test_probe_checks_torchvision(capsys, monkeypatch):
             '[0, 1], [0] expected')
     # not installed at all
     monkeypatch.setitem(sys.modules, 'torchvision', None)
-    line = _lines(capsys, _probe(), mmcv.__version__)[4]
+    line = _lines(capsys, _probe(), mmcv.__version__)[N + 1]
     assert line.startswith('failed torchvision: ModuleNotFoundError: '
                            'import of torchvision halted'), line
 

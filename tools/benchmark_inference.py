@@ -4,8 +4,9 @@ stage by stage, for the full LVIS Mask R-CNN config (random weights).
 Stages, measured side by side in one run on the same inputs (median of
 ``--repeats``, stock and ours alternating):
 
-* ``scores + decode + NMS``: stock = mmdet's ``BBoxHead._predict_by_feat_single``
-  (decode all 1000 x 1203 boxes, ``multiclass_nms``); ours =
+* ``scores + decode + NMS``: stock = mmdet's
+  ``BBoxHead._predict_by_feat_single`` (decode all 1000 x 1203 boxes,
+  ``multiclass_nms``); ours =
   ``lazy_decode_and_nms`` (exact early-stopping NMS, lazy decode). Three
   candidate densities: ``score_thr`` is set to the 10k-th / 100k-th best
   score, and 1e-4 (LVIS's; with random weights every class of every proposal
@@ -463,7 +464,7 @@ def pipeline(args: argparse.Namespace) -> None:
     rows.append((f'train: mask head fwd + loss + bwd ({n_pos} positives)',
                  ts, to, 'same grads' if close else 'DIFFERENT GRADS'))
 
-    print(f'\n| stage | stock mmdet | mmlongtail | stock / ours | output |')
+    print('\n| stage | stock mmdet | mmlongtail | stock / ours | output |')
     print('|---|---|---|---|---|')
     for name, a, b, note in rows:
         print(f'| {name} | {a:.3f} s | {b:.3f} s | {a / b:.1f}x | {note} |')

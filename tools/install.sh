@@ -48,7 +48,8 @@ why() { sed -n "s/^failed $1: //p" <<<"$PROBE" | head -1; }
 FCE_REQ=$(sed -n 's/^requirement //p' <<<"$PROBE")
 TORCH_VERSION=$(sed -n 's/^pin torch //p' <<<"$PROBE")
 TORCHVISION_VERSION=$(sed -n 's/^pin torchvision //p' <<<"$PROBE")
-[[ -n $FCE_REQ && -n $TORCH_VERSION && -n $TORCHVISION_VERSION ]] \
+LINT_REQ=$(sed -n 's/^lint //p' <<<"$PROBE")
+[[ -n $FCE_REQ && -n $TORCH_VERSION && -n $TORCHVISION_VERSION && -n $LINT_REQ ]] \
   || die "tools/install_probe.py did not print the versions declared in mmlongtail/version.py"
 
 # 1. torch, pinned to the exact CPU build, before anything that depends on it,
@@ -82,8 +83,8 @@ done_ mmcv || have "from mmcv.ops import RoIAlign, nms" \
 # 4. mmdet and the rest, then mmlongtail itself (editable).
 if ! done_ rest; then
   say "mmdet and the rest: $(why rest)"
-  say "installing mmdet 3.3.0, lvis, pycocotools, $FCE_REQ, pytest and mmlongtail"
-  "${PIP[@]}" install "mmdet==3.3.0" "lvis==0.5.3" "pycocotools>=2.0.7" "$FCE_REQ" "matplotlib>=3.7" "pytest>=7" \
+  say "installing mmdet 3.3.0, lvis, pycocotools, $FCE_REQ, pytest, $LINT_REQ and mmlongtail"
+  "${PIP[@]}" install "mmdet==3.3.0" "lvis==0.5.3" "pycocotools>=2.0.7" "$FCE_REQ" "matplotlib>=3.7" "pytest>=7" "$LINT_REQ" \
     || die "could not install mmdet and its dependencies"
   "${PIP[@]}" install --no-build-isolation --no-deps -e . || die "could not install mmlongtail (pip install -e .)"
 fi

@@ -1,11 +1,11 @@
 """Which parts of mmlongtail's stack are installed: the probe of install.sh.
 
 Prints what ``mmlongtail/version.py`` declares, ``requirement REQ`` (the
-faster-coco-eval window), ``pin torch VERSION`` and ``pin torchvision
-VERSION``, then one line per check, ``ok NAME`` or ``failed NAME: Exception:
-message``, so that ``tools/install.sh`` installs only what is missing and says
-why. It only imports, compares versions and runs one tiny op; it installs
-nothing.
+faster-coco-eval window), ``pin torch VERSION``, ``pin torchvision VERSION``
+and ``lint REQ`` (the linter), then one line per check, ``ok NAME`` or
+``failed NAME: Exception: message``, so that ``tools/install.sh`` installs
+only what is missing and says why. It only imports, compares versions and
+runs one tiny op; it installs nothing.
 
 Usage::
 
@@ -97,21 +97,36 @@ def mmcv_ok(mmcv_version: str) -> None:
     from mmcv.ops import RoIAlign, nms  # noqa: F401
 
 
-def rest_ok() -> None:
-    from importlib.metadata import version
+def declared_lint_requirement() -> str:
+    """The linter pin declared in ``mmlongtail/version.py``."""
+    return declared()['LINT_REQUIREMENT']
 
+
+def _within(requirement: str) -> None:
+    """Raise unless the installed distribution satisfies ``requirement``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+    req = Requirement(requirement)
+    try:
+        have = version(req.name)
+    except PackageNotFoundError:
+        raise RuntimeError(f'{req.name} is not installed, {req.specifier} is '
+                           'needed') from None
+    if not req.specifier.contains(have, prereleases=True):
+        raise RuntimeError(f'{req.name} {have} is installed, '
+                           f'{req.specifier} is needed')
+
+
+def rest_ok() -> None:
     import lvis  # noqa: F401
     import matplotlib  # noqa: F401
     import mmdet
     import pycocotools  # noqa: F401
     import pytest  # noqa: F401
-    from packaging.requirements import Requirement
     _want('mmdet', mmdet.__version__, '3.3.0')
-    req = Requirement(declared_fce_requirement())
-    have = version(req.name)
-    if not req.specifier.contains(have, prereleases=True):
-        raise RuntimeError(f'{req.name} {have} is installed, '
-                           f'{req.specifier} is needed')
+    _within(declared_fce_requirement())
+    _within(declared_lint_requirement())
     # both packages of setup.py, found where they are installed (run as a
     # script, this probe does not see the checkout): a venv installed before
     # mmlongtail_bench existed gets `pip install -e .` again
@@ -133,6 +148,7 @@ def main(argv) -> int:
     print(f'requirement {declared_fce_requirement()}', flush=True)
     print(f'pin torch {torch_version}', flush=True)
     print(f'pin torchvision {torchvision_version}', flush=True)
+    print(f'lint {declared_lint_requirement()}', flush=True)
     checks = (('torch', lambda: torch_ok(torch_version)),
               ('torchvision', lambda: torchvision_ok(torchvision_version)),
               ('build', build_ok), ('mmcv', lambda: mmcv_ok(mmcv_version)),

@@ -121,7 +121,8 @@ class CategoryStats:
 
     @property
     def image_frequency(self) -> np.ndarray:
-        """``(C,)`` float64 fraction of training images containing each class."""
+        """``(C,)`` float64 fraction of training images containing each
+        class."""
         return self.image_count.astype(np.float64) / float(self.num_images)
 
     def group_mask(self, group: str) -> np.ndarray:
@@ -131,7 +132,9 @@ class CategoryStats:
                              f'{FREQUENCY_GROUPS}, got {group!r}')
         return np.asarray(self.frequency) == group
 
-    def check_num_classes(self, num_classes: int, owner: str = 'model') -> None:
+    def check_num_classes(self,
+                          num_classes: int,
+                          owner: str = 'model') -> None:
         """Raise ``ValueError`` naming both numbers if they disagree (through
         the one ``num_classes`` check, :func:`check_num_classes`)."""
         check_num_classes(
@@ -224,7 +227,8 @@ def stats_from_dict(data: dict, source: str = '<dict>') -> CategoryStats:
     """Parse either file kind (already decoded JSON) into CategoryStats."""
     _require(isinstance(data, dict), source, 'top level must be an object')
     _require(
-        isinstance(data.get('categories'), list) and len(data['categories']) > 0,
+        isinstance(data.get('categories'), list)
+        and len(data['categories']) > 0,
         source, "missing or empty 'categories' list")
     if 'annotations' in data or 'images' in data:
         return _stats_from_annotations(data, source)
@@ -282,7 +286,7 @@ def _stats_from_annotations(data: dict, source: str) -> CategoryStats:
     cats = _parse_categories(data['categories'], source, ())
     cat_ids = np.array([int(c['id']) for c in cats], np.int64)
     anns = data['annotations']
-    for i, ann in enumerate(anns[:1] + anns[-1:]):
+    for ann in anns[:1] + anns[-1:]:
         _require('image_id' in ann and 'category_id' in ann, source,
                  'annotations need image_id and category_id')
     ann_img = np.fromiter((a['image_id'] for a in anns), np.int64, len(anns))

@@ -10,7 +10,8 @@ def is_distributed() -> bool:
 
 
 @torch.no_grad()
-def all_reduce_sum_(tensor: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+def all_reduce_sum_(tensor: torch.Tensor,
+                    enabled: bool = True) -> torch.Tensor:
     """Sum ``tensor`` over all ranks, in place, and return it.
 
     Does nothing when ``enabled`` is False or when no multi-rank process group

@@ -118,7 +118,7 @@ def plot_rare_vs_frequent(summary: dict, path: str) -> str:
     try:
         for ax, task in zip(axes, ('bbox', 'segm')):
             r, f = f'{task}_APr', f'{task}_APf'
-            for i, (key, row) in enumerate(summary.items()):
+            for i, row in enumerate(summary.values()):
                 if row['mean'][r] is None or row['mean'][f] is None:
                     continue
                 x, y = 100 * row['mean'][f], 100 * row['mean'][r]

@@ -282,7 +282,7 @@ def _render_image(objects: List[Tuple[int, np.ndarray]], colours: List[Tuple[
     img = np.repeat(bg[..., None], 3, 2) + rng.normal(0, 6, (size, size, 3))
     img = np.clip(img, 0, 255).astype(np.uint8)
     img = np.ascontiguousarray(img)
-    for (cls, poly), colour in zip(objects, colours):
+    for (_, poly), colour in zip(objects, colours):
         pts = np.round(poly * 16).astype(np.int32).reshape(-1, 1, 2)
         cv2.fillPoly(img, [pts], colour, lineType=cv2.LINE_AA, shift=4)
     return img
@@ -518,8 +518,9 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
     more than ``fraction x num_train_images`` images: the per-class counts
     round up); nothing trains on them. The training and val files are not
     touched (the split draws from its own random stream), so runs trained
-    before it was added stay valid. Its categories repeat the training split's counts and r/c/f
-    groups, as the val file does; ``info.heldout`` records how it was made.
+    before it was added stay valid. Its categories repeat the training
+    split's counts and r/c/f groups, as the val file does;
+    ``info.heldout`` records how it was made.
     Deterministic for the dataset's seed and ``fraction``.
 
     Args:

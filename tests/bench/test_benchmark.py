@@ -22,8 +22,8 @@ from mmlongtail_bench.benchmark import (
     DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,
     RunSpec, beyond_seed_range, dataset_files, default_methods,
     estimate_seconds, fixed_ap_config, frequency_bands, heldout_file,
-    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark, run_config,
-    set_epochs, simulate, summarize)
+    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
+    run_config,    set_epochs, simulate, summarize)
 from mmlongtail_bench.benchmark.cost import epoch_scale
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
                                         write_heldout_split)

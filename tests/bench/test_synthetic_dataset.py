@@ -74,7 +74,7 @@ def test_val_is_balanced_and_federated_fields_are_right(tiny_lvis):
     present = {}
     for a in val['annotations']:
         present.setdefault(a['image_id'], set()).add(a['category_id'])
-    for img_id, cats in present.items():
+    for cats in present.values():
         per_cat.update(cats)
     assert set(per_cat.values()) == {tiny_lvis['cfg'].val_images_per_class}
     all_ids = {c['id'] for c in val['categories']}

@@ -8,8 +8,7 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from mmlongtail.datasets.category_stats import (CategoryStats,
-                                                dump_category_stats,
+from mmlongtail.datasets.category_stats import (dump_category_stats,
                                                 frequency_group,
                                                 load_category_stats,
                                                 packaged_stats_path)

@@ -24,9 +24,9 @@ def _stream(seed, num_images=60, num_classes=7, max_dets=40):
 def _brute_force(stream, num_classes, k):
     """Every offered row, sorted by (label, -score, image id, index in the
     image), first k of each label; as a set of (label, img, idx)."""
-    rows = [(int(l), -float(s), im['img_id'], j)
+    rows = [(int(lab), -float(s), im['img_id'], j)
             for im in stream
-            for j, (l, s) in enumerate(zip(im['labels'], im['scores']))]
+            for j, (lab, s) in enumerate(zip(im['labels'], im['scores']))]
     rows.sort()
     kept, per = set(), np.zeros(num_classes, int)
     for label, _, img, j in rows:

@@ -180,7 +180,8 @@ def test_efl_statistics_equal_a_backward_hook_on_the_classifier_outputs(
         outs = model(feats)
         grads = {}
         for lvl, score in enumerate(outs[0]):
-            score.register_hook(lambda g, lvl=lvl: grads.__setitem__(lvl, g))
+            score.register_hook(
+                lambda g, lvl=lvl, grads=grads: grads.__setitem__(lvl, g))
         calls.clear()
         losses = model.loss_by_feat(
             *outs, [s.gt_instances for s in samples],

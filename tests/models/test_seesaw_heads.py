@@ -70,7 +70,7 @@ def test_shared2fc_bbox_head_matches_mmdet_seesaw_head():
     n = len(labels)
     targets = (labels, torch.ones(n), torch.randn(n, 4) * 0.1,
                torch.ones(n, 4))
-    for it in range(3):  # counts accumulate in both
+    for _ in range(3):  # counts accumulate in both
         outs = []
         for h in (head, ref):
             h.zero_grad()

@@ -84,7 +84,7 @@ class ClassifierLayout:
     family: Optional[ScoringFamily] = None
 
     def __post_init__(self) -> None:
-        C, O = self.num_classes, self.num_outputs
+        C, O = self.num_classes, self.num_outputs  # noqa: E741
         if self.family is not None and not isinstance(self.family,
                                                       ScoringFamily):
             raise ValueError(f'{self.owner} layout: family must be a '

@@ -296,7 +296,8 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
             str: One of :data:`GATHER_MODES`.
         """
         mode, reason = predictor_gather_mode(self.conv_logits)
-        if mode == 'full' and self._fallback_logged != type(self.conv_logits):
+        if (mode == 'full'
+                and self._fallback_logged is not type(self.conv_logits)):
             self._fallback_logged = type(self.conv_logits)
             MMLogger.get_current_instance().warning(
                 f'LabelGatheredFCNMaskHead computes all {self.num_classes} '

@@ -102,7 +102,8 @@ class LazyDecodedBoxes:
                  rescale_factor: Optional[Sequence[float]],
                  num_classes: int) -> None:
         if priors.dim() != 2 or priors.size(-1) != 4:
-            raise ValueError(f'priors must be (N, 4), got {tuple(priors.shape)}')
+            raise ValueError(
+                f'priors must be (N, 4), got {tuple(priors.shape)}')
         n = priors.size(0)
         if deltas is not None and (deltas.dim() != 2 or deltas.size(0) != n
                                    or deltas.size(1) not in (4,
@@ -431,8 +432,9 @@ def _greedy(boxes_off: Tensor, iou: float, offset: int) -> Tensor:
     return inds.sort()[0]
 
 
-def _global_rounds(cand: _Candidates, decode: Callable, shift: Optional[Tensor],
-                   offset: int, iou_thr: Tensor, iou: float, max_num: int,
+def _global_rounds(cand: _Candidates, decode: Callable,
+                   shift: Optional[Tensor], offset: int, iou_thr: Tensor,
+                   iou: float, max_num: int,
                    topk_per_class: int, class_agnostic: bool) -> Tensor:
     """Visit candidates in score order, a round at a time, until ``max_num``
     survive. Returns positions into ``cand`` in output order."""

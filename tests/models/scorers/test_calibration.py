@@ -17,7 +17,6 @@ from mmengine.registry import DefaultScope
 import mmlongtail  # noqa: F401
 from mmlongtail.models.losses.protocol import loss_layout
 from mmlongtail.models.scorers.calibration import (LogitAdjustment, NorCal,
-                                                   calibrate,
                                                    calibrate_softmax,
                                                    norcal_weights)
 
