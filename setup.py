@@ -2,8 +2,17 @@
 
 The dependency window is the one the test suite runs against. torch is
 deliberately *not* pinned to an exact build here: ``make install`` installs
-``torch==2.13.0`` (the CPU build) before this package, so the requirement below
-is already satisfied and pip never reaches for CUDA wheels.
+the torch release declared in ``mmlongtail/version.py`` (the CPU build) before
+this package, so the requirement below is already satisfied and pip never
+reaches for CUDA wheels.
+
+torchvision (optional: stock mmdet configs initialise from
+``torchvision://resnet50``; this project's configs name the weights' URL) is
+not a requirement here either: pip would resolve it to the
+default (CUDA) build of the declared release, which fails to import next to a
+CPU torch. ``make install`` installs the torchvision release declared together
+with torch in ``mmlongtail/version.py``, of the installed torch's build, with
+``--no-deps``, and checks it.
 
 The faster-coco-eval window is declared once, in ``mmlongtail/version.py``
 (``tools/install.sh`` reads the same line).

@@ -5,7 +5,6 @@ set -euo pipefail
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 MMCV_VERSION=2.1.0
 NPROC=$(nproc 2>/dev/null || echo 2)
 
@@ -35,15 +34,22 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # One probe for the whole stack (tools/install_probe.py), so that a second run
 # imports it only once. It prints "ok NAME" or "failed NAME: Error: why" per
-# check; a step runs only when its check failed, and says why. Its first line
-# is the faster-coco-eval window, declared once in mmlongtail/version.py
-# (setup.py reads the same line).
-PROBE=$("$PY" "$HERE/install_probe.py" "$TORCH_VERSION" "$MMCV_VERSION" 2>/dev/null) \
-  || die "$PY could not run tools/install_probe.py: $("$PY" "$HERE/install_probe.py" "$TORCH_VERSION" "$MMCV_VERSION" 2>&1 | tail -3)"
+# check; a step runs only when its check failed, and says why. Its first lines
+# are what mmlongtail/version.py declares, the one place for them (setup.py
+# reads the same file): the faster-coco-eval window and the torch/torchvision
+# pair.
+probe() {
+  "$PY" "$HERE/install_probe.py" "$MMCV_VERSION" 2>/dev/null \
+    || die "$PY could not run tools/install_probe.py: $("$PY" "$HERE/install_probe.py" "$MMCV_VERSION" 2>&1 | tail -3)"
+}
+PROBE=$(probe)
 done_() { grep -qx "ok $1" <<<"$PROBE"; }
 why() { sed -n "s/^failed $1: //p" <<<"$PROBE" | head -1; }
 FCE_REQ=$(sed -n 's/^requirement //p' <<<"$PROBE")
-[[ -n $FCE_REQ ]] || die "tools/install_probe.py printed no faster-coco-eval requirement"
+TORCH_VERSION=$(sed -n 's/^pin torch //p' <<<"$PROBE")
+TORCHVISION_VERSION=$(sed -n 's/^pin torchvision //p' <<<"$PROBE")
+[[ -n $FCE_REQ && -n $TORCH_VERSION && -n $TORCHVISION_VERSION ]] \
+  || die "tools/install_probe.py did not print the versions declared in mmlongtail/version.py"
 
 # 1. torch, pinned to the exact CPU build, before anything that depends on it,
 #    so that no later requirement can pull the newest CUDA build.
@@ -81,10 +87,59 @@ if ! done_ rest; then
     || die "could not install mmdet and its dependencies"
   "${PIP[@]}" install --no-build-isolation --no-deps -e . || die "could not install mmlongtail (pip install -e .)"
 fi
+
+# 5. torchvision, for stock mmdet configs whose backbones start from
+#    `torchvision://resnet50` (this project's LVIS configs name the weights'
+#    URL and do not need it). A plain `pip install torchvision` may replace
+#    torch (newest release plus CUDA packages), and a torchvision of another
+#    build than torch's (CUDA for a CPU torch) fails at import. So: the release
+#    declared with torch, of torch's build label (a torch X+cpu gets
+#    torchvision Y+cpu, from PyTorch's index for that label), with --no-deps;
+#    then check that torch is unchanged and that torchvision's ops run, and
+#    remove a torchvision that does not. torchvision is optional: when it
+#    cannot be had, the install goes on with a warning that says what to do.
+tv_skip() {
+  say "WARNING: torchvision not installed ($1). mmlongtail and its configs do not need it; stock mmdet configs that initialise from torchvision:// do. $2"
+}
+if ! done_ torchvision && [[ ${TORCHVISION:-1} == 0 ]]; then
+  tv_skip "TORCHVISION=0; $(why torchvision)" ""
+elif ! done_ torchvision; then
+  say "torchvision: $(why torchvision)"
+  TORCH_HAVE=$("$PY" -c 'import torch; print(torch.__version__)') || die "torch does not import in $VENV"
+  LABEL=${TORCH_HAVE#"${TORCH_HAVE%%+*}"}   # "+cpu", "+cu130" or ""
+  TV_SPEC="torchvision==$TORCHVISION_VERSION$LABEL"
+  TV_INDEX=${TORCHVISION_INDEX_URL:-${LABEL:+https://download.pytorch.org/whl/${LABEL#+}}}
+  TV_ARGS=(--no-deps --retries 1)
+  [[ -n $TV_INDEX ]] && TV_ARGS+=(--extra-index-url "$TV_INDEX")
+  PYV=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  TV_FIX="To add it: on a machine with internet access run pip download --no-deps --python-version $PYV --only-binary=:all: '$TV_SPEC'${TV_INDEX:+ --index-url $TV_INDEX} -d wheels/ ; then re-run here with PIP_FIND_LINKS=/path/to/wheels make install (or set TORCHVISION_INDEX_URL to a mirror of that index). TORCHVISION=0 make install skips this step."
+  say "installing $TV_SPEC with --no-deps${TV_INDEX:+ (extra index $TV_INDEX)}, matching torch $TORCH_HAVE"
+  if ! "${PIP[@]}" install "${TV_ARGS[@]}" "$TV_SPEC"; then
+    tv_skip "pip could not install $TV_SPEC; torch $TORCH_HAVE was left as it was" "$TV_FIX"
+  else
+    TORCH_NOW=$("$PY" -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)
+    [[ $TORCH_NOW == "$TORCH_HAVE" ]] \
+      || die "torch changed from $TORCH_HAVE to $TORCH_NOW while installing torchvision. Reinstall torch==$TORCH_VERSION (the build you had) and re-run make install."
+    AFTER=$(probe)
+    if ! grep -qx "ok torchvision" <<<"$AFTER"; then
+      WHY=$(sed -n "s/^failed torchvision: //p" <<<"$AFTER" | head -1)
+      "${PIP[@]}" uninstall -y torchvision || die "the installed $TV_SPEC does not work ($WHY) and could not be removed; remove it by hand: $PY -m pip uninstall -y torchvision"
+      tv_skip "the installed $TV_SPEC did not work with torch $TORCH_HAVE ($WHY) and was removed again" "$TV_FIX"
+    fi
+  fi
+fi
+
 if ! grep -q "^failed" <<<"$PROBE"; then
   say "ok: already installed in $VENV"
 else
-  VERS=$("$PY" -c 'import torch, mmcv, mmdet, mmengine, numpy, mmlongtail; from mmcv.ops import RoIAlign, nms; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, numpy {numpy.__version__}")') \
+  VERS=$("$PY" -c '
+import importlib.util, torch, mmcv, mmdet, mmengine, numpy, mmlongtail
+from mmcv.ops import RoIAlign, nms
+tv = "not installed"
+if importlib.util.find_spec("torchvision"):
+    import torchvision
+    tv = torchvision.__version__
+print(f"torch {torch.__version__}, torchvision {tv}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, numpy {numpy.__version__}")') \
     || die "the installed stack does not import; see the error above"
   say "ok: $VERS"
 fi

@@ -1,14 +1,15 @@
 """Which parts of mmlongtail's stack are installed: the probe of install.sh.
 
-Prints ``requirement REQ``, the faster-coco-eval window declared in
-``mmlongtail/version.py``, then one line per check, ``ok NAME`` or
-``failed NAME: Exception: message``, so that ``tools/install.sh`` installs only
-what is missing and says why. It only imports and compares versions; it
-installs nothing.
+Prints what ``mmlongtail/version.py`` declares, ``requirement REQ`` (the
+faster-coco-eval window), ``pin torch VERSION`` and ``pin torchvision
+VERSION``, then one line per check, ``ok NAME`` or ``failed NAME: Exception:
+message``, so that ``tools/install.sh`` installs only what is missing and says
+why. It only imports, compares versions and runs one tiny op; it installs
+nothing.
 
 Usage::
 
-    python tools/install_probe.py TORCH_VERSION MMCV_VERSION
+    python tools/install_probe.py MMCV_VERSION
 """
 import os.path as osp
 import sys
@@ -16,13 +17,32 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def declared_fce_requirement() -> str:
-    """The faster-coco-eval window declared in ``mmlongtail/version.py``."""
+def declared() -> dict:
+    """The names ``mmlongtail/version.py`` defines (read, not imported: the
+    package's dependencies may not be installed yet)."""
     namespace: dict = {}
     with open(osp.join(ROOT, 'mmlongtail', 'version.py'),
               encoding='utf-8') as f:
         exec(f.read(), namespace)
-    return namespace['FASTER_COCO_EVAL_REQUIREMENT']
+    return namespace
+
+
+def declared_fce_requirement() -> str:
+    """The faster-coco-eval window declared in ``mmlongtail/version.py``."""
+    return declared()['FASTER_COCO_EVAL_REQUIREMENT']
+
+
+def declared_torch_versions() -> tuple:
+    """``(torch, torchvision)``, the pair declared in
+    ``mmlongtail/version.py``."""
+    names = declared()
+    return names['TORCH_VERSION'], names['TORCHVISION_VERSION']
+
+
+def _local_label(version: str) -> str:
+    """The build label of a version: ``'cpu'`` for ``1.2.3+cpu``, ``''``
+    when there is none."""
+    return version.partition('+')[2]
 
 
 def _want(name: str, have: str, want: str) -> None:
@@ -35,6 +55,28 @@ def torch_ok(torch_version: str) -> None:
     if not torch.__version__.startswith(torch_version):
         raise RuntimeError(f'torch {torch.__version__} is installed, '
                            f'{torch_version} is needed')
+
+
+def torchvision_ok(torchvision_version: str) -> None:
+    """torchvision is the declared release, of torch's build (``+cpu`` with
+    ``+cpu``), and its compiled ops run."""
+    import torch
+    import torchvision
+    have = torchvision.__version__
+    if have.partition('+')[0] != torchvision_version:
+        raise RuntimeError(f'torchvision {have} is installed, '
+                           f'{torchvision_version} is needed')
+    if _local_label(have) != _local_label(torch.__version__):
+        raise RuntimeError(
+            f'torchvision {have} is installed, a build for torch '
+            f'{torch.__version__} is needed (build label '
+            f"'{_local_label(torch.__version__)}')")
+    # two boxes with IoU 0.81: the second is suppressed
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
+    keep = torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+    if keep.tolist() != [0]:
+        raise RuntimeError('torchvision.ops.nms returned '
+                           f'{keep.tolist()}, [0] expected')
 
 
 def build_ok() -> None:
@@ -83,13 +125,18 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv) -> int:
-    if len(argv) != 2:
+    if len(argv) != 1:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
-    torch_version, mmcv_version = argv
+    mmcv_version, = argv
+    torch_version, torchvision_version = declared_torch_versions()
     print(f'requirement {declared_fce_requirement()}', flush=True)
-    checks = (('torch', lambda: torch_ok(torch_version)), ('build', build_ok),
-              ('mmcv', lambda: mmcv_ok(mmcv_version)), ('rest', rest_ok))
+    print(f'pin torch {torch_version}', flush=True)
+    print(f'pin torchvision {torchvision_version}', flush=True)
+    checks = (('torch', lambda: torch_ok(torch_version)),
+              ('torchvision', lambda: torchvision_ok(torchvision_version)),
+              ('build', build_ok), ('mmcv', lambda: mmcv_ok(mmcv_version)),
+              ('rest', rest_ok))
     for name, check in checks:
         try:
             check()

@@ -10,7 +10,8 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmlongtail.apis import build_runner_config, init_cpu_distributed
+from mmlongtail.apis import init_cpu_distributed
+from mmlongtail.apis.runner_setup import build_test_config
 
 
 def parse_args():
@@ -33,14 +34,12 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg = build_runner_config(
+    cfg = build_test_config(
         args.config,
+        args.checkpoint,
         work_dir=args.work_dir,
         cfg_options=args.cfg_options,
         launcher=args.launcher)
-    cfg.load_from = args.checkpoint
     init_cpu_distributed(cfg)  # no-op with CUDA or without a launcher
     runner = Runner.from_cfg(cfg)
     runner.test()

@@ -35,8 +35,10 @@ stage_target_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
 model = dict(
     backbone=dict(
         depth=101,
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='torchvision://resnet101')),
+        # torchvision's ImageNet-1k ResNet-101 (torchvision://resnet101)
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://download.pytorch.org/models/resnet101-63fe2227.pth')),
     roi_head=dict(
         bbox_head=[
             dict(stage_bbox_head, bbox_coder=dict(

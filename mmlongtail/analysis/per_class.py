@@ -5,7 +5,7 @@ The file format has one owner, :mod:`mmlongtail.evaluation.per_class_file`
 :func:`group_table` reduces a result to LVIS's rare / common / frequent
 groups.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -17,7 +17,44 @@ from mmlongtail.evaluation.per_class_file import load as load_per_class
 GROUP_NAMES = {'r': 'rare', 'c': 'common', 'f': 'frequent'}
 
 __all__ = ['PerClassResult', 'load_per_class', 'training_counts',
-           'group_table', 'GROUP_NAMES']
+           'group_table', 'check_same_classes', 'GROUP_NAMES']
+
+
+def check_same_classes(classes: Union[Sequence[str], int], source: str,
+                       other: Union[Sequence[str], int], other_source: str,
+                       hint: str = '') -> None:
+    """Refuse two descriptions of a model's classes that disagree.
+
+    Args:
+        classes: Class names in label order, or only their number when the
+            names are not known.
+        source (str): What ``classes`` come from (a file, a checkpoint).
+        other: Likewise.
+        other_source (str): What ``other`` comes from.
+        hint (str): What to do, appended to the message.
+
+    Raises:
+        ValueError: Naming both sources, both class counts, and the first
+            label whose names differ (with how many differ).
+    """
+    count = classes if isinstance(classes, int) else len(classes)
+    other_count = other if isinstance(other, int) else len(other)
+    hint = f'. {hint}' if hint else ''
+    if count != other_count:
+        first = '' if isinstance(classes, int) or isinstance(
+            other, int) else (f' (first names {list(classes[:3])} vs '
+                              f'{list(other[:3])})')
+        raise ValueError(f'{source} has {count} classes but {other_source} '
+                         f'has {other_count}{first}{hint}')
+    if isinstance(classes, int) or isinstance(other, int):
+        return
+    differ = [i for i, (a, b) in enumerate(zip(classes, other)) if a != b]
+    if differ:
+        i = differ[0]
+        raise ValueError(
+            f'{source} and {other_source} name their {count} classes '
+            f'differently: {len(differ)} differ, the first at label {i}: '
+            f'{classes[i]!r} vs {other[i]!r}{hint}')
 
 
 def training_counts(result: PerClassResult,
@@ -50,6 +87,18 @@ def training_counts(result: PerClassResult,
         raise ValueError(
             f'the training statistics {stats.source} lack category ids '
             f'{result.cat_ids[~ok][:10].tolist()} of {result.source}')
+    names = [stats.names[i] for i in pos]
+    differ = [i for i, (a, b) in enumerate(zip(names, result.names))
+              if a != b]
+    if differ:
+        i = differ[0]
+        raise ValueError(
+            f'the training statistics {stats.source} and {result.source} '
+            f'name their categories differently: {len(differ)} of '
+            f'{len(names)} ids differ, the first id {int(result.cat_ids[i])}'
+            f': {names[i]!r} vs {result.names[i]!r}. The statistics are of '
+            'another dataset: pass the train annotation file (or a stats '
+            'JSON) of the evaluated classes')
     return getattr(stats, kind)[pos]
 
 

@@ -6,7 +6,9 @@ a checkpoint) and writes into ``out_dir``:
 * ``ap_vs_train_images_{iou}.png``: (a) per-class AP against the class's
   training image count, log x, coloured rare / common / frequent;
 * ``weight_norms.png`` (with a checkpoint): (c) ‖w_j‖ of the box
-  classifier against the class's training instance count n_j;
+  classifier against the class's training instance count n_j (a panel of a
+  normalized, cosine classifier says that its norms do not affect its
+  scores);
 * ``longtail_summary.md``: (b) the per-group AP / AP50 / AR table per iou type,
   the norm-vs-frequency rank correlation, and links to the figures.
 """
@@ -19,9 +21,17 @@ import numpy as np
 from mmlongtail.datasets.category_stats import (FREQUENCY_GROUPS,
                                                 StatsSource,
                                                 load_category_stats)
-from .per_class import (GROUP_NAMES, PerClassResult, group_table,
-                        load_per_class, training_counts)
-from .weight_norms import ConfigSource, classifier_weight_norms, spearman
+from .per_class import (GROUP_NAMES, PerClassResult, check_same_classes,
+                        group_table, load_per_class, training_counts)
+from .weight_norms import (ConfigSource, box_classifier_layouts,
+                           box_classifier_normalized, checkpoint_classes,
+                           classifier_weight_norms, config_from_checkpoint,
+                           load_checkpoint, spearman)
+
+#: What the summary says of a cosine classifier, and its panel's title.
+NORMALIZED_NOTE = ('normalized (cosine) classifier: ||w_j|| does not affect '
+                   'its scores')
+NORMALIZED_TITLE = 'cosine classifier: ||w_j|| does not affect scores'
 
 COLORS = {'r': '#d62728', 'c': '#ff7f0e', 'f': '#1f77b4'}
 
@@ -62,10 +72,26 @@ def plot_ap_vs_count(counts: np.ndarray, ap: np.ndarray,
     return path
 
 
+def weight_norm_title(name: str, rho: float, normalized: bool) -> str:
+    """The title of classifier ``name``'s weight-norm panel (``normalized``:
+    a cosine classifier)."""
+    title = f'{name}: Spearman {rho:+.2f}'
+    return f'{title}\n{NORMALIZED_TITLE}' if normalized else title
+
+
 def plot_weight_norms(counts: np.ndarray, norms: Dict[str, np.ndarray],
-                      frequency: Sequence[str], path: str) -> str:
+                      frequency: Sequence[str], path: str,
+                      normalized: Optional[Dict[str, str]] = None) -> str:
     """‖w_j‖ against training instance count n_j (log x), one panel per
-    classifier (Cascade stages side by side)."""
+    classifier (Cascade stages side by side).
+
+    Args:
+        normalized (dict, optional): ``{name: predictor type}`` of the
+            cosine classifiers (:func:`~mmlongtail.analysis.
+            box_classifier_normalized`); their panels say that the norms do
+            not affect the scores, rather than read as frequency imbalance.
+    """
+    normalized = normalized or {}
     plt = agg_pyplot()
     freq = np.asarray(frequency)
     x = np.maximum(np.asarray(counts, np.float64), 0.8)
@@ -80,7 +106,10 @@ def plot_weight_norms(counts: np.ndarray, norms: Dict[str, np.ndarray],
             ax.set_xscale('log')
             ax.set_xlabel('training instances n_j')
             ax.set_ylabel('||w_j||')
-            ax.set_title(f'{name}: Spearman {spearman(counts, nv):+.2f}')
+            ax.set_title(
+                weight_norm_title(name, spearman(counts, nv),
+                                  name in normalized),
+                fontsize=10 if name in normalized else None)
             ax.grid(True, which='both', alpha=0.3)
             ax.legend(loc='upper left')
         fig.tight_layout()
@@ -137,9 +166,33 @@ def analyze_longtail(per_class_file: str,
     cs = None
     if stats is not None:
         cs = load_category_stats(stats, owner='the evaluated categories')
+    if checkpoint is not None:
+        # everything is checked before anything is written
+        ckpt_source = checkpoint if isinstance(checkpoint, str) \
+            else 'the checkpoint'
+        checkpoint = load_checkpoint(checkpoint)
+        if config is None:
+            config = config_from_checkpoint(checkpoint)
+        classes = checkpoint_classes(checkpoint)
+        if classes is None:
+            classes = next(iter(
+                box_classifier_layouts(config).values())).num_classes
+            ckpt_source += ' (num_classes of its config)'
+        else:
+            ckpt_source += " (meta['dataset_meta']['classes'])"
+        if cs is not None:
+            check_same_classes(
+                cs.names, f'the training statistics {cs.source}', classes,
+                f'the checkpoint {ckpt_source}',
+                'Pass the statistics of the dataset the checkpoint was '
+                'trained on (its train annotation file or a stats JSON)')
+        check_same_classes(
+            result.names, f'the evaluation {result.source}', classes,
+            f'the checkpoint {ckpt_source}',
+            'Evaluate the checkpoint on its own classes')
+    img_counts = training_counts(result, cs, 'image_count')
     os.makedirs(out_dir, exist_ok=True)
     outputs: Dict[str, str] = {}
-    img_counts = training_counts(result, cs, 'image_count')
     md = [
         '# Long-tail analysis', '',
         f'- evaluation: `{result.source}`',
@@ -172,15 +225,25 @@ def analyze_longtail(per_class_file: str,
         inst = training_counts(result, cs, 'instance_count')
         norms = classifier_weight_norms(checkpoint, config,
                                         len(result.cat_ids))
+        normalized = box_classifier_normalized(config)
         png = osp.join(out_dir, 'weight_norms.png')
-        plot_weight_norms(inst, norms, result.frequency, png)
+        plot_weight_norms(inst, norms, result.frequency, png, normalized)
         outputs['weight_norms'] = png
         md += [
             '## Classifier weight norms', '',
             'Kang et al. (ICLR 2020): with instance-balanced training, '
-            '||w_j|| grows with n_j.', '',
-            '| classifier | mean ‖w‖ rare | common | frequent | '
-            'Spearman(‖w‖, n_j) |', '|---|---:|---:|---:|---:|'
+            '||w_j|| of a plain linear classifier grows with n_j.', ''
+        ]
+        for name, kind in normalized.items():
+            md += [
+                f'**{name} is a {NORMALIZED_NOTE}** ({kind} divides each '
+                'row by its norm in forward), so its norms below are no '
+                'frequency imbalance of its predictions.', ''
+            ]
+        md += [
+            '| classifier | normalized | mean ‖w‖ rare | common | '
+            'frequent | Spearman(‖w‖, n_j) |',
+            '|---|---|---:|---:|---:|---:|'
         ]
         freq = np.asarray(result.frequency)
         for name, nv in norms.items():
@@ -188,8 +251,9 @@ def analyze_longtail(per_class_file: str,
                 f'{nv[freq == g].mean():.3f}' if (freq == g).any() else '-'
                 for g in FREQUENCY_GROUPS
             ]
-            md.append(f'| {name} | ' + ' | '.join(cells) +
-                      f' | {spearman(inst, nv):+.2f} |')
+            md.append(f'| {name} | '
+                      f'{"yes" if name in normalized else "no"} | ' +
+                      ' | '.join(cells) + f' | {spearman(inst, nv):+.2f} |')
         md += ['', '![weight norms](weight_norms.png)', '']
     path = osp.join(out_dir, 'longtail_summary.md')
     with open(path, 'w', encoding='utf-8') as f:

@@ -10,8 +10,9 @@ state dicts, with the box classifier at
 ``roi_head.bbox_head.fc_cls.weight`` (Faster/Mask R-CNN) or
 ``roi_head.bbox_head.{i}.fc_cls.weight`` (Cascade, one per stage), optionally
 behind a ``module.`` prefix. ``fc_cls`` may be an ``nn.Linear`` or
-``mmlongtail.NormedLinear`` (its weight is normalized at run time, so its norms
-are flat by design).
+``mmlongtail.NormedLinear`` (a cosine classifier: its rows are divided by
+their norms in ``forward``, so their norms do not affect its scores;
+:func:`box_classifier_normalized` says which classifiers are such).
 
 Which row of ``fc_cls.weight`` is which class is the loss's business: the
 layouts come from the run's config (mmengine stores it as text in every
@@ -21,7 +22,7 @@ any ``bin_split``, Seesaw's ``C + 2``, EQLv2's ``C + 1``, mmdet's softmax CE
 and sigmoid losses are all read right, stage by stage for Cascade, with no
 layout flag. A checkpoint without a stored config needs ``config=``.
 """
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -106,6 +107,76 @@ def _as_config(config: ConfigSource) -> Config:
     return Config(dict(config))
 
 
+def _bbox_heads(config: ConfigSource) -> Tuple[List[Mapping], bool]:
+    """The box head config(s) of a two-stage detector config, and whether
+    there is a single one (else Cascade stages)."""
+    model = _as_config(config).get('model') or {}
+    heads = (model.get('roi_head') or {}).get('bbox_head')
+    if heads is None:
+        raise ValueError('the config has no model.roi_head.bbox_head: the '
+                         'weight-norm analysis reads R-CNN box classifiers')
+    single = isinstance(heads, Mapping)
+    return ([heads] if single else list(heads)), single
+
+
+def checkpoint_classes(
+        checkpoint: Union[str, dict]) -> Optional[Tuple[str, ...]]:
+    """The names of the classes a checkpoint was trained on, in label order:
+    ``meta['dataset_meta']['classes']``, where mmengine's Runner stores the
+    training set's ``metainfo`` in every checkpoint it saves. None when the
+    checkpoint has none (a bare state dict)."""
+    meta = load_checkpoint(checkpoint).get('meta')
+    dataset_meta = meta.get('dataset_meta') if isinstance(meta, dict) \
+        else None
+    classes = dataset_meta.get('classes') if isinstance(
+        dataset_meta, Mapping) else None
+    return None if classes is None else tuple(str(c) for c in classes)
+
+
+def box_classifier_normalized(config: ConfigSource) -> Dict[str, str]:
+    """The box classifiers that normalize their weight rows in ``forward``.
+
+    A cosine classifier (``cls_predictor_cfg`` a ``NormedLinear``,
+    mmlongtail's or mmdet's, as Seesaw's configs use) divides each row
+    ``w_j`` by its norm before the dot product, so ``||w_j||`` does not
+    affect its scores: the norms are not a frequency bias of its predictions.
+
+    Args:
+        config: A config path, ``Config`` or dict with
+            ``model.roi_head.bbox_head``.
+
+    Returns:
+        dict: ``{'fc_cls' | 'stage{i}': predictor type}`` for the normalized
+        classifiers only, named as :func:`find_box_classifiers` names them.
+
+    Raises:
+        ValueError: A ``cls_predictor_cfg`` type that is not registered.
+    """
+    from mmdet.models.layers import NormedLinear as MMDetNormedLinear
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+
+    from mmlongtail.models.layers import NormedLinear
+    heads, single = _bbox_heads(config)
+    out = {}
+    for i, head in enumerate(heads):
+        predictor = head.get('cls_predictor_cfg') or dict(type='Linear')
+        kind = predictor.get('type', 'Linear')
+        if isinstance(kind, str):
+            with DefaultScope.overwrite_default_scope('mmdet'):
+                cls = MODELS.get(kind)
+            if cls is None:
+                raise ValueError(f'cls_predictor_cfg type {kind!r} of the '
+                                 'box head is not registered')
+        else:
+            cls = kind
+        if isinstance(cls, type) and issubclass(
+                cls, (NormedLinear, MMDetNormedLinear)):
+            out['fc_cls' if single else f'stage{i}'] = (
+                kind if isinstance(kind, str) else cls.__name__)
+    return out
+
+
 def box_classifier_layouts(
         config: ConfigSource) -> Dict[str, ClassifierLayout]:
     """The layout of each box classifier of a two-stage detector config.
@@ -118,13 +189,7 @@ def box_classifier_layouts(
         dict: ``{'fc_cls' | 'stage{i}': ClassifierLayout}``, named as
         :func:`find_box_classifiers` names the weights.
     """
-    model = _as_config(config).get('model') or {}
-    heads = (model.get('roi_head') or {}).get('bbox_head')
-    if heads is None:
-        raise ValueError('the config has no model.roi_head.bbox_head: the '
-                         'weight-norm analysis reads R-CNN box classifiers')
-    single = isinstance(heads, Mapping)
-    heads = [heads] if single else list(heads)
+    heads, single = _bbox_heads(config)
     layouts = {}
     for i, head in enumerate(heads):
         # BBoxHead's default loss_cls is softmax cross entropy

@@ -187,3 +187,39 @@ def build_runner_config(config: str,
         seed_from_checkpoint(cfg)
     return apply_device_defaults(cfg)
 
+
+
+def build_test_config(config: str,
+                      checkpoint: str,
+                      work_dir: Optional[str] = None,
+                      cfg_options: Optional[dict] = None,
+                      launcher: str = 'none') -> Config:
+    """The config ``tools/test.py`` runs: :func:`build_runner_config` with
+    ``load_from=checkpoint``.
+
+    The checkpoint is checked first, with the check a resume applies
+    (:func:`~mmlongtail.engine.check_checkpoint`, without requiring the
+    runner state a resume needs), so a missing, truncated or damaged file is
+    refused naming the file and what is wrong before anything is built. A URL
+    (``scheme://...``) is left to mmengine's checkpoint loader.
+
+    Args:
+        config (str): Config file path.
+        checkpoint (str): The checkpoint to evaluate.
+        work_dir (str, optional): See :func:`build_runner_config`.
+        cfg_options (dict, optional): ``--cfg-options`` key/value overrides.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
+
+    Returns:
+        Config: Ready for ``Runner.from_cfg(cfg).test()``.
+
+    Raises:
+        CheckpointError: When ``checkpoint`` is not a usable checkpoint.
+    """
+    from mmlongtail.engine import check_checkpoint
+    if '://' not in checkpoint:
+        check_checkpoint(checkpoint, runner=False)
+    cfg = build_runner_config(
+        config, work_dir=work_dir, cfg_options=cfg_options, launcher=launcher)
+    cfg.load_from = checkpoint
+    return cfg

@@ -19,11 +19,12 @@ The label of a category is its position when categories are sorted by id,
 which is what mmdet's ``cat2label`` produces for LVIS and COCO.
 """
 import json
+import numbers
 import os
 import os.path as osp
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -50,6 +51,45 @@ def frequency_group(image_count: int,
     if image_count <= common_max:
         return 'c'
     return 'f'
+
+
+def check_num_classes(num_classes: Any,
+                      owner: str,
+                      expected: Optional[int] = None,
+                      expected_from: str = 'the head has num_classes={}',
+                      owner_verb: str = 'was built with',
+                      hint: str = '') -> int:
+    """The one ``num_classes`` check of the package (losses, heads, category
+    statistics and the scorers all call it).
+
+    Args:
+        num_classes: The value to check; must be a positive int.
+        owner (str): Who checks (named in the message).
+        expected (int, optional): The number it must equal.
+        expected_from (str): Where ``expected`` comes from, a clause with
+            ``{}`` for the number (e.g. ``'the head has num_classes={}'``).
+        owner_verb (str): How ``owner`` holds ``num_classes`` in the message
+            (``'was built with'``, ``'has'``).
+        hint (str): The fix, appended to the mismatch message.
+
+    Returns:
+        int: ``num_classes``.
+
+    Raises:
+        ValueError: Not a positive int, or not ``expected`` (naming both).
+    """
+    if (isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 1):
+        raise ValueError(
+            f'{owner}: num_classes must be a positive int, got '
+            f'{num_classes!r}')
+    num_classes = int(num_classes)
+    if expected is not None and int(expected) != num_classes:
+        message = (f'num_classes mismatch: {owner} {owner_verb} num_classes='
+                   f'{num_classes}, but {expected_from.format(expected)}')
+        raise ValueError(f'{message}. {hint}' if hint else message)
+    return num_classes
 
 
 @dataclass(frozen=True)
@@ -92,13 +132,15 @@ class CategoryStats:
         return np.asarray(self.frequency) == group
 
     def check_num_classes(self, num_classes: int, owner: str = 'model') -> None:
-        """Raise ``ValueError`` naming both numbers if they disagree."""
-        if int(num_classes) != self.num_classes:
-            raise ValueError(
-                f'{owner} has num_classes={num_classes}, but the category '
-                f'statistics from {self.source} describe {self.num_classes} '
-                f'classes. Use the statistics of the dataset you train on, or '
-                f'set num_classes={self.num_classes}.')
+        """Raise ``ValueError`` naming both numbers if they disagree (through
+        the one ``num_classes`` check, :func:`check_num_classes`)."""
+        check_num_classes(
+            num_classes, owner, self.num_classes,
+            f'the category statistics from {self.source} describe {{}} '
+            'classes',
+            owner_verb='has',
+            hint='Use the statistics of the dataset you train on, or set '
+            f'num_classes={self.num_classes}.')
 
     def to_dict(self) -> dict:
         """The compact JSON form (see the module docstring)."""

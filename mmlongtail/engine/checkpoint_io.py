@@ -57,9 +57,8 @@ class CheckpointError(RuntimeError):
         super().__init__(f'checkpoint {path} is unusable: {reason}')
 
 
-def check_checkpoint(path: str) -> Dict[str, Any]:
-    """Check that ``path`` is a complete runner checkpoint and return its
-    ``meta``.
+def check_checkpoint(path: str, runner: bool = True) -> Dict[str, Any]:
+    """Check that ``path`` is a complete checkpoint and return its ``meta``.
 
     Checks, in order: the file exists and is not empty; it is a complete zip
     archive (torch's format; a write cut short has no central directory);
@@ -67,8 +66,18 @@ def check_checkpoint(path: str) -> Dict[str, Any]:
     ``weights_only=True`` (tensors are memory-mapped, not read); and it
     holds ``meta`` (with ``epoch`` and ``iter``) and ``state_dict``.
 
+    Args:
+        path (str): The file.
+        runner (bool): Require a runner checkpoint, as a resume does (the
+            last check above). With False, for a checkpoint to evaluate or
+            initialise from, the file only has to hold model weights (a dict
+            of tensors, or one under ``state_dict``), and a file in torch's
+            format before 1.6 (not a zip archive) is accepted when it loads.
+            Defaults to True.
+
     Returns:
-        dict: The checkpoint's ``meta``.
+        dict: The checkpoint's ``meta`` (``{}`` when ``runner`` is False and
+        the file has none).
 
     Raises:
         CheckpointError: Naming the file and what is wrong.
@@ -78,11 +87,42 @@ def check_checkpoint(path: str) -> Dict[str, Any]:
     size = osp.getsize(path)
     if size == 0:
         raise CheckpointError(path, 'the file is empty (0 bytes)')
-    if not zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(path):
+        ckpt = _load_zip_checkpoint(path)
+    else:
+        truncated = (f'not a complete checkpoint archive ({size} bytes, no '
+                     'zip central directory): the file is truncated, most '
+                     'likely by a write that was interrupted')
+        with open(path, 'rb') as f:
+            zip_start = f.read(2) == b'PK'
+        if runner or zip_start:
+            raise CheckpointError(path, truncated)
+        try:  # torch's format before 1.6 (a pickle, not a zip archive)
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # torch raises many types for a bad pickle
+            raise CheckpointError(
+                path, f'{truncated} (loading it as an old-format torch file '
+                f'fails too: {type(e).__name__}: {e})') from e
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    if not runner:
+        weights = ckpt.get('state_dict', ckpt) if isinstance(ckpt,
+                                                             dict) else None
+        if not isinstance(weights, dict) or not any(
+                torch.is_tensor(v) for v in weights.values()):
+            raise CheckpointError(
+                path, 'holds no model weights (a dict of tensors, or one '
+                'under state_dict)')
+        return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict) or 'state_dict' not in ckpt or not {
+            'epoch', 'iter'} <= set(meta):
         raise CheckpointError(
-            path, f'not a complete checkpoint archive ({size} bytes, no zip '
-            'central directory): the file is truncated, most likely by a '
-            'write that was interrupted')
+            path, 'not a runner checkpoint (it needs meta.epoch, meta.iter '
+            'and state_dict)')
+    return meta
+
+
+def _load_zip_checkpoint(path: str) -> Any:
+    """Load a zip-format checkpoint after checking every member's CRC-32."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -93,19 +133,12 @@ def check_checkpoint(path: str) -> Dict[str, Any]:
             path, f'record {bad!r} fails its CRC-32 check: the file was '
             'changed or damaged after it was written')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True,
+        return torch.load(path, map_location='cpu', weights_only=True,
                           mmap=True)
     except Exception as e:  # torch raises many types for a bad pickle
         raise CheckpointError(
             path, 'cannot be loaded with weights_only=True '
             f'({type(e).__name__}: {e})') from e
-    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict) or 'state_dict' not in ckpt or not {
-            'epoch', 'iter'} <= set(meta):
-        raise CheckpointError(
-            path, 'not a runner checkpoint (it needs meta.epoch, meta.iter '
-            'and state_dict)')
-    return meta
 
 
 def checkpoint_steps(folder: str, filename_tmpl: str) -> List[Tuple[int, str]]:

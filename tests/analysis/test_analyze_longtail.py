@@ -14,6 +14,7 @@ import mmlongtail  # noqa: F401  (registers)
 from mmengine.config import Config
 
 from mmlongtail.analysis import (analyze_longtail, box_classifier_layouts,
+                                 box_classifier_normalized,
                                  classifier_weight_norms, group_table,
                                  load_per_class, spearman, training_counts)
 from mmlongtail.datasets import load_category_stats
@@ -125,7 +126,11 @@ def _head_cfg(loss_cls=None, num_classes=C):
 
 def _build_head(cfg):
     from mmdet.registry import MODELS
-    return MODELS.build(cfg)
+    from mmengine.registry import DefaultScope
+
+    # whatever default scope an earlier test left behind
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(cfg)
 
 
 def _run_cfg(bbox_head):
@@ -285,31 +290,77 @@ def test_weight_norms_cascade_and_errors(tmp_path):
 
 
 # ------------------------------------------------------------ the tool
-def test_tool_writes_pngs_and_markdown(eval_run, tmp_path):
-    path, res, gt = eval_run
-    cls_stats = load_category_stats('lvis_v1')
-    ids = sorted(c['id'] for c in gt['categories'])
-    inst = cls_stats.instance_count[np.searchsorted(cls_stats.cat_ids, ids)]
-    # a classifier whose norms grow with log frequency, as plain training
-    # gives (Kang et al. 2020)
-    C_eval = len(ids)
-    head_cfg = _head_cfg(num_classes=C_eval)
-    model = _Detector(_build_head(head_cfg))
-    _set_norms(model.roi_head.bbox_head.fc_cls, range(C_eval),
-               1 + np.log1p(inst))
-    ckpt = _save(model, str(tmp_path / 'epoch_1.pth'), _run_cfg(head_cfg))
-    out_dir = str(tmp_path / 'report')
-    argv = [
-        'analyze_longtail.py', path, '--out-dir', out_dir, '--stats',
-        'lvis_v1', '--checkpoint', ckpt
-    ]
+def _run_tool(*argv):
     old = sys.argv
-    sys.argv = argv
+    sys.argv = ['analyze_longtail.py', *argv]
     try:
         runpy.run_path(osp.join(REPO, 'tools', 'analyze_longtail.py'),
                        run_name='__main__')
     finally:
         sys.argv = old
+
+
+def _eval_stats(gt, path):
+    """A stats JSON of the evaluated categories only, with LVIS v1's train
+    counts (what a run trained on exactly these classes would give)."""
+    full = load_category_stats('lvis_v1')
+    ids = sorted(c['id'] for c in gt['categories'])
+    pos = np.searchsorted(full.cat_ids, ids)
+    stats = dict(num_images=full.num_images, categories=[
+        dict(id=int(full.cat_ids[p]), name=full.names[p],
+             frequency=full.frequency[p],
+             image_count=int(full.image_count[p]),
+             instance_count=int(full.instance_count[p])) for p in pos
+    ])
+    with open(path, 'w') as f:
+        json.dump(stats, f)
+    return path, full.instance_count[pos]
+
+
+def _eval_checkpoint(gt, tmp_path, inst, predictor=None, classes=None):
+    """A checkpoint of the evaluated classes whose norms grow with log
+    frequency, as plain training gives (Kang et al. 2020)."""
+    C_eval = len(gt['categories'])
+    head_cfg = _head_cfg(num_classes=C_eval)
+    if predictor is not None:
+        head_cfg['cls_predictor_cfg'] = predictor
+    model = _Detector(_build_head(head_cfg))
+    _set_norms(model.roi_head.bbox_head.fc_cls, range(C_eval),
+               1 + np.log1p(inst))
+    path = _save(model, str(tmp_path / 'epoch_1.pth'), _run_cfg(head_cfg))
+    if classes is not None:  # as mmengine's Runner stores the train metainfo
+        ckpt = torch.load(path, weights_only=False)
+        ckpt['meta']['dataset_meta'] = dict(classes=tuple(classes))
+        torch.save(ckpt, path)
+    return path
+
+
+def _panel_titles(monkeypatch):
+    """Collects the figures the report makes (their axes keep the titles)."""
+    from mmlongtail.analysis import report
+    plt = report.agg_pyplot()
+    figures = []
+    subplots = plt.subplots
+
+    def recording(*args, **kwargs):
+        fig, axes = subplots(*args, **kwargs)
+        figures.append(fig)
+        return fig, axes
+
+    monkeypatch.setattr(plt, 'subplots', recording)
+    return figures
+
+
+def test_tool_writes_pngs_and_markdown(eval_run, tmp_path, monkeypatch):
+    path, res, gt = eval_run
+    stats, inst = _eval_stats(gt, str(tmp_path / 'stats.json'))
+    names = [c['name'] for c in sorted(gt['categories'],
+                                       key=lambda c: c['id'])]
+    ckpt = _eval_checkpoint(gt, tmp_path, inst, classes=names)
+    figures = _panel_titles(monkeypatch)
+    out_dir = str(tmp_path / 'report')
+    _run_tool(path, '--out-dir', out_dir, '--stats', stats, '--checkpoint',
+              ckpt)
     for name in ('ap_vs_train_images_bbox.png',
                  'ap_vs_train_images_segm.png', 'weight_norms.png'):
         with open(osp.join(out_dir, name), 'rb') as f:
@@ -322,8 +373,94 @@ def test_tool_writes_pngs_and_markdown(eval_run, tmp_path):
     assert f'| rare | {t["r"]["num_classes"]} | {100 * t["r"]["AP"]:.1f} |' \
         in md
     assert '## segm' in md and 'weight_norms.png' in md
-    # norms increase with n_j by construction -> Spearman +1.00
-    assert '| fc_cls |' in md and '+1.00 |' in md
+    # norms increase with n_j by construction -> Spearman +1.00; a plain
+    # linear classifier, whose norms do scale its scores
+    assert '| fc_cls | no |' in md and '+1.00 |' in md
+    assert 'does not affect' not in md
+    assert [ax.get_title() for ax in figures[-1].axes] == [
+        'fc_cls: Spearman +1.00'
+    ]
+
+
+def test_statistics_of_other_classes_than_the_checkpoint_are_refused(
+        eval_run, tmp_path):
+    """The 40-class demo with --stats lvis_v1 used LVIS's first 40 counts."""
+    path, _, gt = eval_run
+    stats, inst = _eval_stats(gt, str(tmp_path / 'stats.json'))
+    ckpt = _eval_checkpoint(gt, tmp_path, inst)
+    out_dir = str(tmp_path / 'report')
+    with pytest.raises(ValueError) as e:
+        _run_tool(path, '--out-dir', out_dir, '--stats', 'lvis_v1',
+                  '--checkpoint', ckpt)
+    full = load_category_stats('lvis_v1').source
+    assert str(e.value).startswith(
+        f'the training statistics {full} has 1203 classes but the '
+        f'checkpoint {ckpt} (num_classes of its config) has 40. Pass the '
+        'statistics of the dataset the checkpoint was trained on')
+    assert not osp.exists(out_dir)  # refused before anything is written
+    # as many classes, other names (the demo's synthetic classes): the
+    # checkpoint's dataset_meta names them
+    other = [f'shape_{i}' for i in range(40)]
+    ckpt = _eval_checkpoint(gt, tmp_path, inst, classes=other)
+    with pytest.raises(ValueError) as e:
+        analyze_longtail(path, out_dir, stats=stats, checkpoint=ckpt)
+    first = load_category_stats(stats).names[0]
+    assert str(e.value).startswith(
+        f'the training statistics {stats} and the checkpoint {ckpt} '
+        "(meta['dataset_meta']['classes']) name their 40 classes "
+        f"differently: 40 differ, the first at label 0: {first!r} vs "
+        "'shape_0'")
+    # statistics of the same ids under other names, without a checkpoint
+    with open(stats) as f:
+        renamed = json.load(f)
+    renamed['categories'][3]['name'] = 'not_the_same'
+    with pytest.raises(ValueError) as e:
+        analyze_longtail(path, out_dir, stats=renamed)
+    cat = renamed['categories'][3]
+    assert (f'name their categories differently: 1 of 40 ids differ, the '
+            f"first id {cat['id']}: 'not_the_same' vs ") in str(e.value)
+
+
+def test_weight_norms_of_a_cosine_classifier_are_not_read_as_imbalance(
+        eval_run, tmp_path, monkeypatch):
+    path, _, gt = eval_run
+    stats, inst = _eval_stats(gt, str(tmp_path / 'stats.json'))
+    ckpt = _eval_checkpoint(
+        gt, tmp_path, inst,
+        predictor=dict(type='mmlongtail.NormedLinear', temperature=20))
+    figures = _panel_titles(monkeypatch)
+    out = analyze_longtail(path, str(tmp_path / 'report'), stats=stats,
+                           checkpoint=ckpt)
+    with open(out['summary']) as f:
+        md = f.read()
+    assert ('**fc_cls is a normalized (cosine) classifier: ||w_j|| does not '
+            'affect its scores** (mmlongtail.NormedLinear divides each row '
+            'by its norm in forward)') in md
+    assert '| fc_cls | yes |' in md
+    assert [ax.get_title() for ax in figures[-1].axes] == [
+        'fc_cls: Spearman +1.00\ncosine classifier: ||w_j|| does not '
+        'affect scores'
+    ]
+
+
+def test_which_classifiers_are_normalized():
+    demo = osp.join(REPO, 'configs', 'demo')
+    assert box_classifier_normalized(
+        osp.join(demo, 'seesaw_mask_rcnn_r18_light_rfs_synthetic.py')) == {
+            'fc_cls': 'mmlongtail.NormedLinear'
+        }
+    assert box_classifier_normalized(
+        osp.join(demo, 'mask_rcnn_r18_light_synthetic.py')) == {}
+    # mmdet's own NormedLinear, and per Cascade stage
+    stages = [_head_cfg(), _head_cfg(), _head_cfg()]
+    stages[2]['cls_predictor_cfg'] = dict(type='NormedLinear')
+    assert box_classifier_normalized(_run_cfg(stages)) == {
+        'stage2': 'NormedLinear'
+    }
+    stages[0]['cls_predictor_cfg'] = dict(type='NoSuchLinear')
+    with pytest.raises(ValueError, match="'NoSuchLinear' of the box head is "
+                       'not registered'):
+        box_classifier_normalized(_run_cfg(stages))
 
 
 def test_analyze_without_checkpoint_uses_gt_counts(tmp_path):

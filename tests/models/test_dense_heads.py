@@ -249,10 +249,18 @@ def test_hook_refuses_layouts_a_dense_head_cannot_hold(head, loss):
 
 @pytest.mark.parametrize('head', sorted(HEADS))
 def test_hook_refuses_a_sigmoid_loss_without_dense_head(head):
-    """Without dense_head the head predicts the background column as class
-    C; the hook says so before that happens."""
+    """With the R-CNN layout a dense head predicts the background column as
+    class C. dense_head=False in a dense head is refused at build; a loss
+    put in that state anyway is refused by the hook before it predicts."""
     cfg = dict(LOSSES['FocalLoss'], dense_head=False)
+    with pytest.raises(ValueError, match=r'FocalLoss was built with '
+                       rf'dense_head=False.*{head}, a dense head.*background '
+                       rf'column as class {C}: drop dense_head'):
+        MMDET_MODELS.build(ConfigDict(HEADS[head](copy.deepcopy(cfg))))
+    cfg.pop('dense_head')
     model = MMDET_MODELS.build(ConfigDict(HEADS[head](cfg)))
+    assert model.loss_cls.dense_head  # chosen from the head
+    model.loss_cls._use_dense_layout(False)  # the state the build refuses
     with pytest.raises(ValueError, match=r'set dense_head=True.*FocalLoss.*'
                        rf'background column as class {C}'):
         _check(model)
@@ -276,9 +284,17 @@ def test_hook_refuses_untested_dense_heads_and_dense_losses_in_roi_heads():
     with pytest.raises(ValueError, match=r'FoveaHead.*tested in the dense '
                        'heads RetinaHead, ATSSHead, FCOSHead'):
         _check(fovea)
+    with pytest.raises(ValueError, match='EqualizedFocalLoss was built with '
+                       'dense_head=True.*Shared2FCBBoxHead, not a dense '
+                       'head.*drop dense_head'):
+        Shared2FCBBoxHead(
+            in_channels=4, fc_out_channels=8, roi_feat_size=3,
+            num_classes=C,
+            loss_cls=copy.deepcopy(LOSSES['EqualizedFocalLoss']))
     roi = Shared2FCBBoxHead(
         in_channels=4, fc_out_channels=8, roi_feat_size=3, num_classes=C,
-        loss_cls=copy.deepcopy(LOSSES['EqualizedFocalLoss']))
+        loss_cls=dict(LOSSES['EqualizedFocalLoss'], dense_head=None))
+    roi.loss_cls._use_dense_layout(True)  # the state the build refuses
     with pytest.raises(ValueError, match='Shared2FCBBoxHead.*not a dense '
                        'head.*dense_head=True.*drop dense_head'):
         _check(roi)

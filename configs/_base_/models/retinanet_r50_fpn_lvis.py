@@ -23,7 +23,13 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
         style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+        # torchvision's ImageNet-1k ResNet-50 (the file torchvision://resnet50
+        # names), by its URL so that torchvision need not be installed;
+        # torch.hub caches it in ~/.cache/torch/hub/checkpoints/. Offline:
+        # --cfg-options model.backbone.init_cfg.checkpoint=/path/to/file.pth
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://download.pytorch.org/models/resnet50-0676ba61.pth')),
     neck=dict(
         type='FPN',
         in_channels=[256, 512, 1024, 2048],

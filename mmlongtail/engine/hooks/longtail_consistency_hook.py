@@ -30,8 +30,8 @@ HONOURING_HEADS = ('Shared2FCBBoxHead', 'Shared4Conv1FCBBoxHead',
 #: and scores ``C`` sigmoid outputs per anchor or point.
 DENSE_HEADS = ('RetinaHead', 'ATSSHead', 'FCOSHead')
 #: The long-tail loss to name when a dense head's loss does not fit.
-DENSE_LOSS_HINT = ('use mmlongtail.EqualizedFocalLoss (use_sigmoid=True, '
-                   'dense_head=True), the long-tail loss for dense heads '
+DENSE_LOSS_HINT = ('use mmlongtail.EqualizedFocalLoss (use_sigmoid=True), '
+                   'the long-tail loss for dense heads '
                    '(mmlongtail.FocalLoss and EQLLoss also fit)')
 
 
@@ -87,10 +87,13 @@ def _check_dense_heads(model: nn.Module) -> None:
     A dense head takes an mmlongtail loss only if it is one of
     :data:`DENSE_HEADS`, the loss lays out exactly ``C`` sigmoid rows (no
     background, objectness or group rows), the head has ``C`` outputs
-    (``use_sigmoid=True``) and the loss was built with ``dense_head=True``
-    (else mmdet scores the ``BBoxHead`` protocol's ``C + 1`` columns and
-    predicts the background column as class ``C``). A loss built with
-    ``dense_head=True`` sits in a dense head.
+    (``use_sigmoid=True``) and the loss uses the dense layout (else mmdet
+    scores the ``BBoxHead`` protocol's ``C + 1`` columns and predicts the
+    background column as class ``C``). A loss with the dense layout sits in
+    a dense head. The losses take their layout from the head that builds
+    them and refuse a contradicting ``dense_head`` flag at build
+    (``SigmoidClassifierProtocol``); this check is the second line, for
+    losses put in place some other way.
     """
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 

@@ -1,8 +1,11 @@
 """Long-tail classification losses, one method per file, on the shared
-protocol of :mod:`.protocol` (input checks, classifier protocol, layout)."""
+protocol of :mod:`.protocol` (input checks, classifier protocol, layout) and
+the one loss frame of :mod:`.frame`."""
 # Each module registers its loss in mmlongtail.registry.MODELS on import.
 from .protocol import (ClassifierLayout, ClassifierProtocol,  # noqa: F401
+                       ScoringFamily,
                        SigmoidClassifierProtocol, head_layout, loss_layout)
+from .frame import ClassificationLoss, GradientStatistics  # noqa: F401
 from .seesaw_loss import SeesawLoss, seesaw_ce_loss, seesaw_loss  # noqa: F401
 from .focal_loss import FocalLoss  # noqa: F401,E402
 from .eql_loss import EQLLoss  # noqa: F401,E402

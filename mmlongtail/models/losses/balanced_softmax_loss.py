@@ -23,22 +23,20 @@ its logit is adjusted like any class's. Softmax is invariant to a common
 shift, so only the ratios ``pi_c / pi_bg = n_c / (fg_bg_ratio * sum(n))``
 matter.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (SOFTMAX_SCORING, ClassifierLayout,
-                       SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import ClassificationLoss
+from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
+                       SigmoidClassifierProtocol, empty_loss, sigmoid_targets)
 
 #: Background RoIs per foreground count used for the background prior of the
 #: softmax variant by default: the ECM authors' measurement of Mask R-CNN's
@@ -161,7 +159,7 @@ _COUNTS = {'image': 'image_count', 'instance': 'instance_count'}
 
 
 @MODELS.register_module()
-class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
+class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Balanced softmax / logit-adjusted cross-entropy, or BALMS's sigmoid
     variant (``use_sigmoid=True``).
 
@@ -178,6 +176,9 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
     scores have ``1 - max_j p_j`` as background column instead of BALMS's
     dummy 0 (class scores equal); frequencies come from category statistics.
 
+    It also takes the frame's keyword arguments, ``reduction``, ``loss_weight``
+    (see :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -190,10 +191,10 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
         count (str): Softmax variant: ``'image'`` (training images per
             class, LVIS's frequency) or ``'instance'``. Defaults to
             ``'image'``. The sigmoid variant always uses image frequencies.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
     """
+
+    #: either kind: ``use_sigmoid`` picks the variant
+    SIGMOID = None
 
     def __init__(self,
                  num_classes: int,
@@ -202,12 +203,8 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
                  tau: float = 1.0,
                  fg_bg_ratio: float = DEFAULT_FG_BG_RATIO,
                  count: str = 'image',
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0) -> None:
-        super().__init__()
+                 **frame: Any) -> None:
         owner = 'BalancedSoftmaxLoss'
-        check_reduction(reduction, owner)
-        check_num_classes(num_classes, owner)
         if count not in _COUNTS:
             raise ValueError(f"{owner}: count must be 'image' or 'instance', "
                              f'got {count!r}')
@@ -215,15 +212,12 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
             raise ValueError(f'{owner}: the sigmoid variant uses image '
                              f"frequencies; count must be 'image', got "
                              f'{count!r}')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner=owner)
-        self.use_sigmoid = bool(use_sigmoid)
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, use_sigmoid=use_sigmoid,
+                         category_stats=category_stats, **frame)
+        stats = self.stats
         self.tau = float(tau)
         self.fg_bg_ratio = float(fg_bg_ratio)
         self.count = count
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
         if self.use_sigmoid:
             adjust = sigmoid_log_odds(stats.image_frequency)
         else:
@@ -243,37 +237,19 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, nn.Module):
             return super()._layout(num_classes)
         return ClassifierLayout.classes_first(
             'BalancedSoftmaxLoss', num_classes, ('background', ),
-            scoring=SOFTMAX_SCORING)
+            scoring=SOFTMAX_SCORING, family=ScoringFamily.SOFTMAX)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         if self.use_sigmoid:
             return super()._activation(cls_score)
         return F.softmax(cls_score, dim=-1)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C + 1)`` logits (softmax variant) or
-                ``(N, C)`` (sigmoid variant).
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C + 1)`` logits (softmax variant) or ``(N, C)`` (sigmoid
+        variant); ``'none'`` gives ``(N,)``."""
         fn = balanced_sigmoid_loss if self.use_sigmoid else \
             balanced_softmax_loss
-        loss = fn(cls_score, labels, self.adjustment, self.tau,
+        return fn(cls_score, labels, self.adjustment, self.tau,
                   label_weights, reduction, avg_factor)
-        return self.loss_weight * loss

@@ -19,17 +19,15 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.accuracy import accuracy
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_label_weights, check_labels, check_num_classes,
+from .frame import ClassificationLoss
+from .protocol import (ClassifierLayout, check_label_weights, check_labels,
                        loss_layout)
 
 
@@ -73,7 +71,7 @@ _COUNTS = {'image': 'image_count', 'instance': 'instance_count'}
 
 
 @MODELS.register_module()
-class ClassBalancedLoss(ClassifierProtocol, nn.Module):
+class ClassBalancedLoss(ClassificationLoss):
     """Class-balanced weights (Cui et al., CVPR 2019) for any classification
     loss.
 
@@ -115,9 +113,7 @@ class ClassBalancedLoss(ClassifierProtocol, nn.Module):
                  count: str = 'instance',
                  bg_weight: float = 1.0,
                  loss_weight: float = 1.0) -> None:
-        super().__init__()
         owner = 'ClassBalancedLoss'
-        check_num_classes(num_classes, owner)
         if count not in _COUNTS:
             raise ValueError(f"{owner}: count must be 'instance' or 'image', "
                              f'got {count!r}')
@@ -127,13 +123,13 @@ class ClassBalancedLoss(ClassifierProtocol, nn.Module):
         if not isinstance(loss, dict) or 'type' not in loss:
             raise ValueError(f'{owner}: loss must be the config dict of the '
                              f'wrapped loss, got {loss!r}')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner=owner)
-        self.num_classes = int(num_classes)
+        # reduction None: reduction_override goes on to the wrapped loss
+        super().__init__(num_classes, None, loss_weight,
+                         category_stats=category_stats)
+        stats = self.stats
         self.beta = float(beta)
         self.count = count
         self.bg_weight = float(bg_weight)
-        self.loss_weight = float(loss_weight)
         weights = class_balanced_weights(
             getattr(stats, _COUNTS[count]), self.beta)
         self.loss = MODELS.build(loss)
@@ -170,35 +166,26 @@ class ClassBalancedLoss(ClassifierProtocol, nn.Module):
         """``(N,)`` class-balanced weight of each RoI."""
         return roi_class_weights(labels, self.class_weight, self.bg_weight)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """The wrapped loss with class-balanced ``label_weights``.
-
-        Args:
-            cls_score (Tensor): Logits, as the wrapped loss takes them.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Passed on.
-            reduction_override (str, optional): Passed on.
-
-        Returns:
-            Tensor: The wrapped loss's output times ``loss_weight``.
-        """
-        assert reduction_override in (None, 'none', 'mean', 'sum')
+    def check_inputs(self, cls_score: Tensor, labels: Tensor,
+                     label_weights: Optional[Tensor]) -> None:
+        """Labels and ``label_weights``; the wrapped loss checks
+        ``cls_score``."""
         owner = 'ClassBalancedLoss'
         check_labels(labels, cls_score.size(0), self.num_classes, owner)
         check_label_weights(label_weights, cls_score.size(0), owner)
+
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: Optional[str]) -> Tensor:
+        """The wrapped loss (logits as it takes them, its own output shape)
+        with ``label_weights * w[labels]``; ``avg_factor`` and the
+        reduction override are passed on."""
         weight = self.roi_weights(labels).to(cls_score.dtype)
         if label_weights is not None:
             weight = weight * label_weights
-        loss = self.loss(
+        return self.loss(
             cls_score,
             labels,
             weight,
             avg_factor=avg_factor,
-            reduction_override=reduction_override)
-        return self.loss_weight * loss
+            reduction_override=reduction)

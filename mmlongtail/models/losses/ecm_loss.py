@@ -38,21 +38,20 @@ Differences from the official code:
   (the official ``get_accuracy`` takes the arg-max of raw logits, split into
   objectness and class accuracy).
 """
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_num_classes, check_reduction, empty_loss)
+from .frame import ClassificationLoss
+from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
+                       sigmoid_scores_times_objectness)
 
 #: Background RoIs per foreground image count, measured by the ECM authors on
 #: Mask R-CNN's sampled RoIs (the official default).
@@ -141,15 +140,14 @@ def ecm_loss(cls_score: Tensor,
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
-def ecm_scores(cls_score: Tensor) -> Tensor:
-    """``(N, C + 1)`` logits -> ``(N, C + 1)`` scores: ``sigmoid(z_c) (1 -
-    sigmoid(z_bg))`` for the classes, ``sigmoid(z_bg)`` last."""
-    prob = cls_score.sigmoid()
-    return torch.cat([prob[:, :-1] * (1 - prob[:, -1:]), prob[:, -1:]], 1)
+#: ECM's test-time scores: ``(N, C + 1)`` logits -> ``sigmoid(z_c) (1 -
+#: sigmoid(z_bg))`` for the classes, ``sigmoid(z_bg)`` last (the shared
+#: helper, also EQLv2's).
+ecm_scores = sigmoid_scores_times_objectness
 
 
 @MODELS.register_module()
-class ECMLoss(ClassifierProtocol, nn.Module):
+class ECMLoss(ClassificationLoss):
     """Effective Class-Margin loss (Cho and Krähenbühl, ECCV 2022).
 
     Equal (loss, gradient and test-time scores) to the official
@@ -158,6 +156,10 @@ class ECMLoss(ClassifierProtocol, nn.Module):
     module docstring). ``C + 1`` outputs: rows ``0 .. C - 1`` are the
     classes, row ``C`` background.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -165,32 +167,19 @@ class ECMLoss(ClassifierProtocol, nn.Module):
             the training image counts.
         fg_bg_ratio (float): Background count per foreground image count.
             Defaults to 6.3313 (the authors' measurement on Mask R-CNN).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
+
+    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  fg_bg_ratio: float = ECM_FG_BG_RATIO,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('ECMLoss is a sigmoid loss; use_sigmoid must be '
-                             'True')
-        check_reduction(reduction, 'ECMLoss')
-        check_num_classes(num_classes, 'ECMLoss')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner='ECMLoss')
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+                 **frame: Any) -> None:
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
+        stats = self.stats
         self.fg_bg_ratio = float(fg_bg_ratio)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
         offset, weight = ecm_margins(
             ecm_counts(stats.image_count, self.fg_bg_ratio))
         # derived from the statistics, not trained: not saved in checkpoints
@@ -206,32 +195,15 @@ class ECMLoss(ClassifierProtocol, nn.Module):
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(
             'ECMLoss', num_classes, ('background', ),
-            scoring='sigmoid per row; classes times 1 - sigmoid(background)')
+            scoring='sigmoid per row; classes times 1 - sigmoid(background)',
+            family=ScoringFamily.SIGMOID_OBJECTNESS)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return ecm_scores(cls_score)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C + 1)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
-        loss = ecm_loss(cls_score, labels, self.offset, self.class_weight,
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C + 1)`` logits; ``'none'`` gives ``(N,)``."""
+        return ecm_loss(cls_score, labels, self.offset, self.class_weight,
                         label_weights, reduction, avg_factor)
-        return self.loss_weight * loss

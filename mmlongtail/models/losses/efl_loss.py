@@ -2,31 +2,27 @@
 Object Detection", CVPR 2022), for mmdet's dense heads (RetinaNet, ATSS,
 FCOS) and, through the sigmoid classifier protocol, R-CNN box heads."""
 from functools import partial
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
-from mmlongtail.utils.dist import all_reduce_sum_
 from .focal_loss import sigmoid_focal_loss
-from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import AvgFactor, ClassificationLoss, GradientStatistics
+from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
 
 #: Initial positive/negative gradient ratio g_j: 1, so that every class starts
 #: with the base focusing factor and weight 1 (plain focal loss), as in the
 #: official implementation.
 INITIAL_POS_NEG_RATIO = 1.0
 #: Added to the accumulated negative gradient before dividing (official value).
-RATIO_EPS = 1e-10
+RATIO_EPS = GradientStatistics.RATIO_EPS
 #: mmdet's ``weight_reduce_loss`` divides by ``avg_factor + eps``.
 _AVG_EPS = torch.finfo(torch.float32).eps
-
-AvgFactor = Optional[Union[float, Tensor]]
 
 
 def efl_factors(pos_neg: Tensor, gamma: float,
@@ -169,7 +165,8 @@ def _reduction_scale(reduction: str, numel: int,
 
 
 @MODELS.register_module()
-class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
+class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
+                         ClassificationLoss):
     r"""Equalized Focal Loss (Li et al., CVPR 2022).
 
     Focal loss with a per-class focusing factor :math:`\gamma_j = \gamma_b +
@@ -201,6 +198,10 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
     * no hook on the head's classifier, so it works in any head that calls
       its ``loss_cls`` on the logits.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         gamma (float): :math:`\gamma_b`, the base focusing factor. Defaults
@@ -209,16 +210,6 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         alpha (float): Positive/negative balance. Defaults to 0.25.
         use_distributed (bool): All-reduce the statistics when distributed.
             Defaults to True.
-        reduction (str): ``'none'`` (``(N, C)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True; mmdet's dense heads read it from
-            the config to size their classifier. Defaults to True.
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
@@ -227,39 +218,20 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
                  scale_factor: float = 8.0,
                  alpha: float = 0.25,
                  use_distributed: bool = True,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True,
-                 dense_head: bool = False) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('EqualizedFocalLoss is a sigmoid loss; '
-                             'use_sigmoid must be True')
-        check_num_classes(num_classes, 'EqualizedFocalLoss')
+                 **frame: Any) -> None:
+        super().__init__(num_classes, **frame)
         if gamma <= 0:
             raise ValueError(f'EqualizedFocalLoss: gamma must be > 0 (the '
                              f'weighting factor divides by it), got {gamma}')
         if scale_factor < 0:
             raise ValueError(f'EqualizedFocalLoss: scale_factor must be >= '
                              f'0, got {scale_factor}')
-        check_reduction(reduction, 'EqualizedFocalLoss')
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
         self.gamma = float(gamma)
         self.scale_factor = float(scale_factor)
         self.alpha = float(alpha)
-        self.use_distributed = use_distributed
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
-        self.set_dense_head(dense_head)
-        zeros = torch.zeros(self.num_classes, dtype=torch.float32)
-        self.register_buffer('pos_grad', zeros.clone())
-        self.register_buffer('neg_grad', zeros.clone())
-        self.register_buffer(
-            'pos_neg',
-            torch.full((self.num_classes, ),
-                       INITIAL_POS_NEG_RATIO,
-                       dtype=torch.float32))
+        self.init_gradient_statistics(
+            self.num_classes, INITIAL_POS_NEG_RATIO, use_distributed,
+            clamp_ratio=True)
         MMLogger.get_current_instance().info(
             f'EqualizedFocalLoss: gamma={self.gamma}, scale_factor='
             f'{self.scale_factor}, alpha={self.alpha}')
@@ -268,44 +240,15 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
         """Current ``(gammas, weights)``, each ``(C,)`` float32."""
         return efl_factors(self.pos_neg, self.gamma, self.scale_factor)
 
-    @torch.no_grad()
-    def _accumulate(self, pos_neg_grad: Tensor, *_) -> None:
-        """Add one call's (already all-reduced) ``(2C,)`` gradient sums.
-
-        Runs as a hook on the loss output, when backward reaches it; the
-        trailing arguments (the output's gradient) are ignored.
-        """
-        self.pos_grad += pos_neg_grad[:self.num_classes]
-        self.neg_grad += pos_neg_grad[self.num_classes:]
-        self.pos_neg.copy_(
-            torch.clamp(
-                self.pos_grad / (self.neg_grad + RATIO_EPS), min=0, max=1))
-
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: AvgFactor = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss; its backward adds this batch's statistics.
-
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float | Tensor, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: float32 scalar, or ``(N, C)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: AvgFactor,
+              reduction: str) -> Tensor:
+        """float32 loss (``'none'``: ``(N, C)``); its backward adds this
+        batch's statistics."""
         gammas, weights = self.get_factors()
-        loss = self.loss_weight * equalized_focal_loss(
-            cls_score, labels, gammas, weights, self.alpha, label_weights,
-            reduction, avg_factor)
+        loss = equalized_focal_loss(cls_score, labels, gammas, weights,
+                                    self.alpha, label_weights, reduction,
+                                    avg_factor)
         if loss.requires_grad:
             # this output will be backpropagated by a training step: its
             # logit gradient, summed over all ranks now (every rank makes
@@ -315,7 +258,6 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, nn.Module):
                 reduction, cls_score.numel(), avg_factor)
             pos, neg = efl_logit_gradient(cls_score, labels, gammas, weights,
                                           self.alpha, label_weights, scale)
-            both = all_reduce_sum_(
-                torch.cat([pos, neg]), enabled=self.use_distributed)
-            loss.register_hook(partial(self._accumulate, both))
+            both = self.reduce_gradient_sums(pos, neg)
+            loss.register_hook(partial(self.add_gradient_sums, both))
         return loss

@@ -1,19 +1,17 @@
 """Equalization Loss (Tan et al., "Equalization Loss for Long-Tailed Object
 Recognition", CVPR 2020)."""
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import ClassificationLoss
+from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
 
 
 def eql_loss(cls_score: Tensor,
@@ -67,13 +65,17 @@ def eql_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLLoss(SigmoidClassifierProtocol, nn.Module):
+class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Equalization Loss (Tan et al., CVPR 2020).
 
     A sigmoid classifier with ``C`` channels; background is label ``C`` (an
     all-zero target). With ``label_weights=None`` and ``avg_factor=None`` the
     loss is the paper's ``sum(BCE * w) / N``; mmdet's ``BBoxHead`` passes
     all-one ``label_weights`` and ``avg_factor=N``, which gives the same value.
+
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
 
     Args:
         num_classes (int): ``C``. Must match the category statistics.
@@ -85,70 +87,29 @@ class EQLLoss(SigmoidClassifierProtocol, nn.Module):
             gradients from foreground proposals. Defaults to 1.76e-3 (the
             paper's value for LVIS v0.5; 1.1e-3 is the official LVIS v1
             setting).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
     """
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  freq_thr: float = 1.76e-3,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True,
-                 dense_head: bool = False) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('EQLLoss is a sigmoid loss; use_sigmoid must be '
-                             'True')
+                 **frame: Any) -> None:
         if not freq_thr >= 0:
             raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
                              f'{freq_thr}')
-        check_reduction(reduction, 'EQLLoss')
-        check_num_classes(num_classes, 'EQLLoss')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner='EQLLoss')
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         self.freq_thr = float(freq_thr)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
-        self.set_dense_head(dense_head)
-        tail = torch.from_numpy(stats.image_frequency < self.freq_thr)
+        tail = torch.from_numpy(self.stats.image_frequency < self.freq_thr)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer('tail_mask', tail, persistent=False)
         MMLogger.get_current_instance().info(
             f'EQLLoss: {int(tail.sum())} of {self.num_classes} classes have '
-            f'image frequency < {self.freq_thr} (from {stats.source})')
+            f'image frequency < {self.freq_thr} (from {self.stats.source})')
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
-        loss = eql_loss(cls_score, labels, self.tail_mask, label_weights,
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C)`` logits; ``'none'`` gives ``(N,)``."""
+        return eql_loss(cls_score, labels, self.tail_mask, label_weights,
                         reduction, avg_factor)
-        return self.loss_weight * loss

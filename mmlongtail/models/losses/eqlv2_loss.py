@@ -1,25 +1,24 @@
 """Equalization Loss v2 (Tan et al., "Equalization Loss v2: A New Gradient
 Balance Approach for Long-tailed Object Detection", CVPR 2021)."""
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
-from mmlongtail.utils.dist import all_reduce_sum_
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_num_classes, check_reduction, empty_loss)
+from .frame import ClassificationLoss, GradientStatistics
+from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
+                       sigmoid_scores_times_objectness)
 
 #: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
 #: negative weight of 1 (and a positive weight of 1), so training starts as
 #: plain BCE, as in the official implementation.
 INITIAL_POS_NEG_RATIO = 100.0
 #: Added to the accumulated negative gradient before dividing (official value).
-RATIO_EPS = 1e-10
+RATIO_EPS = GradientStatistics.RATIO_EPS
 
 
 def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,
@@ -103,7 +102,7 @@ def eqlv2_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLv2Loss(ClassifierProtocol, nn.Module):
+class EQLv2Loss(GradientStatistics, ClassificationLoss):
     """Equalization Loss v2 (Tan et al., CVPR 2021).
 
     Exact to the official ``EQLv2`` of tztztztztz/eqlv2: ``C + 1`` sigmoid
@@ -130,6 +129,10 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
       ``BBoxHead`` scores its logits with a sigmoid times
       ``1 - objectness`` instead of mmdet 3.x's softmax.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         gamma (float): Slope of the mapping function. Defaults to 12.
@@ -139,11 +142,9 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
             test time. Defaults to True.
         use_distributed (bool): All-reduce the statistics when distributed.
             Defaults to True.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
+
+    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
@@ -152,32 +153,15 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
                  alpha: float = 4.0,
                  test_with_obj: bool = True,
                  use_distributed: bool = True,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('EQLv2Loss is a sigmoid loss; use_sigmoid must '
-                             'be True')
-        check_num_classes(num_classes, 'EQLv2Loss')
-        check_reduction(reduction, 'EQLv2Loss')
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+                 **frame: Any) -> None:
+        super().__init__(num_classes, **frame)
         self.gamma = float(gamma)
         self.mu = float(mu)
         self.alpha = float(alpha)
         self.test_with_obj = test_with_obj
-        self.use_distributed = use_distributed
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
-        zeros = torch.zeros(self.num_classes, dtype=torch.float32)
-        self.register_buffer('pos_grad', zeros.clone())
-        self.register_buffer('neg_grad', zeros.clone())
-        self.register_buffer(
-            'pos_neg',
-            torch.full((self.num_classes, ),
-                       INITIAL_POS_NEG_RATIO,
-                       dtype=torch.float32))
+        self.init_gradient_statistics(
+            self.num_classes, INITIAL_POS_NEG_RATIO, use_distributed,
+            clamp_ratio=False)
         MMLogger.get_current_instance().info(
             f'EQLv2Loss: gamma={self.gamma}, mu={self.mu}, '
             f'alpha={self.alpha}')
@@ -186,43 +170,19 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
         """Current ``(pos_w, neg_w)``, each ``(C + 1,)`` float32."""
         return eqlv2_weights(self.pos_neg, self.gamma, self.mu, self.alpha)
 
-    @torch.no_grad()
-    def _accumulate(self, pos_grad: Tensor, neg_grad: Tensor) -> None:
-        both = torch.cat([pos_grad, neg_grad])
-        all_reduce_sum_(both, enabled=self.use_distributed)
-        self.pos_grad += both[:self.num_classes]
-        self.neg_grad += both[self.num_classes:]
-        self.pos_neg.copy_(self.pos_grad / (self.neg_grad + RATIO_EPS))
-
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss and update the gradient statistics.
-
-        Args:
-            cls_score (Tensor): ``(N, C + 1)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C + 1)`` logits; ``'none'`` gives ``(N,)``. Updates the
+        gradient statistics."""
         pos_w, neg_w = self.get_weights()
         loss, pos_grad, neg_grad = eqlv2_loss(cls_score, labels, pos_w,
                                               neg_w, label_weights, reduction,
                                               avg_factor)
         # every rank calls this, also with an empty batch, so that the
         # all-reduce matches up
-        self._accumulate(pos_grad, neg_grad)
-        return self.loss_weight * loss
+        self.add_gradient_sums(self.reduce_gradient_sums(pos_grad, neg_grad))
+        return loss
 
     # ------------------------------------------------- classifier protocol
     def _layout(self, num_classes: int) -> ClassifierLayout:
@@ -232,7 +192,8 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
                    (' * (1 - P(background))' if self.test_with_obj else '') +
                    '; background column sigmoid(objectness)')
         return ClassifierLayout.classes_first(
-            'EQLv2Loss', num_classes, ('background', ), scoring=scoring)
+            'EQLv2Loss', num_classes, ('background', ), scoring=scoring,
+            family=ScoringFamily.SIGMOID_OBJECTNESS)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         """``(N, C + 1)`` logits -> ``(N, C + 1)`` probabilities.
@@ -241,8 +202,6 @@ class EQLv2Loss(ClassifierProtocol, nn.Module):
         multiplied by ``1 - sigmoid(objectness)``. The last column stays the
         background (objectness) probability.
         """
-        prob = cls_score.sigmoid()
         if not self.test_with_obj:
-            return prob
-        cls_prob = prob[:, :-1] * (1 - prob[:, -1:])
-        return torch.cat([cls_prob, prob[:, -1:]], dim=1)
+            return cls_score.sigmoid()
+        return sigmoid_scores_times_objectness(cls_score)

@@ -23,21 +23,19 @@ Differences from detectron2, none of which changes its numbers in mmdet's
 * the weights come from category statistics (``'lvis_v1'`` or an annotation
   file) instead of detectron2's dataset metadata.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (SigmoidClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import ClassificationLoss
+from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
 
 
 def fed_loss_class_weights(image_count: np.ndarray,
@@ -163,7 +161,7 @@ def federated_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
+class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Federated loss (Zhou et al., 2021), detectron2's ``use_fed_loss``.
 
     A ``C``-channel sigmoid classifier (background = label ``C`` = all-zero
@@ -182,6 +180,10 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
     the power to 1.0, while its config (``FED_LOSS_FREQ_WEIGHT_POWER``) and
     the paper use 0.5, the default here.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path to a stats JSON or an LVIS/COCO
@@ -190,10 +192,6 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
             included when present (as in detectron2). Defaults to 50.
         freq_weight_power (float): Sampling weight ``image_count ** power``.
             Defaults to 0.5.
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs).
     """
 
     def __init__(self,
@@ -201,14 +199,8 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
                  category_stats: StatsSource,
                  num_classes_sampled: int = 50,
                  freq_weight_power: float = 0.5,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__()
+                 **frame: Any) -> None:
         owner = 'FederatedLoss'
-        if use_sigmoid is not True:
-            raise ValueError(f'{owner} is a sigmoid loss; use_sigmoid must '
-                             'be True')
         if isinstance(num_classes_sampled, bool) or not isinstance(
                 num_classes_sampled, int) or num_classes_sampled < 1:
             raise ValueError(f'{owner}: num_classes_sampled must be a '
@@ -216,48 +208,27 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
         if not freq_weight_power >= 0:
             raise ValueError(f'{owner}: freq_weight_power must be >= 0, got '
                              f'{freq_weight_power}')
-        check_reduction(reduction, owner)
-        check_num_classes(num_classes, owner)
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner=owner)
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
         self.num_classes_sampled = num_classes_sampled
         self.freq_weight_power = float(freq_weight_power)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer(
             'class_weights',
-            fed_loss_class_weights(stats.image_count,
+            fed_loss_class_weights(self.stats.image_count,
                                    self.freq_weight_power),
             persistent=False)
         MMLogger.get_current_instance().info(
             f'FederatedLoss: {self.num_classes_sampled} of '
             f'{self.num_classes} classes per batch, sampling weight '
-            f'image_count^{self.freq_weight_power} (from {stats.source})')
+            f'image_count^{self.freq_weight_power} (from '
+            f'{self.stats.source})')
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Draw this batch's classes and compute the loss.
-
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """Draw this batch's classes; ``(N, C)`` logits, ``'none'`` gives
+        ``(N,)``."""
         if cls_score.size(0) == 0:  # detectron2 draws nothing either
             mask = cls_score.new_zeros(self.num_classes)
         else:
@@ -267,6 +238,5 @@ class FederatedLoss(SigmoidClassifierProtocol, nn.Module):
                                         self.num_classes_sampled,
                                         self.class_weights)
             mask = federated_class_mask(classes, self.num_classes)
-        loss = federated_loss(cls_score, labels, mask, label_weights,
+        return federated_loss(cls_score, labels, mask, label_weights,
                               reduction, avg_factor)
-        return self.loss_weight * loss

@@ -2,14 +2,14 @@
 ICCV 2017), usable both in dense heads and as the RoI classification loss."""
 from typing import Optional
 
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
+from .frame import ClassificationLoss
 from .protocol import (SigmoidClassifierProtocol, check_labels,
-                       check_num_classes, check_reduction, sigmoid_targets)
+                       sigmoid_targets)
 
 def sigmoid_focal_loss(pred: Tensor,
                        target: Tensor,
@@ -76,7 +76,7 @@ def sigmoid_focal_loss(pred: Tensor,
 
 
 @MODELS.register_module()
-class FocalLoss(SigmoidClassifierProtocol, nn.Module):
+class FocalLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Sigmoid focal loss (Lin et al., ICCV 2017).
 
     Numerically the same as mmdet 3.3.0's ``FocalLoss(use_sigmoid=True)``
@@ -88,20 +88,13 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
     gives 0 instead of NaN.
 
     Args:
-        use_sigmoid (bool): Must be True; kept because mmdet's dense heads
-            read it from the config. Defaults to True.
         gamma (float): Focusing parameter. Defaults to 2.0.
         alpha (float): Balance factor. Defaults to 0.25.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. Defaults to
-            ``'mean'``.
-        loss_weight (float): Multiplier of the loss. Defaults to 1.0.
         num_classes (int, optional): If given, checked against the head's
             ``num_classes`` when the head sizes ``fc_cls``.
-        dense_head (bool): The loss sits in an mmdet dense head (RetinaNet,
-            ATSS, FCOS), which then scores its ``C`` logits with a plain
-            sigmoid (see ``SigmoidClassifierProtocol`` in
-            ``mmlongtail.models.losses.protocol``). Defaults to False (an
-            R-CNN ``BBoxHead``).
+        reduction, loss_weight, use_sigmoid, dense_head: As
+            :class:`~mmlongtail.models.losses.frame.ClassificationLoss`
+            takes them.
     """
 
     def __init__(self,
@@ -111,43 +104,24 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  num_classes: Optional[int] = None,
-                 dense_head: bool = False) -> None:
-        super().__init__()
-        if use_sigmoid is not True:
-            raise ValueError('mmlongtail.FocalLoss is a sigmoid focal loss; '
-                             'use_sigmoid must be True')
-        check_reduction(reduction, 'FocalLoss')
-        self.use_sigmoid = True
+                 dense_head: Optional[bool] = None) -> None:
+        super().__init__(
+            num_classes, reduction, loss_weight, use_sigmoid,
+            dense_head=dense_head)
         self.gamma = float(gamma)
         self.alpha = float(alpha)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
-        self.num_classes = None if num_classes is None else \
-            check_num_classes(num_classes, 'FocalLoss')
-        self.set_dense_head(dense_head)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss.
+    def check_inputs(self, cls_score: Tensor, labels: Tensor,
+                     label_weights: Optional[Tensor]) -> None:
+        """Checked by :func:`sigmoid_focal_loss`, which also takes one-hot
+        targets and ``(N, C)`` weights (dense heads)."""
 
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]`` or ``(N, C)``
-                one-hot targets.
-            label_weights (Tensor, optional): ``(N,)`` or ``(N, C)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N, C)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        loss = sigmoid_focal_loss(
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``labels`` may also be ``(N, C)`` one-hot targets and
+        ``label_weights`` ``(N, C)``; ``'none'`` gives ``(N, C)``."""
+        return sigmoid_focal_loss(
             cls_score,
             labels,
             label_weights,
@@ -155,4 +129,3 @@ class FocalLoss(SigmoidClassifierProtocol, nn.Module):
             alpha=self.alpha,
             reduction=reduction,
             avg_factor=avg_factor)
-        return self.loss_weight * loss

@@ -1,20 +1,18 @@
 """Balanced Group Softmax, BAGS (Li et al., "Overcoming Classifier Imbalance
 for Long-tail Object Detection with Balanced Group Softmax", CVPR 2020)."""
 import bisect
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_num_classes, check_reduction, empty_loss)
+from .frame import ClassificationLoss
+from .protocol import ClassifierLayout, ScoringFamily, empty_loss
 
 
 def check_bin_split(bin_split: Sequence[int]) -> Tuple[int, ...]:
@@ -74,7 +72,7 @@ def sample_others(group_labels: Tensor, valid: Tensor,
 
 
 @MODELS.register_module()
-class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
+class GroupSoftmaxLoss(ClassificationLoss):
     """Balanced Group Softmax (BAGS; Li et al., CVPR 2020).
 
     Classes are put into groups by their training instance count with
@@ -105,6 +103,10 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
     foreground probability of the background group, and as last column the
     background probability.
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``. Must match the category statistics.
         category_stats: ``'lvis_v1'``, a path, a dict or ``CategoryStats``
@@ -112,36 +114,25 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
         bin_split (Sequence[int]): Group boundaries on instance counts.
             Defaults to ``(10, 100, 1000)``.
         beta (float): Others-to-positives sampling ratio. Defaults to 8.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be False (accepted for mmdet configs).
     """
+
+    SIGMOID = False
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  bin_split: Sequence[int] = (10, 100, 1000),
                  beta: float = 8.0,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = False) -> None:
-        super().__init__()
-        if use_sigmoid:
-            raise ValueError('GroupSoftmaxLoss is a softmax loss; '
-                             'use_sigmoid must be False')
+                 **frame: Any) -> None:
         if not beta >= 0:
             raise ValueError(f'GroupSoftmaxLoss: beta must be >= 0, got '
                              f'{beta}')
-        check_reduction(reduction, 'GroupSoftmaxLoss')
-        check_num_classes(num_classes, 'GroupSoftmaxLoss')
-        self.bin_split = check_bin_split(bin_split)
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner='GroupSoftmaxLoss')
-        self.use_sigmoid = False
-        self.num_classes = int(num_classes)
+        bin_split = check_bin_split(bin_split)
+        super().__init__(num_classes, category_stats=category_stats,
+                         **frame)
+        self.bin_split = bin_split
         self.beta = float(beta)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
+        stats = self.stats
 
         C = self.num_classes
         class_group = assign_groups(stats.instance_count, self.bin_split)
@@ -189,7 +180,8 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
                 tuple(range(o, o + n + 1))
                 for o, n in zip(offsets, self.group_sizes)),
             scoring='in-group softmax per class * P(objectness) of the '
-            'background group; background column its P(background)')
+            'background group; background column its P(background)',
+            family=ScoringFamily.GROUP_SOFTMAX)
 
     def split_groups(self, cls_score: Tensor) -> List[Tensor]:
         """``(N, C + 1 + G)`` -> per group ``(N, 1 + n_g)`` logits."""
@@ -207,30 +199,14 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
         return torch.cat([cls_scores, bg_probs[:, 1:]], dim=1)
 
     # ------------------------------------------------------------------ loss
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss (``avg_factor`` is ignored, see the class doc).
-
-        Args:
-            cls_score (Tensor): ``(N, C + 1 + G)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Ignored.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """``(N, C + 1 + G)`` logits; ``'none'`` gives ``(N,)``;
+        ``avg_factor`` is ignored (see the class doc)."""
         num = cls_score.size(0)
         if num == 0:
-            return self.loss_weight * empty_loss(cls_score, reduction, (0, ))
+            return empty_loss(cls_score, reduction, (0, ))
 
         group_labels = self.label_map[:, labels]  # (G, N)
         if label_weights is None:
@@ -253,4 +229,4 @@ class GroupSoftmaxLoss(ClassifierProtocol, nn.Module):
             loss = weight_reduce_loss(per_proposal, reduction='sum')
         else:
             loss = weight_reduce_loss(raw.sum(dim=0), reduction=reduction)
-        return self.loss_weight * loss
+        return loss

@@ -35,20 +35,19 @@ mmdet's ``BBoxHead`` (all-one ``label_weights``, ``avg_factor = N``):
   official code puts a dummy 0 there); class scores are the same, and mmdet
   drops that column before NMS.
 """
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from mmlongtail.datasets.category_stats import (StatsSource,
-                                                load_category_stats)
+from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
-from .protocol import (ClassifierLayout, ClassifierProtocol, check_num_classes,
-                       check_reduction, empty_loss, sigmoid_targets)
+from .frame import ClassificationLoss
+from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
+                       sigmoid_targets, with_max_background)
 
 #: The official clamp of the logits before the Gumbel activation.
 GUMBEL_LOGIT_MIN = -4.0
@@ -64,12 +63,7 @@ def gumbel_scores_with_background(cls_score: Tensor) -> Tensor:
     """``(N, C)`` logits -> ``(N, C + 1)`` scores: the Gumbel probability of
     each class, then ``1 - max_j p_j`` (background when no class exceeds
     0.5)."""
-    prob = gumbel_activation(cls_score)
-    if prob.shape[0] == 0:
-        bg = prob.new_zeros((0, 1))
-    else:
-        bg = 1 - prob.max(dim=1, keepdim=True).values
-    return torch.cat([prob, bg], dim=1)
+    return with_max_background(gumbel_activation(cls_score))
 
 
 def gumbel_bce(cls_score: Tensor, target: Tensor) -> Tensor:
@@ -180,7 +174,7 @@ def gumbel_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class GumbelLoss(ClassifierProtocol, nn.Module):
+class GumbelLoss(ClassificationLoss):
     """Gumbel optimized loss (Alexandridis et al., ECCV 2022), with or
     without DropLoss.
 
@@ -199,6 +193,10 @@ class GumbelLoss(ClassifierProtocol, nn.Module):
     ``init_cfg=dict(type='Constant', val=0.001, bias=-2,
     override=dict(name='fc_cls'))`` (see the GOL config).
 
+    It also takes the frame's keyword arguments, ``reduction``,
+    ``loss_weight``, ``use_sigmoid`` (see
+    :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
+
     Args:
         num_classes (int): ``C``.
         category_stats (optional): ``'lvis_v1'``, a path to a stats JSON or
@@ -209,58 +207,45 @@ class GumbelLoss(ClassifierProtocol, nn.Module):
             ``image_count / num_images < lambda_`` are rare. Defaults to
             1.1e-3 (the official LVIS v1 setting; its code default 1.77e-3 is
             for LVIS v0.5).
-        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Multiplier. Defaults to 1.0.
-        use_sigmoid (bool): Must be True (accepted for mmdet configs: the
-            classifier is one binary output per class).
     """
+
+    SIGMOID = True
 
     def __init__(self,
                  num_classes: int,
                  category_stats: Optional[StatsSource] = None,
                  drop_loss: bool = True,
                  lambda_: float = 1.1e-3,
-                 reduction: str = 'mean',
-                 loss_weight: float = 1.0,
-                 use_sigmoid: bool = True) -> None:
-        super().__init__()
+                 **frame: Any) -> None:
         owner = 'GumbelLoss'
-        if use_sigmoid is not True:
-            raise ValueError(f'{owner} has one binary output per class; '
-                             'use_sigmoid must be True')
-        check_reduction(reduction, owner)
-        check_num_classes(num_classes, owner)
-        self.use_sigmoid = True
-        self.num_classes = int(num_classes)
+        if drop_loss and category_stats is None:
+            raise ValueError(f'{owner}: drop_loss=True needs category_stats '
+                             "(e.g. 'lvis_v1' or an annotation file)")
+        if drop_loss and not lambda_ >= 0:
+            raise ValueError(f'{owner}: lambda_ must be >= 0, got '
+                             f'{lambda_}')
+        super().__init__(
+            num_classes,
+            category_stats=category_stats if drop_loss else None,
+            **frame)
         self.drop_loss = bool(drop_loss)
         self.lambda_ = float(lambda_)
-        self.reduction = reduction
-        self.loss_weight = float(loss_weight)
         if not self.drop_loss:
             self.rare_mask = None
             return
-        if category_stats is None:
-            raise ValueError(f'{owner}: drop_loss=True needs category_stats '
-                             "(e.g. 'lvis_v1' or an annotation file)")
-        if not self.lambda_ >= 0:
-            raise ValueError(f'{owner}: lambda_ must be >= 0, got '
-                             f'{lambda_}')
-        stats = load_category_stats(
-            category_stats, num_classes=num_classes, owner=owner)
-        rare = torch.from_numpy(stats.image_frequency < self.lambda_)
+        rare = torch.from_numpy(self.stats.image_frequency < self.lambda_)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer('rare_mask', rare, persistent=False)
         MMLogger.get_current_instance().info(
             f'GumbelLoss with DropLoss: {int(rare.sum())} of '
             f'{self.num_classes} classes have image frequency < '
-            f'{self.lambda_} (from {stats.source})')
+            f'{self.lambda_} (from {self.stats.source})')
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return ClassifierLayout.classes_first(
             'GumbelLoss', num_classes,
             scoring='exp(-exp(-z)) per class; background column '
-            '1 - max_j p_j')
+            '1 - max_j p_j', family=ScoringFamily.GUMBEL)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return gumbel_scores_with_background(cls_score)
@@ -275,30 +260,13 @@ class GumbelLoss(ClassifierProtocol, nn.Module):
                           device=labels.device)
         return drop_loss_weights(labels, self.rare_mask, ratio, rand)
 
-    def forward(self,
-                cls_score: Tensor,
-                labels: Tensor,
-                label_weights: Optional[Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
-        """Compute the loss (drawing DropLoss's random numbers).
-
-        Args:
-            cls_score (Tensor): ``(N, C)`` logits.
-            labels (Tensor): ``(N,)`` labels in ``[0, C]``.
-            label_weights (Tensor, optional): ``(N,)``.
-            avg_factor (float, optional): Normalizer for ``'mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``.
-
-        Returns:
-            Tensor: Float32 scalar, or ``(N,)`` with ``'none'``.
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: Optional[float],
+              reduction: str) -> Tensor:
+        """Draws DropLoss's random numbers; ``(N, C)`` logits, float32 loss
+        (``'none'``: ``(N,)``)."""
         elem_weight = None
         if self.drop_loss and cls_score.size(0) > 0:
             elem_weight = self.drop_weights(labels, label_weights)
-        loss = gumbel_loss(cls_score, labels, elem_weight, label_weights,
+        return gumbel_loss(cls_score, labels, elem_weight, label_weights,
                            reduction, avg_factor)
-        return self.loss_weight * loss

@@ -47,8 +47,8 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
-from .protocol import (ClassifierLayout, ClassifierProtocol,
-                       check_cls_score, check_num_classes, check_reduction,
+from .frame import AvgFactor, ClassificationLoss, LossOutput
+from .protocol import (ClassifierLayout, ScoringFamily, check_cls_score,
                        register_foreign_layout)
 
 
@@ -306,7 +306,7 @@ def seesaw_layout(owner: str, num_classes: int) -> ClassifierLayout:
     background). Also the layout of mmdet's ``SeesawLoss``."""
     return ClassifierLayout.classes_first(
         owner, num_classes, ('objectness', 'background'),
-        scoring=SEESAW_SCORING)
+        scoring=SEESAW_SCORING, family=ScoringFamily.SEESAW)
 
 
 def seesaw_activation(cls_score: Tensor) -> Tensor:
@@ -318,7 +318,7 @@ def seesaw_activation(cls_score: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class SeesawLoss(ClassifierProtocol, nn.Module):
+class SeesawLoss(ClassificationLoss):
     """Seesaw Loss with an objectness branch (Wang et al., CVPR 2021).
 
     The classifier feeding this loss has ``C + 2`` outputs: ``C`` class
@@ -342,15 +342,10 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
     Args:
         num_classes (int): Number of classes ``C`` (1203 for LVIS v1).
             Required: the loss holds no dataset facts.
-        use_sigmoid (bool): Only False (softmax) is supported; kept for config
-            compatibility. Defaults to False.
         p (float): Exponent of the mitigation factor. Defaults to 0.8.
         q (float): Exponent of the compensation factor. Defaults to 2.0.
         eps (float): Lower bound of the target-class probability in the
             compensation factor. Defaults to 1e-2.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
-            Defaults to ``'mean'``.
-        loss_weight (float): Weight of both terms. Defaults to 1.0.
         return_dict (bool): Return ``dict(loss_cls_objectness=...,
             loss_cls_classes=...)``; otherwise their sum. Defaults to True.
         sync_counts (bool): All-reduce each batch's label histogram across
@@ -364,6 +359,9 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
             at most half the samples are positive, False otherwise and on
             accelerators. Results agree up to float rounding.
             Defaults to None.
+        reduction, loss_weight, use_sigmoid: As
+            :class:`~mmlongtail.models.losses.frame.ClassificationLoss`
+            takes them.
 
     Buffers:
         cum_samples (Tensor): ``(C + 1,)`` float32, the number of samples seen
@@ -371,6 +369,8 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
             in checkpoints. It stays float32 when the module is cast to
             another floating dtype.
     """
+
+    SIGMOID = False
 
     def __init__(self,
                  *,
@@ -384,24 +384,14 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
                  return_dict: bool = True,
                  sync_counts: bool = True,
                  select_positives: Optional[bool] = None) -> None:
-        super().__init__()
-        if use_sigmoid:
-            raise ValueError(
-                'SeesawLoss is a softmax loss: use_sigmoid=True is not '
-                'supported')
-        check_num_classes(num_classes, 'SeesawLoss')
-        check_reduction(reduction, 'SeesawLoss')
+        super().__init__(num_classes, reduction, loss_weight, use_sigmoid)
         if p < 0 or q < 0:
             raise ValueError(f'p and q must be >= 0, got p={p}, q={q}')
         if eps < 0:
             raise ValueError(f'eps must be >= 0, got {eps}')
-        self.use_sigmoid = False
-        self.num_classes = num_classes
         self.p = float(p)
         self.q = float(q)
         self.eps = float(eps)
-        self.reduction = reduction
-        self.loss_weight = loss_weight
         self.return_dict = return_dict
         self.sync_counts = sync_counts
         self.select_positives = select_positives
@@ -470,45 +460,29 @@ class SeesawLoss(ClassifierProtocol, nn.Module):
         all_reduce_sum_(hist, enabled=self.sync_counts)
         self.cum_samples.add_(hist)
 
-    def forward(
-        self,
-        cls_score: Tensor,
-        labels: Tensor,
-        label_weights: Optional[Tensor] = None,
-        avg_factor: Optional[Union[float, Tensor]] = None,
-        reduction_override: Optional[str] = None
-    ) -> Union[Tensor, Dict[str, Tensor]]:
-        """Accumulate the batch's labels, then compute the loss.
-
-        Args:
-            cls_score (Tensor): Logits, shape ``(N, C + 2)``.
-            labels (Tensor): Labels in ``[0, C]`` (``C`` = background), shape
-                ``(N,)``.
-            label_weights (Tensor, optional): Per-sample weights, ``(N,)``.
-            avg_factor (float | Tensor, optional): Divisor of the summed loss
-                for ``reduction='mean'``.
-            reduction_override (str, optional): ``'none'``, ``'mean'`` or
-                ``'sum'``; overrides ``self.reduction``.
-
-        Returns:
-            dict[str, Tensor] | Tensor: ``loss_cls_objectness`` and
-            ``loss_cls_classes`` (or their sum if ``return_dict=False``).
-        """
-        reduction = self.resolve_reduction(reduction_override)
-        self.check_inputs(cls_score, labels, label_weights)
+    def _loss(self, cls_score: Tensor, labels: Tensor,
+              label_weights: Optional[Tensor], avg_factor: AvgFactor,
+              reduction: str) -> Dict[str, Tensor]:
+        """Accumulate the batch's labels, then both terms of the loss on
+        ``(N, C + 2)`` logits."""
         labels = labels.long()
         self._accumulate(labels)
         loss_classes, loss_objectness = seesaw_loss(
             cls_score, labels, self.cum_samples[:self.num_classes],
             label_weights, self.p, self.q, self.eps, reduction, avg_factor,
             self.select_positives)
-        loss_classes = self.loss_weight * loss_classes
-        loss_objectness = self.loss_weight * loss_objectness
+        return dict(
+            loss_cls_objectness=loss_objectness,
+            loss_cls_classes=loss_classes)
+
+    def _weighted(self, loss: Dict[str, Tensor]) -> LossOutput:
+        """Both terms times ``loss_weight``: the dict
+        (``loss_cls_objectness``, ``loss_cls_classes``), or their sum if
+        ``return_dict=False``."""
+        loss = super()._weighted(loss)
         if self.return_dict:
-            return dict(
-                loss_cls_objectness=loss_objectness,
-                loss_cls_classes=loss_classes)
-        return loss_classes + loss_objectness
+            return loss
+        return loss['loss_cls_classes'] + loss['loss_cls_objectness']
 
 
 def _mmdet_seesaw_layout(loss: nn.Module,

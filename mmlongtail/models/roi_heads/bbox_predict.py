@@ -33,7 +33,7 @@ from mmdet.structures.bbox import get_box_tensor, scale_boxes
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmlongtail.models.losses.protocol import ClassifierLayout, loss_layout
+from mmlongtail.models.losses.protocol import ClassifierLayout, head_layout
 from mmlongtail.models.utils.multiclass_nms import (lazy_decode_and_nms,
                                                     uses_exact_nms)
 from mmlongtail.registry import MODELS
@@ -55,11 +55,6 @@ def build_scorers(cfgs: Optional[Sequence[Any]]) -> List[Any]:
             f'{SCORERS_KEY} must be a list of scorer configs, got '
             f'{type(cfgs).__name__}: write {SCORERS_KEY}=[dict(type=...)]')
     return [c if callable(c) else MODELS.build(c) for c in cfgs]
-
-
-def head_layout_for_scoring(bbox_head: Any) -> ClassifierLayout:
-    """The layout of a box head's classifier, as its loss describes it."""
-    return loss_layout(bbox_head.loss_cls, bbox_head.num_classes)
 
 
 def classifier_scores(bbox_head: Any, cls_score: Tensor) -> Tensor:
@@ -213,7 +208,7 @@ def predict_by_feat_single(bbox_head: Any,
         scores = classifier_scores(bbox_head, cls_score)
     if scorers:
         scores = apply_scorers(scorers, cls_score, scores,
-                               head_layout_for_scoring(bbox_head))
+                               head_layout(bbox_head))
     return decode_and_nms(bbox_head, roi, bbox_pred, scores, img_meta,
                           rescale, rcnn_test_cfg)
 

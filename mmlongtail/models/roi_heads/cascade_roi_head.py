@@ -11,8 +11,8 @@ from torch import Tensor
 
 from mmlongtail.models.mask_heads import GatheredMaskCascadeMixin
 from mmlongtail.registry import MODELS
-from .bbox_predict import (apply_scorers, classifier_scores,
-                           head_layout_for_scoring, predict_by_feat)
+from mmlongtail.models.losses.protocol import head_layout
+from .bbox_predict import apply_scorers, classifier_scores, predict_by_feat
 from .scoring import ScorersFromTestCfg
 
 #: How a Cascade combines its stages' classifications at test time.
@@ -126,6 +126,6 @@ class CascadeRoIHead(GatheredMaskCascadeMixin, ScorersFromTestCfg,
             probs = classifier_scores(head, logits)
             if scorers:
                 probs = apply_scorers(scorers, logits, probs,
-                                      head_layout_for_scoring(head))
+                                      head_layout(head))
             total = probs if total is None else total + probs
         return list((total / len(stage_logits)).split(sizes, 0))

@@ -30,8 +30,10 @@ logit unadjusted. It is the ``'exps'`` mode with ``a_c = π_c^{-τ}`` (so,
 with ``γ = τ``, NorCal times ``(Σ_k N_k)^τ`` on every class relative to the
 background).
 
-**Which heads, and what calibration means for each** (read from the loss's
-:class:`~mmlongtail.models.losses.ClassifierLayout`, never from its name):
+**Which heads, and what calibration means for each** (read from the typed
+scoring family of the loss's
+:class:`~mmlongtail.models.losses.ClassifierLayout`, never from its name or
+its description; :data:`CALIBRATION_FAMILY`):
 
 * *softmax over C + 1* (mmdet's cross entropy and every loss mmdet scores
   with softmax, balanced softmax): the formulas above, exactly.
@@ -41,14 +43,15 @@ background).
   classes) and multiplied by the unchanged ``P(foreground)``; ``P(bg)`` is
   kept. The background is thus "handled separately" by construction.
 * *independent per-class scores* (EQL, EQLv2, focal, federated, ECM, GOL,
-  BALMS: the layouts whose scoring starts with one of
-  :data:`INDEPENDENT_SCORING`): each class score ``s_c`` is its own
+  BALMS: the scoring families ``SIGMOID``, ``SIGMOID_OBJECTNESS`` and
+  ``GUMBEL``): each class score ``s_c`` is its own
   binary problem, class ``c`` against everything else, so there is no
   per-proposal normalizer over classes. Calibration is the binary form of
   the same rule, the negative outcome unweighted, renormalized per
   (proposal, class): ``s'_c = a_c s_c / (a_c s_c + 1 - s_c)`` (for a plain
   sigmoid, ``σ(z_c + log a_c)``); ``renorm=False`` gives ``a_c s_c``; mode
-  ``'logits'`` gives ``σ(a_c z_c)`` and needs plain sigmoid scores. The
+  ``'logits'`` gives ``σ(a_c z_c)`` and needs plain sigmoid scores (family
+  ``SIGMOID``). The
   official code implements only the softmax head; this binary form is ours
   (it is what the softmax rule becomes with one class and one
   background). The background column of a sigmoid head is kept (mmdet
@@ -72,10 +75,7 @@ from torch import Tensor
 
 from mmlongtail.datasets.category_stats import (CategoryStats,
                                                 load_category_stats)
-from mmlongtail.models.losses.protocol import (SIGMOID_SCORING,
-                                               SOFTMAX_SCORING,
-                                               ClassifierLayout)
-from mmlongtail.models.losses.seesaw_loss import SEESAW_SCORING
+from mmlongtail.models.losses.protocol import ClassifierLayout, ScoringFamily
 from mmlongtail.registry import MODELS
 from .base import TestTimeScorer
 
@@ -85,12 +85,16 @@ NORCAL_MODES = ('exps', 'probs', 'logits')
 #: The head families calibration is defined for (see the module docstring).
 FAMILIES = ('softmax', 'seesaw', 'sigmoid')
 
-#: How layouts of independent per-class scores describe their scoring
-#: (:attr:`ClassifierLayout.scoring`): plain sigmoid (EQL, focal, federated,
-#: BALMS), sigmoid times objectness (EQLv2, ECM) and Gumbel (GOL). A new loss
-#: with independent class scores adds its description's start here.
-INDEPENDENT_SCORING = ('sigmoid per class', 'sigmoid per row',
-                       'exp(-exp(-z)) per class')
+#: The calibration family of each scoring family of a layout
+#: (:attr:`ClassifierLayout.family`); a family not here (BAGS' group softmax)
+#: is refused.
+CALIBRATION_FAMILY = {
+    ScoringFamily.SOFTMAX: 'softmax',
+    ScoringFamily.SEESAW: 'seesaw',
+    ScoringFamily.SIGMOID: 'sigmoid',
+    ScoringFamily.SIGMOID_OBJECTNESS: 'sigmoid',
+    ScoringFamily.GUMBEL: 'sigmoid',
+}
 
 
 # ------------------------------------------------------------- weights --
@@ -251,25 +255,27 @@ def calibration_family(layout: ClassifierLayout) -> str:
     """
     extra = layout.extra
     C = layout.num_classes
+    family = CALIBRATION_FAMILY.get(layout.family)
     classes_first = tuple(layout.class_rows) == tuple(range(C))
-    if not layout.groups and classes_first:
-        if layout.scoring == SOFTMAX_SCORING and list(extra) == [
-                'background'] and extra['background'] == (C, ):
-            return 'softmax'
-        if layout.scoring == SEESAW_SCORING and extra.get(
-                'objectness') == (C, ) and extra.get('background') == (
-                    C + 1, ):
-            return 'seesaw'
-        if layout.scoring.startswith(INDEPENDENT_SCORING):
-            return 'sigmoid'
+    rows_fit = {
+        'softmax': list(extra) == ['background']
+        and extra['background'] == (C, ),
+        'seesaw': extra.get('objectness') == (C, )
+        and extra.get('background') == (C + 1, ),
+        'sigmoid': True,
+    }
+    if family is not None and not layout.groups and classes_first \
+            and rows_fit[family]:
+        return family
     why = (' (a group softmax: its classes share no normalizer to '
            'renormalize against)' if layout.groups else '')
+    known = ', '.join(f.name for f in CALIBRATION_FAMILY)
     raise ValueError(
         f'score calibration cannot handle the classifier of {layout.owner}'
-        f'{why}: {layout.describe()}, scored as {layout.scoring!r}. It '
+        f'{why}: {layout.describe()}, scoring family '
+        f'{getattr(layout.family, "name", None)} ({layout.scoring!r}). It '
         'calibrates softmax over C + 1 (background last), Seesaw (C + 2) and '
-        f'independent per-class scores (scoring starting with '
-        f'{INDEPENDENT_SCORING})')
+        f'independent per-class scores (scoring families {known})')
 
 
 def calibrate(cls_score: Tensor,
@@ -308,12 +314,12 @@ def calibrate(cls_score: Tensor,
             q = scores[:, :C] / fg.clamp(min=torch.finfo(scores.dtype).tiny)
         cls = calibrate_classes(cls_score[:, :C], weights, mode, renorm, q)
         return torch.cat([fg * cls, scores[:, C:]], dim=1)
-    plain = layout.scoring == SIGMOID_SCORING
+    plain = layout.family is ScoringFamily.SIGMOID
     if mode == 'logits' and not plain:
         raise ValueError(
             f"NorCal mode 'logits' needs plain sigmoid scores, but "
-            f'{layout.owner} scores {layout.scoring!r}; use '
-            "mode='exps' or 'probs'")
+            f'{layout.owner} scores {layout.scoring!r} (scoring family '
+            f"{layout.family.name}); use mode='exps' or 'probs'")
     cls = calibrate_binary(scores[:, :C], weights, mode, renorm,
                            cls_score[:, :C] if plain else None)
     return torch.cat([cls, scores[:, C:]], dim=1)

@@ -85,3 +85,74 @@ def test_layouts_of_losses_without_the_protocol():
         loss_layout(Undescribed(), 3)
     ours = loss_layout(dict(type='mmlongtail.FocalLoss'), 3)
     assert ours.num_outputs == 3 and ours.owner == 'FocalLoss'
+
+
+def test_one_helper_per_activation_and_background_rule():
+    """The background-column rule and the objectness-scaled sigmoid are
+    written once; the losses score through them (hand-derived values)."""
+    import mmlongtail.models.losses.ecm_loss as ecm
+    import mmlongtail.models.losses.eqlv2_loss as eqlv2
+    import mmlongtail.models.losses.gumbel_loss as gumbel
+    import mmlongtail.models.roi_heads.bbox_predict as bbox_predict
+    from mmlongtail.models.losses.protocol import (
+        sigmoid_scores_times_objectness, with_max_background)
+    prob = torch.tensor([[0.2, 0.7], [0.1, 0.3]])
+    torch.testing.assert_close(
+        with_max_background(prob),
+        torch.tensor([[0.2, 0.7, 0.3], [0.1, 0.3, 0.7]]))
+    assert with_max_background(prob[:0]).shape == (0, 3)
+    z = torch.tensor([[0.0, 2.0, -1.0]])
+    s = torch.sigmoid(z)
+    torch.testing.assert_close(
+        sigmoid_scores_times_objectness(z),
+        torch.stack([s[0, 0] * (1 - s[0, 2]), s[0, 1] * (1 - s[0, 2]),
+                     s[0, 2]])[None])
+    assert ecm.ecm_scores is sigmoid_scores_times_objectness
+    assert eqlv2.sigmoid_scores_times_objectness is \
+        sigmoid_scores_times_objectness
+    assert gumbel.with_max_background is with_max_background
+    assert not hasattr(bbox_predict, 'head_layout_for_scoring')
+
+
+def test_one_num_classes_check_for_losses_and_category_stats():
+    """CategoryStats.check_num_classes goes through the protocol's check:
+    same validation, same mismatch message naming both numbers."""
+    from mmlongtail.datasets import category_stats
+    from mmlongtail.models.losses import protocol
+    assert protocol.check_num_classes is category_stats.check_num_classes
+    stats = category_stats.load_category_stats(dict(
+        num_images=4,
+        categories=[
+            dict(id=i + 1, name=f'c{i}', frequency='r', image_count=1,
+                 instance_count=1) for i in range(3)
+        ]))
+    stats.check_num_classes(3, 'X')
+    with pytest.raises(ValueError, match='positive int, got True'):
+        stats.check_num_classes(True, 'X')
+    with pytest.raises(ValueError, match=r'num_classes mismatch: X has '
+                       r'num_classes=4, but the category statistics from '
+                       r'<dict> describe 3 classes\. .*set num_classes=3'):
+        stats.check_num_classes(4, 'X')
+
+
+def test_every_loss_is_written_in_the_one_frame():
+    """Every registered loss inherits ClassificationLoss's forward (mmdet's
+    signature, reduction assert, input checks, loss_weight) and EQLv2 / EFL
+    share one gradient-statistics buffer helper."""
+    import mmlongtail.registry
+    from mmlongtail.models.losses import (ClassificationLoss, EQLv2Loss,
+                                          EqualizedFocalLoss,
+                                          GradientStatistics)
+    losses = {name: cls for name, cls in
+              mmlongtail.registry.MODELS.module_dict.items()
+              if name.endswith('Loss')}
+    assert len(losses) >= 11
+    for name, cls in losses.items():
+        assert issubclass(cls, ClassificationLoss), name
+        assert cls.forward is ClassificationLoss.forward, name
+        assert '__init__' in vars(cls) and '_loss' in vars(cls), name
+    for cls in (EQLv2Loss, EqualizedFocalLoss):
+        assert issubclass(cls, GradientStatistics)
+        loss = cls(num_classes=3)
+        assert [n for n, _ in loss.named_buffers()] == [
+            'pos_grad', 'neg_grad', 'pos_neg']

@@ -423,3 +423,26 @@ def test_family_of_every_loss(key):
         if family == 'sigmoid':
             torch.testing.assert_close(out[:, 0], scores[:, 0])
             assert bool((out[:, 1:C] <= scores[:, 1:C] + 1e-12).all())
+
+
+@pytest.mark.parametrize('name', ['FocalLoss', 'EQLv2Loss', 'SeesawLoss'])
+def test_calibration_follows_the_typed_family_not_the_description(name):
+    """Rewording a layout's free-text scoring changes nothing; a layout
+    that declares no scoring family is refused even if its text matches."""
+    import dataclasses
+
+    from mmlongtail.models.scorers.calibration import calibration_family
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        loss = MMDET_MODELS.build(
+            dict(type=f'mmlongtail.{name}', num_classes=C))
+    layout = loss_layout(loss, C)
+    reworded = dataclasses.replace(layout, scoring='reworded for a reader')
+    assert calibration_family(reworded) == calibration_family(layout)
+    z = torch.randn(5, layout.num_outputs, dtype=torch.float64)
+    scores = loss.get_activation(z)
+    torch.testing.assert_close(
+        _norcal('probs')(z, scores, reworded),
+        _norcal('probs')(z, scores, layout))
+    untyped = dataclasses.replace(layout, family=None)
+    with pytest.raises(ValueError, match=rf'{name}.*scoring family None'):
+        calibration_family(untyped)
