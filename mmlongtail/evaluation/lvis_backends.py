@@ -1,4 +1,4 @@
-"""LVIS evaluation backends and the vectorized prediction conversion.
+"""LVIS evaluation backends: which evaluator runs (:func:`run_evaluation`).
 
 Two evaluators compute LVIS's metrics (Gupta et al., CVPR 2019) on the same
 inputs:
@@ -16,10 +16,11 @@ Both keep at most ``max_dets`` (300) detections per image, by score across all
 categories; this cut is applied by :func:`topk_per_image` when predictions are
 collected, so both evaluators see the same detections.
 
-Predictions travel as a few NumPy columns (:class:`DetectionColumns`) and are
-turned into the per-detection dicts the evaluators index in one pass at the
-end; boxes are converted to ``xywh`` and labels to category ids with array
-operations.
+Predictions travel as a few NumPy columns (:class:`DetectionColumns`, in
+:mod:`.lvis_detections`, which also owns their vectorized conversion to the
+per-detection dicts the evaluators index: ``xywh`` boxes and category ids by
+array operations); ground truth is :mod:`.lvis_gt`'s, each evaluator is one
+module (:mod:`.lvis_api_eval`, :mod:`.faster_eval`).
 
 The ``'fast'`` path differs from stock faster-coco-eval in how much it visits,
 not in what it computes (the tests compare both backends with lvis-api run
