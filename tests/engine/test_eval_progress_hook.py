@@ -71,7 +71,11 @@ def _run(tmp_path, n, mode, hook):
     default_hooks = dict(logger=dict(type='LoggerHook', interval=25))
     if hook is not None:
         default_hooks['eval_progress'] = hook
+    # default_scope: mmengine's default ('mmengine') would stay the current
+    # scope after the test, and later tests building mmdet modules by name
+    # would look in mmengine's root registry
     runner = Runner(model=_Model(), work_dir=str(tmp_path),
+                    default_scope='mmlongtail',
                     default_hooks=default_hooks, log_level='INFO',
                     experiment_name=f'progress_{mode}_{n}', **kwargs)
     lines = _Lines()
