@@ -71,11 +71,12 @@ def _run(tmp_path, n, mode, hook):
     default_hooks = dict(logger=dict(type='LoggerHook', interval=25))
     if hook is not None:
         default_hooks['eval_progress'] = hook
-    # default_scope: mmengine's default ('mmengine') would stay the current
-    # scope after the test, and later tests building mmdet modules by name
-    # would look in mmengine's root registry
+    # default_scope: a Runner leaves its scope as the current one, and later
+    # tests build mmdet modules by unscoped names (mmengine's default,
+    # 'mmengine', sent them to mmengine's root registry; 'mmlongtail' made
+    # 'SeesawLoss' mean ours); 'mmdet' is the scope our configs run in
     runner = Runner(model=_Model(), work_dir=str(tmp_path),
-                    default_scope='mmlongtail',
+                    default_scope='mmdet',
                     default_hooks=default_hooks, log_level='INFO',
                     experiment_name=f'progress_{mode}_{n}', **kwargs)
     lines = _Lines()
