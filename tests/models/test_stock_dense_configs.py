@@ -142,3 +142,32 @@ def test_a_contradicting_dense_head_flag_is_refused_at_build(name):
                        r'dense_head=False.*RetinaHead, a dense head.*'
                        rf'background column as class {C}: drop dense_head'):
         build_stock_retinanet(dict(LOSSES[name], dense_head=False))
+
+
+def test_class_balanced_wrapper_is_refused_in_a_dense_head():
+    # the wrapper weights R-CNN RoIs; a dense head sizes C + 1 softmax
+    # outputs from its config (no use_sigmoid there), which the wrapped
+    # sigmoid loss cannot read: refused at build, naming what to use
+    wrapped = dict(type='mmlongtail.ClassBalancedLoss',
+                   loss=LOSSES['FocalLoss'], num_classes=C,
+                   category_stats=STATS)
+    with pytest.raises(ValueError, match=r'ClassBalancedLoss is the loss_cls '
+                       r'of RetinaHead, a dense head.*EqualizedFocalLoss'):
+        build_stock_retinanet(wrapped)
+
+
+def test_class_balanced_wrapper_in_a_bbox_head_stops_the_watch():
+    # in an R-CNN box head the wrapper is accepted, its wrapped sigmoid loss
+    # keeps the BBoxHead protocol, and no loss is left waiting for a head
+    from mmlongtail.models.losses import classifier
+    head = MMDET_MODELS.build(
+        dict(type='Shared2FCBBoxHead', in_channels=4, fc_out_channels=8,
+             roi_feat_size=2, num_classes=C,
+             loss_cls=dict(type='mmlongtail.ClassBalancedLoss',
+                           loss=LOSSES['FocalLoss'], num_classes=C,
+                           category_stats=STATS)))
+    inner = head.loss_cls.loss
+    assert not inner.dense_head and inner.custom_cls_channels
+    assert head.fc_cls.out_features == C  # C sigmoid rows (BBoxHead layout)
+    assert inner not in classifier._UNPLACED
+    assert head.loss_cls not in classifier._UNPLACED

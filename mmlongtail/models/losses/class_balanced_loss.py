@@ -28,7 +28,8 @@ from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
 from .protocol import (ClassifierLayout, check_label_weights, check_labels,
-                       loss_layout)
+                       host_is_dense_head, loss_layout, unwatch_host,
+                       watch_host)
 
 
 def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
@@ -136,6 +137,8 @@ class ClassBalancedLoss(ClassificationLoss):
         # the wrapped loss must lay out C classes too (raises otherwise)
         loss_layout(self.loss, self.num_classes)
         self.use_sigmoid = getattr(self.loss, 'use_sigmoid', False)
+        # refuse a dense head when one registers the wrapper (below)
+        watch_host(self)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer(
             'class_weight', torch.from_numpy(weights).float(),
@@ -148,6 +151,29 @@ class ClassBalancedLoss(ClassificationLoss):
 
     def _layout(self, num_classes: int) -> ClassifierLayout:
         return loss_layout(self.loss, num_classes)
+
+    def host_registered(self, host: torch.nn.Module) -> bool:
+        """Refuse a dense head (RetinaNet, ATSS, FCOS): the weights are per
+        RoI of an R-CNN ``BBoxHead``, and mmdet's dense heads size their
+        classifier from the config's ``use_sigmoid``, which this wrapper's
+        config does not carry, so the wrapped loss would get ``C + 1``
+        columns. Other modules are accepted.
+
+        Raises:
+            ValueError: ``host`` is a dense head.
+        """
+        dense = host_is_dense_head(host)
+        if dense:
+            raise ValueError(
+                f'ClassBalancedLoss is the loss_cls of {type(host).__name__}, '
+                'a dense head: it weights the RoIs of an R-CNN BBoxHead. In '
+                'a dense head use the long-tail loss itself, e.g. '
+                "dict(type='mmlongtail.EqualizedFocalLoss', num_classes=C)")
+        if dense is None:
+            return False
+        # a BBoxHead: the wrapped loss keeps the BBoxHead protocol
+        unwatch_host(self.loss)
+        return True
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         if getattr(self.loss, 'custom_activation', False):

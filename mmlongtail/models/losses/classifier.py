@@ -173,6 +173,10 @@ def watch_host(loss: nn.Module) -> None:
             register_module_module_registration_hook(_on_module_registration))
 
 
+def unwatch_host(loss: nn.Module) -> None:
+    """Stop waiting for ``loss``'s head (a wrapper decided for it)."""
+    _UNPLACED.discard(loss)
+
 
 class SigmoidClassifierProtocol(ClassifierProtocol):
     """The protocol of a ``C``-channel sigmoid classifier (background =

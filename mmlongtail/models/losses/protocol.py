@@ -35,7 +35,8 @@ from .checks import (REDUCTIONS, check_cls_score,  # noqa: F401
 from .classifier import (FOREIGN_LAYOUTS, ClassifierProtocol,  # noqa: F401
                          SigmoidClassifierProtocol, head_layout,
                          host_is_dense_head, loss_layout,
-                         register_foreign_layout, watch_host)
+                         register_foreign_layout, unwatch_host,
+                         watch_host)
 from .layout import (SIGMOID_SCORING, SOFTMAX_SCORING,  # noqa: F401
                      ClassifierLayout, RowNames, ScoringFamily,
                      sigmoid_scores_times_objectness,
