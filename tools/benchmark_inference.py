@@ -125,15 +125,10 @@ def _time(fn: Callable, device: str) -> Tuple[float, object]:
 
 def side_by_side(stock: Callable, ours: Callable, repeats: int,
                  device: str) -> Tuple[float, float, object, object]:
-    """Median seconds of both, alternating; the last outputs."""
-    ts, to = [], []
-    out_s = out_o = None
-    for _ in range(repeats):
-        t, out_s = _time(stock, device)
-        ts.append(t)
-        t, out_o = _time(ours, device)
-        to.append(t)
-    return statistics.median(ts), statistics.median(to), out_s, out_o
+    """Median seconds of both, alternating; the last outputs
+    (:func:`alternating` of the two)."""
+    (ts, to), (out_s, out_o) = alternating([stock, ours], repeats, device)
+    return ts, to, out_s, out_o
 
 
 def mask_heads(cfg, device: str):

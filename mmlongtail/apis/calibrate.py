@@ -47,8 +47,8 @@ the training images do is also accepted (``heldout_ann_file``).
 **Where each idea lives.** :mod:`.calibration.params` (which component a
 parameter names), :mod:`.calibration.split` (the images),
 :mod:`.calibration.loop` (the one-pass test loop),
-:mod:`.calibration.result` (the table and its files),
-:mod:`.calibration.progress` (progress lines with the time left); the
+:mod:`.calibration.result` (the table and its files); progress lines with
+the time left are :class:`mmlongtail.utils.progress.Progress`'s; the
 τ-normalization surgery is
 :func:`mmlongtail.models.layers.classifier_rebalance.tau_normalize_`.
 """
@@ -139,8 +139,13 @@ def sweep(config: str,
     if work_dir is None:
         work_dir = osp.join('work_dirs', 'calibrate',
                             osp.splitext(osp.basename(config))[0])
+    # not build_test_config: the checkpoint is read only once the
+    # parameter, its values and the split are known to be usable
     cfg = build_runner_config(config, work_dir=work_dir,
                               cfg_options=cfg_options)
+    # the sweep logs its own progress per batch and per value (the loop
+    # calls the test hooks, which would log each batch a second time)
+    cfg.get('default_hooks', {}).pop('eval_progress', None)
     target = resolve_param(cfg, param)
     check_config(cfg, target)
     grid = check_values(target, values)

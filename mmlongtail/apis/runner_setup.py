@@ -188,7 +188,6 @@ def build_runner_config(config: str,
     return apply_device_defaults(cfg)
 
 
-
 def build_test_config(config: str,
                       checkpoint: str,
                       work_dir: Optional[str] = None,

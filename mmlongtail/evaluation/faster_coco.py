@@ -29,8 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from mmlongtail.version import FASTER_COCO_EVAL_REQUIREMENT
-
-IOU_TYPES = ('bbox', 'segm', 'boundary')
+from .lvis_eval_output import IOU_TYPES
 
 
 class FasterCocoEvalUnsupported(RuntimeError):

@@ -90,6 +90,13 @@ def encode_masks(masks: np.ndarray) -> List[dict]:
     return mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
 
 
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a NumPy array."""
+    if hasattr(x, 'detach'):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 def compact_rles(masks: Any) -> List[dict]:
     """Masks as compressed RLE dicts with ``str`` counts.
 
@@ -99,8 +106,7 @@ def compact_rles(masks: Any) -> List[dict]:
     if isinstance(masks, (list, tuple)):
         rles = list(masks)
     else:
-        rles = encode_masks(masks.detach().cpu().numpy()
-                             if hasattr(masks, 'detach') else masks)
+        rles = encode_masks(to_numpy(masks))
     out = []
     for r in rles:
         c = r['counts']

@@ -62,8 +62,8 @@ from mmlongtail.datasets.category_stats import StatsSource, load_category_stats
 from mmlongtail.registry import METRICS
 from . import per_class_file
 from .lvis_backends import BACKENDS, run_evaluation
-from .lvis_detections import (DetectionColumns, compact_rles, topk_per_image,
-                              xyxy_to_xywh)
+from .lvis_detections import (DetectionColumns, compact_rles, to_numpy,
+                              topk_per_image, xyxy_to_xywh)
 from .lvis_eval_output import (AP_KEYS, AR_KEYS, IOU_TYPES, MASK_TYPES,
                                EvalOutput)
 from .lvis_gt import LVISGroundTruth, normalize_gt
@@ -123,13 +123,6 @@ def check_label_range(labels: Any, num_classes: int, image_ids: Any,
         f'{what} labels {sorted(set(labels[bad].tolist()))[:10]} {where} are '
         f'outside the {num_classes} classes of {owner}: labels must lie in '
         f'[0, {num_classes}).' + (f' {hint}' if hint else ''))
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    """A tensor (any device) or array-like as a NumPy array."""
-    if hasattr(x, 'detach'):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _take(x: Any, idx: Optional[np.ndarray]) -> Any:
@@ -460,25 +453,25 @@ class LVISMetric(BaseMetric):
     def _standard_entry(self, pred: dict, img_id: Any,
                         num_classes: Optional[int]) -> Dict[str, Any]:
         """One image's top-``max_dets`` detections (standard protocol)."""
-        scores = _to_numpy(pred['scores']).astype(np.float32).ravel()
+        scores = to_numpy(pred['scores']).astype(np.float32).ravel()
         keep = topk_per_image(scores, self.max_dets)
-        labels = _to_numpy(_take(pred['labels'], keep)).astype(
+        labels = to_numpy(_take(pred['labels'], keep)).astype(
             np.int64).ravel()
         self._check_labels(labels, img_id, num_classes)
         entry: Dict[str, Any] = {
-            'bboxes': _to_numpy(_take(pred['bboxes'], keep)).astype(
+            'bboxes': to_numpy(_take(pred['bboxes'], keep)).astype(
                 np.float32).reshape(-1, 4),
             'scores': scores if keep is None else scores[keep],
             'labels': labels.astype(np.int32),
         }
         if any(m in MASK_TYPES for m in self.metrics):
             if 'mask_scores' in pred:
-                ms = _to_numpy(pred['mask_scores']).astype(np.float32).ravel()
+                ms = to_numpy(pred['mask_scores']).astype(np.float32).ravel()
                 mkeep = topk_per_image(ms, self.max_dets)
-                mlabels = _to_numpy(_take(pred['labels'], mkeep)).astype(
+                mlabels = to_numpy(_take(pred['labels'], mkeep)).astype(
                     np.int32).ravel()
                 entry['segm'] = {
-                    'bboxes': _to_numpy(_take(pred['bboxes'], mkeep)).astype(
+                    'bboxes': to_numpy(_take(pred['bboxes'], mkeep)).astype(
                         np.float32).reshape(-1, 4),
                     'scores': ms if mkeep is None else ms[mkeep],
                     'labels': mlabels,
@@ -491,7 +484,7 @@ class LVISMetric(BaseMetric):
     def _select(self, pred: dict, img_id: Any,
                 num_classes: Optional[int]) -> None:
         """Offer one image's detections to the per-category selections."""
-        labels = _to_numpy(pred['labels']).astype(np.int64).ravel()
+        labels = to_numpy(pred['labels']).astype(np.int64).ravel()
         if not self._selections:
             if num_classes is None:
                 raise ValueError(
@@ -508,10 +501,10 @@ class LVISMetric(BaseMetric):
         for kind, sel in self._selections.items():
             key = 'mask_scores' if kind == 'mask' and \
                 'mask_scores' in pred else 'scores'
-            scores = _to_numpy(pred[key]).astype(np.float32).ravel()
+            scores = to_numpy(pred[key]).astype(np.float32).ravel()
             idx = np.flatnonzero(sel.candidates(labels, scores))
             if bboxes is None:
-                bboxes = _to_numpy(pred['bboxes']).astype(
+                bboxes = to_numpy(pred['bboxes']).astype(
                     np.float32).reshape(-1, 4)
             masks = None
             if kind == 'mask':

@@ -7,13 +7,13 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.logging import MMLogger
-from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop
 
 from mmlongtail.models.layers.classifier_rebalance import (restore_weights,
                                                            tau_normalize_)
+from mmlongtail.utils import unwrap_model
 from .params import Target
-from .progress import Progress
+from mmlongtail.utils.progress import Progress
 from .result import metric_line
 
 
@@ -45,11 +45,6 @@ def row_rcnn_cfg(rcnn: Any, target: Target, value: Optional[float]) -> Any:
     else:
         lists[target.path[-1]][target.key] = value
     return out
-
-
-def unwrap_model(model):
-    """The detector inside a DDP-style wrapper (or ``model`` itself)."""
-    return model.module if is_model_wrapper(model) else model
 
 
 class CalibrationSweepLoop(TestLoop):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.model import is_model_wrapper
+
+from mmlongtail.utils import unwrap_model
 
 #: Qualified parameter -> (kind, component class name, config key).
 TARGETS: Dict[str, Tuple[str, str, str]] = {
@@ -183,8 +184,7 @@ def check_config(cfg: Config, target: Target) -> None:
 def check_model(model, target: Target) -> None:
     """Refuse a built model (wrapped or not) that is not a two-stage
     detector, or whose RoI head ignores scorers."""
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     roi_head = getattr(model, 'roi_head', None)
     if roi_head is None or not hasattr(model, 'rpn_head') or \
             not hasattr(model, 'extract_feat'):

@@ -12,21 +12,16 @@ The row arithmetic and the weight surgery (:func:`tau_normalize_`,
 """
 from typing import Optional, Sequence
 
-import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.model import is_model_wrapper
 
 from mmlongtail.models.layers.classifier_rebalance import (
     lws_heads, restore_weights, tau_normalize_)
 from mmlongtail.registry import HOOKS
+from mmlongtail.utils import unwrap_model
 from .classifier_retraining_hook import ClassifierRetrainingHook
 
 PHASES = ('val', 'test')
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()
@@ -74,14 +69,14 @@ class TauNormalizationHook(Hook):
     def _apply(self, runner, phase: str) -> None:
         if phase not in self.phases:
             return
-        self._saved = tau_normalize_(_unwrap(runner.model), self.tau)
+        self._saved = tau_normalize_(unwrap_model(runner.model), self.tau)
         MMLogger.get_current_instance().info(
             f'TauNormalizationHook: tau={self.tau} on the class rows of '
             f'{[n for n, _ in self._saved]} for {phase}')
 
     def _restore(self, runner) -> None:
         if self._saved is not None:
-            restore_weights(_unwrap(runner.model), self._saved)
+            restore_weights(unwrap_model(runner.model), self._saved)
             self._saved = None
 
     def before_val_epoch(self, runner) -> None:
@@ -139,7 +134,7 @@ class LearnableWeightScalingHook(ClassifierRetrainingHook):
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
-        heads = lws_heads(_unwrap(runner.model))
+        heads = lws_heads(unwrap_model(runner.model))
         MMLogger.get_current_instance().info(
             'LearnableWeightScalingHook: one scale per class row in ' +
             ', '.join(f'{n} ({int(h.fc_cls.lws.scaled.sum())} of '

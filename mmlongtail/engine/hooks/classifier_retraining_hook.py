@@ -12,11 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import CheckpointLoader, load_state_dict
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmlongtail.registry import HOOKS
+from mmlongtail.utils import unwrap_model
 
 
 def match_modules(model: nn.Module,
@@ -130,10 +130,6 @@ class ClassifierRetrainingHook(Hook):
         self.freeze_norm = freeze_norm
         self._norms: List[_BatchNorm] = []
 
-    @staticmethod
-    def _unwrap(model: nn.Module) -> nn.Module:
-        return model.module if is_model_wrapper(model) else model
-
     def load(self, model: nn.Module) -> None:
         """Load ``self.checkpoint`` into ``model`` (unwrapped)."""
         logger = MMLogger.get_current_instance()
@@ -163,7 +159,7 @@ class ClassifierRetrainingHook(Hook):
                 'ClassifierRetrainingHook freezes parameters after the model '
                 'was wrapped in DistributedDataParallel: set '
                 '`find_unused_parameters = True` in the config')
-        model = self._unwrap(runner.model)
+        model = unwrap_model(runner.model)
         logger = MMLogger.get_current_instance()
         if self.checkpoint is not None:
             if runner.iter > 0:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from mmengine.hooks import Hook
 
 from mmlongtail.registry import HOOKS
+from mmlongtail.utils.progress import time_left
 
 
 def _clock(seconds: float) -> str:
@@ -56,7 +57,7 @@ class EvalProgressHook(Hook):
         if done % self._every and done != self._total:
             return
         elapsed = time.perf_counter() - self._start
-        left = elapsed / done * max(self._total - done, 0)
+        left = time_left(elapsed, done, self._total)
         percent = 100.0 * done / max(self._total, 1)
         runner.logger.info(
             f'Epoch({mode}) progress [{done}/{self._total}] {percent:.0f}%, '

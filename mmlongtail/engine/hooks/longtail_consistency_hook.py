@@ -13,10 +13,10 @@ from typing import Dict, List, Optional, Sequence
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.model import is_model_wrapper
 
 from mmlongtail.models.losses.protocol import head_layout
 from mmlongtail.registry import HOOKS
+from mmlongtail.utils import unwrap_model
 
 #: Heads that honour ``custom_cls_channels`` in mmdet 3.3 (they ask the loss
 #: for their classifier width); named in the error message.
@@ -95,9 +95,8 @@ def _check_dense_heads(model: nn.Module) -> None:
     (``SigmoidClassifierProtocol``); this check is the second line, for
     losses put in place some other way.
     """
-    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
-
-    from mmlongtail.models.losses.protocol import ClassifierProtocol
+    from mmlongtail.models.losses.protocol import (ClassifierProtocol,
+                                                   host_is_dense_head)
     for name, head in model.named_modules():
         loss = getattr(head, 'loss_cls', None)
         num = getattr(head, 'num_classes', None)
@@ -107,7 +106,7 @@ def _check_dense_heads(model: nn.Module) -> None:
             continue
         where = f'{name or "model"} ({type(head).__name__})'
         loss_name = type(loss).__name__
-        if not isinstance(head, BaseDenseHead):
+        if not host_is_dense_head(head):
             if getattr(loss, 'dense_head', False):
                 raise ValueError(
                     f'{where} is not a dense head, but its loss_cls '
@@ -239,8 +238,7 @@ def check_longtail_consistency(model: nn.Module,
         ValueError: Naming every count (or the head, the loss and both
             channel counts; or every Cascade stage's loss and width).
     """
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     counts = _class_count_owners(model)
     if classes is not None:
         counts[f'{dataset_name} classes (len(metainfo["classes"]))'] = len(

@@ -134,6 +134,9 @@ class ClassBalancedLoss(ClassificationLoss):
         weights = class_balanced_weights(
             getattr(stats, _COUNTS[count]), self.beta)
         self.loss = MODELS.build(loss)
+        # registered under this wrapper, never by a head: the BBoxHead
+        # protocol stays, and the wrapper answers for it (below)
+        unwatch_host(self.loss)
         # the wrapped loss must lay out C classes too (raises otherwise)
         loss_layout(self.loss, self.num_classes)
         self.use_sigmoid = getattr(self.loss, 'use_sigmoid', False)
@@ -169,11 +172,7 @@ class ClassBalancedLoss(ClassificationLoss):
                 'a dense head: it weights the RoIs of an R-CNN BBoxHead. In '
                 'a dense head use the long-tail loss itself, e.g. '
                 "dict(type='mmlongtail.EqualizedFocalLoss', num_classes=C)")
-        if dense is None:
-            return False
-        # a BBoxHead: the wrapped loss keeps the BBoxHead protocol
-        unwatch_host(self.loss)
-        return True
+        return dense is not None
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         if getattr(self.loss, 'custom_activation', False):

@@ -20,7 +20,6 @@ from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
 #: official implementation.
 INITIAL_POS_NEG_RATIO = 1.0
 #: Added to the accumulated negative gradient before dividing (official value).
-RATIO_EPS = GradientStatistics.RATIO_EPS
 #: mmdet's ``weight_reduce_loss`` divides by ``avg_factor + eps``.
 _AVG_EPS = torch.finfo(torch.float32).eps
 

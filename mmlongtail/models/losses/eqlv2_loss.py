@@ -18,7 +18,6 @@ from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
 #: plain BCE, as in the official implementation.
 INITIAL_POS_NEG_RATIO = 100.0
 #: Added to the accumulated negative gradient before dividing (official value).
-RATIO_EPS = GradientStatistics.RATIO_EPS
 
 
 def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,

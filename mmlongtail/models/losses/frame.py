@@ -86,8 +86,7 @@ class ClassificationLoss(ClassifierProtocol, nn.Module):
         if self.SIGMOID is False and use_sigmoid:
             raise ValueError(f'{owner} is a softmax loss; use_sigmoid must '
                              f'be False, got {use_sigmoid!r}')
-        self.use_sigmoid = bool(use_sigmoid) if self.SIGMOID is None \
-            else self.SIGMOID
+        self.use_sigmoid = bool(use_sigmoid)
         self.reduction = None if reduction is None else \
             check_reduction(reduction, owner)
         self.loss_weight = float(loss_weight)

@@ -36,13 +36,6 @@ class ScoringFamily(enum.Enum):
     GUMBEL = 'gumbel'
     GROUP_SOFTMAX = 'group_softmax'
 
-    @property
-    def independent(self) -> bool:
-        """The class scores are independent binary probabilities."""
-        return self in (ScoringFamily.SIGMOID,
-                        ScoringFamily.SIGMOID_OBJECTNESS,
-                        ScoringFamily.GUMBEL)
-
 
 @dataclass(frozen=True)
 class ClassifierLayout:

@@ -82,9 +82,6 @@ from .base import TestTimeScorer
 #: NorCal's official calibration modes.
 NORCAL_MODES = ('exps', 'probs', 'logits')
 
-#: The head families calibration is defined for (see the module docstring).
-FAMILIES = ('softmax', 'seesaw', 'sigmoid')
-
 #: The calibration family of each scoring family of a layout
 #: (:attr:`ClassifierLayout.family`); a family not here (BAGS' group softmax)
 #: is refused.

@@ -1,5 +1,5 @@
-"""Progress lines with the time left, for long loops in the library (the
-calibration sweep's batches and evaluations)."""
+"""Progress with the time left, for long loops in the library (the
+calibration sweep's batches and evaluations, the val/test progress hook)."""
 import time
 
 from mmengine.logging import MMLogger
@@ -33,12 +33,18 @@ class Progress:
         if self.done not in (1, self.total) and self.done % self.interval:
             return
         elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * (self.total - self.done)
+        left = time_left(elapsed, self.done, self.total)
         self.logger.info(
             f'{self.what} {self.done}/{self.total}'
             + (f' {detail}' if detail else '') +
             f', {format_seconds(elapsed)} elapsed, about '
             f'{format_seconds(left)} left')
+
+
+def time_left(elapsed: float, done: int, total: int) -> float:
+    """Seconds left for ``total`` steps when ``done`` took ``elapsed``, at
+    the mean time per step so far."""
+    return elapsed / max(done, 1) * max(total - done, 0)
 
 
 def format_seconds(seconds: float) -> str:
