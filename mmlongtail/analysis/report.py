@@ -23,7 +23,7 @@ from mmlongtail.datasets.category_stats import (FREQUENCY_GROUPS,
                                                 load_category_stats)
 from .per_class import (GROUP_NAMES, PerClassResult, check_same_classes,
                         group_table, load_per_class, training_counts)
-from .weight_norms import (ConfigSource, box_classifier_layouts,
+from .weight_norms import (ConfigSource, as_config, box_classifier_layouts,
                            box_classifier_normalized, checkpoint_classes,
                            classifier_weight_norms, config_from_checkpoint,
                            load_checkpoint, spearman)
@@ -171,8 +171,9 @@ def analyze_longtail(per_class_file: str,
         ckpt_source = checkpoint if isinstance(checkpoint, str) \
             else 'the checkpoint'
         checkpoint = load_checkpoint(checkpoint)
-        if config is None:
-            config = config_from_checkpoint(checkpoint)
+        # parsed once here; the layout, norms and normalization ask it
+        config = as_config(config_from_checkpoint(checkpoint)
+                           if config is None else config)
         classes = checkpoint_classes(checkpoint)
         if classes is None:
             classes = next(iter(

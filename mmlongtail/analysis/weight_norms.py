@@ -99,7 +99,8 @@ def config_from_checkpoint(checkpoint: Union[str, dict]) -> Config:
     return Config.fromstring(text, '.py')
 
 
-def _as_config(config: ConfigSource) -> Config:
+def as_config(config: ConfigSource) -> Config:
+    """A config from a path, a dict or a ``Config`` (parsed once)."""
     if isinstance(config, Config):
         return config
     if isinstance(config, str):
@@ -110,7 +111,7 @@ def _as_config(config: ConfigSource) -> Config:
 def _bbox_heads(config: ConfigSource) -> Tuple[List[Mapping], bool]:
     """The box head config(s) of a two-stage detector config, and whether
     there is a single one (else Cascade stages)."""
-    model = _as_config(config).get('model') or {}
+    model = as_config(config).get('model') or {}
     heads = (model.get('roi_head') or {}).get('bbox_head')
     if heads is None:
         raise ValueError('the config has no model.roi_head.bbox_head: the '

@@ -45,8 +45,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .category_stats import load_category_stats
 from mmlongtail.utils import atomic_write
+from .annotation_file import load_annotation_file, unique_ids
+from .category_stats import load_category_stats
 
 #: ``info`` key recording what a split file is.
 INFO_KEY = 'heldout_split'
@@ -238,8 +239,7 @@ def split_heldout(ann_file: str,
     seed = _check_seed(seed)
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'annotation file not found: {ann_file}')
-    with open(ann_file, encoding='utf-8') as f:
-        data = json.load(f)
+    data = load_annotation_file(ann_file)
     for key in ('images', 'annotations', 'categories'):
         if not isinstance(data.get(key), list):
             raise ValueError(f'{ann_file} is not an LVIS/COCO-format '
@@ -249,9 +249,8 @@ def split_heldout(ann_file: str,
     frequency = dict(zip(stats.cat_ids.tolist(), stats.frequency))
 
     image_ids = [im['id'] for im in data['images']]
+    unique_ids(image_ids, ann_file, 'image')
     pos_of = {i: p for p, i in enumerate(image_ids)}
-    if len(pos_of) != len(image_ids):
-        raise ValueError(f'{ann_file}: duplicate image ids')
     labels: List[set] = [set() for _ in image_ids]
     for a in data['annotations']:
         if a['image_id'] not in pos_of:

@@ -161,9 +161,15 @@ class NormedConv2d(nn.Conv2d):
             return self.weight / (norm[:, None, None, None] + self.eps)
         return _normalize(self.weight, 1, self.power, self.eps)
 
+    def input_divisor(self, x: Tensor) -> Tensor:
+        """``|x|_2 ** power + eps`` over channels, ``(N, 1, H, W)``: what
+        :meth:`normalize_input` divides by (also asked by the label-gathered
+        mask head, which divides the gathered response instead)."""
+        return x.norm(dim=1, keepdim=True).pow(self.power) + self.eps
+
     def normalize_input(self, x: Tensor) -> Tensor:
         """``x`` normalized over channels and scaled by the temperature."""
-        return _normalize(x, 1, self.power, self.eps) * self.temperature
+        return x / self.input_divisor(x) * self.temperature
 
     def forward(self, x: Tensor) -> Tensor:
         """Scaled cosine responses, shape ``(N, out_channels, H', W')``."""

@@ -280,8 +280,7 @@ class LabelGatheredFCNMaskHead(FCNMaskHead):
         if mode == 'normed':
             # <w, T x / (|x|^p + eps)> = T <w, x> / (|x|^p + eps) per pixel:
             # the normalized (N, C', H, W) input is never materialized
-            norm = feats.norm(dim=1, keepdim=True).pow(conv.power) + conv.eps
-            out = out * (conv.temperature / norm)
+            out = out * (conv.temperature / conv.input_divisor(feats))
         if conv.bias is not None:
             out = out + conv.bias[labels].view(n, 1, 1, 1)
         return out
