@@ -125,6 +125,78 @@ def check_label_range(labels: Any, num_classes: int, image_ids: Any,
         f'[0, {num_classes}).' + (f' {hint}' if hint else ''))
 
 
+def check_predictions(img_id: Any, bboxes: np.ndarray, scores: np.ndarray,
+                      labels: np.ndarray,
+                      mask_scores: Optional[np.ndarray] = None) -> None:
+    """The metric's checks of one image's predictions (the label range is
+    :func:`check_label_range`'s): as many boxes, scores, labels (and mask
+    scores) as detections; finite scores and box coordinates; no negative
+    width or height (a zero one is a valid, degenerate box).
+
+    Args:
+        img_id (int): The image, named in errors.
+        bboxes (np.ndarray): ``(N, 4)`` ``[x1, y1, x2, y2]``.
+        scores (np.ndarray): ``(N,)``.
+        labels (np.ndarray): ``(N,)``.
+        mask_scores (np.ndarray, optional): ``(N,)``.
+
+    Raises:
+        ValueError: Naming the image, how many detections are wrong, the
+            first one (its index and values) and what to check.
+    """
+    n = scores.shape[0]
+    sizes = {'boxes': bboxes.shape[0] if bboxes.ndim == 2 and
+             bboxes.shape[1] == 4 else f'shape {tuple(bboxes.shape)}',
+             'labels': labels.shape[0]}
+    if mask_scores is not None:
+        sizes['mask scores'] = mask_scores.shape[0]
+    if any(v != n for v in sizes.values()):
+        raise ValueError(
+            f'predictions of image {img_id}: {n} scores but ' + ', '.join(
+                f'{v} {k}' for k, v in sizes.items()) +
+            ' (boxes must be (N, 4), one per score)')
+    if n == 0:
+        return
+    for what, values in (('scores', scores), ('mask scores', mask_scores),
+                         ('box coordinates', bboxes)):
+        if values is None:
+            continue
+        bad = ~np.isfinite(values.reshape(n, -1)).all(1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f'prediction {what} of image {img_id} are not finite: '
+                f'{int(bad.sum())} of {n} detections, the first is detection '
+                f'{i} with {values[i].tolist()}. Scores and boxes must be '
+                'finite; check the model (non-finite weights) and any '
+                'test-time scorer.')
+    wh = bboxes[:, 2:] - bboxes[:, :2]
+    bad = (wh < 0).any(1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f'prediction boxes of image {img_id} have a negative width or '
+            f'height: {int(bad.sum())} of {n} detections, the first is '
+            f'detection {i} with [x1, y1, x2, y2] = {bboxes[i].tolist()}. '
+            'Boxes must be [x1, y1, x2, y2] with x2 >= x1 and y2 >= y1 (not '
+            '[x, y, w, h]).')
+
+
+def check_unique_images(img_ids: Sequence[int], where: str) -> None:
+    """Each image's predictions come once.
+
+    Raises:
+        ValueError: Naming the repeated image ids (at most 10) and ``where``.
+    """
+    ids, counts = np.unique(np.asarray(img_ids, np.int64),
+                            return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f'predictions for image ids {ids[counts > 1][:10].tolist()} are '
+            f'given {counts.max()} times {where}; each image must be '
+            'evaluated once (does the dataset list an image twice?)')
+
+
 def _take(x: Any, idx: Optional[np.ndarray]) -> Any:
     """``x[idx]`` for tensors, arrays and lists; ``x`` when ``idx`` is None."""
     if idx is None:
@@ -253,6 +325,9 @@ class LVISMetric(BaseMetric):
         # per-category top-k selections ('bbox' and, for mask metrics,
         # 'mask'), made on the first process() call
         self._selections: Dict[str, PerClassTopK] = {}
+        # image ids processed since the last evaluation (duplicates refused)
+        self._processed: set = set()
+        self._gt_img_ids: Optional[set] = None
 
     @property
     def ground_truth(self) -> Optional[LVISGroundTruth]:
@@ -400,6 +475,43 @@ class LVISMetric(BaseMetric):
             return f'the ground truth {self._gt.source}'
         return 'the dataset (dataset_meta["classes"])'
 
+    def checked_predictions(self, img_id: Any, pred: dict,
+                            num_classes: Optional[int]) -> dict:
+        """One image's predictions with ``bboxes``, ``scores``, ``labels``
+        (and ``mask_scores``) as NumPy arrays, after every check of this
+        metric: :func:`check_predictions`, :func:`check_label_range`, the
+        image known to the ground truth (with ``ann_file``) and not given
+        before in this evaluation.
+
+        Raises:
+            ValueError: Naming the image and the problem.
+        """
+        pred = dict(pred)
+        pred['bboxes'] = to_numpy(pred['bboxes'])
+        pred['scores'] = to_numpy(pred['scores']).ravel()
+        pred['labels'] = to_numpy(pred['labels']).ravel()
+        if 'mask_scores' in pred:
+            pred['mask_scores'] = to_numpy(pred['mask_scores']).ravel()
+        check_predictions(img_id, pred['bboxes'], pred['scores'],
+                          pred['labels'], pred.get('mask_scores'))
+        self._check_labels(pred['labels'], img_id, num_classes)
+        img_id = int(img_id)
+        if self._gt is not None:
+            if self._gt_img_ids is None:
+                self._gt_img_ids = set(self._gt.img_ids.tolist())
+            if img_id not in self._gt_img_ids:
+                raise ValueError(
+                    f'predictions for image id {img_id}, which is not in the '
+                    f'ground truth {self._gt.source}: evaluate with the '
+                    'annotation file of the dataset the images come from')
+        if img_id in self._processed:
+            raise ValueError(
+                f'predictions for image id {img_id} are given a second time '
+                'in this evaluation (on this process); each image must be '
+                'evaluated once (does the dataset list an image twice?)')
+        self._processed.add(img_id)
+        return pred
+
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as a few compact arrays.
 
@@ -421,8 +533,9 @@ class LVISMetric(BaseMetric):
         num_classes = self._num_classes()
         needs_masks = any(m in MASK_TYPES for m in self.metrics)
         for ds in data_samples:
-            pred = ds['pred_instances']
             img_id = ds['img_id']
+            pred = self.checked_predictions(img_id, ds['pred_instances'],
+                                            num_classes)
             if needs_masks and 'masks' not in pred:
                 raise KeyError(
                     f'metric {self.metrics} needs pred_instances.masks; the '
@@ -457,7 +570,6 @@ class LVISMetric(BaseMetric):
         keep = topk_per_image(scores, self.max_dets)
         labels = to_numpy(_take(pred['labels'], keep)).astype(
             np.int64).ravel()
-        self._check_labels(labels, img_id, num_classes)
         entry: Dict[str, Any] = {
             'bboxes': to_numpy(_take(pred['bboxes'], keep)).astype(
                 np.float32).reshape(-1, 4),
@@ -496,7 +608,6 @@ class LVISMetric(BaseMetric):
                                    with_masks=kind == 'mask')
                 for kind in self._selection_kinds()
             }
-        self._check_labels(labels, img_id, num_classes)
         bboxes = None
         for kind, sel in self._selections.items():
             key = 'mask_scores' if kind == 'mask' and \
@@ -605,23 +716,42 @@ class LVISMetric(BaseMetric):
         Returns:
             dict: ``{prefix}/{metric}_{item}`` to floats, on every rank.
         """
+        self._processed = set()
         if not self._per_category:
             return super().evaluate(size)
         results = collect_results(self.results, size, self.collect_device,
                                   tmpdir=self.collect_dir)
         self._merge_selections_across_ranks()
         if is_main_process():
-            metrics = self.compute_metrics(results)
-            if self.prefix:
-                metrics = {f'{self.prefix}/{k}': v
-                           for k, v in metrics.items()}
-            out = [metrics]
+            out = [self._prefixed(self.compute_metrics(results))]
         else:
             out = [None]
         broadcast_object_list(out)
         self.results.clear()
         self._selections = {}
         return out[0]
+
+    def evaluate_here(self) -> dict:
+        """Evaluate what this process has processed, without exchanging
+        anything with other ranks (the evaluation of saved predictions,
+        :func:`~mmlongtail.evaluation.streamed_test.evaluate_folder`, feeds
+        every image to one process). Then forget it, as :meth:`evaluate`
+        does.
+
+        Returns:
+            dict: ``{prefix}/{metric}_{item}`` to floats.
+        """
+        try:
+            return self._prefixed(self.compute_metrics(self.results))
+        finally:
+            self.results.clear()
+            self._selections = {}
+            self._processed = set()
+
+    def _prefixed(self, metrics: dict) -> dict:
+        if not self.prefix:
+            return metrics
+        return {f'{self.prefix}/{k}': v for k, v in metrics.items()}
 
     def _merge_selections_across_ranks(self) -> None:
         rank, world = get_dist_info()
@@ -660,6 +790,8 @@ class LVISMetric(BaseMetric):
         """
         logger = MMLogger.get_current_instance()
         self.files_written = {}
+        check_unique_images([r['img_id'] for r in results],
+                            'in the gathered results of all ranks')
         gt = self._gt
         if gt is None:
             gt = self._gt_from_samples([r['gt'] for r in results])
