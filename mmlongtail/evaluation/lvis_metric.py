@@ -476,12 +476,14 @@ class LVISMetric(BaseMetric):
         return 'the dataset (dataset_meta["classes"])'
 
     def checked_predictions(self, img_id: Any, pred: dict,
-                            num_classes: Optional[int]) -> dict:
+                            num_classes: Optional[int],
+                            remember: bool = True) -> dict:
         """One image's predictions with ``bboxes``, ``scores``, ``labels``
         (and ``mask_scores``) as NumPy arrays, after every check of this
         metric: :func:`check_predictions`, :func:`check_label_range`, the
-        image known to the ground truth (with ``ann_file``) and not given
-        before in this evaluation.
+        image known to the ground truth (with ``ann_file``) and, with
+        ``remember`` (what :meth:`process` does), not given before in this
+        evaluation.
 
         Raises:
             ValueError: Naming the image and the problem.
@@ -504,6 +506,8 @@ class LVISMetric(BaseMetric):
                     f'predictions for image id {img_id}, which is not in the '
                     f'ground truth {self._gt.source}: evaluate with the '
                     'annotation file of the dataset the images come from')
+        if not remember:
+            return pred
         if img_id in self._processed:
             raise ValueError(
                 f'predictions for image id {img_id} are given a second time '

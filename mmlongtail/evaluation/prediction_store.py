@@ -12,9 +12,10 @@ Layout::
     <folder>/rank{R:03d}-{K:06d}.npz        chunk K of rank R
 
 ``manifest.json`` (JSON object): ``format`` (:data:`FORMAT`), ``version``
-(:data:`VERSION`) and ``identity``: ``checkpoint``, ``config`` and
-``dataset``, each ``{'path', 'size', 'mtime', 'sha256'}`` (``config``:
-``sha256`` of the parts of the config that decide the predictions, see
+(:data:`VERSION`), ``num_images`` (the test set's length) and
+``identity``: ``checkpoint``, ``config`` and ``dataset``, each ``{'path',
+'size', 'mtime', 'sha256'}`` (``config``: ``sha256`` of the parts of the
+config that decide the predictions, see
 :func:`~mmlongtail.evaluation.streamed_test.prediction_identity`). Two
 identities match when their ``sha256`` values do.
 
@@ -254,9 +255,24 @@ def image_ids(folder: str) -> np.ndarray:
     return np.unique(np.concatenate(ids))
 
 
-def iter_records(folder: str, stats: Optional[dict] = None
-                 ) -> Iterator[Record]:
-    """Every image's record once, chunk by chunk (one chunk in memory).
+def holds_masks(folder: str) -> bool:
+    """Whether the predictions of ``folder`` carry masks (its first chunk
+    does; every chunk of a test does or none)."""
+    paths = chunk_paths(folder)
+    if not paths:
+        return False
+    try:
+        with np.load(paths[0], allow_pickle=False) as z:
+            return 'mask_counts' in z.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise PredictionStoreError(
+            f'prediction chunk {paths[0]} is unreadable ({e})') from e
+
+
+def iter_chunks(folder: str, stats: Optional[dict] = None
+                ) -> Iterator[List[Record]]:
+    """The records of each chunk, one chunk in memory at a time, each image
+    once.
 
     An image saved twice (a distributed sampler pads its last batch with
     images of other ranks) is given once, from its first chunk; the others
@@ -265,17 +281,21 @@ def iter_records(folder: str, stats: Optional[dict] = None
     """
     seen = set()
     counts = {'images': 0, 'duplicates': 0, 'chunks': 0}
+    if stats is not None:
+        stats.update(counts)
     for path in chunk_paths(folder):
         counts['chunks'] += 1
+        out = []
         for rec in read_chunk(path):
             if rec['img_id'] in seen:
                 counts['duplicates'] += 1
                 continue
             seen.add(rec['img_id'])
             counts['images'] += 1
-            yield rec
-    if stats is not None:
-        stats.update(counts)
+            out.append(rec)
+        if stats is not None:
+            stats.update(counts)
+        yield out
 
 
 # ---------------------------------------------------------------- manifest
@@ -316,12 +336,14 @@ def read_manifest(folder: str) -> Optional[dict]:
     return manifest
 
 
-def write_manifest(folder: str, identity: Dict[str, dict]) -> str:
-    """Write ``folder``'s manifest for ``identity`` (atomically)."""
+def write_manifest(folder: str, identity: Dict[str, dict],
+                   num_images: int) -> str:
+    """Write ``folder``'s manifest (atomically): predictions of
+    ``num_images`` images belonging to ``identity``."""
     path = osp.join(folder, MANIFEST)
     atomic_write(path, json.dumps(
-        {'format': FORMAT, 'version': VERSION, 'identity': identity},
-        indent=1, sort_keys=True))
+        {'format': FORMAT, 'version': VERSION, 'num_images': int(num_images),
+         'identity': identity}, indent=1, sort_keys=True))
     return path
 
 
