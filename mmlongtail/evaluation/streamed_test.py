@@ -376,6 +376,8 @@ def _prepare_on_rank0(folder: str, cfg: Any, checkpoint: str, fresh: bool,
         logger.warning(f'--fresh-predictions: deleted the {n} prediction '
                        f'chunks of {folder}')
         manifest, chunks = None, []
+    if manifest is not None and not chunks:
+        manifest = None  # nothing predicted yet: nothing to protect
     if manifest is None and chunks:
         raise PredictionStoreError(
             f'{folder} holds {len(chunks)} prediction chunks but no '
