@@ -34,6 +34,13 @@ detections while images are processed (:class:`~.topk.PerClassTopK`), so
 memory is bounded by classes x ``max_dets_per_cat``, not by images; ranks
 merge their selections pairwise (see :meth:`LVISMetric.evaluate`).
 
+Each image's predictions are checked as they arrive
+(:meth:`LVISMetric.checked_predictions`): finite scores and boxes, no
+negative width or height, labels in range, as many boxes as scores and
+labels, an image of the ground truth, not given twice. A failed check raises
+``ValueError`` naming the image and the first bad detection; nothing is
+dropped or clamped.
+
 Files written under ``outfile_prefix`` (when given):
 
 * ``{prefix}.{metric}.json``: the standard protocol's detections, and
