@@ -237,6 +237,7 @@ class StreamedLVISMetric(BaseMetric):
         self._next_chunk: Optional[int] = None
         #: Images written by this process (all chunks of this run).
         self.written = 0
+        self._evaluated = False
 
     @property
     def dataset_meta(self) -> Optional[dict]:
@@ -250,6 +251,11 @@ class StreamedLVISMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Check and buffer each image's predictions; write a chunk when
         ``chunk_images`` are buffered."""
+        if self._evaluated:
+            raise RuntimeError(
+                'StreamedLVISMetric saves the predictions of one test; it '
+                'cannot take more after its evaluation (use LVISMetric for '
+                'validation during training)')
         num_classes = self.metric.ground_truth.num_classes
         for ds in data_samples:
             rec = store.image_record(ds)
@@ -284,6 +290,7 @@ class StreamedLVISMetric(BaseMetric):
             dict: The wrapped metric's results (``lvis/bbox_AP`` ...).
         """
         self.flush()
+        self._evaluated = True
         barrier()
         out: List[Any] = [None]
         if is_main_process():

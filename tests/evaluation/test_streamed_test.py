@@ -328,3 +328,34 @@ def test_sampler_skips_predicted_images_of_every_rank(monkeypatch):
         assert shares[-1] == [i for i in full if i not in (0, 3, 4)]
     # DefaultSampler pads rank 1 with index 0, predicted already
     assert shares == [[2, 6], [1, 5]]
+
+
+def test_streamed_metric_equals_lvis_metric_and_serves_one_test(tmp_path):
+    """In one process: the wrapper's results from its chunks equal
+    LVISMetric's on the same samples, under all three protocols."""
+    from tiny_federated import tiny_federated_gt, tiny_federated_predictions
+
+    from mmlongtail.evaluation import LVISMetric, StreamedLVISMetric
+    ann_file = str(tmp_path / 'gt.json')
+    with open(ann_file, 'w') as f:
+        json.dump(tiny_federated_gt(), f)
+    samples = [{'img_id': p['img_id'], 'pred_instances': {
+        k: torch.from_numpy(p[k]) for k in ('bboxes', 'scores', 'labels')}}
+        for p in tiny_federated_predictions()]
+    cfg = dict(type='mmlongtail.LVISMetric', ann_file=ann_file,
+               protocol=['standard', 'fixed', 'pooled'])
+    direct = LVISMetric(**{k: v for k, v in cfg.items() if k != 'type'})
+    direct.process({}, samples)
+    folder = str(tmp_path / 'pred')
+    store.write_manifest(folder, {}, len(samples))
+    streamed = StreamedLVISMetric(cfg, folder, chunk_images=3)
+    streamed.process({}, samples[:2])
+    assert store.chunk_paths(folder) == []  # 2 buffered
+    streamed.process({}, samples[2:])
+    assert len(store.chunk_paths(folder)) == 1  # 3 written, 1 buffered
+    got = streamed.evaluate(len(samples))
+    assert len(store.chunk_paths(folder)) == 2
+    assert got == direct.evaluate(len(samples))
+    assert got['lvis/bbox_AP'] == round((1 / 3 + 1 / 2 + 1 + 0) / 4, 3)
+    with pytest.raises(RuntimeError, match='one test'):
+        streamed.process({}, samples[:1])
