@@ -153,7 +153,9 @@ def _jpeg_truncation(data: bytes) -> Optional[str]:
             return (f'it ends inside the header segment 0xFF{marker:02X} '
                     f'at byte {pos}')
         if marker == _JPEG_SOS:
-            if data.find(_JPEG_EOI, end) < 0:
+            # from the end: the marker is there in a complete file (a
+            # forward search over the scan data takes ~1 ms per 170 KB)
+            if data.rfind(_JPEG_EOI, end) < 0:
                 return ('no end-of-image marker (0xFFD9) follows its image '
                         'data: the file stops part-way through the image')
             return None
