@@ -277,6 +277,23 @@ def test_skips_in_workers_are_counted_in_the_main_process(
     assert {p for p in bad if any(p in line for line in skipped)} == set(bad)
 
 
+def test_skips_in_spawned_workers_are_counted(toy_images):
+    # a worker started by spawn (or a fork server, Python 3.14's default)
+    # gets the dataset pickled; its counts still reach this process
+    ds = _dataset(toy_images, bad_image='skip')
+    bad = [ds.get_data_info(i)['img_path'] for i in (4, 30)]
+    try:
+        for p in bad:
+            os.remove(p)
+        seen = [d['img_path'] for batch in DataLoader(
+            ds, batch_size=8, num_workers=1, collate_fn=list,
+            multiprocessing_context='spawn') for d in batch]
+    finally:
+        _restore(toy_images)
+    assert len(seen) == len(ds) and not set(bad) & set(seen)
+    assert ds.pipeline.transforms[0].skipped.by_kind()['missing'] >= 2
+
+
 # --- fuzz: random corruptions through a DataLoader with two workers ---------
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from mmcv.image.io import supported_backends
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import MMLogger
+from torch.utils.data import get_worker_info
 
 from mmlongtail.registry import TRANSFORMS
 
@@ -87,36 +88,45 @@ class BadImageError(ValueError):
 
 class BadImageCount:
     """Counts of skipped images by kind, shared by the process that makes it
-    and every process it starts afterwards (dataloader workers, forked or
-    spawned).
+    and the dataloader workers it starts afterwards (forked, spawned or from
+    a fork server).
 
-    The counts sit in shared memory, so a worker's skip is seen by the
-    process that built the dataset. A deep copy (mmengine's
-    ``BaseDataset.get_subset``, say) shares the same counts.
+    The counts sit in shared memory, one row per process (the maker, then
+    dataloader worker ``w`` in row ``w + 1``), so each row has one writer
+    and no lock is needed (a lock made in one multiprocessing context cannot
+    be passed to a process of another). Reads sum the rows. A deep copy
+    (mmengine's ``BaseDataset.get_subset``, say) shares the same counts.
+
+    Args:
+        max_workers (int): Rows for dataloader workers; workers beyond share
+            rows (and could then lose a count to a race). Defaults to 256.
     """
 
-    def __init__(self) -> None:
-        self._counts = multiprocessing.Array('q', len(KINDS))
+    def __init__(self, max_workers: int = 256) -> None:
+        self._rows = max_workers + 1
+        self._counts = multiprocessing.RawArray('q', self._rows * len(KINDS))
 
     def add(self, kind: str) -> int:
-        """Count one skipped image of ``kind``.
+        """Count one skipped image of ``kind`` in this process's row.
 
         Returns:
-            int: The total count after this one.
+            int: The total count after this one, over every process.
         """
-        with self._counts.get_lock():
-            self._counts[KINDS.index(kind)] += 1
-            return sum(self._counts)
+        worker = get_worker_info()
+        row = 0 if worker is None else 1 + worker.id % (self._rows - 1)
+        self._counts[row * len(KINDS) + KINDS.index(kind)] += 1
+        return self.total
 
     @property
     def total(self) -> int:
         """Skipped images of every kind."""
-        return sum(self.by_kind().values())
+        return sum(self._counts)
 
     def by_kind(self) -> Dict[str, int]:
         """Skipped images per kind, every kind of :data:`KINDS` included."""
-        with self._counts.get_lock():
-            return dict(zip(KINDS, self._counts[:]))
+        flat = self._counts[:]
+        n = len(KINDS)
+        return {k: sum(flat[i::n]) for i, k in enumerate(KINDS)}
 
     def __deepcopy__(self, memo: dict) -> 'BadImageCount':
         return self
