@@ -50,7 +50,8 @@ class BadImageReportHook(Hook):
     ``bad_images_skipped`` (since the start) and
     ``bad_images_skipped_epoch``. Under ``bad_image='error'`` nothing is
     skipped and the hook logs nothing. Each skip is also logged, with its
-    path, when it happens.
+    path, when it happens. In an iteration-based loop (one "epoch" for the
+    whole run) the report comes once, at the end of training.
 
     Example::
 
