@@ -16,3 +16,9 @@ from .samplers import ClassAwareSampler, RepeatFactorSampler  # noqa: E402
 
 __all__ += ['compute_repeat_factors', 'RepeatFactorSampler',
             'ClassAwareSampler']
+
+# image loading that refuses or skips corrupt images (registers the transform)
+from .transforms import (BadImageCount, BadImageError,  # noqa: E402
+                         LoadImageChecked)
+
+__all__ += ['BadImageCount', 'BadImageError', 'LoadImageChecked']

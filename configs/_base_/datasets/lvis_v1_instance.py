@@ -6,19 +6,29 @@
 # mmlongtail's LVISV1Dataset is mmdet's that also refuses, at load time, a file
 # whose categories are not LVIS v1's (an LVIS v0.5 file, say) or that is
 # malformed. For another LVIS-format file use 'mmlongtail.LVISFormatDataset'.
+# Images load through mmlongtail.LoadImageChecked (mmcv's LoadImageFromFile
+# plus checks): a missing, empty, truncated, non-image or wrongly sized file
+# stops the run with BadImageError naming the path, the image id and what was
+# found (bad_image='error'). bad_image='skip' in a train pipeline instead skips
+# such images (another image is drawn in its place), each logged with its path
+# and counted: --cfg-options train_dataloader.dataset.pipeline.0.bad_image=skip
+# Evaluation never skips (a skipped image would change the metric).
 dataset_type = 'mmlongtail.LVISV1Dataset'
 data_root = 'data/lvis_v1/'
 backend_args = None
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(
+        type='mmlongtail.LoadImageChecked',
+        bad_image='error',
+        backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='mmlongtail.LoadImageChecked', backend_args=backend_args),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(

@@ -3,7 +3,10 @@
 _base_ = './lvis_v1_instance.py'
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(
+        type='mmlongtail.LoadImageChecked',
+        bad_image='error',
+        backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
         type='RandomChoiceResize',

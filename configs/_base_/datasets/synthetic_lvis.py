@@ -12,13 +12,16 @@ data_root = '{{$SYNTHETIC_LVIS_ROOT:data/synthetic_lvis/}}'.rstrip('/') + '/'
 backend_args = None
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(
+        type='mmlongtail.LoadImageChecked',
+        bad_image='error',
+        backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='mmlongtail.LoadImageChecked', backend_args=backend_args),
     # identity resize: records the scale_factor the heads rescale with
     dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

@@ -1,4 +1,5 @@
 """Runner hooks."""
+from .bad_image_report_hook import BadImageReportHook
 from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
                                          TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
@@ -9,6 +10,7 @@ from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
 
 __all__ = [
+    'BadImageReportHook',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
