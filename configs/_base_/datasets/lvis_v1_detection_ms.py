@@ -18,9 +18,8 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(
-        type='mmlongtail.LoadImageChecked',
-        backend_args={{_base_.backend_args}}),
+    # mmcv's loader: mmdet's DetInferencer looks for it by name
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(

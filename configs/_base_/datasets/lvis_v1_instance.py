@@ -12,7 +12,9 @@
 # found (bad_image='error'). bad_image='skip' in a train pipeline instead skips
 # such images (another image is drawn in its place), each logged with its path
 # and counted: --cfg-options train_dataloader.dataset.pipeline.0.bad_image=skip
-# Evaluation never skips (a skipped image would change the metric).
+# Test pipelines keep mmcv's LoadImageFromFile, which mmdet's DetInferencer
+# needs by name; it names the path of a missing or undecodable image but not
+# of an empty one (docs/reliability.md, "Corrupt images").
 dataset_type = 'mmlongtail.LVISV1Dataset'
 data_root = 'data/lvis_v1/'
 backend_args = None
@@ -28,7 +30,9 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='mmlongtail.LoadImageChecked', backend_args=backend_args),
+    # mmcv's loader: mmdet's DetInferencer (demo/image_demo.py) looks for it
+    # by name (mmlongtail.LoadImageChecked here would break it)
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(

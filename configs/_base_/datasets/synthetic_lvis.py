@@ -21,7 +21,8 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='mmlongtail.LoadImageChecked', backend_args=backend_args),
+    # mmcv's loader: mmdet's DetInferencer looks for it by name
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     # identity resize: records the scale_factor the heads rescale with
     dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
