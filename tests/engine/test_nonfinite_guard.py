@@ -21,7 +21,7 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, MMLogger
 from mmengine.model import BaseModel
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
@@ -263,3 +263,51 @@ def test_two_ranks_take_the_same_decision(tmp_path):
     for key in STATS:
         assert torch.equal(skip0['state'][key], skip1['state'][key]), key
         assert torch.isfinite(skip0['state'][key]).all(), key
+
+
+class _CpuAmp(AmpOptimWrapper):
+    """mmengine's AmpOptimWrapper (its backward and step, unchanged) with a
+    CPU GradScaler: AmpOptimWrapper's own constructor requires CUDA."""
+
+    def __init__(self, optimizer, init_scale):
+        OptimWrapper.__init__(self, optimizer)
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler('cpu', init_scale=init_scale)
+        self.cast_dtype = None
+
+
+def test_amp_overflow_is_left_to_the_grad_scaler():
+    torch.manual_seed(0)
+    model = _Classifier(poison={4: ('loss_eqlv2', 'add')})
+    runner = _StubRunner(model, 'guard-amp')
+    # a loss scale so large that the scaled gradients overflow to inf
+    runner.optim_wrapper = _CpuAmp(
+        torch.optim.SGD(model.parameters(), lr=0.1), init_scale=3e38)
+    guard = NonFiniteGuardHook(policy='stop')
+    guard.before_train(runner)
+    data = [_Samples()[k] for k in (0, 1)]
+    # large features: the scaled weight gradients overflow (dL/dW ~ x)
+    batch = dict(inputs=[d['inputs'] * 1e3 for d in data],
+                 data_samples=[d['data_samples'] for d in data])
+    before = _state_of(model)
+    scales = []
+    for it in range(3):
+        runner.iter = it
+        guard.before_train_iter(runner, it)
+        out = model.train_step(batch, runner.optim_wrapper)
+        guard.after_train_iter(runner, it, outputs=out)
+        scales.append(runner.optim_wrapper.loss_scaler.get_scale())
+    # the scaler skipped overflowing steps and lowered its scale: no fault
+    assert scales[0] < 3e38 and guard.skips == 0
+    assert torch.equal(before['fc_eqlv2.weight'],
+                       model.state_dict()['fc_eqlv2.weight'])
+    # a non-finite loss is still a fault under AMP
+    runner.iter = 3
+    guard.before_train_iter(runner, 3)
+    with pytest.raises(NonFiniteError, match='iteration 4'):
+        out = model.train_step(batch, runner.optim_wrapper)
+        guard.after_train_iter(runner, 3, outputs=out)
+
+
+def _state_of(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
