@@ -110,7 +110,11 @@ def bench(config: str, full: bool, args: argparse.Namespace) -> None:
     print(f'\n{config}: {numel / 1e6:.1f} M trained parameters, '
           f'{buffers / 1e3:.1f} k buffer values, {device}')
 
-    def optimizer_step() -> None:  # SGD keeps the gradients it is given
+    grads = [torch.randn_like(p) for p in params]
+
+    def optimizer_step() -> None:
+        for p, g in zip(params, grads):  # train_step's zero_grad drops them
+            p.grad = g
         wrapper.step()
 
     rows = {}
@@ -128,8 +132,6 @@ def bench(config: str, full: bool, args: argparse.Namespace) -> None:
             for name, policy in (('no guard', None), ('stop', 'stop'),
                                  ('skip', 'skip'))
         }
-    for p in params:
-        p.grad = torch.randn_like(p)
     rows['optimizer step'] = {
         name: _guarded(runner, policy, optimizer_step)
         for name, policy in (('no guard', None), ('stop', 'stop'),

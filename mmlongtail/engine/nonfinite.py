@@ -109,7 +109,9 @@ def agree_across_ranks(local_bad: Tensor,
 
     Returns:
         list[str]: ``'rank r: finding'`` for every finding of every rank;
-        empty when no rank found anything.
+        empty when no rank raised its flag, or when ``findings`` gave
+        nothing on every rank (a flag from a cheap test, such as an
+        overflowing norm, that the exact scan does not confirm).
     """
     flag = local_bad.detach().reshape(1).to(torch.float32)
     all_reduce(flag, op='sum')
