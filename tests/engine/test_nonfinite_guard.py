@@ -98,7 +98,7 @@ class _Record(Hook):
 
 
 def _runner(work_dir, poison=None, guard='stop', resume=False, drop=(),
-            epochs=3, max_keep_ckpts=1):
+            epochs=3, max_keep_ckpts=1, accumulate=1):
     torch.manual_seed(0)
     hooks = dict(checkpoint=dict(type='mmlongtail.CrashSafeCheckpointHook',
                                  interval=1, max_keep_ckpts=max_keep_ckpts),
@@ -115,7 +115,8 @@ def _runner(work_dir, poison=None, guard='stop', resume=False, drop=(),
             collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(
             optimizer=dict(type='SGD', lr=0.1, momentum=0.9,
-                           weight_decay=1e-3)),
+                           weight_decay=1e-3),
+            accumulative_counts=accumulate),
         train_cfg=dict(by_epoch=True, max_epochs=epochs),
         default_hooks=hooks,
         default_scope='mmdet',
@@ -193,6 +194,16 @@ def test_without_the_guard_the_poisoned_state_is_never_saved(tmp_path):
     assert read_pointer(str(tmp_path)) == first
     assert not (tmp_path / 'epoch_2.pth').exists()
     check_checkpoint(first)
+
+
+def test_a_step_that_only_accumulates_gradients_is_checked(tmp_path):
+    # with two batches per update, step 1 never reaches optimizer.step; its
+    # NaN loss (finite gradients) is caught at its own iteration
+    runner, _ = _runner(tmp_path, accumulate=2,
+                        poison={1: ('loss_cls_objectness', 'add')})
+    with pytest.raises(NonFiniteError,
+                       match='iteration 1 .*loss_cls_objectness = nan'):
+        runner.train()
 
 
 def test_policy_is_checked():
