@@ -10,6 +10,10 @@ For each config, on the model it builds (random initial weights):
   fixed random gradients of every parameter, without and with the guard (its
   loss-component check, the gradients' largest magnitude, the decision).
 
+* ``checkpoint``: the crash-safe checkpoint hook's scan of the weights,
+  buffers and optimizer state before a save, next to serializing the same
+  checkpoint to memory (``torch.save``, what every save costs anyway).
+
 Contenders run round-robin (so load changes hit all alike); medians in
 milliseconds, and the ratio to the step without the guard. Without a
 process group the guard's all_reduce is skipped; with one it adds one
@@ -22,6 +26,7 @@ Example::
         configs/seesaw/seesaw_mask_rcnn_r50_fpn_ms_rfs_2x_lvis.py
 """
 import argparse
+import io
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -35,6 +40,7 @@ from mmengine.optim import OptimWrapper
 
 from mmlongtail.apis import build_runner_config
 from mmlongtail.engine import NonFiniteGuardHook
+from mmlongtail.engine.nonfinite import any_nonfinite, state_tensors
 
 
 def parse_args() -> argparse.Namespace:
@@ -137,9 +143,18 @@ def bench(config: str, full: bool, args: argparse.Namespace) -> None:
         for name, policy in (('no guard', None), ('stop', 'stop'),
                              ('skip', 'skip'))
     }
+    def checkpoint() -> dict:
+        return dict(state_dict=model.state_dict(),
+                    optimizer=wrapper.state_dict())
+
+    rows['checkpoint'] = {
+        'torch.save': lambda: torch.save(checkpoint(), io.BytesIO()),
+        'scan': lambda: bool(any_nonfinite(
+            t for _, t in state_tensors(checkpoint()))),
+    }
     for what, steps in rows.items():
         ms = _median_ms(steps, args.iters, args.warmup, device)
-        base = ms['no guard']
+        base = next(iter(ms.values()))
         cells = '  '.join(f'{name} {value:8.2f} ms ({value / base:.3f}x)'
                           for name, value in ms.items())
         print(f'  {what:15s} {cells}')

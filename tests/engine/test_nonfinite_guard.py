@@ -181,6 +181,18 @@ def test_skip_equals_a_run_that_never_saw_the_batch(tmp_path, how):
     assert ckpt['message_hub']['runtime_info']['nonfinite_skips'] == 1
 
 
+def test_a_resume_continues_the_skip_count(tmp_path):
+    first, _ = _runner(tmp_path, guard='skip', epochs=1,
+                       poison={2: ('loss_eqlv2', 'mul')})
+    first.train()
+    resumed, _ = _runner(tmp_path, guard='skip', epochs=2, resume=True,
+                         poison={2: ('loss_eqlv2', 'mul')})  # 2nd after it
+    resumed.train()
+    guard = next(h for h in resumed.hooks
+                 if isinstance(h, NonFiniteGuardHook))
+    assert guard.skips == 2
+
+
 def test_without_the_guard_the_poisoned_state_is_never_saved(tmp_path):
     runner, _ = _runner(tmp_path, guard=None,
                         poison={5: ('loss_cls_objectness', 'mul')})
