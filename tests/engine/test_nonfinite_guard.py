@@ -29,6 +29,8 @@ from torch.utils.data import Dataset
 import mmlongtail  # noqa: F401
 from mmlongtail.engine import NonFiniteError, NonFiniteGuardHook
 from mmlongtail.engine.checkpoint_io import check_checkpoint, read_pointer
+from mmlongtail.engine.nonfinite import (agree_across_ranks, any_nonfinite,
+                                         first_nonfinite)
 from mmlongtail.models.losses import EQLv2Loss, SeesawLoss
 from tests.dist_utils import spawn_gloo
 
@@ -355,3 +357,16 @@ def test_finite_gradients_whose_norm_overflows_are_no_fault():
             runner.optim_wrapper.step()
             guard.after_train_iter(runner, 0, outputs={})
             assert guard.skips == 0
+
+
+def test_checkpoint_scan_is_exact():
+    named = [('a', torch.full((4, ), 1e30)), ('b', torch.arange(3.))]
+    # the fast flag is up (the norm overflows), the exact scan finds nothing
+    assert bool(any_nonfinite(t for _, t in named))
+    assert agree_across_ranks(any_nonfinite(t for _, t in named),
+                              lambda: first_nonfinite(named)) == []
+    named[1][1][2] = float('-inf')
+    assert agree_across_ranks(
+        any_nonfinite(t for _, t in named),
+        lambda: first_nonfinite(named)) == [
+            'rank 0: b holds 1 non-finite values (-inf) of 3, shape (3,)']
