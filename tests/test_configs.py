@@ -223,3 +223,20 @@ def _check_one_stage(cfg, model, bench):
         # no per-class top-k in mmdet's dense heads: no Fixed AP pass
         assert cfg.fixed_ap_eval is None
         assert list(cfg.val_evaluator.protocol) == ['standard']
+
+
+@pytest.mark.parametrize('path', CONFIGS,
+                         ids=[osp.relpath(p, ROOT) for p in CONFIGS])
+def test_config_guards_against_non_finite_steps(path):
+    """Every config checks each step for a non-finite loss or gradient and
+    stops there (policy 'stop'), before any checkpoint can take it."""
+    from mmengine.registry import HOOKS
+
+    from mmlongtail.engine import NonFiniteGuardHook
+    cfg = build_runner_config(path, work_dir='/tmp/unused')
+    hook_cfg = cfg.default_hooks.nonfinite_guard
+    assert hook_cfg.type == 'mmlongtail.NonFiniteGuardHook'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        hook = HOOKS.build(hook_cfg)
+    assert isinstance(hook, NonFiniteGuardHook)
+    assert hook.policy == 'stop' and hook.check_grads

@@ -28,6 +28,7 @@ EXPECTED = {
     'DATA_SAMPLERS': ['RepeatFactorSampler'],
     'METRICS': ['LVISMetric'],
     'DATASETS': ['LVISFormatDataset', 'LVISV1Dataset'],
+    'HOOKS': ['CrashSafeCheckpointHook', 'NonFiniteGuardHook'],
 }
 
 

@@ -20,7 +20,12 @@ default_hooks = dict(
     # loader and at its end (the logger's interval can exceed a short
     # loader, which then prints nothing until its metrics); a default hook,
     # so configs that replace custom_hooks keep it
-    eval_progress=dict(type='mmlongtail.EvalProgressHook', fraction=0.1))
+    eval_progress=dict(type='mmlongtail.EvalProgressHook', fraction=0.1),
+    # every step, between backward and the optimizer step: a NaN/inf loss
+    # component or gradient stops training naming it, the iteration and the
+    # rank, before it reaches the weights or the loss statistics; 'skip'
+    # drops such steps instead (counted, logged, statistics restored)
+    nonfinite_guard=dict(type='mmlongtail.NonFiniteGuardHook', policy='stop'))
 # num_classes of heads, losses and dataset agree; loss channel layouts are
 # honoured by their heads (checked before train/val/test)
 custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]

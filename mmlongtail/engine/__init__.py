@@ -3,8 +3,9 @@ from .checkpoint_io import (CheckpointError, check_checkpoint,
                             choose_resume_checkpoint)
 from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
                     LastMetricsHook, LearnableWeightScalingHook,
-                    LongTailConsistencyHook, TauNormalizationHook,
-                    check_longtail_consistency)
+                    LongTailConsistencyHook, NonFiniteGuardHook,
+                    TauNormalizationHook, check_longtail_consistency)
+from .nonfinite import NonFiniteError
 from .wrappers import CPUDistributedDataParallel
 
 __all__ = [
@@ -12,5 +13,5 @@ __all__ = [
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
-    'TauNormalizationHook'
+    'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError'
 ]

@@ -8,6 +8,11 @@ was before or complete, never truncated; at worst a temporary file
 (:func:`is_temporary`) stays behind, which :func:`remove_stale_temporaries`
 cleans up.
 
+A failing step (a full disk, ``ENOSPC``; an I/O error, ``EIO``) raises
+:class:`AtomicWriteError`, an ``OSError`` with the step's ``errno`` that
+names the target and the step; the target is then unchanged and the
+temporary file removed.
+
 Fault injection (tests only): when the environment variable named by
 :data:`KILL_DURING_WRITE_ENV` holds a file name, the process writing a file
 of that name sends itself SIGKILL after half of the bytes are on disk. The
@@ -48,8 +53,48 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+class AtomicWriteError(OSError):
+    """A step of :func:`atomic_write` failed (a full disk, an I/O error).
+
+    An ``OSError`` with the failing call's ``errno`` (``errno.ENOSPC``,
+    ``errno.EIO``, ...), so callers that test ``e.errno`` keep working; its
+    message names the target, the step and what was left.
+
+    Attributes:
+        path (str): The file being written.
+        step (str): One of :data:`WRITE_STEPS`.
+        temporary (str): The temporary file of the write.
+    """
+
+    def __init__(self, path: str, step: str, temporary: str,
+                 cause: OSError, left: str) -> None:
+        self.path = path
+        self.step = step
+        self.temporary = temporary
+        reason = cause.strerror or str(cause)
+        super().__init__(
+            cause.errno,
+            f'writing {path} failed at step {step!r} ({reason}); {left}',
+            temporary)
+
+
+#: The steps of :func:`atomic_write`, in order; :class:`AtomicWriteError`
+#: names the one that failed.
+WRITE_STEPS = ('create', 'write', 'fsync', 'close', 'replace', 'fsync-dir')
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (it may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write(path: str, data: Union[bytes, str]) -> None:
     """Replace ``path`` by ``data`` atomically and durably.
+
+    The steps (:data:`WRITE_STEPS`): create the temporary file, write every
+    byte, fsync it, close it, rename it over ``path``, fsync the folder.
 
     Args:
         path (str): The file to (over)write. Its folder is created if
@@ -57,30 +102,63 @@ def atomic_write(path: str, data: Union[bytes, str]) -> None:
         data (bytes | str): The whole content; ``str`` is written as UTF-8.
 
     Raises:
-        OSError: From the file system; the target is then unchanged and the
-            temporary file removed.
+        AtomicWriteError: When a step fails (an ``OSError`` with that
+            step's ``errno``). Up to the rename, ``path`` is unchanged and
+            the temporary file is removed. When only the last step fails,
+            ``path`` already holds the complete new content, whose rename
+            may not survive a power loss.
     """
     if isinstance(data, str):
         data = data.encode('utf-8')
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = temporary_name(path)
+    kill = os.environ.get(KILL_DURING_WRITE_ENV) == osp.basename(path)
+    step, fd = 'create', -1
     try:
-        with open(tmp, 'wb') as f:
-            if os.environ.get(KILL_DURING_WRITE_ENV) == osp.basename(path):
-                f.write(data[:len(data) // 2])  # the test-only fault point
-                f.flush()
-                os.fsync(f.fileno())
-                os.kill(os.getpid(), signal.SIGKILL)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        step = 'write'
+        if kill:
+            _write_all(fd, data[:len(data) // 2])  # the test-only fault point
+            os.fsync(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        _write_all(fd, data)
+        step = 'fsync'
+        os.fsync(fd)
+        step = 'close'
+        closing, fd = fd, -1  # a failed close releases the fd as well
+        os.close(closing)
+        step = 'replace'
         os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    except BaseException as e:
+        left = _discard(fd, tmp, path)
+        if isinstance(e, OSError):
+            raise AtomicWriteError(path, step, tmp, e, left) from e
         raise
-    fsync_dir(folder)
+    try:
+        fsync_dir(folder)
+    except OSError as e:
+        raise AtomicWriteError(
+            path, 'fsync-dir', tmp, e,
+            f'{path} holds the complete new content, but its rename may not '
+            'survive a power loss') from e
+
+
+def _discard(fd: int, tmp: str, path: str) -> str:
+    """Close and remove a failed write's temporary file; say what is left
+    (never raises: the write's own error is the one to report)."""
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the fd is released even when close reports an error
+    try:
+        if osp.lexists(tmp):
+            os.remove(tmp)
+    except OSError as e:
+        return (f'{path} is unchanged, but its temporary file {tmp} could '
+                f'not be removed ({e.strerror or e}): remove it by hand')
+    return f'{path} is unchanged and no temporary file is left'
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:

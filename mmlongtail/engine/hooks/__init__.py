@@ -8,11 +8,13 @@ from .eval_progress_hook import EvalProgressHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
+from .nonfinite_guard_hook import NonFiniteGuardHook
 
 __all__ = [
     'BadImageReportHook',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
-    'LearnableWeightScalingHook', 'TauNormalizationHook'
+    'LearnableWeightScalingHook', 'TauNormalizationHook',
+    'NonFiniteGuardHook'
 ]

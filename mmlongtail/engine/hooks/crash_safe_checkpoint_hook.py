@@ -17,6 +17,18 @@ same file names, in an order where every moment leaves a usable checkpoint:
    kept steps stored in the checkpoint still names them, so a resume after a
    kill between 2 and 3 finishes the removal.
 
+Before 1, every rank checks its model's weights and buffers (the losses'
+statistics) and the optimizer state for NaN or infinity
+(:mod:`~mmlongtail.engine.nonfinite`); if any rank finds one, nothing is
+written and every rank raises :class:`~mmlongtail.engine.nonfinite.
+NonFiniteError` naming the tensor, so a good checkpoint is never replaced by
+a poisoned one. A failing write (a full disk, an I/O error) at any of 1-3
+raises an ``OSError`` naming the file, the step and the errno
+(:class:`~mmlongtail.utils.atomic_io.AtomicWriteError` for 1 and 2), with
+the previous checkpoint and ``last_checkpoint`` intact and no temporary file
+left; in a distributed run rank 0 tells the other ranks, which raise too
+instead of waiting for it.
+
 Every checkpoint it writes holds ``rng_states``: one
 :func:`~mmlongtail.utils.rng_state.get_rng_state` per rank, gathered from
 all ranks (``all_gather_object``) just before rank 0 writes. On resume each
@@ -46,9 +58,14 @@ from mmengine.hooks import CheckpointHook
 from mmlongtail.engine.checkpoint_io import (ATOMIC_BACKEND, POINTER_FILE,
                                              CheckpointError,
                                              check_checkpoint, checkpoint_dir,
-                                             choose_resume_checkpoint)
+                                             choose_resume_checkpoint,
+                                             read_pointer)
+from mmlongtail.engine.nonfinite import (NonFiniteError, agree_across_ranks,
+                                         any_nonfinite, first_nonfinite,
+                                         state_tensors)
 from mmlongtail.registry import HOOKS
 from mmlongtail.utils.atomic_io import atomic_write, remove_stale_temporaries
+from mmlongtail.utils.model import unwrap_model
 from mmlongtail.utils.rng_state import get_rng_state, set_rng_state
 
 #: The checkpoint key that holds the per-rank generator states (a list
@@ -268,22 +285,73 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if states is not None:
             checkpoint[RNG_KEY] = states
 
+    def _refuse_nonfinite(self, runner, filename: str) -> None:
+        """Raise on every rank, before anything is written, when any
+        rank's weights, buffers or optimizer state hold a NaN or an infinity
+        (collective: all ranks call it)."""
+        model = unwrap_model(runner.model)
+        optim = getattr(runner, 'optim_wrapper', None)
+
+        def tensors():
+            yield from state_tensors(model.state_dict())
+            if self.save_optimizer and optim is not None and hasattr(
+                    optim, 'state_dict'):
+                yield from state_tensors(optim.state_dict(), 'optimizer')
+
+        findings = agree_across_ranks(
+            any_nonfinite(t for _, t in tensors()),
+            lambda: first_nonfinite(tensors()))
+        if findings:
+            previous = self.last_ckpt or 'no checkpoint yet'
+            raise NonFiniteError(
+                f'Refusing to write checkpoint {filename} at epoch '
+                f'{runner.epoch}, iteration {runner.iter}: '
+                f'{"; ".join(findings)}. Nothing was written: the last '
+                f'checkpoint ({previous}) and last_checkpoint are unchanged; '
+                'resume from it. mmlongtail.NonFiniteGuardHook (on in '
+                'configs/_base_/default_runtime.py) names the step where a '
+                'non-finite value first appears.', findings)
+
+    def _share_save_error(self, error: Optional[BaseException]) -> None:
+        """Rank 0 writes; in a distributed run it tells the other ranks
+        whether that failed, so that they raise too rather than wait for it
+        at the next collective (collective: all ranks call it)."""
+        if get_dist_info()[1] == 1:
+            if error is not None:
+                raise error
+            return
+        message = [None if error is None else
+                   (getattr(error, 'errno', None), str(error))]
+        broadcast_object_list(message, src=0)
+        if error is not None:
+            raise error
+        if message[0] is not None:
+            raise OSError(message[0][0], 'saving a checkpoint failed on rank '
+                          f'0: {message[0][1]}')
+
     def _save_best_checkpoint(self, runner, metrics) -> None:
         if not self.save_best:
             return
+        self._refuse_nonfinite(runner, 'the best checkpoint')
         self._pending_rng = self._gather_rng()
+        error = None
         try:
             super()._save_best_checkpoint(runner, metrics)
+        except OSError as e:
+            error = e
         finally:
             self._pending_rng = None
+        self._share_save_error(error)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save ``step``, point ``last_checkpoint`` at it, then remove the
         checkpoints beyond ``max_keep_ckpts`` (in that order)."""
         filename = self.filename_tmpl.format(step)
+        self._refuse_nonfinite(runner, filename)
+        previous = self.last_ckpt
         self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         doomed: List[int] = []
+        kept: List[int] = []
         if self.max_keep_ckpts > 0:
             kept = list(self.keep_ckpt_ids)
             if not kept or kept[-1] != step:
@@ -292,8 +360,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
             # stored with the doomed steps: a resume after a kill before
             # their removal removes them (mmengine's before_train)
             runner.message_hub.update_info('keep_ckpt_ids', kept)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
         self._pending_rng = self._gather_rng()
+        error: Optional[OSError] = None
         try:
             runner.save_checkpoint(
                 self.out_dir,
@@ -305,15 +375,35 @@ class CrashSafeCheckpointHook(CheckpointHook):
                 by_epoch=self.by_epoch,
                 backend_args=self.backend_args,
                 **self.args)
+        except OSError as e:  # rank 0 only: the others do not write
+            error = e
+            self.last_ckpt = previous
+            runner.message_hub.update_info('last_ckpt', previous)
+            if self.max_keep_ckpts > 0:
+                runner.message_hub.update_info('keep_ckpt_ids',
+                                               list(self.keep_ckpt_ids))
         finally:
             self._pending_rng = None
+        if error is None:
+            if self.max_keep_ckpts > 0:
+                kept = kept[len(doomed):]
+                self.keep_ckpt_ids = deque(kept, self.max_keep_ckpts)
+                runner.message_hub.update_info('keep_ckpt_ids', kept)
+            if is_main_process():
+                try:
+                    self._point_and_remove(runner, doomed)
+                except OSError as e:
+                    error = e
+        if error is not None and is_main_process():
+            runner.logger.error(
+                f'Saving {filename} failed: {error}. last_checkpoint names '
+                f'{read_pointer(runner.work_dir) or "nothing"}; resume from '
+                'it once the disk is fixed.')
+        self._share_save_error(error)
 
-        if self.max_keep_ckpts > 0:
-            kept = kept[len(doomed):]
-            self.keep_ckpt_ids = deque(kept, self.max_keep_ckpts)
-            runner.message_hub.update_info('keep_ckpt_ids', kept)
-        if not is_main_process():
-            return
+    def _point_and_remove(self, runner, doomed: List[int]) -> None:
+        """Point ``last_checkpoint`` at ``self.last_ckpt``, then remove the
+        ``doomed`` steps (rank 0)."""
         pointer = osp.join(runner.work_dir, POINTER_FILE)
         if self.atomic:
             atomic_write(pointer, self.last_ckpt)
@@ -323,7 +413,16 @@ class CrashSafeCheckpointHook(CheckpointHook):
         for old in doomed:
             path = self.file_backend.join_path(self.out_dir,
                                                self.filename_tmpl.format(old))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # deepspeed checkpoints
-                self.file_backend.rmtree(path)
+            try:
+                if self.file_backend.isfile(path):
+                    self.file_backend.remove(path)
+                elif self.file_backend.isdir(path):  # deepspeed checkpoints
+                    self.file_backend.rmtree(path)
+            except OSError as e:
+                raise OSError(
+                    e.errno,
+                    f'removing {path}, beyond max_keep_ckpts='
+                    f'{self.max_keep_ckpts}, failed at step \'remove-old\' '
+                    f'({e.strerror or e}); {self.last_ckpt} and '
+                    'last_checkpoint naming it are complete; a resume '
+                    'finishes the removal', path) from e
