@@ -25,7 +25,10 @@ default_hooks = dict(
     # component or gradient stops training naming it, the iteration and the
     # rank, before it reaches the weights or the loss statistics; 'skip'
     # drops such steps instead (counted, logged, statistics restored)
-    nonfinite_guard=dict(type='mmlongtail.NonFiniteGuardHook', policy='stop'))
+    nonfinite_guard=dict(type='mmlongtail.NonFiniteGuardHook', policy='stop'),
+    # with bad_image='skip' in a train pipeline: the images skipped in each
+    # epoch and since the start, summed over ranks and dataloader workers
+    bad_images=dict(type='mmlongtail.BadImageReportHook'))
 # num_classes of heads, losses and dataset agree; loss channel layouts are
 # honoured by their heads (checked before train/val/test)
 custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]
