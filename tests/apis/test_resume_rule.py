@@ -88,3 +88,31 @@ def test_elastic_restarts_reads_torchrun(monkeypatch):
     monkeypatch.setenv(MAX_RESTARTS_ENV, '-1')
     with pytest.raises(ValueError, match="TORCHELASTIC_MAX_RESTARTS='-1'"):
         elastic_restarts()
+
+
+def test_process_group_timeout_reaches_init(monkeypatch):
+    """The configs' process-group timeout (what a rank waits at most for a
+    lost peer) is passed to init_process_group as a timedelta."""
+    import datetime
+    import os.path as osp
+
+    import torch
+
+    from mmlongtail.apis import init_cpu_distributed
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    base = Config.fromfile(
+        osp.join(root, 'configs/_base_/default_runtime.py'))
+    assert base.env_cfg.dist_cfg == dict(backend='nccl', timeout=1800)
+    if torch.cuda.is_available():
+        pytest.skip('the CPU path')
+    seen = {}
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: False)
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda **kw: seen.update(kw))
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    cfg = Config(dict(launcher='pytorch',
+                      env_cfg=dict(dist_cfg=dict(backend='gloo',
+                                                 timeout=1800))))
+    assert init_cpu_distributed(cfg)
+    assert seen['timeout'] == datetime.timedelta(minutes=30)
