@@ -50,6 +50,23 @@ def _children(pid):
         return [int(p) for p in f.read().split()]
 
 
+def _worker(pid, rank):
+    """The descendant of ``pid`` running tools/train.py as ``rank``."""
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            todo.extend(_children(p))
+            with open(f'/proc/{p}/cmdline', 'rb') as f:
+                args = f.read().split(b'\0')
+            is_worker = any(a.endswith(b'train.py') for a in args[1:3])
+            if is_worker and _rank_of(p) == rank:  # (python [-u] train.py)
+                return p
+        except (OSError, KeyError):
+            continue
+    return None
+
+
 def _rank_of(pid):
     with open(f'/proc/{pid}/environ', 'rb') as f:
         env = dict(kv.split(b'=', 1) for kv in f.read().split(b'\0') if kv)
@@ -101,15 +118,12 @@ def _measure(setup, cfg_file, tmp, run):
         killed = osp.join(work, 'killed_rank1.txt')
         while not osp.isfile(killed):
             if rank0 is None:  # find torchrun's rank-0 worker
-                try:  # dist_train.sh execs torchrun, the workers' parent
-                    for pid in _children(procs[0].pid):
-                        if _rank_of(pid) == 0:
-                            rank0 = pid
-                except (OSError, IndexError, KeyError):
-                    pass
+                rank0 = _worker(procs[0].pid, 0)
             if all(p.poll() is not None for p in procs):
                 raise RuntimeError(f'ended before the kill; see {log_path}')
             time.sleep(0.005)
+        if rank0 is None:
+            raise RuntimeError(f'rank 0 not found; see {log_path}')
         error = None
         while _alive(rank0):
             if error is None and _has_error(log_path):
