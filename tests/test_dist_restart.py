@@ -112,6 +112,44 @@ def test_killed_rank_restarts_resumes_and_equals_uninterrupted(
     assert 'Restart 1 of 1 of the worker group' in log, log[-6000:]
 
 
+FRESH_STORE_WORKER = """
+import os, signal, sys
+import torch.distributed as dist
+dist.init_process_group('gloo')
+store = dist.distributed_c10d._get_default_store()
+if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0':
+    if dist.get_rank() == 0:
+        store.set('left_by_the_first_start', '1')
+    dist.barrier()
+    if dist.get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.barrier()  # rank 0 waits here until torchrun stops it
+else:
+    stale = store.check(['left_by_the_first_start'])
+    dist.barrier()
+    sys.exit(3 if stale else 0)
+"""
+
+
+def test_each_restart_gets_a_fresh_store(tmp_path):
+    """A store shared across restarts hands the restarted processes the
+    old ones' keys, their addresses included, and about half of such
+    restarts fail or hang in init_process_group (pytorch#135712)."""
+    script = tmp_path / 'worker.py'
+    script.write_text(FRESH_STORE_WORKER)
+    env = dict(os.environ, MAX_RESTARTS='1', PORT=str(free_port()),
+               PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    try:
+        proc = subprocess.run(
+            ['bash', osp.join(ROOT, 'tools/torchrun.sh'), '2', str(script)],
+            env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f'no end in 120 s\n{(e.stderr or b"").decode()[-4000:]}')
+    out = proc.stdout + proc.stderr
+    assert 'failed (exitcode: -9) local_rank: 1' in out, out[-4000:]
+    assert proc.returncode == 0, out[-4000:]
+
+
 def test_max_restarts_must_be_a_count():
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools/torchrun.sh'), '2', 'unused.py'],
