@@ -4,6 +4,10 @@
                                  [--cfg-options k=v ...]
 
 Multi-GPU / multi-node: tools/dist_train.sh CONFIG NUM_PROCS.
+
+Under torchrun with restarts (MAX_RESTARTS=N tools/dist_train.sh ...), a
+restarted worker group resumes from the newest intact checkpoint in the
+work dir by itself (mmlongtail.apis.runner_setup.resume_rule).
 """
 import argparse
 import os
@@ -12,6 +16,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from mmlongtail.apis import build_runner_config, init_cpu_distributed
+from mmlongtail.apis.runner_setup import elastic_restarts
 
 
 def parse_args():
@@ -43,6 +48,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    restart, max_restarts = elastic_restarts()
     cfg = build_runner_config(
         args.config,
         work_dir=args.work_dir,
@@ -50,7 +56,9 @@ def main():
         resume=args.resume,
         amp=args.amp,
         launcher=args.launcher,
-        auto_scale_lr=args.auto_scale_lr)
+        auto_scale_lr=args.auto_scale_lr,
+        restart=restart,
+        max_restarts=max_restarts)
     init_cpu_distributed(cfg)  # no-op with CUDA or without a launcher
     runner = Runner.from_cfg(cfg)
     runner.train()

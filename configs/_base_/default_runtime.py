@@ -34,10 +34,17 @@ default_hooks = dict(
 custom_hooks = [dict(type='mmlongtail.LongTailConsistencyHook')]
 
 # tools/train.py switches the backend to gloo on machines without CUDA.
+# timeout (s): the longest a rank waits in a collective for the others, so
+# what a rank whose peer hangs or whose node is lost waits at most before it
+# fails. It must outlast the longest stretch one rank works alone while the
+# others wait: rank 0 computing the LVIS metrics after validation (minutes
+# with the fast backend, up to about 25x that with backend='lvis') and
+# writing a checkpoint. torch's own defaults: 10 min for nccl (too short
+# for an lvis-api evaluation), 30 min for gloo.
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
+    dist_cfg=dict(backend='nccl', timeout=1800))
 
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(

@@ -3,9 +3,10 @@
 The tools stay thin: they parse arguments and call these functions.
 """
 import datetime
+import logging
 import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -97,6 +98,124 @@ def enable_amp(cfg: Config) -> Config:
     return cfg
 
 
+#: Set by torchrun in every worker: how many times its agent has restarted
+#: the worker group (``0`` on the first start) and how many times it may.
+RESTART_COUNT_ENV = 'TORCHELASTIC_RESTART_COUNT'
+MAX_RESTARTS_ENV = 'TORCHELASTIC_MAX_RESTARTS'
+
+
+def elastic_restarts() -> Tuple[int, int]:
+    """``(restart, max_restarts)`` of this process's torchrun worker group.
+
+    Read from torchrun's environment (:data:`RESTART_COUNT_ENV`,
+    :data:`MAX_RESTARTS_ENV`); ``(0, 0)`` outside torchrun.
+
+    Raises:
+        ValueError: When either variable is set but is not an integer >= 0.
+    """
+    values = []
+    for name in (RESTART_COUNT_ENV, MAX_RESTARTS_ENV):
+        value = os.environ.get(name, '0')
+        if not value.isdigit():
+            raise ValueError(f'{name}={value!r}: torchrun sets it to an '
+                             'integer >= 0; unset it or launch through '
+                             'tools/dist_train.sh')
+        values.append(int(value))
+    return values[0], values[1]
+
+
+def _checkpoint_hook(cfg: Config):
+    """The config's checkpoint hook, built (None when it has none)."""
+    import copy
+
+    from mmengine.registry import HOOKS
+    hook_cfg = cfg.get('default_hooks', {}).get('checkpoint', None)
+    return HOOKS.build(copy.deepcopy(hook_cfg)) if hook_cfg else None
+
+
+def resume_candidates_of(cfg: Config) -> List[str]:
+    """The checkpoints an auto-resume of ``cfg`` would try, newest first.
+
+    With :class:`mmlongtail.engine.CrashSafeCheckpointHook`, the files
+    :func:`~mmlongtail.engine.checkpoint_io.resume_candidates` lists for its
+    folder and file names; with another checkpoint hook, the file
+    ``last_checkpoint`` names (what mmengine's auto-resume reads). Nothing
+    is opened: whether a file is intact is checked by the hook when the run
+    starts (rank 0), which falls back to the newest intact one.
+    """
+    from mmlongtail.engine import CrashSafeCheckpointHook
+    from mmlongtail.engine.checkpoint_io import (read_pointer,
+                                                 resume_candidates)
+    hook = _checkpoint_hook(cfg)
+    if isinstance(hook, CrashSafeCheckpointHook):
+        return resume_candidates(cfg.work_dir,
+                                 hook.checkpoint_dir(cfg.work_dir),
+                                 hook.filename_tmpl)
+    pointed = read_pointer(cfg.work_dir)
+    return [] if pointed is None else [pointed]
+
+
+def resume_rule(cfg: Config, resume: Optional[str], restart: int = 0,
+                max_restarts: int = 0) -> Optional[str]:
+    """What a start of ``cfg`` resumes, with ``--resume`` and under
+    torchrun's restarts.
+
+    * Without restarts (``max_restarts == 0``), what the command says: no
+      ``--resume`` trains from the start, ``--resume CKPT`` resumes CKPT,
+      ``--resume`` alone resumes the newest intact checkpoint in the work
+      dir, or, when it holds none, trains from the start keeping the
+      config's ``load_from`` (initial weights).
+    * With restarts (``max_restarts > 0``), every start of the worker group,
+      the first one and each restart, resumes the newest intact checkpoint
+      in the work dir; while it holds none (a first start, or a group that
+      failed before its first save), the start does what the command says.
+
+    The rule under restarts does not ask ``restart``: torchrun counts the
+    restarts of each node's own group (a node whose workers were healthy is
+    restarted with its count unchanged), so only the work dir is the same on
+    every node. It needs a work dir that every node sees, as any resume
+    does. ``restart`` only words the log.
+
+    Args:
+        cfg (Config): With ``work_dir`` set.
+        resume (str, optional): ``--resume``: None, ``'auto'`` or a path.
+        restart (int): torchrun's restart count (:func:`elastic_restarts`).
+        max_restarts (int): torchrun's ``--max-restarts``.
+
+    Returns:
+        str or None: ``'auto'``, a checkpoint path, or None (no resume).
+    """
+    if resume is None and max_restarts == 0:
+        return None
+    candidates = resume_candidates_of(cfg)
+    if max_restarts > 0 and candidates:
+        if restart > 0:
+            msg = (f'Restart {restart} of {max_restarts} of the worker group '
+                   '(torchrun --max-restarts): resuming from the newest '
+                   f'intact checkpoint in {cfg.work_dir}')
+        else:
+            msg = (f'Restarts are on (torchrun --max-restarts={max_restarts}'
+                   '), so this start resumes from the newest intact '
+                   f'checkpoint in {cfg.work_dir} ({candidates[0]} first); '
+                   'a new run needs a work dir of its own')
+        if resume not in (None, 'auto'):
+            msg += f', not from --resume {resume}'
+        print_log(msg, logger='current', level=logging.WARNING)
+        return 'auto'
+    if max_restarts > 0 and restart > 0:
+        print_log(
+            f'Restart {restart} of {max_restarts} of the worker group: no '
+            f'checkpoint in {cfg.work_dir} yet; starting as the first start '
+            'did', logger='current', level=logging.WARNING)
+    if resume == 'auto' and not candidates:
+        print_log(
+            f'Resume: no checkpoint in {cfg.work_dir}; training from the '
+            'start' + (f' (load_from={cfg.load_from})'
+                       if cfg.get('load_from') else ''), logger='current')
+        return None
+    return resume
+
+
 def seed_from_checkpoint(cfg: Config) -> Config:
     """Resume with the seed of the checkpoint when the config sets none.
 
@@ -108,17 +227,11 @@ def seed_from_checkpoint(cfg: Config) -> Config:
     (:meth:`mmlongtail.engine.CrashSafeCheckpointHook.checkpoint_to_resume`).
     A damaged checkpoint is left for the hook to report when the run starts.
     """
-    import copy
-
-    from mmengine.registry import HOOKS
-
     from mmlongtail.engine import CheckpointError, CrashSafeCheckpointHook
     randomness = dict(cfg.get('randomness', None) or {})
-    hook_cfg = cfg.get('default_hooks', {}).get('checkpoint', None)
-    if not cfg.get('resume', False) or randomness.get('seed') is not None \
-            or not hook_cfg:
+    if not cfg.get('resume', False) or randomness.get('seed') is not None:
         return cfg
-    hook = HOOKS.build(copy.deepcopy(hook_cfg))
+    hook = _checkpoint_hook(cfg)
     if not isinstance(hook, CrashSafeCheckpointHook):
         return cfg
     try:
@@ -140,7 +253,9 @@ def build_runner_config(config: str,
                         resume: Optional[str] = None,
                         amp: bool = False,
                         launcher: str = 'none',
-                        auto_scale_lr: bool = False) -> Config:
+                        auto_scale_lr: bool = False,
+                        restart: int = 0,
+                        max_restarts: int = 0) -> Config:
     """Load ``config`` and apply the usual command-line overrides.
 
     Args:
@@ -148,10 +263,14 @@ def build_runner_config(config: str,
         work_dir (str, optional): Defaults to ``work_dirs/<config name>``.
         cfg_options (dict, optional): ``--cfg-options`` key/value overrides.
         resume (str, optional): ``'auto'`` to resume from the latest
-            checkpoint in ``work_dir``, or a checkpoint path.
+            checkpoint in ``work_dir``, or a checkpoint path; applied with
+            ``restart`` by :func:`resume_rule`.
         amp (bool): Mixed precision, see :func:`enable_amp`.
         launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``.
         auto_scale_lr (bool): Scale the LR by the real batch size.
+        restart (int): How many times torchrun restarted this worker group
+            (:func:`elastic_restarts`); 0 on a first start.
+        max_restarts (int): torchrun's ``--max-restarts``.
 
     Returns:
         Config: Ready for ``Runner.from_cfg``.
@@ -175,6 +294,7 @@ def build_runner_config(config: str,
             raise RuntimeError('--auto-scale-lr needs auto_scale_lr.'
                                'base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    resume = resume_rule(cfg, resume, restart, max_restarts)
     if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

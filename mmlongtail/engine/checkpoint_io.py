@@ -9,7 +9,8 @@
   checkpoint, and if not, what is wrong with it.
 * :func:`choose_resume_checkpoint` picks the checkpoint an auto-resume starts
   from: the one ``last_checkpoint`` names if it is intact, otherwise the
-  newest intact one, with the reason.
+  newest intact one, with the reason. :func:`resume_candidates` lists the
+  files it would try, without opening them.
 """
 import os
 import os.path as osp
@@ -184,6 +185,32 @@ def read_pointer(work_dir: str) -> Optional[str]:
         return f.read().strip() or None
 
 
+def resume_candidates(work_dir: str, ckpt_dir: str,
+                      filename_tmpl: str) -> List[str]:
+    """The files an auto-resume in ``work_dir`` would try, in order.
+
+    Nothing is opened or checked (the list is cheap to ask for; see
+    :func:`choose_resume_checkpoint` for the pick): first the file
+    ``<work_dir>/last_checkpoint`` names, then the checkpoints in
+    ``ckpt_dir`` named by ``filename_tmpl``, newest first.
+
+    Args:
+        work_dir (str): The run's work dir (where ``last_checkpoint`` is).
+        ckpt_dir (str): Where the checkpoints are (:func:`checkpoint_dir`).
+        filename_tmpl (str): See :func:`checkpoint_steps`.
+
+    Returns:
+        list[str]: Empty when there is nothing to resume (a fresh run).
+    """
+    candidates = [p for _, p in checkpoint_steps(ckpt_dir, filename_tmpl)]
+    pointed = read_pointer(work_dir)
+    if pointed is None:
+        return candidates
+    return [pointed] + [
+        p for p in candidates if osp.abspath(p) != osp.abspath(pointed)
+    ]
+
+
 def choose_resume_checkpoint(
         work_dir: str, ckpt_dir: str, filename_tmpl: str
 ) -> Tuple[Optional[str], List[str], Dict[str, Any]]:
@@ -204,13 +231,8 @@ def choose_resume_checkpoint(
         CheckpointError: When checkpoints exist but none is usable; its
             message lists every file and what is wrong with it.
     """
-    candidates = [p for _, p in checkpoint_steps(ckpt_dir, filename_tmpl)]
+    candidates = resume_candidates(work_dir, ckpt_dir, filename_tmpl)
     pointed = read_pointer(work_dir)
-    if pointed is not None:
-        candidates = [pointed] + [
-            p for p in candidates
-            if osp.abspath(p) != osp.abspath(pointed)
-        ]
     notes, problems = [], []
     if pointed is None and candidates:
         notes.append(f'{osp.join(work_dir, POINTER_FILE)} is missing')
