@@ -40,7 +40,7 @@ label, not by the class column), so EFL always takes the torch path, which
 runs on any device.
 """
 from functools import lru_cache
-from typing import Any, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -103,49 +103,74 @@ def block_rows(num_classes: int, block_elements: int = BLOCK_ELEMENTS) -> int:
     return max(1, block_elements // max(1, num_classes))
 
 
-def _coefficients(alpha: float, class_weight: Optional[Tensor],
-                  num_classes: int, dtype: torch.dtype,
-                  device: torch.device) -> Tuple[Tensor, Tensor]:
-    """``(1, C)`` coefficients of positive and negative elements."""
-    if class_weight is None:
-        w = torch.ones(1, num_classes, dtype=dtype, device=device)
-    else:
-        w = class_weight.to(device=device, dtype=dtype).view(1, -1)
-    return alpha * w, (1 - alpha) * w
+class Terms(NamedTuple):
+    """The per-class parameters of one call (``(1, C)`` tensors in the
+    compute dtype, or None where unused).
+
+    Attributes:
+        gamma: Focusing factor: a float (0: plain BCE) or ``(1, C)``.
+        pos_coef: Coefficient of the positive elements.
+        neg_coef: Coefficient of the negative elements (of every row, or of
+            the background rows when ``fg_neg_coef`` is given).
+        fg_neg_coef: Coefficient of the negative elements of foreground
+            rows (labels ``< C``), e.g. EQL's ``1 - tail``.
+        fg_shift: Subtracted from the logits of foreground rows (BALMS's
+            sigmoid variant).
+        alpha: The focal ``alpha`` (mmcv's kernel takes it as a float).
+        backend: ``'torch'`` or ``'mmcv'``.
+    """
+    gamma: Gamma
+    pos_coef: Tensor
+    neg_coef: Tensor
+    fg_neg_coef: Optional[Tensor]
+    fg_shift: Optional[Tensor]
+    alpha: float
+    backend: str
 
 
-def _block(x: Tensor, labels: Tensor, gamma: Gamma, pos_coef: Tensor,
-           neg_coef: Tensor, backend: str, alpha: float, want_loss: bool,
+def _block(x: Tensor, labels: Tensor, terms: Terms, want_loss: bool,
            want_grad: bool) -> Tuple[Optional[Tensor], Optional[Tensor],
                                      Tensor]:
-    """Loss and gradient of one ``(k, C)`` block.
+    """Loss and gradient of one ``(k, C)`` block (``x`` is not modified).
 
     Returns:
         tuple: ``(loss, grad, target)``: ``(k, C)`` loss and
         d loss / d x (each None unless asked for) and the bool target.
     """
-    target = sigmoid_target_mask(labels, x.size(1))
-    if backend == 'mmcv':
+    num_classes = x.size(1)
+    target = sigmoid_target_mask(labels, num_classes)
+    gamma = terms.gamma
+    if terms.backend == 'mmcv':
         ext = _mmcv_focal_ext()
         empty = x.new_empty(0)
         loss = grad = None
         if want_loss:
             loss = torch.zeros_like(x)
             ext.sigmoid_focal_loss_forward(
-                x, labels, empty, loss, gamma=float(gamma), alpha=alpha)
+                x, labels, empty, loss, gamma=float(gamma),
+                alpha=terms.alpha)
         if want_grad:
             grad = torch.zeros_like(x)
             ext.sigmoid_focal_loss_backward(
-                x, labels, empty, grad, gamma=float(gamma), alpha=alpha)
+                x, labels, empty, grad, gamma=float(gamma),
+                alpha=terms.alpha)
         return loss, grad, target
+    neg_coef = terms.neg_coef
+    if terms.fg_neg_coef is not None or terms.fg_shift is not None:
+        fg = (labels < num_classes).view(-1, 1)
+        if terms.fg_neg_coef is not None:
+            neg_coef = torch.where(fg, terms.fg_neg_coef, neg_coef)
+        if terms.fg_shift is not None:
+            x = x - fg.to(x.dtype) * terms.fg_shift
     # z: logit of the true outcome; log p_t and q = 1 - p_t from it, both
     # accurate for large |x|
     z = torch.where(target, x, -x)
     log_pt = F.logsigmoid(z)
     q = torch.sigmoid(z.neg_())
     del z
-    coef = torch.where(target, pos_coef, neg_coef)
-    focus = q.pow(gamma).mul_(coef)  # a q^gamma
+    coef = torch.where(target, terms.pos_coef, neg_coef)
+    plain = not isinstance(gamma, Tensor) and gamma == 0
+    focus = coef if plain else q.pow(gamma).mul_(coef)  # a q^gamma
     del coef
     loss = grad = None
     if want_loss:
@@ -153,8 +178,11 @@ def _block(x: Tensor, labels: Tensor, gamma: Gamma, pos_coef: Tensor,
         loss.neg_()
     if want_grad:
         # a q^gamma (q - gamma p_t log p_t), with the sign of (1 - 2y)
-        grad = log_pt.exp().mul_(log_pt).mul_(gamma)
-        grad = torch.sub(q, grad, out=grad).mul_(focus)
+        if plain:
+            grad = q.mul_(focus)
+        else:
+            grad = log_pt.exp().mul_(log_pt).mul_(gamma)
+            grad = torch.sub(q, grad, out=grad).mul_(focus)
         grad = torch.where(target, grad.neg(), grad)
     return loss, grad, target
 
@@ -167,32 +195,38 @@ def _rows(weight: Optional[Tensor], start: int, stop: int,
     return weight[start:stop].to(dtype)
 
 
-class SigmoidFocalFunction(torch.autograd.Function):
-    """Weighted focal-family loss, summed (``reduce=True``) or per element,
-    computed block by block with the closed-form gradient (see the module
-    docstring).
+#: Output of :class:`SigmoidFocalFunction`: the scalar sum, ``(N, C)``
+#: elements or ``(N,)`` row sums.
+OUTPUTS = ('sum', 'elements', 'rows')
 
-    ``forward(logits, labels, weight, gamma, pos_coef, neg_coef, alpha,
-    reduce, backend, rows, stats_scale)`` returns ``(loss, pos, neg)``:
-    the scalar sum of ``weight * loss`` (or ``(N, C)`` ``weight * loss``),
-    and, when ``stats_scale`` is given, the ``(C,)`` float32 sums of
-    ``|d loss / d x| * weight * stats_scale`` over positive and over
-    negative elements (else empty tensors). Only ``logits`` gets a
+
+class SigmoidFocalFunction(torch.autograd.Function):
+    """Weighted focal-family loss computed block by block with the
+    closed-form gradient (see the module docstring).
+
+    ``forward(logits, labels, weight, terms, output, rows, stats_scale)``
+    returns ``(loss, pos, neg)``: ``weight * loss`` summed (``output`` =
+    ``'sum'``), per element (``'elements'``, ``(N, C)``) or per row
+    (``'rows'``, ``(N,)``), and, when ``stats_scale`` is given, the ``(C,)``
+    float32 sums of ``|d loss / d x| * weight * stats_scale`` over positive
+    and over negative elements (else empty tensors). Only ``logits`` gets a
     gradient.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor,
-                weight: Optional[Tensor], gamma: Gamma, pos_coef: Tensor,
-                neg_coef: Tensor, alpha: float, reduce: bool, backend: str,
+                weight: Optional[Tensor], terms: Terms, output: str,
                 rows: int, stats_scale: Optional[Union[float, Tensor]]
                 ) -> Tuple[Tensor, Tensor, Tensor]:
-        dtype = pos_coef.dtype
+        dtype = terms.pos_coef.dtype
         num, num_classes = logits.shape
         stats = stats_scale is not None
-        total = logits.new_zeros((), dtype=dtype)
-        out = None if reduce else logits.new_empty((num, num_classes),
-                                                   dtype=dtype)
+        if output == 'sum':
+            out = logits.new_zeros((), dtype=dtype)
+        elif output == 'elements':
+            out = logits.new_empty((num, num_classes), dtype=dtype)
+        else:
+            out = logits.new_empty((num, ), dtype=dtype)
         pos = neg = logits.new_empty(0, dtype=torch.float32)
         if stats:
             pos = logits.new_zeros(num_classes, dtype=torch.float32)
@@ -200,16 +234,17 @@ class SigmoidFocalFunction(torch.autograd.Function):
         for start in range(0, num, rows):
             stop = min(start + rows, num)
             x = logits[start:stop].to(dtype).contiguous()
-            loss, grad, target = _block(x, labels[start:stop], gamma,
-                                        pos_coef, neg_coef, backend, alpha,
-                                        True, stats)
+            loss, grad, target = _block(x, labels[start:stop], terms, True,
+                                        stats)
             w = _rows(weight, start, stop, dtype)
             if w is not None:
                 loss.mul_(w)
-            if reduce:
-                total += loss.sum()
-            else:
+            if output == 'sum':
+                out += loss.sum()
+            elif output == 'elements':
                 out[start:stop] = loss
+            else:
+                out[start:stop] = loss.sum(1)
             if stats:
                 grad.abs_()
                 if w is not None:
@@ -217,33 +252,77 @@ class SigmoidFocalFunction(torch.autograd.Function):
                 grad = grad.float().mul_(stats_scale)
                 pos += grad.where(target, 0).sum(0)
                 neg += grad.where(~target, 0).sum(0)
-        ctx.save_for_backward(logits, labels, weight, pos_coef, neg_coef,
-                              gamma if isinstance(gamma, Tensor) else None)
-        ctx.gamma = None if isinstance(gamma, Tensor) else gamma
-        ctx.alpha, ctx.backend, ctx.rows = alpha, backend, rows
+        ctx.save_for_backward(logits, labels, weight)
+        ctx.terms, ctx.rows = terms, rows
         ctx.mark_non_differentiable(pos, neg)
-        return (total if reduce else out), pos, neg
+        return out, pos, neg
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple:
-        logits, labels, weight, pos_coef, neg_coef, gamma = ctx.saved_tensors
-        if gamma is None:
-            gamma = ctx.gamma
-        dtype = pos_coef.dtype
+        logits, labels, weight = ctx.saved_tensors
+        terms = ctx.terms
+        dtype = terms.pos_coef.dtype
         grad_in = torch.empty_like(logits)
-        scalar = grad_out.dim() == 0
+        grad_out = grad_out.to(dtype)
+        if grad_out.dim() == 1:
+            grad_out = grad_out.view(-1, 1)
         for start in range(0, logits.size(0), ctx.rows):
             stop = min(start + ctx.rows, logits.size(0))
             x = logits[start:stop].to(dtype).contiguous()
-            _, grad, _ = _block(x, labels[start:stop], gamma, pos_coef,
-                                neg_coef, ctx.backend, ctx.alpha, False, True)
+            _, grad, _ = _block(x, labels[start:stop], terms, False, True)
             w = _rows(weight, start, stop, dtype)
             if w is not None:
                 grad.mul_(w)
-            grad.mul_(grad_out.to(dtype) if scalar else
-                      grad_out[start:stop].to(dtype))
+            grad.mul_(grad_out if grad_out.dim() == 0 else
+                      grad_out[start:stop])
             grad_in[start:stop] = grad
-        return (grad_in, ) + (None, ) * 10
+        return (grad_in, ) + (None, ) * 6
+
+
+def lean_sigmoid_sum(logits: Tensor,
+                     labels: Tensor,
+                     weight: Optional[Tensor],
+                     terms: Terms,
+                     output: str = 'sum',
+                     stats_scale: Optional[Union[float, Tensor]] = None,
+                     block_elements: int = BLOCK_ELEMENTS
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+    """:class:`SigmoidFocalFunction` with blocks of ``block_elements``."""
+    if output not in OUTPUTS:
+        raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
+    return SigmoidFocalFunction.apply(
+        logits, labels, weight, terms, output,
+        block_rows(logits.size(1), block_elements), stats_scale)
+
+
+def class_row(values: Optional[Union[float, Tensor]], num_classes: int,
+              like: Tensor, dtype: torch.dtype) -> Optional[Tensor]:
+    """``(C,)`` values (or one float) as a ``(1, C)`` tensor on ``like``'s
+    device in ``dtype``; None stays None."""
+    if values is None:
+        return None
+    if not isinstance(values, Tensor):
+        return torch.full((1, num_classes), float(values), dtype=dtype,
+                          device=like.device)
+    return values.to(device=like.device, dtype=dtype).view(1, -1)
+
+
+def compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32, or float64 for float64 logits."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def bce_terms(logits: Tensor,
+              class_weight: Optional[Tensor] = None,
+              fg_neg_coef: Optional[Tensor] = None,
+              fg_shift: Optional[Tensor] = None) -> Terms:
+    """:class:`Terms` of a weighted sigmoid BCE (``gamma = 0``, both
+    coefficients ``class_weight`` or 1)."""
+    dtype, C = compute_dtype(logits), logits.size(1)
+    coef = class_row(1.0 if class_weight is None else class_weight, C,
+                     logits, dtype)
+    return Terms(0.0, coef, coef, class_row(fg_neg_coef, C, logits, dtype),
+                 class_row(fg_shift, C, logits, dtype), 1.0, 'torch')
 
 
 def lean_focal_loss(logits: Tensor,
@@ -295,7 +374,7 @@ def lean_focal_loss(logits: Tensor,
     if reduction == 'sum' and avg_factor is not None:
         raise ValueError('avg_factor can not be used with reduction="sum"')
     num_classes = logits.size(1)
-    dtype = torch.promote_types(logits.dtype, torch.float32)
+    dtype = compute_dtype(logits)
     per_class = isinstance(gamma, Tensor) or class_weight is not None
     if backend is None:
         backend = focal_backend(logits.device.type, per_class)
@@ -304,16 +383,19 @@ def lean_focal_loss(logits: Tensor,
                          f'{BACKENDS} (mmcv only for a scalar gamma and no '
                          f'class_weight), got {backend!r}')
     if isinstance(gamma, Tensor):
-        gamma = gamma.to(device=logits.device, dtype=dtype).view(1, -1)
+        gamma = class_row(gamma, num_classes, logits, dtype)
     else:
         gamma = float(gamma)
-    pos_coef, neg_coef = _coefficients(alpha, class_weight, num_classes,
-                                       dtype, logits.device)
-    reduce = reduction != 'none'
-    loss, pos, neg = SigmoidFocalFunction.apply(
-        logits, labels, weight, gamma, pos_coef, neg_coef, float(alpha),
-        reduce, backend, block_rows(num_classes, block_elements),
-        stats_scale)
+    w = torch.ones(num_classes, dtype=dtype, device=logits.device) \
+        if class_weight is None else class_weight
+    terms = Terms(gamma, class_row(alpha * w.to(dtype), num_classes, logits,
+                                   dtype),
+                  class_row((1 - alpha) * w.to(dtype), num_classes, logits,
+                            dtype), None, None, float(alpha), backend)
+    loss, pos, neg = lean_sigmoid_sum(
+        logits, labels, weight, terms,
+        'elements' if reduction == 'none' else 'sum', stats_scale,
+        block_elements)
     stats = None if stats_scale is None else (pos, neg)
     if reduction == 'mean':
         if avg_factor is None:
