@@ -403,3 +403,43 @@ def lean_focal_loss(logits: Tensor,
         else:
             loss = loss / (avg_factor + _AVG_EPS)
     return loss, stats
+
+
+def lean_bce_loss(logits: Tensor,
+                  labels: Tensor,
+                  weight: Optional[Tensor],
+                  terms: Terms,
+                  reduction: str = 'mean',
+                  avg_factor: Optional[Union[float, Tensor]] = None,
+                  block_elements: int = BLOCK_ELEMENTS) -> Tensor:
+    """A per-row loss (summed over classes) with mmdet's weighted reduction,
+    in at most one ``(N, C)`` temporary: the value of
+    ``weight_reduce_loss(loss.sum(1), weight, reduction, avg_factor)``.
+
+    Args:
+        logits (Tensor): ``(N, C)`` logits, ``N > 0``.
+        labels (Tensor): ``(N,)`` int64 labels in ``[0, C]``.
+        weight (Tensor, optional): ``(N,)`` per-row weights.
+        terms (Terms): The loss's terms (e.g. :func:`bce_terms`).
+        reduction (str): ``'none'`` (``(N,)``), ``'mean'`` (over rows) or
+            ``'sum'``.
+        avg_factor (float | Tensor, optional): With ``'mean'``, divide the
+            sum by ``avg_factor + eps`` instead.
+        block_elements (int): Elements per block.
+
+    Raises:
+        ValueError: ``avg_factor`` with ``reduction='sum'`` (as mmdet).
+    """
+    if reduction == 'sum' and avg_factor is not None:
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    if weight is not None:
+        weight = weight.view(-1, 1)
+    loss = lean_sigmoid_sum(logits, labels, weight, terms,
+                            'rows' if reduction == 'none' else 'sum',
+                            block_elements=block_elements)[0]
+    if reduction == 'mean':
+        if avg_factor is None:
+            loss = loss / logits.size(0)
+        else:
+            loss = loss / (avg_factor + _AVG_EPS)
+    return loss

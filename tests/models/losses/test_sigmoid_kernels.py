@@ -288,8 +288,73 @@ def test_gradcheck_every_output_and_term(output):
     ]
     for t in terms:
         assert torch.autograd.gradcheck(
-            lambda a: lean_sigmoid_sum(a, y, w.view(-1, 1), t, output,
-                                       block_elements=12)[0], (x, ))
+            lambda a, t=t: lean_sigmoid_sum(a, y, w.view(-1, 1), t, output,
+                                            block_elements=12)[0], (x, ))
+
+
+def stats_dict(c, seed=0):
+    """``c`` classes with image counts from 1 to 600 out of 1000 images."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 600, (c, ), generator=g).tolist()
+    return dict(num_images=1000, categories=[
+        dict(id=i + 1, name=f'c{i}', frequency='r', image_count=n,
+             instance_count=2 * n) for i, n in enumerate(counts)])
+
+
+def bce_family(name, c, **kw):
+    """The loss in its dense mode and today's autograd path (``lean=False``
+    in a dense head), same configuration."""
+    from mmlongtail.models.losses import (BalancedSoftmaxLoss, EQLLoss,
+                                          FederatedLoss)
+    st = stats_dict(c)
+    make = dict(
+        eql=lambda **k: EQLLoss(c, st, freq_thr=0.3, **k),
+        federated=lambda **k: FederatedLoss(c, st, num_classes_sampled=c // 3,
+                                            **k),
+        balanced=lambda **k: BalancedSoftmaxLoss(c, st, use_sigmoid=True,
+                                                 tau=0.7, **k))[name]
+    return make(dense_head=True, **kw), make(dense_head=True, lean=False,
+                                             **kw)
+
+
+@pytest.mark.parametrize('name', ['eql', 'federated', 'balanced'])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('n,c', [(1, 3), (90, 7), (60, 1203)])
+def test_bce_family_dense_mode_equals_todays_path(name, dtype, n, c):
+    lean, old = bce_family(name, c, loss_weight=1.5)
+    x, labels, w = make_case(n, c, dtype, seed=n, bg=0.6)
+    for weight in (None, w):
+        for reduction, avg in REDUCTIONS:
+            if avg == 'tensor':
+                avg = torch.tensor(n * 0.3, dtype=dtype)
+            outs, grads = [], []
+            for loss in (lean, old):
+                torch.manual_seed(11)  # federated draws its classes
+                xi = x.clone().requires_grad_(True)
+                out = loss(xi, labels, weight, avg, reduction)
+                up = torch.linspace(-1, 2, out.numel(), dtype=dtype)
+                out.backward(up.view(out.shape))
+                outs.append(out)
+                grads.append(xi.grad)
+            assert outs[0].shape == outs[1].shape
+            torch.testing.assert_close(outs[0], outs[1], **TOL[dtype])
+            torch.testing.assert_close(grads[0], grads[1], rtol=TOL[dtype][
+                'rtol'], atol=TOL[dtype]['atol'] * 10)
+
+
+def test_bce_family_keeps_no_n_by_c_tensor():
+    n, c = 400, 30
+    x, labels, w = make_case(n, c, torch.float32)
+    x.requires_grad_(True)
+    for name in ('eql', 'federated', 'balanced'):
+        lean, old = bce_family(name, c)
+        kept = saved_numel(lambda f=lean: f(x, labels, w, avg_factor=9.0))
+        assert sum(t.numel() for t in kept
+                   if t.data_ptr() != x.data_ptr()) <= 2 * n + 3 * c, name
+        kept_old = saved_numel(
+            lambda f=old: f(x, labels, w, avg_factor=9.0))
+        assert any(t.numel() >= n * c and t.data_ptr() != x.data_ptr()
+                   for t in kept_old), name
 
 
 @pytest.mark.cuda
