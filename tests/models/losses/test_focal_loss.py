@@ -74,7 +74,10 @@ def test_identical_to_mmdet_other_params_and_targets():
     for target, weight in ((onehot, None), (onehot, wc), (y, wc.flatten())):
         ours = FocalLoss(**kw)(x, target, weight, avg_factor=5.0)
         ref = MMDetFocalLoss(**kw)(x, target, weight, avg_factor=5.0)
-        assert torch.equal(ours, ref)
+        if target is y:  # labels: the lean kernel, float rounding apart
+            torch.testing.assert_close(ours, ref, rtol=1e-5, atol=0)
+        else:  # (N, C) targets: the autograd formula, bit for bit
+            assert torch.equal(ours, ref)
 
 
 def test_background_label_is_all_zero_target():
