@@ -45,6 +45,7 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .checks import sigmoid_target_mask
 
@@ -258,6 +259,7 @@ class SigmoidFocalFunction(torch.autograd.Function):
         return out, pos, neg
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> Tuple:
         logits, labels, weight = ctx.saved_tensors
         terms = ctx.terms
