@@ -177,8 +177,9 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
     (loss, gradient and statistics) on the same logits and targets.
 
     The statistics come from the gradient of this loss's output with respect
-    to its input logits, in closed form (:func:`efl_logit_gradient`, float32,
-    so autocast and loss scaling leave them alone), and are applied when
+    to its input logits, in closed form (float32, so autocast and loss
+    scaling leave them alone; the lean kernel's forward pass, or
+    :func:`efl_logit_gradient` with ``lean=False``), and are applied when
     that output is backpropagated: every call made in forward (mmdet's
     RetinaNet and ATSS heads call the loss once per FPN level) uses the
     factors of the previous steps, and the backward pass adds all levels'

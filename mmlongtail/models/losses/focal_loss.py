@@ -101,8 +101,11 @@ class FocalLoss(SigmoidClassifierProtocol, ClassificationLoss):
     """Sigmoid focal loss (Lin et al., ICCV 2017).
 
     Numerically the same as mmdet 3.3.0's ``FocalLoss(use_sigmoid=True)``
-    python path (loss and gradient), in dense heads and as an RoI classifier
-    with ``C`` channels and background label ``C``. It also implements the
+    python path (loss and gradient; bit for bit with ``lean=False``, to
+    float rounding with the default lean kernel, which keeps one ``(N, C)``
+    temporary instead of about eight and uses mmcv's fused kernel on CUDA),
+    in dense heads and as an RoI classifier with ``C`` channels and
+    background label ``C``. It also implements the
     ``BBoxHead`` classifier protocol, so a ``Shared2FCBBoxHead`` gets a
     ``C``-channel ``fc_cls`` and ``(N, C + 1)`` probability scores at test
     time (mmdet's own focal loss does neither). Unlike mmdet, an empty batch
