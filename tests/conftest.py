@@ -35,3 +35,8 @@ def synthetic40(tmp_path_factory):
     return _synthetic(
         tmp_path_factory, 'synthetic40', num_train_images=120,
         val_images_per_class=1, image_size=96, min_size=10, max_size=24)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'cuda: needs a CUDA device; skipped without one')

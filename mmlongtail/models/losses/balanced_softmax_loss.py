@@ -37,6 +37,7 @@ from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
 from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
                        SigmoidClassifierProtocol, empty_loss, sigmoid_targets)
+from .sigmoid_kernels import bce_terms, compute_dtype, lean_bce_loss
 
 #: Background RoIs per foreground count used for the background prior of the
 #: softmax variant by default: the ECM authors' measurement of Mask R-CNN's
@@ -191,6 +192,11 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
         count (str): Softmax variant: ``'image'`` (training images per
             class, LVIS's frequency) or ``'instance'``. Defaults to
             ``'image'``. The sigmoid variant always uses image frequencies.
+        lean (bool): The sigmoid variant in a dense head: compute it with
+            :func:`~mmlongtail.models.losses.sigmoid_kernels.lean_bce_loss`
+            (one ``(N, C)`` temporary, the closed-form gradient; float32 for
+            lower-precision logits). False, or elsewhere: the autograd
+            functions above. Defaults to True.
     """
 
     #: either kind: ``use_sigmoid`` picks the variant
@@ -203,6 +209,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
                  tau: float = 1.0,
                  fg_bg_ratio: float = DEFAULT_FG_BG_RATIO,
                  count: str = 'image',
+                 lean: bool = True,
                  **frame: Any) -> None:
         owner = 'BalancedSoftmaxLoss'
         if count not in _COUNTS:
@@ -216,6 +223,7 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
                          category_stats=category_stats, **frame)
         stats = self.stats
         self.tau = float(tau)
+        self.lean = bool(lean)
         self.fg_bg_ratio = float(fg_bg_ratio)
         self.count = count
         if self.use_sigmoid:
@@ -249,6 +257,12 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
               reduction: str) -> Tensor:
         """``(N, C + 1)`` logits (softmax variant) or ``(N, C)`` (sigmoid
         variant); ``'none'`` gives ``(N,)``."""
+        if self.lean and self.use_sigmoid and self.dense_head and \
+                cls_score.size(0) > 0:
+            adjustment = self.adjustment.to(compute_dtype(cls_score))
+            terms = bce_terms(cls_score, fg_shift=self.tau * adjustment)
+            return lean_bce_loss(cls_score, labels, label_weights, terms,
+                                 reduction, avg_factor)
         fn = balanced_sigmoid_loss if self.use_sigmoid else \
             balanced_softmax_loss
         return fn(cls_score, labels, self.adjustment, self.tau,

@@ -91,12 +91,19 @@ def empty_loss(cls_score: Tensor, reduction: str, none_shape: tuple) -> Tensor:
 
 
 
-def sigmoid_targets(labels: Tensor, num_classes: int) -> Tensor:
-    """``(N,)`` labels in ``[0, C]`` -> ``(N, C)`` one-hot integer targets of
-    a sigmoid classifier: background (label ``C``) is the all-zero row.
+def sigmoid_target_mask(labels: Tensor, num_classes: int) -> Tensor:
+    """``(N,)`` labels in ``[0, C]`` -> ``(N, C)`` bool targets of a sigmoid
+    classifier: row ``n`` is True at column ``labels[n]`` only, and
+    background (label ``C``) is the all-False row.
 
-    The one definition of that convention for every sigmoid loss; callers
-    cast to the dtype they need.
+    The one definition of that convention for every sigmoid loss (one bool
+    byte per element, the cheapest form for the lean kernels).
     """
-    one_hot = torch.nn.functional.one_hot(labels, num_classes + 1)
-    return one_hot[:, :num_classes]
+    classes = torch.arange(num_classes, device=labels.device)
+    return labels.view(-1, 1) == classes.view(1, -1)
+
+
+def sigmoid_targets(labels: Tensor, num_classes: int) -> Tensor:
+    """:func:`sigmoid_target_mask` as ``(N, C)`` int64 one-hot targets;
+    callers cast to the dtype they need."""
+    return sigmoid_target_mask(labels, num_classes).long()

@@ -14,6 +14,7 @@ from mmlongtail.registry import MODELS
 from .focal_loss import sigmoid_focal_loss
 from .frame import AvgFactor, ClassificationLoss, GradientStatistics
 from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
+from .sigmoid_kernels import lean_focal_loss
 
 #: Initial positive/negative gradient ratio g_j: 1, so that every class starts
 #: with the base focusing factor and weight 1 (plain focal loss), as in the
@@ -90,7 +91,7 @@ def equalized_focal_loss(cls_score: Tensor,
         return empty_loss(pred, reduction, tuple(pred.shape))
     loss = sigmoid_focal_loss(
         pred, labels, None, gamma=gammas.to(pred.dtype), alpha=alpha,
-        reduction='none') * class_weights.to(pred.dtype)
+        reduction='none', lean=False) * class_weights.to(pred.dtype)
     if weight is not None:
         weight = weight.to(pred.dtype).view(-1, 1)
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
@@ -176,8 +177,9 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
     (loss, gradient and statistics) on the same logits and targets.
 
     The statistics come from the gradient of this loss's output with respect
-    to its input logits, in closed form (:func:`efl_logit_gradient`, float32,
-    so autocast and loss scaling leave them alone), and are applied when
+    to its input logits, in closed form (float32, so autocast and loss
+    scaling leave them alone; the lean kernel's forward pass, or
+    :func:`efl_logit_gradient` with ``lean=False``), and are applied when
     that output is backpropagated: every call made in forward (mmdet's
     RetinaNet and ATSS heads call the loss once per FPN level) uses the
     factors of the previous steps, and the backward pass adds all levels'
@@ -209,6 +211,12 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
         alpha (float): Positive/negative balance. Defaults to 0.25.
         use_distributed (bool): All-reduce the statistics when distributed.
             Defaults to True.
+        lean (bool): Compute the loss, its gradient and the statistics with
+            :func:`~mmlongtail.models.losses.sigmoid_kernels.lean_focal_loss`
+            (one ``(N, C)`` temporary instead of about ten; same values).
+            False: :func:`equalized_focal_loss` through autograd and
+            :func:`efl_logit_gradient` (as before; kept as the reference).
+            Defaults to True.
     """
 
     def __init__(self,
@@ -217,6 +225,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
                  scale_factor: float = 8.0,
                  alpha: float = 0.25,
                  use_distributed: bool = True,
+                 lean: bool = True,
                  **frame: Any) -> None:
         super().__init__(num_classes, **frame)
         if gamma <= 0:
@@ -228,6 +237,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
         self.gamma = float(gamma)
         self.scale_factor = float(scale_factor)
         self.alpha = float(alpha)
+        self.lean = bool(lean)
         self.init_gradient_statistics(
             self.num_classes, INITIAL_POS_NEG_RATIO, use_distributed,
             clamp_ratio=True)
@@ -245,6 +255,9 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
         """float32 loss (``'none'``: ``(N, C)``); its backward adds this
         batch's statistics."""
         gammas, weights = self.get_factors()
+        if self.lean:
+            return self._lean_loss(cls_score, labels, label_weights,
+                                   avg_factor, reduction, gammas, weights)
         loss = equalized_focal_loss(cls_score, labels, gammas, weights,
                                     self.alpha, label_weights, reduction,
                                     avg_factor)
@@ -258,5 +271,28 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
             pos, neg = efl_logit_gradient(cls_score, labels, gammas, weights,
                                           self.alpha, label_weights, scale)
             both = self.reduce_gradient_sums(pos, neg)
+            loss.register_hook(partial(self.add_gradient_sums, both))
+        return loss
+
+    def _lean_loss(self, cls_score: Tensor, labels: Tensor,
+                   label_weights: Optional[Tensor], avg_factor: AvgFactor,
+                   reduction: str, gammas: Tensor, weights: Tensor) -> Tensor:
+        """:meth:`_loss` with the lean kernel: the statistics come from the
+        forward pass's closed-form gradient, all-reduced now and added when
+        backward reaches the output, as in the autograd path."""
+        if cls_score.size(0) == 0:
+            return empty_loss(_at_least_float32(cls_score), reduction,
+                              tuple(cls_score.shape))
+        tracked = cls_score.requires_grad and torch.is_grad_enabled()
+        scale = None
+        if tracked:
+            scale = self.loss_weight * _reduction_scale(
+                reduction, cls_score.numel(), avg_factor)
+        weight = None if label_weights is None else label_weights.view(-1, 1)
+        loss, stats = lean_focal_loss(
+            cls_score, labels, weight, gammas, self.alpha, weights,
+            reduction, avg_factor, stats_scale=scale)
+        if tracked:
+            both = self.reduce_gradient_sums(*stats)
             loss.register_hook(partial(self.add_gradient_sums, both))
         return loss

@@ -12,6 +12,7 @@ from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
 from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
+from .sigmoid_kernels import bce_terms, lean_bce_loss
 
 
 def eql_loss(cls_score: Tensor,
@@ -87,12 +88,18 @@ class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
             gradients from foreground proposals. Defaults to 1.76e-3 (the
             paper's value for LVIS v0.5; 1.1e-3 is the official LVIS v1
             setting).
+        lean (bool): In a dense head, compute the loss with
+            :func:`~mmlongtail.models.losses.sigmoid_kernels.lean_bce_loss`
+            (one ``(N, C)`` temporary, the closed-form gradient; float32 for
+            lower-precision logits). False, or in an R-CNN head:
+            :func:`eql_loss` through autograd. Defaults to True.
     """
 
     def __init__(self,
                  num_classes: int,
                  category_stats: StatsSource,
                  freq_thr: float = 1.76e-3,
+                 lean: bool = True,
                  **frame: Any) -> None:
         if not freq_thr >= 0:
             raise ValueError(f'EQLLoss: freq_thr must be >= 0, got '
@@ -100,6 +107,7 @@ class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
         super().__init__(num_classes, category_stats=category_stats,
                          **frame)
         self.freq_thr = float(freq_thr)
+        self.lean = bool(lean)
         tail = torch.from_numpy(self.stats.image_frequency < self.freq_thr)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer('tail_mask', tail, persistent=False)
@@ -111,5 +119,11 @@ class EQLLoss(SigmoidClassifierProtocol, ClassificationLoss):
               label_weights: Optional[Tensor], avg_factor: Optional[float],
               reduction: str) -> Tensor:
         """``(N, C)`` logits; ``'none'`` gives ``(N,)``."""
+        if self.lean and self.dense_head and cls_score.size(0) > 0:
+            # foreground rows send no negative gradient to tail classes
+            terms = bce_terms(cls_score,
+                              fg_neg_coef=1 - self.tail_mask.float())
+            return lean_bce_loss(cls_score, labels, label_weights, terms,
+                                 reduction, avg_factor)
         return eql_loss(cls_score, labels, self.tail_mask, label_weights,
                         reduction, avg_factor)

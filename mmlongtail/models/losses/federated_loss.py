@@ -36,6 +36,7 @@ from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
 from .protocol import SigmoidClassifierProtocol, empty_loss, sigmoid_targets
+from .sigmoid_kernels import bce_terms, lean_bce_loss
 
 
 def fed_loss_class_weights(image_count: np.ndarray,
@@ -192,6 +193,12 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
             included when present (as in detectron2). Defaults to 50.
         freq_weight_power (float): Sampling weight ``image_count ** power``.
             Defaults to 0.5.
+        lean (bool): In a dense head, compute the loss with
+            :func:`~mmlongtail.models.losses.sigmoid_kernels.lean_bce_loss`
+            (one ``(N, C)`` temporary, the closed-form gradient; float32 for
+            lower-precision logits). False, or in an R-CNN head:
+            :func:`federated_loss` through autograd (detectron2's
+            summation order). Defaults to True.
     """
 
     def __init__(self,
@@ -199,6 +206,7 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
                  category_stats: StatsSource,
                  num_classes_sampled: int = 50,
                  freq_weight_power: float = 0.5,
+                 lean: bool = True,
                  **frame: Any) -> None:
         owner = 'FederatedLoss'
         if isinstance(num_classes_sampled, bool) or not isinstance(
@@ -212,6 +220,7 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
                          **frame)
         self.num_classes_sampled = num_classes_sampled
         self.freq_weight_power = float(freq_weight_power)
+        self.lean = bool(lean)
         # derived from the statistics, not trained: not saved in checkpoints
         self.register_buffer(
             'class_weights',
@@ -238,5 +247,11 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
                                         self.num_classes_sampled,
                                         self.class_weights)
             mask = federated_class_mask(classes, self.num_classes)
+            if self.lean and self.dense_head:
+                if reduction == 'mean' and avg_factor is None:
+                    avg_factor = cls_score.size(0)  # as federated_loss
+                return lean_bce_loss(cls_score, labels, label_weights,
+                                     bce_terms(cls_score, class_weight=mask),
+                                     reduction, avg_factor)
         return federated_loss(cls_score, labels, mask, label_weights,
                               reduction, avg_factor)

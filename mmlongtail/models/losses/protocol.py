@@ -31,7 +31,8 @@ one entry in ``tests/models/losses/test_loss_contract.py``.
 """
 from .checks import (REDUCTIONS, check_cls_score,  # noqa: F401
                      check_label_weights, check_labels, check_num_classes,
-                     check_reduction, empty_loss, sigmoid_targets)
+                     check_reduction, empty_loss, sigmoid_target_mask,
+                     sigmoid_targets)
 from .classifier import (FOREIGN_LAYOUTS, ClassifierProtocol,  # noqa: F401
                          SigmoidClassifierProtocol, head_layout,
                          host_is_dense_head, loss_layout,
