@@ -45,9 +45,10 @@ DEVICE_VAR = 'MMLT_TEST_DEVICE'
 
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'cuda: needs a CUDA device; skipped without one (make '
-        f'test-gpu runs them; ${DEVICE_VAR}=cpu runs those that take the '
-        'cuda_device fixture on the CPU)')
+        'markers', 'cuda: the CUDA suite; runs with -m cuda (make '
+        'test-gpu) on a machine with CUDA, skipped otherwise; '
+        f'${DEVICE_VAR}=cpu runs those that take the cuda_device fixture '
+        'on the CPU')
 
 
 def _override():
@@ -71,19 +72,28 @@ def _override():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip ``cuda``-marked tests without CUDA, with the reason (reported as
-    skipped, never as passed), unless the override applies to them."""
+    """Skip ``cuda``-marked tests, with the reason (reported as skipped,
+    never as passed): outside the CUDA suite (``make test``; the suite is
+    selected with ``-m cuda``, as ``make test-gpu`` does, or by
+    ``$MMLT_TEST_DEVICE``), and without CUDA unless the override applies."""
     cuda = torch.cuda.is_available()
     override = _override()
+    selected = 'cuda' in (config.option.markexpr or '') or \
+        override is not None
     for item in items:
-        if item.get_closest_marker('cuda') is None or cuda:
+        if item.get_closest_marker('cuda') is None:
             continue
-        if override is not None and 'cuda_device' in item.fixturenames:
+        if not selected:
+            reason = ('CUDA suite: run by make test-gpu (pytest -m cuda) or '
+                      f'with ${DEVICE_VAR}')
+        elif cuda or (override is not None
+                      and 'cuda_device' in item.fixturenames):
             continue
-        reason = 'needs CUDA (torch.cuda.is_available() is False)'
-        if override is not None:
-            reason += (f'; ${DEVICE_VAR} applies only to tests taking the '
-                       'cuda_device fixture')
+        else:
+            reason = 'needs CUDA (torch.cuda.is_available() is False)'
+            if override is not None:
+                reason += (f'; ${DEVICE_VAR} applies only to tests taking '
+                           'the cuda_device fixture')
         item.add_marker(pytest.mark.skip(reason=reason))
 
 

@@ -37,18 +37,6 @@ RESCALE = [1 / 1.3, 1 / 1.25]
 MASK_EPS = 1e-4
 
 
-@pytest.fixture
-def exact_fp32():
-    """float32 convolutions and matmuls without TF32 (cuDNN's default)."""
-    flags = (torch.backends.cudnn.allow_tf32,
-             torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    (torch.backends.cudnn.allow_tf32,
-     torch.backends.cuda.matmul.allow_tf32) = flags
-
-
 def _nms_inputs(n, c, seed):
     g = torch.Generator().manual_seed(seed)
     rois = torch.rand(n, 4, generator=g) * 300

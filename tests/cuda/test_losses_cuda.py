@@ -90,7 +90,8 @@ def _close_grad(got, ref, precision, what):
 
 @pytest.mark.parametrize('precision', list(PRECISIONS))
 @pytest.mark.parametrize('name', NAMES)
-def test_forward_backward_matches_cpu_float64(name, precision, cuda_device):
+def test_forward_backward_matches_cpu_float64(name, precision, cuda_device,
+                                              exact_fp32):
     amp = autocast_dtype(cuda_device, precision)
     ref_loss, ref_grad, _ = _train(name, None, None, iters=1)
     loss, grad, _ = _train(name, cuda_device, amp, iters=1)
@@ -103,7 +104,8 @@ def test_forward_backward_matches_cpu_float64(name, precision, cuda_device):
 @pytest.mark.parametrize('precision', list(PRECISIONS))
 @pytest.mark.parametrize('name', NAMES)
 def test_statistics_over_iterations_match_cpu_float64(name, precision,
-                                                      cuda_device):
+                                                      cuda_device,
+                                                      exact_fp32):
     """Five SGD steps: the losses and every buffer (running statistics and
     fixed class weights) against the float64 run on the CPU."""
     amp = autocast_dtype(cuda_device, precision)
@@ -136,7 +138,8 @@ HOOK_RTOL = {'fp32': 1e-5, 'fp16': 1e-3, 'bf16': 8e-3}
 
 
 @pytest.mark.parametrize('precision', list(PRECISIONS))
-def test_efl_hooks_collect_autograd_logit_gradient(precision, cuda_device):
+def test_efl_hooks_collect_autograd_logit_gradient(precision, cuda_device,
+                                                   exact_fp32):
     """EFL as in a RetinaNet head: one call per FPN level in forward, one
     backward. Its hooks add exactly the magnitude of the gradient autograd
     computes for each level's logits, split by positive and negative
