@@ -159,25 +159,24 @@ def test_label_gathered_mask_head_equals_cpu(cuda_device, exact_fp32):
     meta = dict(scale_factor=(1.25, 1.25), ori_shape=(50, 60),
                 img_shape=(62, 75))
     masks = {}
-    for head, dev in ((reference.float(), torch.device('cpu')),
-                      (ours, cuda_device)):
+    for side, head, dev in (('cpu', reference.float(), torch.device('cpu')),
+                            ('dev', ours, cuda_device)):
         with torch.no_grad():
             gathered = head(x.to(dev, torch.float32), labels.to(dev))
             for fmt in ('bitmap', 'rle'):
-                masks[dev.type + fmt] = head._predict_by_feat_single(
+                masks[side + fmt] = head._predict_by_feat_single(
                     gathered, boxes.to(dev).clone(), labels.to(dev), meta,
                     ConfigDict(mask_thr_binary=0.5, mask_format=fmt),
                     rescale=True)
-    dev = cuda_device.type
-    assert masks[dev + 'bitmap'].device.type == dev
+    assert masks['devbitmap'].device.type == cuda_device.type
     # the probabilities of the pasted masks, from the float64 logits
     prob = _do_paste_mask(p_ref.sigmoid().float(), boxes / 1.25, 50, 60,
                           skip_empty=False)[0]
     cpu_bitmap = masks['cpubitmap']
     assert cpu_bitmap.any()
-    _off_threshold_equal(masks[dev + 'bitmap'].cpu(), cpu_bitmap, prob, 0.5,
+    _off_threshold_equal(masks['devbitmap'].cpu(), cpu_bitmap, prob, 0.5,
                          'bitmap')
-    _off_threshold_equal(decode_rles(masks[dev + 'rle']),
+    _off_threshold_equal(decode_rles(masks['devrle']),
                          decode_rles(masks['cpurle']), prob, 0.5, 'rle')
     assert torch.equal(decode_rles(masks['cpurle']), cpu_bitmap)
 

@@ -1,20 +1,23 @@
 """The CUDA generator in the RNG state, and an exact resume on one GPU.
 
-The resume is ``tests/test_resume.py``'s (the demo recipe with a Seesaw and
-an EQLv2 Cascade stage, 6 iterations, stopped after 3 and resumed from
-``mmlongtail.CrashSafeCheckpointHook``'s checkpoint), on the test device.
-On the GPU mmdet's proposal samplers draw with ``torch.randperm`` on the
-device, so the run repeats only if the checkpoint restores the CUDA
-generator; a control resume that leaves the device's generator at the seed
-draws other proposals and ends in a state the same comparison refuses.
+The resume is ``tests/test_resume.py``'s (the demo recipe as a 2-stage
+Cascade, 6 iterations, stopped after 3 and resumed from
+``mmlongtail.CrashSafeCheckpointHook``'s checkpoint), on the test device,
+with the second stage's loss swapped for GroupSoftmax, which draws its
+"others" with ``torch.rand`` on the logits' device. (mmdet's proposal
+samplers draw with ``torch.randperm`` on the CPU even on a GPU, so without
+such a loss nothing in the run would use the CUDA generator.) The run
+repeats only if the checkpoint restores the device's generator: a control
+resume that leaves it at the seed ends in a state the same comparison
+refuses.
 
 What is exact on the GPU: the sampler's indices, iteration counts, the
 labels of the RoIs the proposal sampler drew (in order), Seesaw's label
-counts and the LR schedule. Losses, weights, optimizer state and
-gradient statistics are compared within ``GPU_RTOL``: RoIAlign's and
-``index_add_``'s CUDA backward add with atomics in no fixed order, so two
-uninterrupted GPU runs already differ in the last bits. On the CPU
-(``MMLT_TEST_DEVICE=cpu``) everything is compared exactly.
+counts and the LR schedule. Losses, weights and optimizer state are
+compared within ``GPU_RTOL``: RoIAlign's and ``index_add_``'s CUDA backward
+add with atomics in no fixed order, so two uninterrupted GPU runs already
+differ in the last bits. On the CPU (``MMLT_TEST_DEVICE=cpu``) everything
+is compared exactly.
 """
 import io
 import os.path as osp
@@ -32,6 +35,18 @@ GPU_RTOL = 1e-4
 STOP = 3
 SEESAW_LOSS = 'roi_head.bbox_head.0.loss_cls'
 SEESAW = f'{SEESAW_LOSS}.cum_samples'
+
+
+def _config(tiny_lvis, work_dir):
+    """test_resume's iteration-based run, its second stage drawing on the
+    device (GroupSoftmax: ``beta`` others per positive, drawn at random from
+    the many background RoIs)."""
+    cfg = _cfg(tiny_lvis, work_dir, False)
+    n = tiny_lvis['cfg'].num_classes
+    cfg.model.roi_head.bbox_head[1].loss_cls = dict(
+        type='mmlongtail.GroupSoftmaxLoss', num_classes=n,
+        category_stats=tiny_lvis['train'], beta=2.0, loss_weight=1.0)
+    return cfg
 
 
 def _draws(device):
@@ -130,11 +145,11 @@ def test_exact_resume_on_one_device(tiny_lvis, tmp_path, cuda_device,
     if cuda_device.type == 'cuda':
         torch.cuda.set_device(cuda_device)
     dirs = {k: tmp_path / k for k in 'abc'}
-    full = _train(_cfg(tiny_lvis, dirs['a'], False), 'A')
+    full = _train(_config(tiny_lvis, dirs['a']), 'A')
     assert next(full.model.parameters()).device.type == cuda_device.type
     a = _probe(dirs['a'], 'A')
-    _train(_cfg(tiny_lvis, dirs['b'], False), 'B1', stop_at=STOP)
-    resumed = _train(_cfg(tiny_lvis, dirs['b'], False), 'B2', resume=True)
+    _train(_config(tiny_lvis, dirs['b']), 'B1', stop_at=STOP)
+    resumed = _train(_config(tiny_lvis, dirs['b']), 'B2', resume=True)
     b = _probe(dirs['b'], 'B2')
     assert resumed.iter == full.iter == len(a['indices']) == 2 * STOP
     assert b['indices'] == a['indices'][STOP:]  # sampler position
@@ -164,7 +179,7 @@ def test_exact_resume_on_one_device(tiny_lvis, tmp_path, cuda_device,
     from mmlongtail.engine.hooks import crash_safe_checkpoint_hook
     monkeypatch.setattr(crash_safe_checkpoint_hook, 'set_rng_state',
                         _device_generator_dropped(cuda_device))
-    _train(_cfg(tiny_lvis, dirs['c'], False), 'C', resume=True)
+    _train(_config(tiny_lvis, dirs['c']), 'C', resume=True)
     c = _probe(dirs['c'], 'C')
     assert c['indices'] == a['indices'][STOP:]  # the sampler's own stream
     with pytest.raises(AssertionError):
