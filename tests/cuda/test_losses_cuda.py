@@ -111,7 +111,6 @@ def test_statistics_over_iterations_match_cpu_float64(name, precision,
     amp = autocast_dtype(cuda_device, precision)
     ref_loss, _, ref = _train(name, None, None, iters=5)
     loss, _, ours = _train(name, cuda_device, amp, iters=5)
-    # several steps compound the rounding of each: twice the one-step bound
     _close(loss, ref_loss, precision, f'{name} losses')
     fresh = dict(_build(name).named_buffers())
     ref_buffers = dict(ref.named_buffers())
@@ -122,6 +121,8 @@ def test_statistics_over_iterations_match_cpu_float64(name, precision,
         if not buf.is_floating_point() or key == 'cum_samples':
             assert torch.equal(buf.cpu(), want.to(buf.dtype)), key  # counts
         else:
+            # sums over five steps, each with its own rounding: twice the
+            # one-step loss bound
             tol = TOLERANCES[precision]['rtol'] * 2
             torch.testing.assert_close(
                 buf.cpu().double(), want, rtol=tol,
