@@ -10,7 +10,7 @@ BENCH_DIR ?= work_dirs/benchmark_longtail
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install lint test demo demo-data clean-demo bench
+.PHONY: install lint test test-gpu demo demo-data clean-demo bench
 
 install:
 	@bash tools/install.sh
@@ -21,6 +21,15 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The CUDA suite (tests/cuda/ and every other test marked `cuda`): each
+# registered loss in fp32 / fp16 / bf16 autocast against the CPU in float64,
+# statistics, NMS, masks, the RNG state, a resume, a 200-iteration train +
+# eval and a two-GPU nccl run. Without CUDA pytest reports them skipped, with
+# the reason (-rs). MMLT_TEST_DEVICE=cpu runs them on the CPU (develop the
+# suite without a GPU); see tests/cuda/README.md.
+test-gpu: install
+	$(PY) -m pytest -q -rs -m cuda $(PYTEST_ARGS) tests
 
 demo-data: install
 	@if [ -f $(DEMO_DATA)/annotations/lvis_v1_val.json ]; then \

@@ -37,6 +37,68 @@ def synthetic40(tmp_path_factory):
         val_images_per_class=1, image_size=96, min_size=10, max_size=24)
 
 
+#: Runs the ``cuda``-marked tests that take the ``cuda_device`` fixture on
+#: this device instead of skipping them without CUDA (``cpu`` develops the
+#: suite on a machine without a GPU; ``cuda:1`` picks another GPU).
+DEVICE_VAR = 'MMLT_TEST_DEVICE'
+
+
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'cuda: needs a CUDA device; skipped without one')
+        'markers', 'cuda: the CUDA suite; runs with -m cuda (make '
+        'test-gpu) on a machine with CUDA, skipped otherwise; '
+        f'${DEVICE_VAR}=cpu runs those that take the cuda_device fixture '
+        'on the CPU')
+
+
+def _override():
+    """The device ``$MMLT_TEST_DEVICE`` names, or None."""
+    value = os.environ.get(DEVICE_VAR, '').strip()
+    if not value:
+        return None
+    try:
+        device = torch.device(value)
+    except RuntimeError as e:
+        raise pytest.UsageError(
+            f'${DEVICE_VAR}={value!r} is not a torch device ({e}); use cpu, '
+            'cuda or cuda:<index>') from e
+    if device.type not in ('cpu', 'cuda'):
+        raise pytest.UsageError(
+            f'${DEVICE_VAR}={value!r}: the suite runs on cpu or cuda only')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f'${DEVICE_VAR}={value!r} but torch sees no CUDA device')
+    return device
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``cuda``-marked tests, with the reason (reported as skipped,
+    never as passed): outside the CUDA suite (``make test``; the suite is
+    selected with ``-m cuda``, as ``make test-gpu`` does, or by
+    ``$MMLT_TEST_DEVICE``), and without CUDA unless the override applies."""
+    cuda = torch.cuda.is_available()
+    override = _override()
+    selected = 'cuda' in (config.option.markexpr or '') or \
+        override is not None
+    for item in items:
+        if item.get_closest_marker('cuda') is None:
+            continue
+        if not selected:
+            reason = ('CUDA suite: run by make test-gpu (pytest -m cuda) or '
+                      f'with ${DEVICE_VAR}')
+        elif cuda or (override is not None
+                      and 'cuda_device' in item.fixturenames):
+            continue
+        else:
+            reason = 'needs CUDA (torch.cuda.is_available() is False)'
+            if override is not None:
+                reason += (f'; ${DEVICE_VAR} applies only to tests taking '
+                           'the cuda_device fixture')
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope='session')
+def cuda_device():
+    """The device of the ``cuda``-marked tests: ``$MMLT_TEST_DEVICE`` if set,
+    else ``cuda`` (such tests are skipped without CUDA)."""
+    return _override() or torch.device('cuda')

@@ -35,9 +35,7 @@ STAT_BUFFERS = ('cum_samples', 'pos_grad', 'neg_grad')
 DEVICES = [
     pytest.param('cpu', torch.bfloat16, id='cpu-bf16'),
     pytest.param(
-        'cuda', torch.float16, id='cuda-fp16',
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(), reason='needs CUDA')),
+        'cuda', torch.float16, id='cuda-fp16', marks=pytest.mark.cuda),
 ]
 
 

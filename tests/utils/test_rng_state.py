@@ -76,7 +76,7 @@ def test_cuda_states_without_cuda_are_reported_not_dropped_silently():
     assert _draws() == expected  # the CPU generators were restored
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.cuda
 def test_cuda_generators_round_trip():
     state = get_rng_state()
     assert len(state['cuda']) == torch.cuda.device_count()
