@@ -72,7 +72,8 @@ class LongTailProbeHook(Hook):
                         weights = args[2]
                     _, pos, neg = eqlv2_loss(args[0].detach(), args[1],
                                              *mod.get_weights(), weights)
-                    self.eqlv2_local[name] += torch.stack([pos, neg])
+                    # kept on the CPU: the model may sit on a GPU
+                    self.eqlv2_local[name] += torch.stack([pos, neg]).cpu()
                 self._handles.append(
                     module.register_forward_pre_hook(
                         eqlv2_pre, with_kwargs=True))
