@@ -16,7 +16,7 @@ What every record needs (the keys mmdet's ``LVISV1Dataset`` reads)::
     categories:  id, name
 """
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.fileio import get_local_path
 
@@ -48,13 +48,42 @@ REFERENCE_NAMES: Dict[str, Tuple[str, str]] = {
 _SHOW = 3
 
 
+class AnnotationFileError(ValueError):
+    """A bad annotation file, or a bad record in one.
+
+    The one error type of this module and of the LVIS-format datasets
+    (:mod:`mmlongtail.datasets.lvis_format`): the message names the file,
+    what is wrong and, for records, the first offending image and annotation
+    ids. It subclasses ``ValueError``, so ``except ValueError`` still works.
+
+    Attributes:
+        ann_file (str): The file.
+        counts (dict[str, int]): For bad annotations: how many of each kind
+            (see :data:`mmlongtail.datasets.lvis_records.BAD_KINDS`); empty
+            for problems of the file as a whole.
+    """
+
+    def __init__(self, message: str, ann_file: str = '',
+                 counts: Optional[Dict[str, int]] = None) -> None:
+        super().__init__(message)
+        self.ann_file = ann_file
+        self.counts = dict(counts or {})
+
+
 def load_annotation_file(ann_file: str,
-                         backend_args: Optional[dict] = None) -> dict:
+                         backend_args: Optional[dict] = None,
+                         object_hook: Optional[Callable[[dict], Any]] = None
+                         ) -> dict:
     """Read an annotation file as JSON, refusing a bad one by name.
 
     Args:
         ann_file (str): Path (or backend URI) of the file.
         backend_args (dict, optional): mmengine file backend arguments.
+        object_hook (callable, optional): ``json``'s ``object_hook``: called
+            with every decoded JSON object, innermost first, its result used
+            in the object's place (how
+            :mod:`mmlongtail.datasets.lvis_records` stores annotations
+            compactly while the file is decoded).
 
     Returns:
         dict: The decoded top-level object.
@@ -70,34 +99,35 @@ def load_annotation_file(ann_file: str,
             with open(local_path, encoding='utf-8') as f:
                 text = f.read()
         except UnicodeDecodeError as e:
-            raise ValueError(
+            raise AnnotationFileError(
                 f'annotation file {ann_file} is not UTF-8 text (byte '
                 f'{e.start} is {e.object[e.start:e.start + 1]!r}): is it '
                 'still compressed? LVIS ships its annotations as '
                 '.json.zip; unzip it and point ann_file at the .json '
                 'inside.') from e
     if not text.strip():
-        raise ValueError(f'annotation file {ann_file} is empty: download '
-                         'or unpack it again.')
+        raise AnnotationFileError(
+            f'annotation file {ann_file} is empty: download or unpack it '
+            'again.', ann_file)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_hook=object_hook)
     except json.JSONDecodeError as e:
         body = text.strip()
         closer = {'{': '}', '[': ']'}.get(body[0])
         if (e.pos >= len(body) or e.msg.startswith('Unterminated string')
                 or (closer is not None and body[-1] != closer)):
-            raise ValueError(
+            raise AnnotationFileError(
                 f'annotation file {ann_file} is truncated: its JSON ends in '
                 f'the middle after {len(text)} characters ({e.msg} at line '
                 f'{e.lineno}, column {e.colno}). It was probably cut short by '
                 'an interrupted download, copy or write: download or unpack '
                 'it again.') from e
-        raise ValueError(
+        raise AnnotationFileError(
             f'annotation file {ann_file} is not valid JSON: {e.msg} at line '
             f'{e.lineno}, column {e.colno} (character {e.pos} of '
             f'{len(text)}).') from e
     if not isinstance(data, dict):
-        raise ValueError(
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}: its top level is a JSON '
             f'{type(data).__name__}, not an object with '
             f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.")
@@ -116,7 +146,7 @@ def _records(data: dict, key: str, ann_file: str) -> list:
     recs = data.get(key)
     if not isinstance(recs, list):
         have = sorted(data)[:10]
-        raise ValueError(
+        raise AnnotationFileError(
             f"malformed annotation file {ann_file}: missing or not a list: "
             f"{key!r} (top-level keys: {have}). An LVIS-format file has "
             f"'images', 'annotations' and 'categories' lists.")
@@ -128,14 +158,14 @@ def _missing_keys(recs: list, key: str, ann_file: str, what: str) -> None:
     needed = REQUIRED_KEYS[key]
     for i, rec in enumerate(recs):
         if not isinstance(rec, dict):
-            raise ValueError(
+            raise AnnotationFileError(
                 f'malformed annotation file {ann_file}: {what} #{i} in '
                 f'{key!r} is a JSON {type(rec).__name__}, not an object.')
         for k in needed:
             if k not in rec:
                 rid = f'{what} id {rec["id"]}' if 'id' in rec else (
                     f'{what} #{i} in {key!r}')
-                raise ValueError(
+                raise AnnotationFileError(
                     f'malformed annotation file {ann_file}: {rid} has no '
                     f"{k!r}; every {what} needs "
                     f"{', '.join(repr(n) for n in needed)}.")
@@ -153,6 +183,12 @@ def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
     Returns:
         set: The ids.
     """
+    bad = [x for x in ids if type(x) is not int]
+    if bad:
+        raise AnnotationFileError(
+            f'malformed annotation file {ann_file}: {len(bad)} {what} ids '
+            f'are not integers (first: {bad[:_SHOW]!r:.120}); every {what} '
+            'needs an integer id.', ann_file)
     seen = set(ids)
     if len(seen) != len(ids):
         dup, once = [], set()
@@ -160,11 +196,67 @@ def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
             if x in once and len(dup) < _SHOW * 3:
                 dup.append(x)
             once.add(x)
-        raise ValueError(
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}: duplicate {what} ids '
             f'{sorted(set(dup))} ({len(ids) - len(seen)} repeats); each '
             f'{what} needs its own id.')
     return seen
+
+
+def check_categories(data: dict,
+                     ann_file: str,
+                     reference: Optional[str] = None,
+                     dataset: str = 'this dataset') -> List:
+    """Check the file's ``categories`` and return their ids, in file order.
+
+    The list exists and is not empty; each category is an object with
+    ``id`` and ``name``; ids are unique and sorted (labels are positions in
+    id order); with ``reference``, the categories equal it
+    (:func:`check_categories_against`).
+
+    Args:
+        data (dict): The decoded file.
+        ann_file (str): The file's path, for messages.
+        reference (str, optional): Packaged statistics name whose categories
+            the file must have; ``None``: any.
+        dataset (str): The dataset class that reads the file, for messages.
+
+    Returns:
+        list: The category ids, ascending.
+
+    Raises:
+        AnnotationFileError: Naming the file and the problem.
+    """
+    cats = _records(data, 'categories', ann_file)
+    if not cats:
+        raise AnnotationFileError(f'malformed annotation file {ann_file}: '
+                                  "missing or empty 'categories'", ann_file)
+    _missing_keys(cats, 'categories', ann_file, 'category')
+    cat_list = [c['id'] for c in cats]
+    unique_ids(cat_list, ann_file, 'category')
+    try:
+        in_order = cat_list == sorted(cat_list)
+    except TypeError:  # ids of mixed types
+        in_order = False
+    if not in_order:
+        raise AnnotationFileError(
+            f'malformed annotation file {ann_file}: categories must be '
+            'sorted by id (labels are positions in id order)', ann_file)
+    if reference is not None:
+        check_categories_against(cats, reference, ann_file, dataset)
+    return cat_list
+
+
+def check_images(data: dict, ann_file: str) -> set:
+    """Check that ``images`` is a list of objects with the keys of
+    :data:`REQUIRED_KEYS` and unique ids; return the ids.
+
+    Raises:
+        AnnotationFileError: Naming the file, the image and the problem.
+    """
+    images = _records(data, 'images', ann_file)
+    _missing_keys(images, 'images', ann_file, 'image')
+    return unique_ids([im['id'] for im in images], ann_file, 'image')
 
 
 def check_annotation_file(data: dict,
@@ -195,23 +287,10 @@ def check_annotation_file(data: dict,
         ValueError: Naming the file, the problem and the first offending
             records (annotation id and image id for annotations).
     """
-    images = _records(data, 'images', ann_file)
+    _records(data, 'images', ann_file)
     anns = _records(data, 'annotations', ann_file)
-    cats = _records(data, 'categories', ann_file)
-    if not cats:
-        raise ValueError(f'malformed annotation file {ann_file}: '
-                         "missing or empty 'categories'")
-    _missing_keys(cats, 'categories', ann_file, 'category')
-    cat_list = [c['id'] for c in cats]
-    cat_ids = unique_ids(cat_list, ann_file, 'category')
-    if cat_list != sorted(cat_list):
-        raise ValueError(
-            f'malformed annotation file {ann_file}: categories must be '
-            'sorted by id (labels are positions in id order)')
-    if reference is not None:
-        check_categories_against(cats, reference, ann_file, dataset)
-    _missing_keys(images, 'images', ann_file, 'image')
-    img_ids = unique_ids([im['id'] for im in images], ann_file, 'image')
+    cat_ids = set(check_categories(data, ann_file, reference, dataset))
+    img_ids = check_images(data, ann_file)
 
     needed = REQUIRED_KEYS['annotations']
     missing: Dict[str, List[str]] = {k: [] for k in needed}
@@ -229,7 +308,7 @@ def check_annotation_file(data: dict,
             _ = (a['id'], a['area'])
         except (KeyError, TypeError):
             if type(a) is not dict:
-                raise ValueError(
+                raise AnnotationFileError(
                     f'malformed annotation file {ann_file}: annotation #{i} '
                     f"in 'annotations' is a JSON {type(a).__name__}, not an "
                     'object.') from None
@@ -271,7 +350,7 @@ def check_annotation_file(data: dict,
         problems.append(f'annotations of category ids {shown} that are not in '
                         f"'categories': {n_unknown}")
     if problems:
-        raise ValueError(
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}:\n  - ' +
             '\n  - '.join(problems) + '\nEvery annotation needs ' +
             ', '.join(repr(k) for k in needed) +
@@ -329,7 +408,7 @@ def check_categories_against(cats: Sequence[dict], reference: str,
                  f'has {ref.num_classes})')
     else:
         found = f'{n} categories ({ref_label} has {ref.num_classes})'
-    raise ValueError(
+    raise AnnotationFileError(
         f'{ann_file} is not an {ref_label} annotation file: it has {found}; '
         f'{diff}. {dataset} uses '
         f"{ref_label}'s class list, so training or evaluating on this file "
