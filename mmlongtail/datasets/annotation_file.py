@@ -74,25 +74,35 @@ def load_annotation_file(ann_file: str,
                          backend_args: Optional[dict] = None,
                          object_hook: Optional[Callable[[dict], Any]] = None
                          ) -> dict:
-    """Read an annotation file as JSON, refusing a bad one by name.
+    """Read an annotation file as JSON, refusing a bad one by name
+    (:func:`read_annotation_text`, then :func:`decode_annotation_text`).
 
     Args:
         ann_file (str): Path (or backend URI) of the file.
         backend_args (dict, optional): mmengine file backend arguments.
-        object_hook (callable, optional): ``json``'s ``object_hook``: called
-            with every decoded JSON object, innermost first, its result used
-            in the object's place (how
-            :mod:`mmlongtail.datasets.lvis_records` stores annotations
-            compactly while the file is decoded).
+        object_hook (callable, optional): ``json``'s ``object_hook``.
 
     Returns:
         dict: The decoded top-level object.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is not UTF-8 text, is empty, is truncated or
-            otherwise not valid JSON, or its top level is not an object. The
-            message names the file and where it broke.
+        AnnotationFileError: If it is not UTF-8 text, is empty, is truncated
+            or otherwise not valid JSON, or its top level is not an object.
+            The message names the file and where it broke.
+    """
+    return decode_annotation_text(
+        read_annotation_text(ann_file, backend_args), ann_file, object_hook)
+
+
+def read_annotation_text(ann_file: str,
+                         backend_args: Optional[dict] = None) -> str:
+    """The text of an annotation file, refusing one that is not UTF-8 (a
+    zipped file, say) or is empty, by name.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        AnnotationFileError: Naming the file and the problem.
     """
     with get_local_path(ann_file, backend_args=backend_args) as local_path:
         try:
@@ -104,11 +114,36 @@ def load_annotation_file(ann_file: str,
                 f'{e.start} is {e.object[e.start:e.start + 1]!r}): is it '
                 'still compressed? LVIS ships its annotations as '
                 '.json.zip; unzip it and point ann_file at the .json '
-                'inside.') from e
+                'inside.', ann_file) from e
     if not text.strip():
         raise AnnotationFileError(
             f'annotation file {ann_file} is empty: download or unpack it '
             'again.', ann_file)
+    return text
+
+
+def decode_annotation_text(text: str,
+                           ann_file: str,
+                           object_hook: Optional[Callable[[dict], Any]] = None
+                           ) -> dict:
+    """Decode an annotation file's text as JSON, naming the file and where
+    it broke if it is truncated or not JSON.
+
+    Args:
+        text (str): The file's text (:func:`read_annotation_text`).
+        ann_file (str): The file's path, for messages.
+        object_hook (callable, optional): ``json``'s ``object_hook``: called
+            with every decoded JSON object, innermost first, its result used
+            in the object's place (how
+            :mod:`mmlongtail.datasets.lvis_records` stores annotations
+            compactly while the file is decoded).
+
+    Returns:
+        dict: The decoded top-level object.
+
+    Raises:
+        AnnotationFileError: Naming the file and the problem.
+    """
     try:
         data = json.loads(text, object_hook=object_hook)
     except json.JSONDecodeError as e:
@@ -121,16 +156,16 @@ def load_annotation_file(ann_file: str,
                 f'the middle after {len(text)} characters ({e.msg} at line '
                 f'{e.lineno}, column {e.colno}). It was probably cut short by '
                 'an interrupted download, copy or write: download or unpack '
-                'it again.') from e
+                'it again.', ann_file) from e
         raise AnnotationFileError(
             f'annotation file {ann_file} is not valid JSON: {e.msg} at line '
             f'{e.lineno}, column {e.colno} (character {e.pos} of '
-            f'{len(text)}).') from e
+            f'{len(text)}).', ann_file) from e
     if not isinstance(data, dict):
         raise AnnotationFileError(
             f'malformed annotation file {ann_file}: its top level is a JSON '
             f'{type(data).__name__}, not an object with '
-            f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.")
+            f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.", ann_file)
     return data
 
 

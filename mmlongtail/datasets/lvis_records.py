@@ -37,7 +37,8 @@ import numpy as np
 
 from .annotation_file import (REQUIRED_KEYS, AnnotationFileError, _records,
                               check_categories, check_images,
-                              load_annotation_file, unique_ids)
+                              decode_annotation_text, read_annotation_text,
+                              unique_ids)
 
 #: Kinds of bad annotation records, governed by ``bad_annotation``.
 BAD_KINDS: Tuple[str, ...] = ('not_an_object', 'missing_key', 'wrong_type',
@@ -151,34 +152,72 @@ class _Columns:
         self.coords = array('d')
         self.rle: Dict[int, bytes] = {}
         self.n = 0
+        self.strict = True
 
     def hook(self, d: dict):
         """``object_hook``: a sound annotation goes to the columns and a
-        :class:`_Row` takes its place; anything else is returned as is."""
+        :class:`_Row` takes its place; anything else is returned as is, to
+        be diagnosed by :func:`annotation_problem`.
+
+        Fast path: ``array`` conversions refuse strings, nulls and nested
+        lists (``TypeError``) and out-of-range ids (``OverflowError``), but
+        take booleans as numbers, so when the file's text holds a JSON
+        boolean anywhere (``self.strict``) each record is first checked in
+        full by :func:`annotation_problem`. Only sound records are stored
+        either way.
+        """
         if not ('image_id' in d or 'category_id' in d or 'bbox' in d):
             return d
-        if annotation_problem(d) is not None:
-            return d  # diagnosed by read_lvis_records, with its position
-        self.ann_id.append(d['id'])
-        self.img_id.append(d['image_id'])
-        self.cat_id.append(d['category_id'])
-        self.box.extend(d['bbox'])
-        self.area.append(d['area'])
+        if self.strict and annotation_problem(d) is not None:
+            return d
+        try:
+            aid, iid, cid = d['id'], d['image_id'], d['category_id']
+            box, area = d['bbox'], d['area']
+        except KeyError:
+            return d
+        if (type(aid) is not int or type(iid) is not int
+                or type(cid) is not int or type(box) is not list
+                or len(box) != 4 or type(area) not in _NUMS):
+            return d
+        for k in ('iscrowd', 'ignore'):
+            if k in d and (type(d[k]) not in (int, bool)
+                           or d[k] not in _FLAGS):
+                return d
+        seg = d.get('segmentation')
+        try:
+            ids = array('q', (aid, iid, cid))
+            box = array('d', box)
+            if type(seg) is list and seg:
+                lens = [len(r) if type(r) is list else -1 for r in seg]
+                if min(lens) < 6 or any(n & 1 for n in lens):
+                    return d
+                ring = array('d')
+                for r in seg:
+                    ring.extend(r)
+                kind = _SEG_POLY
+            elif seg is None or seg == []:
+                kind = _SEG_NONE
+            elif type(seg) is dict and 'counts' in seg and 'size' in seg:
+                kind = _SEG_OTHER
+            else:
+                return d
+        except (TypeError, OverflowError):
+            return d
+        self.ann_id.append(ids[0])
+        self.img_id.append(ids[1])
+        self.cat_id.append(ids[2])
+        self.box.extend(box)
+        self.area.append(area)
         self.crowd.append(1 if d.get('iscrowd') else 0)
         self.ignore.append(1 if d.get('ignore') else 0)
-        seg = d.get('segmentation')
-        if type(seg) is list and seg:
-            self.seg_kind.append(_SEG_POLY)
-            self.num_rings.append(len(seg))
-            self.ring_len.extend(map(len, seg))
-            for ring in seg:
-                self.coords.extend(ring)
+        self.seg_kind.append(kind)
+        if kind == _SEG_POLY:
+            self.num_rings.append(len(lens))
+            self.ring_len.extend(lens)
+            self.coords.extend(ring)
         else:
-            if type(seg) is dict:
-                self.seg_kind.append(_SEG_OTHER)
+            if kind == _SEG_OTHER:
                 self.rle[self.n] = pickle.dumps(seg)
-            else:  # null or [], which mmdet's parser leaves without a mask
-                self.seg_kind.append(_SEG_NONE)
             self.num_rings.append(0)
         row = _Row(self.n)
         self.n += 1
@@ -357,7 +396,10 @@ def read_lvis_records(ann_file: str,
             raise ValueError(f'{name} must be one of {POLICIES}, got '
                              f'{value!r}')
     cols = _Columns()
-    data = load_annotation_file(ann_file, backend_args, cols.hook)
+    text = read_annotation_text(ann_file, backend_args)
+    cols.strict = 'true' in text or 'false' in text
+    data = decode_annotation_text(text, ann_file, cols.hook)
+    del text
     if not isinstance(data, dict):
         raise AnnotationFileError(
             f'malformed annotation file {ann_file}: its top level is not an '
