@@ -154,7 +154,7 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
                              text=True).stdout
         results[side] = json.loads(out.strip().splitlines()[-1])
-        print(f'{side}: {results[side]}', flush=True)
+        print(f'{side}: {json.dumps(results[side])}', flush=True)
     a, b = results['mmdet'], results['mmlongtail']
     assert a['images'] == b['images'], (a['images'], b['images'])
     print(f'\n{"":<34}{"mmdet":>12}{"mmlongtail":>12}      ratio')
