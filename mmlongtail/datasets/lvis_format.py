@@ -25,11 +25,26 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
     the file's categories sorted by id, which is also the label order
     (``cat2label``). The model's ``num_classes`` must equal their number.
 
-    The file is decoded once and checked before it is parsed
-    (:mod:`mmlongtail.datasets.annotation_file`): a truncated or malformed
-    file, or a record mmdet would fail on with a raw ``KeyError`` or skip
-    silently (an annotation of an unknown image or category), is refused
-    with the file, the problem and the offending ids named.
+    The file is read and decoded once, into compact records
+    (:mod:`mmlongtail.datasets.lvis_records`): numpy arrays that dataloader
+    workers share, from which :meth:`get_data_info` builds the item mmdet's
+    ``LVISV1Dataset`` would give (same keys, values and order). The class
+    list comes from the same decode. A truncated or malformed file is
+    refused with :class:`~mmlongtail.datasets.annotation_file.
+    AnnotationFileError`, naming the file, the problem and the offending
+    image and annotation ids.
+
+    Bad annotations follow a stated policy, never a silent drop:
+
+    * ``bad_annotation='error'`` (default) refuses records mmdet would fail
+      on or drop without a word (a missing key, a wrong type, NaN, an
+      unknown image or category, a polygon under 3 points or with an odd
+      coordinate count); ``'skip'`` drops them, counted per kind and logged.
+    * ``degenerate_box='skip'`` (default) drops the boxes mmdet's parser
+      drops (width or height under 1, ``area <= 0``, outside the image),
+      counted and logged; ``'error'`` refuses them.
+
+    The counts of one load are in ``dataset.records.counts``.
 
     Example::
 
@@ -37,7 +52,15 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
             type='mmlongtail.LVISFormatDataset',
             data_root='data/my_lvis/',
             ann_file='annotations/train.json',  # LVIS v1 format
-            data_prefix=dict(img='')))  # image paths come from coco_url
+            data_prefix=dict(img=''),  # image paths come from coco_url
+            bad_annotation='error',  # or 'skip': counted and logged
+            degenerate_box='skip'))  # mmdet's drops, counted and logged
+
+    Args:
+        bad_annotation (str): ``'error'`` or ``'skip'``, see above.
+        degenerate_box (str): ``'skip'`` or ``'error'``, see above.
+        *args, **kwargs: mmdet's ``LVISV1Dataset`` arguments.
+        ``serialize_data`` has no effect: the records are compact already.
     """
     METAINFO = dict(classes=(), palette=None)
 

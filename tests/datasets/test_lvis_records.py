@@ -442,3 +442,25 @@ def test_fuzz_corrupted_files(tmp_path):
 def _already_degenerate(ann) -> bool:
     x, y, w, h = ann['bbox']
     return w < 1 or h < 1 or ann['area'] <= 0
+
+
+@pytest.mark.parametrize('where', ['bbox', 'polygon', 'area'])
+def test_json_booleans_are_not_numbers(tmp_path, where):
+    """``true`` converts to 1.0 in an array; the file is then checked record
+    by record, so a boolean is refused as a wrong type, not read as 1."""
+    path = tmp_path / 'toy.json'
+    write_lvis(str(path), num_images=8)
+    data = json.loads(path.read_text())
+    ann = data['annotations'][2]
+    if where == 'bbox':
+        ann['bbox'][0] = True
+    elif where == 'polygon':
+        ann['segmentation'][0][3] = False
+    else:
+        ann['area'] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationFileError) as e:
+        _build(LVISFormatDataset, path)
+    assert e.value.counts == {'wrong_type': 1}
+    assert (f"wrong_type: 1 of {len(data['annotations'])} (first: annotation "
+            f"id {ann['id']}, image id {ann['image_id']}: ") in str(e.value)
