@@ -4,8 +4,13 @@ mmdet's LVIS datasets meet a bad file with raw errors (a ``JSONDecodeError``
 without the file's name, ``KeyError: 'bbox'``, ``too many values to unpack``)
 or, worse, skip what they cannot use without a word (annotations of an image
 that is not in ``images`` or of a category that is not in ``categories``).
-:func:`load_annotation_file` and :func:`check_annotation_file` refuse such a
-file up front, naming the file, what is wrong, and where.
+:func:`load_annotation_file` (its text, then its JSON),
+:func:`check_categories` and :func:`check_images` refuse such a file up
+front, naming the file, what is wrong, and where, with
+:class:`AnnotationFileError`; the annotations themselves are checked record
+by record as they are decoded
+(:func:`mmlongtail.datasets.lvis_records.annotation_problem`, under the
+dataset's ``bad_annotation`` policy).
 :func:`check_categories_against` refuses a file whose categories are not the
 ones a config's class list assumes (an LVIS v0.5 file in an LVIS v1 config).
 
@@ -169,15 +174,8 @@ def decode_annotation_text(text: str,
     return data
 
 
-def _where_ann(i: int, ann: dict) -> str:
-    aid = f'annotation id {ann["id"]}' if 'id' in ann else (
-        f'annotation #{i} (no id)')
-    img = f'image id {ann["image_id"]}' if 'image_id' in ann else (
-        'no image_id')
-    return f'{aid}, {img}'
-
-
-def _records(data: dict, key: str, ann_file: str) -> list:
+def require_list(data: dict, key: str, ann_file: str) -> list:
+    """``data[key]``, refusing a file where it is missing or not a list."""
     recs = data.get(key)
     if not isinstance(recs, list):
         have = sorted(data)[:10]
@@ -262,7 +260,7 @@ def check_categories(data: dict,
     Raises:
         AnnotationFileError: Naming the file and the problem.
     """
-    cats = _records(data, 'categories', ann_file)
+    cats = require_list(data, 'categories', ann_file)
     if not cats:
         raise AnnotationFileError(f'malformed annotation file {ann_file}: '
                                   "missing or empty 'categories'", ann_file)
@@ -289,108 +287,9 @@ def check_images(data: dict, ann_file: str) -> set:
     Raises:
         AnnotationFileError: Naming the file, the image and the problem.
     """
-    images = _records(data, 'images', ann_file)
+    images = require_list(data, 'images', ann_file)
     _missing_keys(images, 'images', ann_file, 'image')
     return unique_ids([im['id'] for im in images], ann_file, 'image')
-
-
-def check_annotation_file(data: dict,
-                          ann_file: str,
-                          reference: Optional[str] = None,
-                          dataset: str = 'this dataset') -> None:
-    """Refuse an LVIS-format file that mmdet would parse with raw errors or
-    silent drops, or whose categories are not the expected ones.
-
-    Checked, in one pass over each list: the three lists exist; each record
-    is an object with the keys of :data:`REQUIRED_KEYS`; category and image
-    ids are unique; categories are sorted by id (labels are positions in id
-    order, as :mod:`mmlongtail.datasets.category_stats` assumes); every
-    annotation's ``bbox`` is 4 numbers, its ``image_id`` an image of the file
-    and its ``category_id`` a category of the file. With ``reference``, the
-    categories are compared with it (:func:`check_categories_against`) right
-    after they are checked, before the images and annotations: a file of
-    another dataset is named as such even if its records differ too.
-
-    Args:
-        data (dict): The decoded file (:func:`load_annotation_file`).
-        ann_file (str): The file's path, for messages.
-        reference (str, optional): Packaged statistics name whose categories
-            the file must have (``'lvis_v1'``); ``None``: any categories.
-        dataset (str): The dataset class that reads the file, for messages.
-
-    Raises:
-        ValueError: Naming the file, the problem and the first offending
-            records (annotation id and image id for annotations).
-    """
-    _records(data, 'images', ann_file)
-    anns = _records(data, 'annotations', ann_file)
-    cat_ids = set(check_categories(data, ann_file, reference, dataset))
-    img_ids = check_images(data, ann_file)
-
-    needed = REQUIRED_KEYS['annotations']
-    missing: Dict[str, List[str]] = {k: [] for k in needed}
-    n_missing = dict.fromkeys(needed, 0)
-    bad_box: List[str] = []
-    no_image: List[str] = []
-    unknown_cats = set()
-    n_bad_box = n_no_image = n_unknown = 0
-    number = (int, float)
-    for i, a in enumerate(anns):
-        try:  # the common case first: one pass at dict-lookup speed
-            box = a['bbox']
-            img_id = a['image_id']
-            cat_id = a['category_id']
-            _ = (a['id'], a['area'])
-        except (KeyError, TypeError):
-            if type(a) is not dict:
-                raise AnnotationFileError(
-                    f'malformed annotation file {ann_file}: annotation #{i} '
-                    f"in 'annotations' is a JSON {type(a).__name__}, not an "
-                    'object.') from None
-            for k in needed:
-                if k not in a:
-                    n_missing[k] += 1
-                    if len(missing[k]) < _SHOW:
-                        missing[k].append(_where_ann(i, a))
-            continue
-        if not (type(box) is list and len(box) == 4 and type(box[0]) in number
-                and type(box[1]) in number and type(box[2]) in number
-                and type(box[3]) in number):
-            n_bad_box += 1
-            if len(bad_box) < _SHOW:
-                bad_box.append(f'{_where_ann(i, a)}: bbox={box!r}'[:120])
-        if img_id not in img_ids:
-            n_no_image += 1
-            if len(no_image) < _SHOW:
-                no_image.append(_where_ann(i, a))
-        if cat_id not in cat_ids:
-            n_unknown += 1
-            unknown_cats.add(cat_id)
-
-    problems = []
-    for k in needed:
-        if n_missing[k]:
-            problems.append(
-                f'annotations without {k!r}: {n_missing[k]} of {len(anns)} '
-                f'(first: {"; ".join(missing[k])})')
-    if n_bad_box:
-        problems.append(
-            'annotations whose bbox is not 4 numbers [x, y, width, height]: '
-            f'{n_bad_box} (first: {"; ".join(bad_box)})')
-    if n_no_image:
-        problems.append("annotations of an image_id that is not in 'images': "
-                        f"{n_no_image} (first: {'; '.join(no_image)})")
-    if n_unknown:
-        shown = sorted(unknown_cats, key=str)[:10]
-        problems.append(f'annotations of category ids {shown} that are not in '
-                        f"'categories': {n_unknown}")
-    if problems:
-        raise AnnotationFileError(
-            f'malformed annotation file {ann_file}:\n  - ' +
-            '\n  - '.join(problems) + '\nEvery annotation needs ' +
-            ', '.join(repr(k) for k in needed) +
-            ', an image and a category of the file. Nothing is skipped '
-            'silently: fix or remove these annotations.')
 
 
 def check_categories_against(cats: Sequence[dict], reference: str,

@@ -35,8 +35,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .annotation_file import (REQUIRED_KEYS, AnnotationFileError, _records,
+from .annotation_file import (REQUIRED_KEYS, AnnotationFileError,
                               check_categories, check_images,
+                              require_list,
                               decode_annotation_text, read_annotation_text,
                               unique_ids)
 
@@ -320,11 +321,6 @@ class LVISRecords:
             out.append(inst)
         return out
 
-    def image_labels(self) -> Tuple[np.ndarray, np.ndarray]:
-        """``(ann_offsets, labels)``: the kept instances' labels per image,
-        without building any dict."""
-        return self.ann_offsets, self.labels
-
 
 def _image_columns(images: list, ann_file: str):
     """Heights, widths and file names of the images, refusing values of the
@@ -404,8 +400,8 @@ def read_lvis_records(ann_file: str,
         raise AnnotationFileError(
             f'malformed annotation file {ann_file}: its top level is not an '
             'object', ann_file)
-    _records(data, 'images', ann_file)
-    _records(data, 'annotations', ann_file)
+    require_list(data, 'images', ann_file)
+    require_list(data, 'annotations', ann_file)
     cat_list = check_categories(data, ann_file, reference, dataset)
     check_images(data, ann_file)
     cat_names = tuple(c['name'] for c in data['categories'])
