@@ -298,9 +298,13 @@ class LVISRecords:
         labels = self.labels[a0:a1].tolist()
         crowd = self.crowd[a0:a1].tolist()
         kinds = self.seg_kind[a0:a1].tolist()
-        first = self.first_ring[a0:a1].tolist()
-        nring = self.num_rings[a0:a1].tolist()
+        first = self.first_ring[a0:a1]
+        nring = self.num_rings[a0:a1]
         ro, coords = self.ring_offsets, self.coords
+        # each annotation's rings are contiguous: one slice of coordinates
+        starts = ro[first].tolist()
+        ends = ro[first + nring].tolist()
+        nring = nring.tolist()
         out = []
         for j, (x, y, w, h) in enumerate(boxes):
             inst = {
@@ -309,11 +313,15 @@ class LVISRecords:
                 'bbox_label': labels[j]
             }
             if kinds[j] == _SEG_POLY:
-                r0 = first[j]
-                inst['mask'] = [
-                    coords[ro[r]:ro[r + 1]].tolist()
-                    for r in range(r0, r0 + nring[j])
-                ]
+                flat = coords[starts[j]:ends[j]].tolist()
+                if nring[j] == 1:
+                    inst['mask'] = [flat]
+                else:
+                    r0 = int(first[j])
+                    cut = (ro[r0:r0 + nring[j] + 1] - starts[j]).tolist()
+                    inst['mask'] = [
+                        flat[cut[k]:cut[k + 1]] for k in range(nring[j])
+                    ]
             elif kinds[j] == _SEG_OTHER:
                 k = int(np.searchsorted(self.rle_rows, a0 + j))
                 s, e = self.rle_offsets[k], self.rle_offsets[k + 1]
