@@ -9,8 +9,8 @@ its own process (one after the other), as the LVIS configs build the
 training set (``filter_cfg=dict(filter_empty_gt=True, min_size=32)``, no
 pipeline, so no pixels are read), and reports:
 
-* load time (building the dataset) and peak RSS of the process (and the
-  RSS after imports, before the load);
+* load time (building the dataset; wall and CPU time of the process) and
+  peak RSS of the process (and the RSS after imports, before the load);
 * the RepeatFactorSampler's and ClassAwareSampler's construction time on
   the loaded dataset (``mmlongtail.RepeatFactorSampler``,
   ``mmlongtail.ClassAwareSampler``);
@@ -83,12 +83,14 @@ def child(side: str, ann_file: str, workers: int) -> dict:
                                      RepeatFactorSampler)
     cls = MMDetLVISV1Dataset if side == 'mmdet' else LVISV1Dataset
     rss_before = _status_kib('VmRSS') / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ds = cls(ann_file=ann_file, data_prefix=dict(img=''), pipeline=[],
              filter_cfg=dict(filter_empty_gt=True, min_size=32))
     load_s = time.perf_counter() - t0
+    load_cpu_s = time.process_time() - c0
     peak = _status_kib('VmHWM') / 1024
-    res = dict(side=side, images=len(ds), load_s=load_s, peak_mib=peak,
+    res = dict(side=side, images=len(ds), load_s=load_s,
+               load_cpu_s=load_cpu_s, peak_mib=peak,
                rss_before_mib=rss_before,
                rss_after_load_mib=_status_kib('VmRSS') / 1024)
     t0 = time.perf_counter()
@@ -159,6 +161,8 @@ def main() -> None:
     assert a['images'] == b['images'], (a['images'], b['images'])
     print(f'\n{"":<34}{"mmdet":>12}{"mmlongtail":>12}      ratio')
     print(_fmt_row('load time', a['load_s'], b['load_s'], 's'))
+    print(_fmt_row('load CPU time (process)', a['load_cpu_s'],
+                   b['load_cpu_s'], 's'))
     print(_fmt_row('peak RSS', a['peak_mib'], b['peak_mib'], 'MiB'))
     print(_fmt_row('peak RSS - RSS before load',
                    a['peak_mib'] - a['rss_before_mib'],
