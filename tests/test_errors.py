@@ -189,10 +189,10 @@ def test_truncated_or_incomplete_annotation_file(tiny_lvis, tmp_path):
     ds.ann_file = str(no_box)
     with pytest.raises(ValueError) as e:
         DATASETS.build(ds).full_init()
-    assert str(e.value).startswith(f'malformed annotation file {no_box}:')
-    assert (f"annotations without 'bbox': 1 of {len(data['annotations'])} "
-            f"(first: annotation id {ann['id']}, image id {ann['image_id']})"
-            ) in str(e.value)
+    assert str(e.value).startswith(f'bad annotations in {no_box}:')
+    assert (f"missing_key: 1 of {len(data['annotations'])} (first: "
+            f"annotation id {ann['id']}, image id {ann['image_id']}: no "
+            "'bbox')") in str(e.value)
 
 
 def _lvis_v05_like(tiny_lvis, tmp_path):

@@ -34,33 +34,10 @@ from mmdet.datasets import LVISV1Dataset
 from mmengine.dataset import ClassBalancedDataset
 from mmengine.logging import MMLogger
 
-from mmlongtail.datasets import (RepeatFactorSampler, compute_repeat_factors,
-                                 load_category_stats)
+from mmlongtail.datasets import RepeatFactorSampler, compute_repeat_factors
 from mmlongtail.datasets.image_categories import dataset_img_ids
 
-
-def lvis_like_pairs(num_images: int, seed: int = 0):
-    """(image, category id) pairs with LVIS v1 train's per-category image
-    and instance counts scaled to ``num_images``; pairs sorted by image."""
-    stats = load_category_stats('lvis_v1')
-    rng = np.random.default_rng(seed)
-    scale = num_images / stats.num_images
-    imgs, cats = [], []
-    for cid, ic, nc in zip(stats.cat_ids, stats.image_count,
-                           stats.instance_count):
-        k = min(num_images, max(1, int(round(ic * scale))))
-        chosen = rng.choice(num_images, size=k, replace=False)
-        extra = max(0, int(round(nc * scale)) - k)
-        chosen = np.concatenate([chosen, rng.choice(chosen, size=extra)])
-        imgs.append(chosen)
-        cats.append(np.full(chosen.shape[0], cid, dtype=np.int64))
-    img = np.concatenate(imgs)
-    cat = np.concatenate(cats)
-    # shuffle instances, then group by image (random order inside images)
-    perm = rng.permutation(img.shape[0])
-    img, cat = img[perm], cat[perm]
-    order = np.argsort(img, kind='stable')
-    return img[order], cat[order], stats
+from mmlongtail_bench.synthetic.lvis_train_like import lvis_like_pairs
 
 
 def lvis_like_lists(num_images: int, seed: int = 0):

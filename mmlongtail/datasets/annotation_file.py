@@ -4,8 +4,13 @@ mmdet's LVIS datasets meet a bad file with raw errors (a ``JSONDecodeError``
 without the file's name, ``KeyError: 'bbox'``, ``too many values to unpack``)
 or, worse, skip what they cannot use without a word (annotations of an image
 that is not in ``images`` or of a category that is not in ``categories``).
-:func:`load_annotation_file` and :func:`check_annotation_file` refuse such a
-file up front, naming the file, what is wrong, and where.
+:func:`load_annotation_file` (its text, then its JSON),
+:func:`check_categories` and :func:`check_images` refuse such a file up
+front, naming the file, what is wrong, and where, with
+:class:`AnnotationFileError`; the annotations themselves are checked record
+by record as they are decoded
+(:func:`mmlongtail.datasets.lvis_records.annotation_problem`, under the
+dataset's ``bad_annotation`` policy).
 :func:`check_categories_against` refuses a file whose categories are not the
 ones a config's class list assumes (an LVIS v0.5 file in an LVIS v1 config).
 
@@ -16,7 +21,7 @@ What every record needs (the keys mmdet's ``LVISV1Dataset`` reads)::
     categories:  id, name
 """
 import json
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.fileio import get_local_path
 
@@ -48,75 +53,133 @@ REFERENCE_NAMES: Dict[str, Tuple[str, str]] = {
 _SHOW = 3
 
 
+class AnnotationFileError(ValueError):
+    """A bad annotation file, or a bad record in one.
+
+    The one error type of this module and of the LVIS-format datasets
+    (:mod:`mmlongtail.datasets.lvis_format`): the message names the file,
+    what is wrong and, for records, the first offending image and annotation
+    ids. It subclasses ``ValueError``, so ``except ValueError`` still works.
+
+    Attributes:
+        ann_file (str): The file.
+        counts (dict[str, int]): For bad annotations: how many of each kind
+            (see :data:`mmlongtail.datasets.lvis_records.BAD_KINDS`); empty
+            for problems of the file as a whole.
+    """
+
+    def __init__(self, message: str, ann_file: str = '',
+                 counts: Optional[Dict[str, int]] = None) -> None:
+        super().__init__(message)
+        self.ann_file = ann_file
+        self.counts = dict(counts or {})
+
+
 def load_annotation_file(ann_file: str,
-                         backend_args: Optional[dict] = None) -> dict:
-    """Read an annotation file as JSON, refusing a bad one by name.
+                         backend_args: Optional[dict] = None,
+                         object_hook: Optional[Callable[[dict], Any]] = None
+                         ) -> dict:
+    """Read an annotation file as JSON, refusing a bad one by name
+    (:func:`read_annotation_text`, then :func:`decode_annotation_text`).
 
     Args:
         ann_file (str): Path (or backend URI) of the file.
         backend_args (dict, optional): mmengine file backend arguments.
+        object_hook (callable, optional): ``json``'s ``object_hook``.
 
     Returns:
         dict: The decoded top-level object.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is not UTF-8 text, is empty, is truncated or
-            otherwise not valid JSON, or its top level is not an object. The
-            message names the file and where it broke.
+        AnnotationFileError: If it is not UTF-8 text, is empty, is truncated
+            or otherwise not valid JSON, or its top level is not an object.
+            The message names the file and where it broke.
+    """
+    return decode_annotation_text(
+        read_annotation_text(ann_file, backend_args), ann_file, object_hook)
+
+
+def read_annotation_text(ann_file: str,
+                         backend_args: Optional[dict] = None) -> str:
+    """The text of an annotation file, refusing one that is not UTF-8 (a
+    zipped file, say) or is empty, by name.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        AnnotationFileError: Naming the file and the problem.
     """
     with get_local_path(ann_file, backend_args=backend_args) as local_path:
         try:
             with open(local_path, encoding='utf-8') as f:
                 text = f.read()
         except UnicodeDecodeError as e:
-            raise ValueError(
+            raise AnnotationFileError(
                 f'annotation file {ann_file} is not UTF-8 text (byte '
                 f'{e.start} is {e.object[e.start:e.start + 1]!r}): is it '
                 'still compressed? LVIS ships its annotations as '
                 '.json.zip; unzip it and point ann_file at the .json '
-                'inside.') from e
+                'inside.', ann_file) from e
     if not text.strip():
-        raise ValueError(f'annotation file {ann_file} is empty: download '
-                         'or unpack it again.')
+        raise AnnotationFileError(
+            f'annotation file {ann_file} is empty: download or unpack it '
+            'again.', ann_file)
+    return text
+
+
+def decode_annotation_text(text: str,
+                           ann_file: str,
+                           object_hook: Optional[Callable[[dict], Any]] = None
+                           ) -> dict:
+    """Decode an annotation file's text as JSON, naming the file and where
+    it broke if it is truncated or not JSON.
+
+    Args:
+        text (str): The file's text (:func:`read_annotation_text`).
+        ann_file (str): The file's path, for messages.
+        object_hook (callable, optional): ``json``'s ``object_hook``: called
+            with every decoded JSON object, innermost first, its result used
+            in the object's place (how
+            :mod:`mmlongtail.datasets.lvis_records` stores annotations
+            compactly while the file is decoded).
+
+    Returns:
+        dict: The decoded top-level object.
+
+    Raises:
+        AnnotationFileError: Naming the file and the problem.
+    """
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_hook=object_hook)
     except json.JSONDecodeError as e:
         body = text.strip()
         closer = {'{': '}', '[': ']'}.get(body[0])
         if (e.pos >= len(body) or e.msg.startswith('Unterminated string')
                 or (closer is not None and body[-1] != closer)):
-            raise ValueError(
+            raise AnnotationFileError(
                 f'annotation file {ann_file} is truncated: its JSON ends in '
                 f'the middle after {len(text)} characters ({e.msg} at line '
                 f'{e.lineno}, column {e.colno}). It was probably cut short by '
                 'an interrupted download, copy or write: download or unpack '
-                'it again.') from e
-        raise ValueError(
+                'it again.', ann_file) from e
+        raise AnnotationFileError(
             f'annotation file {ann_file} is not valid JSON: {e.msg} at line '
             f'{e.lineno}, column {e.colno} (character {e.pos} of '
-            f'{len(text)}).') from e
+            f'{len(text)}).', ann_file) from e
     if not isinstance(data, dict):
-        raise ValueError(
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}: its top level is a JSON '
             f'{type(data).__name__}, not an object with '
-            f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.")
+            f"{', '.join(repr(k) for k in REQUIRED_KEYS)}.", ann_file)
     return data
 
 
-def _where_ann(i: int, ann: dict) -> str:
-    aid = f'annotation id {ann["id"]}' if 'id' in ann else (
-        f'annotation #{i} (no id)')
-    img = f'image id {ann["image_id"]}' if 'image_id' in ann else (
-        'no image_id')
-    return f'{aid}, {img}'
-
-
-def _records(data: dict, key: str, ann_file: str) -> list:
+def require_list(data: dict, key: str, ann_file: str) -> list:
+    """``data[key]``, refusing a file where it is missing or not a list."""
     recs = data.get(key)
     if not isinstance(recs, list):
         have = sorted(data)[:10]
-        raise ValueError(
+        raise AnnotationFileError(
             f"malformed annotation file {ann_file}: missing or not a list: "
             f"{key!r} (top-level keys: {have}). An LVIS-format file has "
             f"'images', 'annotations' and 'categories' lists.")
@@ -128,14 +191,14 @@ def _missing_keys(recs: list, key: str, ann_file: str, what: str) -> None:
     needed = REQUIRED_KEYS[key]
     for i, rec in enumerate(recs):
         if not isinstance(rec, dict):
-            raise ValueError(
+            raise AnnotationFileError(
                 f'malformed annotation file {ann_file}: {what} #{i} in '
                 f'{key!r} is a JSON {type(rec).__name__}, not an object.')
         for k in needed:
             if k not in rec:
                 rid = f'{what} id {rec["id"]}' if 'id' in rec else (
                     f'{what} #{i} in {key!r}')
-                raise ValueError(
+                raise AnnotationFileError(
                     f'malformed annotation file {ann_file}: {rid} has no '
                     f"{k!r}; every {what} needs "
                     f"{', '.join(repr(n) for n in needed)}.")
@@ -153,6 +216,12 @@ def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
     Returns:
         set: The ids.
     """
+    bad = [x for x in ids if type(x) is not int]
+    if bad:
+        raise AnnotationFileError(
+            f'malformed annotation file {ann_file}: {len(bad)} {what} ids '
+            f'are not integers (first: {bad[:_SHOW]!r:.120}); every {what} '
+            'needs an integer id.', ann_file)
     seen = set(ids)
     if len(seen) != len(ids):
         dup, once = [], set()
@@ -160,123 +229,67 @@ def unique_ids(ids: Sequence, ann_file: str, what: str) -> set:
             if x in once and len(dup) < _SHOW * 3:
                 dup.append(x)
             once.add(x)
-        raise ValueError(
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}: duplicate {what} ids '
             f'{sorted(set(dup))} ({len(ids) - len(seen)} repeats); each '
             f'{what} needs its own id.')
     return seen
 
 
-def check_annotation_file(data: dict,
-                          ann_file: str,
-                          reference: Optional[str] = None,
-                          dataset: str = 'this dataset') -> None:
-    """Refuse an LVIS-format file that mmdet would parse with raw errors or
-    silent drops, or whose categories are not the expected ones.
+def check_categories(data: dict,
+                     ann_file: str,
+                     reference: Optional[str] = None,
+                     dataset: str = 'this dataset') -> List:
+    """Check the file's ``categories`` and return their ids, in file order.
 
-    Checked, in one pass over each list: the three lists exist; each record
-    is an object with the keys of :data:`REQUIRED_KEYS`; category and image
-    ids are unique; categories are sorted by id (labels are positions in id
-    order, as :mod:`mmlongtail.datasets.category_stats` assumes); every
-    annotation's ``bbox`` is 4 numbers, its ``image_id`` an image of the file
-    and its ``category_id`` a category of the file. With ``reference``, the
-    categories are compared with it (:func:`check_categories_against`) right
-    after they are checked, before the images and annotations: a file of
-    another dataset is named as such even if its records differ too.
+    The list exists and is not empty; each category is an object with
+    ``id`` and ``name``; ids are unique and sorted (labels are positions in
+    id order); with ``reference``, the categories equal it
+    (:func:`check_categories_against`).
 
     Args:
-        data (dict): The decoded file (:func:`load_annotation_file`).
+        data (dict): The decoded file.
         ann_file (str): The file's path, for messages.
         reference (str, optional): Packaged statistics name whose categories
-            the file must have (``'lvis_v1'``); ``None``: any categories.
+            the file must have; ``None``: any.
         dataset (str): The dataset class that reads the file, for messages.
 
+    Returns:
+        list: The category ids, ascending.
+
     Raises:
-        ValueError: Naming the file, the problem and the first offending
-            records (annotation id and image id for annotations).
+        AnnotationFileError: Naming the file and the problem.
     """
-    images = _records(data, 'images', ann_file)
-    anns = _records(data, 'annotations', ann_file)
-    cats = _records(data, 'categories', ann_file)
+    cats = require_list(data, 'categories', ann_file)
     if not cats:
-        raise ValueError(f'malformed annotation file {ann_file}: '
-                         "missing or empty 'categories'")
+        raise AnnotationFileError(f'malformed annotation file {ann_file}: '
+                                  "missing or empty 'categories'", ann_file)
     _missing_keys(cats, 'categories', ann_file, 'category')
     cat_list = [c['id'] for c in cats]
-    cat_ids = unique_ids(cat_list, ann_file, 'category')
-    if cat_list != sorted(cat_list):
-        raise ValueError(
+    unique_ids(cat_list, ann_file, 'category')
+    try:
+        in_order = cat_list == sorted(cat_list)
+    except TypeError:  # ids of mixed types
+        in_order = False
+    if not in_order:
+        raise AnnotationFileError(
             f'malformed annotation file {ann_file}: categories must be '
-            'sorted by id (labels are positions in id order)')
+            'sorted by id (labels are positions in id order)', ann_file)
     if reference is not None:
         check_categories_against(cats, reference, ann_file, dataset)
+    return cat_list
+
+
+def check_images(data: dict, ann_file: str) -> set:
+    """Check that ``images`` is a list of objects with the keys of
+    :data:`REQUIRED_KEYS` and unique ids; return the ids.
+
+    Raises:
+        AnnotationFileError: Naming the file, the image and the problem.
+    """
+    images = require_list(data, 'images', ann_file)
     _missing_keys(images, 'images', ann_file, 'image')
-    img_ids = unique_ids([im['id'] for im in images], ann_file, 'image')
-
-    needed = REQUIRED_KEYS['annotations']
-    missing: Dict[str, List[str]] = {k: [] for k in needed}
-    n_missing = dict.fromkeys(needed, 0)
-    bad_box: List[str] = []
-    no_image: List[str] = []
-    unknown_cats = set()
-    n_bad_box = n_no_image = n_unknown = 0
-    number = (int, float)
-    for i, a in enumerate(anns):
-        try:  # the common case first: one pass at dict-lookup speed
-            box = a['bbox']
-            img_id = a['image_id']
-            cat_id = a['category_id']
-            _ = (a['id'], a['area'])
-        except (KeyError, TypeError):
-            if type(a) is not dict:
-                raise ValueError(
-                    f'malformed annotation file {ann_file}: annotation #{i} '
-                    f"in 'annotations' is a JSON {type(a).__name__}, not an "
-                    'object.') from None
-            for k in needed:
-                if k not in a:
-                    n_missing[k] += 1
-                    if len(missing[k]) < _SHOW:
-                        missing[k].append(_where_ann(i, a))
-            continue
-        if not (type(box) is list and len(box) == 4 and type(box[0]) in number
-                and type(box[1]) in number and type(box[2]) in number
-                and type(box[3]) in number):
-            n_bad_box += 1
-            if len(bad_box) < _SHOW:
-                bad_box.append(f'{_where_ann(i, a)}: bbox={box!r}'[:120])
-        if img_id not in img_ids:
-            n_no_image += 1
-            if len(no_image) < _SHOW:
-                no_image.append(_where_ann(i, a))
-        if cat_id not in cat_ids:
-            n_unknown += 1
-            unknown_cats.add(cat_id)
-
-    problems = []
-    for k in needed:
-        if n_missing[k]:
-            problems.append(
-                f'annotations without {k!r}: {n_missing[k]} of {len(anns)} '
-                f'(first: {"; ".join(missing[k])})')
-    if n_bad_box:
-        problems.append(
-            'annotations whose bbox is not 4 numbers [x, y, width, height]: '
-            f'{n_bad_box} (first: {"; ".join(bad_box)})')
-    if n_no_image:
-        problems.append("annotations of an image_id that is not in 'images': "
-                        f"{n_no_image} (first: {'; '.join(no_image)})")
-    if n_unknown:
-        shown = sorted(unknown_cats, key=str)[:10]
-        problems.append(f'annotations of category ids {shown} that are not in '
-                        f"'categories': {n_unknown}")
-    if problems:
-        raise ValueError(
-            f'malformed annotation file {ann_file}:\n  - ' +
-            '\n  - '.join(problems) + '\nEvery annotation needs ' +
-            ', '.join(repr(k) for k in needed) +
-            ', an image and a category of the file. Nothing is skipped '
-            'silently: fix or remove these annotations.')
+    return unique_ids([im['id'] for im in images], ann_file, 'image')
 
 
 def check_categories_against(cats: Sequence[dict], reference: str,
@@ -329,7 +342,7 @@ def check_categories_against(cats: Sequence[dict], reference: str,
                  f'has {ref.num_classes})')
     else:
         found = f'{n} categories ({ref_label} has {ref.num_classes})'
-    raise ValueError(
+    raise AnnotationFileError(
         f'{ann_file} is not an {ref_label} annotation file: it has {found}; '
         f'{diff}. {dataset} uses '
         f"{ref_label}'s class list, so training or evaluating on this file "

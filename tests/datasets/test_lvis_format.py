@@ -17,6 +17,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmlongtail.datasets import LVISFormatDataset
+from mmlongtail.datasets.annotation_file import AnnotationFileError
 from mmlongtail.datasets.category_stats import load_category_stats
 from mmlongtail.datasets.lvis_format import LVISV1Dataset
 
@@ -45,7 +46,8 @@ def test_lvis_format_dataset_refuses_unknown_categories(tiny_lvis, tmp_path):
     data['annotations'][0]['category_id'] = 999
     bad = tmp_path / 'bad.json'
     bad.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r'category ids \[999\]'):
+    with pytest.raises(AnnotationFileError,
+                       match=r'category id 999 is not in .categories.'):
         LVISFormatDataset(ann_file=str(bad), data_prefix=dict(img=''),
                           pipeline=[])
 
@@ -195,7 +197,7 @@ def _toy(tmp_path):
 def _refused(path, data=None):
     if data is not None:
         path.write_text(json.dumps(data))
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(AnnotationFileError) as e:
         _build(LVISFormatDataset, path)
     msg = str(e.value)
     assert str(path) in msg
@@ -233,8 +235,8 @@ def test_annotation_without_a_key_names_ids_and_key(tmp_path, key):
              'annotation #4 (no id)')
     where += (f", image id {ann['image_id']}" if key != 'image_id' else
               ', no image_id')
-    assert (f"annotations without {key!r}: 2 of {len(data['annotations'])} "
-            f"(first: {where}; ") in msg
+    assert (f"missing_key: 2 of {len(data['annotations'])} "
+            f"(first: {where}: no {key!r}; ") in msg
 
 
 def test_annotation_of_no_image_is_refused_not_dropped(tmp_path):
@@ -243,8 +245,9 @@ def test_annotation_of_no_image_is_refused_not_dropped(tmp_path):
     ann = data['annotations'][0]
     ann['image_id'] = 123456789
     msg = _refused(path, data)
-    assert ("annotations of an image_id that is not in 'images': 1 "
-            f"(first: annotation id {ann['id']}, image id 123456789)") in msg
+    assert (f"unknown_image: 1 of {len(data['annotations'])} (first: "
+            f"annotation id {ann['id']}, image id 123456789: image id "
+            "123456789 is not in 'images')") in msg
 
 
 @pytest.mark.parametrize('box', [[1, 2, 3], [1, 2, 3, 4, 5], None,
@@ -254,9 +257,9 @@ def test_bbox_that_is_not_four_numbers(tmp_path, box):
     ann = data['annotations'][2]
     ann['bbox'] = box
     msg = _refused(path, data)
-    assert ('annotations whose bbox is not 4 numbers [x, y, width, height]: '
-            f"1 (first: annotation id {ann['id']}, image id "
-            f"{ann['image_id']}: bbox={box!r})") in msg
+    assert (f"wrong_type: 1 of {len(data['annotations'])} (first: "
+            f"annotation id {ann['id']}, image id {ann['image_id']}: bbox is "
+            f'{box!r}, not 4 numbers [x, y, width, height])') in msg
 
 
 def test_several_problems_reported_together(tmp_path):
@@ -264,8 +267,8 @@ def test_several_problems_reported_together(tmp_path):
     data['annotations'][0]['category_id'] = 999
     del data['annotations'][1]['bbox']
     msg = _refused(path, data)
-    assert "annotations without 'bbox': 1 of" in msg
-    assert "annotations of category ids [999] that are not in" in msg
+    assert "missing_key: 1 of" in msg
+    assert "category id 999 is not in 'categories'" in msg
 
 
 @pytest.mark.parametrize('edit, match', [
