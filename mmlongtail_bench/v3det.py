@@ -22,7 +22,7 @@ V3DET_VAL_IMAGES = 29821
 
 def v3det_like_stats(num_classes: int = V3DET_NUM_CLASSES,
                      num_images: int = V3DET_TRAIN_IMAGES,
-                     power: float = 0.75,
+                     power: float = 0.8,
                      max_fraction: float = 0.1,
                      seed: int = 0) -> dict:
     """Compact category statistics (``load_category_stats`` form) of a

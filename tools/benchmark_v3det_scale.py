@@ -105,6 +105,9 @@ def _peak_here(fn: Callable[[], object], device: str) -> int:
 
 
 def _child(conn, fn: Callable[[], object], device: str) -> None:
+    # a forked child cannot use the OpenMP threads of its parent (libgomp
+    # waits for them forever): one thread, so torch runs no parallel region
+    torch.set_num_threads(1)
     conn.send(_peak_here(fn, device))
     conn.close()
 
@@ -305,6 +308,10 @@ def metric_part(args, stats: dict) -> None:
           'file)')
     small = min(args.stock_images, args.images)
     runs = {}
+    # the runner forks: its children must not enter the OpenMP parallel
+    # regions whose threads only this process has (libgomp would hang)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         sets = [(args.images, 'fast')] if small < args.images else []
         sets += [(small, 'fast'), (small, 'lvis')]
@@ -318,6 +325,7 @@ def metric_part(args, stats: dict) -> None:
                                               dict(images=sub['images']))
             runs[num, backend] = evalbench['run_forked'](
                 backend, 'standard', 10000, ann_file, classes, samples)
+    torch.set_num_threads(threads)
     print(f'{"images / backend":<26}{"process s":>11}{"evaluate s":>12}'
           f'{"total s":>10}{"CPU s":>9}{"peak GiB":>10}{"added GiB":>11}'
           f'{"bbox_AP":>9}')
