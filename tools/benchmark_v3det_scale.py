@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="run mmdet's NMS only up to this many candidates: above "
         "mmcv's split_thr (10,000) its batched_nms loops over the classes, "
         'each pass scanning every candidate (13,204 x ~11M at score_thr '
-        '1e-4), which did not finish in 5 min')
+        '1e-4), which did not finish in 4 min')
     p.add_argument('--images', type=int, default=V3DET_VAL_IMAGES)
     p.add_argument('--stock-images', type=int, default=1000,
                    help='images of the side-by-side run with lvis-api')
