@@ -3,10 +3,11 @@ from .category_stats import CategoryStats, load_category_stats
 from .heldout_split import split_heldout, split_info  # noqa: F401
 from .image_categories import ImageCategories, image_categories
 from .lvis_format import LVISFormatDataset, LVISV1Dataset
+from .v3det_format import V3DetDataset
 
 __all__ = [
     'CategoryStats', 'load_category_stats', 'ImageCategories',
-    'image_categories', 'LVISFormatDataset', 'LVISV1Dataset'
+    'image_categories', 'LVISFormatDataset', 'LVISV1Dataset', 'V3DetDataset'
 ]
 
 # repeat-factor sampling (importing ``samplers`` registers the sampler)
