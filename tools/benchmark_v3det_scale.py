@@ -40,6 +40,7 @@ Usage::
     python tools/benchmark_v3det_scale.py --parts losses --device cuda
 """
 import argparse
+import ctypes
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -101,11 +102,17 @@ def _peak_here(fn: Callable[[], object], device: str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
+    # hand the heap's free pages back to the kernel first: otherwise the
+    # call reuses pages the parent freed (already resident, so they add no
+    # RSS) and its peak reads low by however much the parent had freed
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
     try:  # reset the peak RSS to the current RSS (clear_refs 5)
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
-    except OSError:
-        pass
+    except OSError as e:
+        raise RuntimeError(
+            'cannot reset the peak RSS through /proc/self/clear_refs '
+            f'({e}): the peak memory column would be wrong') from e
     before = _status('VmRSS')
     start_peak = _status('VmHWM')
     fn()
