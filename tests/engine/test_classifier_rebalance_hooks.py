@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import mmlongtail  # noqa: F401
@@ -102,6 +103,14 @@ def runner(work_dir, model, hooks, max_epochs=1, resume=False, val=None):
         default_scope='mmdet',
         experiment_name=f'exp_{max_epochs}_{resume}',
         **kw)
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    # Toy() builds mmdet's box coder from the current default scope, which a
+    # Runner built by an earlier test may have left at 'mmengine'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
 
 
 @pytest.fixture
