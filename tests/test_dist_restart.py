@@ -127,6 +127,7 @@ if os.environ['TORCHELASTIC_RESTART_COUNT'] == '0':
 else:
     stale = store.check(['left_by_the_first_start'])
     dist.barrier()
+    dist.destroy_process_group()  # exiting with it alive may abort
     sys.exit(3 if stale else 0)
 """
 

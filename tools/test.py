@@ -17,7 +17,7 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmlongtail.apis import init_cpu_distributed
+from mmlongtail.apis import close_distributed, init_cpu_distributed
 from mmlongtail.apis.runner_setup import build_test_config
 from mmlongtail.evaluation.streamed_test import (DEFAULT_CHUNK_IMAGES,
                                                  default_folder,
@@ -82,6 +82,7 @@ def main():
         prepare_prediction_folder(runner, cfg, args.checkpoint,
                                   fresh=args.fresh_predictions)
     runner.test()
+    close_distributed()  # no-op without a process group
 
 
 if __name__ == '__main__':

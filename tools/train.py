@@ -15,7 +15,8 @@ import os
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmlongtail.apis import build_runner_config, init_cpu_distributed
+from mmlongtail.apis import (build_runner_config, close_distributed,
+                             init_cpu_distributed)
 from mmlongtail.apis.runner_setup import elastic_restarts
 
 
@@ -62,6 +63,7 @@ def main():
     init_cpu_distributed(cfg)  # no-op with CUDA or without a launcher
     runner = Runner.from_cfg(cfg)
     runner.train()
+    close_distributed()  # no-op without a process group
 
 
 if __name__ == '__main__':

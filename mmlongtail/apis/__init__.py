@@ -6,10 +6,11 @@ from mmlongtail.datasets.heldout_split import split_heldout, split_info
 from .calibrate import sweep
 from .calibration import SweepResult, resolve_param
 from .runner_setup import (apply_device_defaults, build_runner_config,
-                           enable_amp, init_cpu_distributed)
+                           close_distributed, enable_amp,
+                           init_cpu_distributed)
 
 __all__ = [
     'SweepResult', 'apply_device_defaults', 'build_runner_config',
-    'enable_amp', 'init_cpu_distributed', 'resolve_param', 'split_heldout',
-    'split_info', 'sweep'
+    'close_distributed', 'enable_amp', 'init_cpu_distributed',
+    'resolve_param', 'split_heldout', 'split_info', 'sweep'
 ]

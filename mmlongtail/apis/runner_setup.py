@@ -72,6 +72,24 @@ def init_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
+def close_distributed() -> None:
+    """Leave the process group at the end of a run that finished normally.
+
+    Every process waits for the others (a barrier), then destroys the group.
+    A process that exits with its group alive may abort at interpreter exit
+    with ``terminate called without an active exception`` (SIGABRT): with
+    torch 2.13 and gloo, 4 of 24 exits of a two-process script that
+    all-reduces and leaves did so here, none of 20 that destroyed the group
+    first. ``tools/train.py`` and ``tools/test.py`` call this after the run;
+    on an error they do not (a barrier would wait for processes that may be
+    gone). A no-op without a process group.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def enable_amp(cfg: Config) -> Config:
     """Switch the optimizer wrapper to mixed precision (fp16 on CUDA).
 

@@ -116,3 +116,23 @@ def test_process_group_timeout_reaches_init(monkeypatch):
                                                  timeout=1800))))
     assert init_cpu_distributed(cfg)
     assert seen['timeout'] == datetime.timedelta(minutes=30)
+
+
+def test_close_distributed_leaves_the_group(tmp_path):
+    """tools/train.py and tools/test.py end with close_distributed: the
+    group is destroyed (exiting with a live gloo group aborted about one
+    exit in six here), and without a group it does nothing."""
+    import torch
+
+    from mmlongtail.apis import close_distributed
+    close_distributed()  # no group: a no-op
+    assert not torch.distributed.is_initialized()
+    store = torch.distributed.FileStore(str(tmp_path / 'store'), 1)
+    torch.distributed.init_process_group('gloo', store=store, rank=0,
+                                         world_size=1)
+    try:
+        close_distributed()
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
