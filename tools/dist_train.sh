@@ -32,7 +32,8 @@ while kill -0 "$CHILD" 2>/dev/null; do  # woken by a trapped signal
 done
 if ((RC != 0 && STOPPED == 0)); then
   USED=""
-  ((${MAX_RESTARTS:-0} > 0)) && USED=" after ${MAX_RESTARTS} restart(s)"
+  [[ ${MAX_RESTARTS:-0} =~ ^[1-9][0-9]*$ ]] &&
+    USED=" after ${MAX_RESTARTS} restart(s)"
   cat >&2 <<MSG
 tools/dist_train.sh: training stopped$USED (torchrun exit code $RC).
   Which process failed first: torchrun's "Root Cause" above (rank,

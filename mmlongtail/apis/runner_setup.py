@@ -187,6 +187,12 @@ def resume_rule(cfg: Config, resume: Optional[str], restart: int = 0,
       the first one and each restart, resumes the newest intact checkpoint
       in the work dir; while it holds none (a first start, or a group that
       failed before its first save), the start does what the command says.
+      "None" means no checkpoint file and no ``last_checkpoint``: a work dir
+      whose checkpoints are all damaged, or whose ``last_checkpoint`` names
+      a file that is gone, is not trained over from the start; the resume
+      stops with :class:`~mmlongtail.engine.checkpoint_io.CheckpointError`
+      listing each file and its problem (every restart then stops the same
+      way until torchrun gives up).
 
     The rule under restarts does not ask ``restart``: torchrun counts the
     restarts of each node's own group (a node whose workers were healthy is

@@ -26,6 +26,10 @@ class NonFiniteError(FloatingPointError):
         self.findings = findings
         super().__init__(message)
 
+    def __reduce__(self):
+        # rebuilt from its own arguments where it crosses processes
+        return type(self), (self.args[0], self.findings)
+
 
 def describe(name: str, value: Tensor) -> Optional[str]:
     """``'name = nan'`` (or how many of its values are non-finite) when

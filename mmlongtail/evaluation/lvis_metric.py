@@ -134,7 +134,8 @@ def check_label_range(labels: Any, num_classes: int, image_ids: Any,
 
 def check_predictions(img_id: Any, bboxes: np.ndarray, scores: np.ndarray,
                       labels: np.ndarray,
-                      mask_scores: Optional[np.ndarray] = None) -> None:
+                      mask_scores: Optional[np.ndarray] = None,
+                      num_masks: Optional[int] = None) -> None:
     """The metric's checks of one image's predictions (the label range is
     :func:`check_label_range`'s): as many boxes, scores, labels (and mask
     scores) as detections; finite scores and box coordinates; no negative
@@ -146,17 +147,27 @@ def check_predictions(img_id: Any, bboxes: np.ndarray, scores: np.ndarray,
         scores (np.ndarray): ``(N,)``.
         labels (np.ndarray): ``(N,)``.
         mask_scores (np.ndarray, optional): ``(N,)``.
+        num_masks (int, optional): How many masks were given (``N``).
 
     Raises:
         ValueError: Naming the image, how many detections are wrong, the
             first one (its index and values) and what to check.
     """
+    whole = labels.dtype.kind in 'iu' or (
+        labels.dtype.kind == 'f' and bool(np.all(np.floor(labels) == labels)))
+    if not whole:
+        raise ValueError(
+            f'prediction labels of image {img_id} must be integers, got '
+            f'{labels.dtype} values such as {labels.ravel()[:3].tolist()} '
+            '(a fractional label would be cut to an integer)')
     n = scores.shape[0]
     sizes = {'boxes': bboxes.shape[0] if bboxes.ndim == 2 and
              bboxes.shape[1] == 4 else f'shape {tuple(bboxes.shape)}',
              'labels': labels.shape[0]}
     if mask_scores is not None:
         sizes['mask scores'] = mask_scores.shape[0]
+    if num_masks is not None:
+        sizes['masks'] = num_masks
     if any(v != n for v in sizes.values()):
         raise ValueError(
             f'predictions of image {img_id}: {n} scores but ' + ', '.join(
@@ -502,7 +513,8 @@ class LVISMetric(BaseMetric):
         if 'mask_scores' in pred:
             pred['mask_scores'] = to_numpy(pred['mask_scores']).ravel()
         check_predictions(img_id, pred['bboxes'], pred['scores'],
-                          pred['labels'], pred.get('mask_scores'))
+                          pred['labels'], pred.get('mask_scores'),
+                          len(pred['masks']) if 'masks' in pred else None)
         self._check_labels(pred['labels'], img_id, num_classes)
         img_id = int(img_id)
         if self._gt is not None:

@@ -258,10 +258,12 @@ class StreamedLVISMetric(BaseMetric):
                 'validation during training)')
         num_classes = self.metric.ground_truth.num_classes
         for ds in data_samples:
-            rec = store.image_record(ds)
+            # checked as given, before the conversion to the stored arrays
+            # (which would reshape wrongly shaped boxes, cut float labels)
             self.metric.checked_predictions(
-                rec['img_id'], store.record_sample(rec)['pred_instances'],
-                num_classes, remember=False)
+                ds['img_id'], ds['pred_instances'], num_classes,
+                remember=False)
+            rec = store.image_record(ds)
             self._buffer.append(rec)
             if len(self._buffer) >= self.chunk_images:
                 self.flush()

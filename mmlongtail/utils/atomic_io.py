@@ -71,11 +71,16 @@ class AtomicWriteError(OSError):
         self.path = path
         self.step = step
         self.temporary = temporary
+        self._init_args = (path, step, temporary, cause, left)
         reason = cause.strerror or str(cause)
         super().__init__(
             cause.errno,
             f'writing {path} failed at step {step!r} ({reason}); {left}',
             temporary)
+
+    def __reduce__(self):
+        # rebuilt from its own arguments where it crosses processes
+        return type(self), self._init_args
 
 
 #: The steps of :func:`atomic_write`, in order; :class:`AtomicWriteError`

@@ -232,3 +232,35 @@ def test_streamed_metric_checks_as_predictions_arrive(tmp_path):
                                 ann_file=ann_file), str(tmp_path / 'pred'))
     with pytest.raises(ValueError, match='scores of image 2 are not finite'):
         m.process({}, [_sample(p, False)])
+
+
+def test_streamed_metric_checks_before_converting(tmp_path):
+    """Transposed boxes, float labels and a mask count that differs from the
+    scores are refused as given, before the conversion to the stored
+    arrays (which would reshape (4, N) boxes, cut 0.7 to 0, and write a
+    chunk that fails only at the final evaluation)."""
+    from mmlongtail.evaluation import StreamedLVISMetric
+    gt = tiny_federated_gt()
+    ann_file = str(tmp_path / 'gt.json')
+    with open(ann_file, 'w') as f:
+        json.dump(gt, f)
+    p = tiny_federated_predictions()[0]  # 2 of its detections: (4, 2) boxes
+    p = dict(p, scores=p['scores'][:2], labels=p['labels'][:2],
+             bboxes=p['bboxes'][:2])
+    m = StreamedLVISMetric(dict(type='mmlongtail.LVISMetric',
+                                ann_file=ann_file), str(tmp_path / 'pred'))
+    transposed = _sample(p, False)
+    transposed['pred_instances']['bboxes'] = \
+        transposed['pred_instances']['bboxes'].T.contiguous()
+    with pytest.raises(ValueError, match=r'\(boxes must be \(N, 4\)'):
+        m.process({}, [transposed])
+    floats = _sample(p, False)
+    floats['pred_instances']['labels'] = torch.tensor([0.7, 1.2])
+    with pytest.raises(ValueError, match='labels of image .* must be '
+                       'integers'):
+        m.process({}, [floats])
+    masks = _sample(p, True)
+    masks['pred_instances']['masks'] = masks['pred_instances']['masks'][:1]
+    with pytest.raises(ValueError, match='2 scores but .*1 masks'):
+        m.process({}, [masks])
+    assert m._buffer == []  # nothing was kept to be written

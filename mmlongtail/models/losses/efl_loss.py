@@ -280,10 +280,16 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
         """:meth:`_loss` with the lean kernel: the statistics come from the
         forward pass's closed-form gradient, all-reduced now and added when
         backward reaches the output, as in the autograd path."""
-        if cls_score.size(0) == 0:
-            return empty_loss(_at_least_float32(cls_score), reduction,
-                              tuple(cls_score.shape))
         tracked = cls_score.requires_grad and torch.is_grad_enabled()
+        if cls_score.size(0) == 0:
+            loss = empty_loss(_at_least_float32(cls_score), reduction,
+                              tuple(cls_score.shape))
+            if tracked:  # every rank makes the same collective calls
+                zeros = cls_score.new_zeros(cls_score.size(1),
+                                            dtype=torch.float32)
+                both = self.reduce_gradient_sums(zeros, zeros.clone())
+                loss.register_hook(partial(self.add_gradient_sums, both))
+            return loss
         scale = None
         if tracked:
             scale = self.loss_weight * _reduction_scale(

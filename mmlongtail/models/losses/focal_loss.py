@@ -103,12 +103,16 @@ class FocalLoss(SigmoidClassifierProtocol, ClassificationLoss):
     Numerically the same as mmdet 3.3.0's ``FocalLoss(use_sigmoid=True)``
     python path (loss and gradient; bit for bit with ``lean=False``, to
     float rounding with the default lean kernel, which keeps one ``(N, C)``
-    temporary instead of about eight and uses mmcv's fused kernel on CUDA),
-    in dense heads and as an RoI classifier with ``C`` channels and
-    background label ``C``. It also implements the
-    ``BBoxHead`` classifier protocol, so a ``Shared2FCBBoxHead`` gets a
-    ``C``-channel ``fc_cls`` and ``(N, C + 1)`` probability scores at test
-    time (mmdet's own focal loss does neither). Unlike mmdet, an empty batch
+    temporary instead of about eight and uses mmcv's fused kernel on CUDA;
+    that kernel clamps ``log(p)`` at float32's smallest normal number, so
+    on CUDA an element with ``|logit| > ~87`` on its wrong side adds about
+    ``alpha * 87.3`` to the loss instead of ``alpha * |logit|``, as in
+    mmdet's CUDA path; the gradient is not affected), in dense heads and
+    as an RoI classifier with ``C`` channels and background label ``C``.
+    It also implements the ``BBoxHead`` classifier protocol, so a
+    ``Shared2FCBBoxHead`` gets a ``C``-channel ``fc_cls`` and
+    ``(N, C + 1)`` probability scores at test time (mmdet's own focal loss
+    does neither). Unlike mmdet, an empty batch
     gives 0 instead of NaN.
 
     Args:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .checks import sigmoid_target_mask
+from .checks import check_labels, sigmoid_target_mask
 
 #: Elements of one block (rows x classes): 256k, 1 MB per float32 block
 #: temporary, a few of which are alive at once (larger blocks were no
@@ -144,6 +144,7 @@ def _block(x: Tensor, labels: Tensor, terms: Terms, want_loss: bool,
     if terms.backend == 'mmcv':
         ext = _mmcv_focal_ext()
         empty = x.new_empty(0)
+        labels = labels.contiguous()  # the kernel reads them by pointer
         loss = grad = None
         if want_loss:
             loss = torch.zeros_like(x)
@@ -292,6 +293,7 @@ def lean_sigmoid_sum(logits: Tensor,
     """:class:`SigmoidFocalFunction` with blocks of ``block_elements``."""
     if output not in OUTPUTS:
         raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
+    check_labels(labels, logits.size(0), logits.size(1), 'lean sigmoid loss')
     return SigmoidFocalFunction.apply(
         logits, labels, weight, terms, output,
         block_rows(logits.size(1), block_elements), stats_scale)

@@ -381,3 +381,34 @@ def test_cuda_mmcv_kernel_equals_lean_torch_path(dtype):
                           2.0, 0.25, None, 'mean', 321.0)
     torch.testing.assert_close(outs[0][0].double().cpu(), ref, rtol=1e-5,
                                atol=0)
+
+
+@pytest.mark.parametrize('lean', [True, False])
+def test_efl_empty_batch_still_makes_its_collective(lean, monkeypatch):
+    """Every rank must make the same all-reduce calls: a rank whose batch is
+    empty (an R-CNN head without RoIs) still reduces its (zero) statistics,
+    in the lean path as in the autograd one."""
+    c = 4
+    loss = EqualizedFocalLoss(num_classes=c, dense_head=True, lean=lean)
+    calls = []
+    original = loss.reduce_gradient_sums
+
+    def counted(pos, neg):
+        calls.append((pos.clone(), neg.clone()))
+        return original(pos, neg)
+
+    monkeypatch.setattr(loss, 'reduce_gradient_sums', counted)
+    x = torch.zeros(0, c, requires_grad=True)
+    out = loss(x, torch.zeros(0, dtype=torch.long), reduction_override='sum')
+    out.backward()
+    assert len(calls) == 1
+    assert all(t.shape == (c, ) and not t.any() for t in calls[0])
+    assert not loss.pos_grad.any() and not loss.neg_grad.any()
+
+
+def test_lean_kernel_refuses_labels_out_of_range():
+    x = torch.zeros(3, 4)
+    for bad in (-1, 5):
+        labels = torch.tensor([0, bad, 4])
+        with pytest.raises(ValueError, match=r'labels must lie in \[0, 4\]'):
+            lean_focal_loss(x, labels, None, 2.0, 0.25)
