@@ -35,16 +35,10 @@ import subprocess
 import sys
 import time
 
+from mmlongtail_bench.memory import proc_status
+
 SIDES = ('mmdet', 'mmlongtail')
 GOAL = 0.6
-
-
-def _status_kib(key: str, pid='self') -> int:
-    with open(f'/proc/{pid}/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1])
-    return 0
 
 
 def _smaps(pid) -> dict:
@@ -82,17 +76,17 @@ def child(side: str, ann_file: str, workers: int) -> dict:
     from mmlongtail.datasets import (ClassAwareSampler, LVISV1Dataset,
                                      RepeatFactorSampler)
     cls = MMDetLVISV1Dataset if side == 'mmdet' else LVISV1Dataset
-    rss_before = _status_kib('VmRSS') / 1024
+    rss_before = proc_status('VmRSS') / 2**20
     t0, c0 = time.perf_counter(), time.process_time()
     ds = cls(ann_file=ann_file, data_prefix=dict(img=''), pipeline=[],
              filter_cfg=dict(filter_empty_gt=True, min_size=32))
     load_s = time.perf_counter() - t0
     load_cpu_s = time.process_time() - c0
-    peak = _status_kib('VmHWM') / 1024
+    peak = proc_status('VmHWM') / 2**20
     res = dict(side=side, images=len(ds), load_s=load_s,
                load_cpu_s=load_cpu_s, peak_mib=peak,
                rss_before_mib=rss_before,
-               rss_after_load_mib=_status_kib('VmRSS') / 1024)
+               rss_after_load_mib=proc_status('VmRSS') / 2**20)
     t0 = time.perf_counter()
     RepeatFactorSampler(ds, repeat_thr=1e-3, seed=0)
     res['rfs_s'] = time.perf_counter() - t0

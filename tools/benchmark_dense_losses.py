@@ -42,6 +42,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from mmlongtail_bench.memory import proc_status, reset_peak_rss
+
 CASES = ('mmdet_focal', 'focal_old', 'focal', 'efl_old', 'efl')
 STRIDES = (8, 16, 32, 64, 128)
 ANCHORS_PER_POSITION = 9
@@ -150,35 +152,20 @@ class Memory:
         self.cuda = device.startswith('cuda')
         self.torch = torch
 
-    @staticmethod
-    def _status(field: str) -> int:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError(f'/proc/self/status has no {field}')
-
     def start(self) -> None:
         if self.cuda:
             self.torch.cuda.synchronize()
             self.torch.cuda.reset_peak_memory_stats()
             self.base = self.torch.cuda.memory_allocated()
             return
-        try:
-            with open('/proc/self/clear_refs', 'w') as f:
-                f.write('5')  # reset VmHWM to the current RSS
-        except OSError as e:
-            raise RuntimeError(
-                f'cannot reset the peak RSS through /proc/self/clear_refs '
-                f'({e}): run on Linux >= 4.0 with /proc writable, or on '
-                'CUDA') from e
-        self.base = self._status('VmRSS')
+        reset_peak_rss()
+        self.base = proc_status('VmRSS')
 
     def peak(self) -> int:
         if self.cuda:
             self.torch.cuda.synchronize()
             return self.torch.cuda.max_memory_allocated() - self.base
-        return self._status('VmHWM') - self.base
+        return proc_status('VmHWM') - self.base
 
 
 def run_case(case: str, args: argparse.Namespace) -> Dict:

@@ -56,6 +56,8 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from mmlongtail_bench.memory import proc_status
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'seesaw_mask_rcnn_lvis.py')
 #: The configs whose mask heads are compared by default, by file name (the
@@ -198,15 +200,6 @@ def build(config: str, device: str, heads_only: bool = False):
 def _meta(h: int, w: int) -> dict:
     return dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0),
                 pad_shape=(h, w), batch_input_shape=(h, w))
-
-
-def proc_status(key: str) -> int:
-    """A byte count of /proc/self/status (``VmRSS``, ``VmHWM``)."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'no {key} in /proc/self/status')
 
 
 def reset_peak() -> None:

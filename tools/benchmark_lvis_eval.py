@@ -49,6 +49,7 @@ from mmengine.logging import MMLogger
 from mmlongtail.evaluation import LVISMetric
 from mmlongtail.evaluation.faster_coco import faster_lvis_eval_class, silent
 from mmlongtail.evaluation.faster_eval import faster_results
+from mmlongtail_bench.memory import proc_status
 from mmlongtail_bench.synthetic import make_lvis_gt, make_predictions
 
 _CHALLENGE = r'''
@@ -127,11 +128,7 @@ def to_samples(preds: list, gt: dict) -> list:
 
 def _rss_gb(field: str) -> float:
     """``VmRSS`` / ``VmHWM`` of this process, in GiB."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) / 2**20
-    return float('nan')
+    return proc_status(field) / 2**30
 
 
 def run_backend(backend: str, protocol: str, k: int, ann_file: str,

@@ -40,7 +40,6 @@ Usage::
     python tools/benchmark_v3det_scale.py --parts losses --device cuda
 """
 import argparse
-import ctypes
 import multiprocessing as mp
 import os
 import os.path as osp
@@ -51,6 +50,9 @@ import time
 from typing import Callable, Dict, List
 
 import torch
+
+from mmlongtail_bench.memory import (proc_status, reset_peak_rss,
+                                     trim_heap)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'v3det',
@@ -84,15 +86,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- memory --
-def _status(key: str) -> int:
-    """A byte count of /proc/self/status (``VmRSS``, ``VmHWM``)."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(key + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'no {key} in /proc/self/status')
-
-
 def _peak_here(fn: Callable[[], object], device: str) -> int:
     """Bytes of peak memory one call of ``fn`` adds in this process."""
     if device.startswith('cuda'):
@@ -102,21 +95,12 @@ def _peak_here(fn: Callable[[], object], device: str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    # hand the heap's free pages back to the kernel first: otherwise the
-    # call reuses pages the parent freed (already resident, so they add no
-    # RSS) and its peak reads low by however much the parent had freed
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-    try:  # reset the peak RSS to the current RSS (clear_refs 5)
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-    except OSError as e:
-        raise RuntimeError(
-            'cannot reset the peak RSS through /proc/self/clear_refs '
-            f'({e}): the peak memory column would be wrong') from e
-    before = _status('VmRSS')
-    start_peak = _status('VmHWM')
+    trim_heap()  # else the call reuses pages the parent freed: reads low
+    reset_peak_rss()
+    before = proc_status('VmRSS')
+    start_peak = proc_status('VmHWM')
     fn()
-    return max(_status('VmHWM') - max(before, start_peak), 0)
+    return max(proc_status('VmHWM') - max(before, start_peak), 0)
 
 
 def _child(conn, fn: Callable[[], object], device: str) -> None:
