@@ -1,6 +1,10 @@
-"""Two-rank gloo runs for tests: a free local port, and ``spawn_gloo`` which
-starts the process group around a worker and tears it down afterwards."""
+"""Two-rank gloo runs for tests: a free local port, the environment of a
+``tools/dist_train.sh`` launch, and ``spawn_gloo`` which starts the process
+group around a worker and tears it down afterwards."""
+import os
+import os.path as osp
 import socket
+import sys
 from typing import Any, Callable
 
 import torch.multiprocessing as mp
@@ -11,6 +15,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def launcher_env(*drop: str) -> dict:
+    """The environment for a ``tools/dist_train.sh`` launch in a test: a
+    free port, this interpreter, one thread per process and ``tests/`` on
+    ``PYTHONPATH`` (where the test configs' hooks live), without the
+    variables named in ``drop`` (fault switches a test sets for one run)."""
+    env = dict(os.environ)
+    env.update(
+        PORT=str(free_port()),
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS='1',
+        PYTHONPATH=osp.dirname(osp.abspath(__file__)))
+    for name in drop:
+        env.pop(name, None)
+    return env
 
 
 def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple):

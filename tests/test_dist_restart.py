@@ -21,7 +21,7 @@ import sys
 import pytest
 import torch
 
-from dist_utils import free_port
+from dist_utils import free_port, launcher_env
 from longtail_probe import tiny_config
 from rank_faults import KILL_RANK_ENV
 
@@ -33,14 +33,7 @@ SEESAW_COUNTS = 'roi_head.bbox_head.loss_cls.cum_samples'
 
 
 def _launch(cfg_file, work_dir, extra_env=None, timeout=240):
-    env = dict(os.environ)
-    env.update(
-        PORT=str(free_port()),
-        PYTHON=sys.executable,
-        OMP_NUM_THREADS='1',
-        PYTHONPATH=osp.join(ROOT, 'tests'))
-    env.pop(KILL_RANK_ENV, None)
-    env.pop('MAX_RESTARTS', None)
+    env = launcher_env(KILL_RANK_ENV, 'MAX_RESTARTS')
     env.update(extra_env or {})
     try:
         proc = subprocess.run(

@@ -8,15 +8,13 @@ would refuse this model; the test config replaces ``custom_hooks`` with the
 recording hook of ``tests/longtail_probe.py`` and never validates.
 """
 import math
-import os
 import os.path as osp
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from dist_utils import free_port
+from dist_utils import launcher_env
 from longtail_probe import tiny_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -34,12 +32,7 @@ def dist_run(tiny_lvis, tmp_path_factory):
     cfg.find_unused_parameters = True
     cfg_file = str(tmp / 'tiny_dist.py')
     cfg.dump(cfg_file)
-    env = dict(os.environ)
-    env.update(
-        PORT=str(free_port()),
-        PYTHON=sys.executable,
-        OMP_NUM_THREADS='1',
-        PYTHONPATH=osp.join(ROOT, 'tests'))
+    env = launcher_env()
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools/dist_train.sh'), cfg_file, '2',
          '--work-dir', str(tmp / 'work')],

@@ -23,13 +23,12 @@ import os.path as osp
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from dist_utils import free_port
+from dist_utils import launcher_env
 from longtail_probe import tiny_config
 from mmlongtail.engine.checkpoint_io import (check_checkpoint,
                                              checkpoint_steps, read_pointer)
@@ -83,13 +82,7 @@ class _Launcher:
         self.launches = []
 
     def start(self, resume, extra_env=None):
-        env = dict(os.environ)
-        env.update(
-            PORT=str(free_port()),
-            PYTHON=sys.executable,
-            OMP_NUM_THREADS='1',
-            PYTHONPATH=osp.join(ROOT, 'tests'))
-        env.pop(KILL_DURING_WRITE_ENV, None)
+        env = launcher_env(KILL_DURING_WRITE_ENV)
         env.update(extra_env or {})
         log = osp.join(self.log_dir, f'launch{len(self.launches)}.log')
         cmd = ['bash', osp.join(ROOT, 'tools/dist_train.sh'), self.cfg_file,
