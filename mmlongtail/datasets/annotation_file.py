@@ -292,6 +292,24 @@ def check_images(data: dict, ann_file: str) -> set:
     return unique_ids([im['id'] for im in images], ann_file, 'image')
 
 
+def adopt_file_classes(metainfo: dict, names: Sequence[str],
+                       ann_file: str) -> None:
+    """Take a dataset's class names from its annotation file (``names``, in
+    label order) unless its metainfo already gives them; then the two must
+    have as many classes.
+
+    Raises:
+        ValueError: If the metainfo's classes and the file's categories
+            differ in number.
+    """
+    if not metainfo.get('classes'):
+        metainfo['classes'] = names
+    elif len(metainfo['classes']) != len(names):
+        raise ValueError(
+            f'metainfo gives {len(metainfo["classes"])} classes '
+            f'but {ann_file} has {len(names)} categories')
+
+
 def check_categories_against(cats: Sequence[dict], reference: str,
                              ann_file: str, dataset: str) -> None:
     """Refuse a file whose categories (ids and names, in id order) are not

@@ -10,6 +10,7 @@ from mmdet.datasets import LVISV1Dataset as _MMDetLVISV1Dataset
 from mmengine.dataset import force_full_init
 
 from mmlongtail.registry import DATASETS
+from .annotation_file import adopt_file_classes
 from .category_stats import load_category_stats
 from .lvis_records import POLICIES, LVISRecords, read_lvis_records
 
@@ -104,12 +105,7 @@ class LVISFormatDataset(_MMDetLVISV1Dataset):
         self.cat2label = {c: i for i, c in enumerate(self.cat_ids)}
         self.cat_img_map = defaultdict(list, rec.cat_img_map)
         names = rec.cat_names
-        if not self._metainfo.get('classes'):
-            self._metainfo['classes'] = names
-        elif len(self._metainfo['classes']) != len(names):
-            raise ValueError(
-                f'metainfo gives {len(self._metainfo["classes"])} classes '
-                f'but {self.ann_file} has {len(names)} categories')
+        adopt_file_classes(self._metainfo, names, self.ann_file)
         self._rows = self._filtered_rows()
         if self._indices is not None:
             self._rows = self._select(self._rows, self._indices)

@@ -14,7 +14,8 @@ from typing import List
 from mmdet.datasets import CocoDataset
 
 from mmlongtail.registry import DATASETS
-from .annotation_file import load_annotation_file, unique_ids
+from .annotation_file import (adopt_file_classes, load_annotation_file,
+                              unique_ids)
 
 #: How many offending ids a message names.
 _SHOW = 5
@@ -107,10 +108,5 @@ class V3DetDataset(CocoDataset):
             }) for img in raw['images']
         ]
         del raw, anns_of
-        if not self._metainfo.get('classes'):
-            self._metainfo['classes'] = names
-        elif len(self._metainfo['classes']) != len(names):
-            raise ValueError(
-                f'metainfo gives {len(self._metainfo["classes"])} classes '
-                f'but {self.ann_file} has {len(names)} categories')
+        adopt_file_classes(self._metainfo, names, self.ann_file)
         return data_list
