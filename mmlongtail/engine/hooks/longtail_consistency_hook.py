@@ -114,6 +114,11 @@ def _check_dense_heads(model: nn.Module) -> None:
                     'turns off the classifier protocol this head needs '
                     '(C-channel fc_cls, sigmoid scores); drop dense_head')
             continue
+        refusal = getattr(loss, 'DENSE_HEAD_REFUSAL', None)
+        if refusal:  # a loss that says why it cannot score in a dense head
+            raise ValueError(
+                f'{where} is a dense head, but its loss_cls {loss_name} '
+                f'cannot be used there: {refusal}')
         layout = loss.classifier_layout(num)
         if layout.num_outputs != num:
             raise ValueError(
@@ -221,7 +226,8 @@ def check_longtail_consistency(model: nn.Module,
     * an mmlongtail loss in a dense head is one that works there (see
       :func:`_check_dense_heads`: ``C`` sigmoid rows, ``dense_head=True``,
       a tested head; Seesaw, EQLv2 and BAGS are refused with the loss to
-      use instead), and a ``dense_head=True`` loss is in a dense head;
+      use instead, a loss with ``DENSE_HEAD_REFUSAL`` (APA) with its
+      reason), and a ``dense_head=True`` loss is in a dense head;
     * a ``loss_cls`` with its own channel layout (``custom_cls_channels``,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;

@@ -28,6 +28,9 @@ class ScoringFamily(enum.Enum):
     * ``GUMBEL``: ``exp(-exp(-z))`` per class row; the background column is
       ``1 - max_j p_j``.
     * ``GROUP_SOFTMAX``: softmaxes over groups of rows (BAGS).
+    * ``APA``: ``(lambda e^{-kappa z} + 1)^{-1/lambda}`` per class row, with
+      ``lambda`` and ``kappa`` learned in the loss; the background column
+      is ``1 - max_j p_j``.
     """
     SOFTMAX = 'softmax'
     SEESAW = 'seesaw'
@@ -35,6 +38,7 @@ class ScoringFamily(enum.Enum):
     SIGMOID_OBJECTNESS = 'sigmoid_objectness'
     GUMBEL = 'gumbel'
     GROUP_SOFTMAX = 'group_softmax'
+    APA = 'apa'
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ its description; :data:`CALIBRATION_FAMILY`):
   classes) and multiplied by the unchanged ``P(foreground)``; ``P(bg)`` is
   kept. The background is thus "handled separately" by construction.
 * *independent per-class scores* (EQL, EQLv2, focal, federated, ECM, GOL,
-  BALMS: the scoring families ``SIGMOID``, ``SIGMOID_OBJECTNESS`` and
-  ``GUMBEL``): each class score ``s_c`` is its own
+  BALMS, APA: the scoring families ``SIGMOID``, ``SIGMOID_OBJECTNESS``,
+  ``GUMBEL`` and ``APA``): each class score ``s_c`` is its own
   binary problem, class ``c`` against everything else, so there is no
   per-proposal normalizer over classes. Calibration is the binary form of
   the same rule, the negative outcome unweighted, renormalized per
@@ -91,6 +91,7 @@ CALIBRATION_FAMILY = {
     ScoringFamily.SIGMOID: 'sigmoid',
     ScoringFamily.SIGMOID_OBJECTNESS: 'sigmoid',
     ScoringFamily.GUMBEL: 'sigmoid',
+    ScoringFamily.APA: 'sigmoid',
 }
 
 

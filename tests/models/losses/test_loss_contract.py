@@ -100,6 +100,12 @@ SPECS = {
         channels=C),
     'BalancedSoftmaxLoss':
     Spec(dict(num_classes=C, category_stats=STATS), channels=C + 1),
+    # APA+GOL: learned APA activation with DropLoss (seeded like GumbelLoss)
+    'APALoss':
+    Spec(
+        dict(num_classes=C, category_stats=STATS, lambda_=0.05,
+             init_lambda=0.3, init_kappa=0.8),
+        channels=C),
     # wrapping the focal loss: its (N, C) 'none' and element-wise mean
     'ClassBalancedLoss':
     Spec(

@@ -78,6 +78,9 @@ PAD = {
     'GumbelLoss': (lambda C, s: dict(num_classes=C, category_stats=s,
                                      lambda_=0.005), (0, 0)),
     'SeesawLoss': (lambda C, s: dict(num_classes=C), (1, 50)),
+    # as GumbelLoss (its logits clamped at -4 too: p ~ 1e-23 at lambda 1e-3)
+    'APALoss': (lambda C, s: dict(num_classes=C, category_stats=s,
+                                  lambda_=0.005), (0, 0)),
 }
 
 

@@ -384,6 +384,7 @@ FAMILY_OF = {
     'FederatedLoss': ('sigmoid', dict(category_stats=STATS)),
     'ECMLoss': ('sigmoid', dict(category_stats=STATS)),
     'GumbelLoss': ('sigmoid', dict(category_stats=STATS, lambda_=0.05)),
+    'APALoss': ('sigmoid', dict(category_stats=STATS, lambda_=0.05)),
     'ClassBalancedLoss': ('sigmoid', dict(
         category_stats=STATS,
         loss=dict(type='mmlongtail.FocalLoss', num_classes=C))),
