@@ -81,6 +81,7 @@ LOSS_CONFIGS: Dict[str, Callable[[int, dict], dict]] = {
         num_classes=C, category_stats=s,
         loss=dict(type='mmlongtail.FocalLoss', num_classes=C)),
     'SeesawLoss': lambda C, s: dict(num_classes=C),
+    'APALoss': lambda C, s: dict(num_classes=C, category_stats=s),
 }
 
 
