@@ -2,6 +2,7 @@
 epoch."""
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
+from mmengine.runner import IterBasedTrainLoop
 
 from mmlongtail.models.losses.ldam_loss import LDAMLoss
 from mmlongtail.registry import HOOKS
@@ -24,7 +25,9 @@ class DRWHook(Hook):
 
     Raises:
         ValueError: Before training, when the model has no ``LDAMLoss`` with
-            a ``drw_epoch`` (the hook would do nothing).
+            a ``drw_epoch`` (the hook would do nothing), or the train loop
+            counts iterations (``IterBasedTrainLoop`` has no epochs to
+            switch at).
     """
     priority = 'NORMAL'
 
@@ -40,6 +43,11 @@ class DRWHook(Hook):
                 'DRWHook: the model has no mmlongtail.LDAMLoss with '
                 'drw_epoch set, so there is nothing to re-weight; set '
                 'drw_epoch in the loss config or drop the hook')
+        if isinstance(runner.train_loop, IterBasedTrainLoop):
+            raise ValueError(
+                'DRWHook: the train loop is an IterBasedTrainLoop, which has '
+                'no epochs, so drw_epoch would never be reached; train with '
+                "train_cfg=dict(type='EpochBasedTrainLoop', ...)")
 
     def before_train_epoch(self, runner) -> None:
         epoch = runner.epoch

@@ -252,11 +252,18 @@ def test_drw_switches_at_its_epoch_in_a_runner_and_after_a_resume(tmp_path):
                                    rtol=0, atol=0)
 
 
-def test_drw_hook_refuses_a_model_without_drw():
+def test_drw_hook_refuses_a_model_without_drw_and_an_iteration_loop():
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
     model = nn.Module()
     model.loss = _loss()
     runner = type('R', (), {'model': model})()
     with pytest.raises(ValueError, match='drw_epoch'):
+        DRWHook().before_train(runner)
+    model.loss = _loss(drw_epoch=1)
+    runner.train_loop = object.__new__(EpochBasedTrainLoop)
+    DRWHook().before_train(runner)
+    runner.train_loop = object.__new__(IterBasedTrainLoop)
+    with pytest.raises(ValueError, match='EpochBasedTrainLoop'):
         DRWHook().before_train(runner)
 
 
