@@ -4,6 +4,7 @@ from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
                                          TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
+from .drw_hook import DRWHook
 from .eval_progress_hook import EvalProgressHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
@@ -16,5 +17,5 @@ __all__ = [
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',
-    'NonFiniteGuardHook'
+    'NonFiniteGuardHook', 'DRWHook'
 ]

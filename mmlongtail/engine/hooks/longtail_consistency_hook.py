@@ -148,6 +148,47 @@ def _check_dense_heads(model: nn.Module) -> None:
                 f'background column as class {num}')
 
 
+def _check_ldam(model: nn.Module) -> None:
+    """``mmlongtail.LDAMLoss`` only as the softmax loss of an R-CNN
+    ``BBoxHead`` whose classifier is cosine with ``temperature`` equal to the
+    loss's ``scale`` (its margins are in cosine units, ``s Delta_y`` in
+    logits); refused in dense heads and as a sigmoid loss, naming what to
+    use."""
+    from mmlongtail.models.losses.ldam_loss import LDAMLoss
+    from mmlongtail.models.losses.protocol import host_is_dense_head
+    for name, head in model.named_modules():
+        loss = getattr(head, 'loss_cls', None)
+        if not isinstance(loss, LDAMLoss) or _is_proposal_head(name, head):
+            continue
+        where = f'{name or "model"} ({type(head).__name__})'
+        if host_is_dense_head(head):
+            raise ValueError(
+                f'{where} is a dense head, but its loss_cls is LDAMLoss, a '
+                'softmax over the C + 1 RoI classes of an R-CNN BBoxHead '
+                f'(use it there); in a dense head {DENSE_LOSS_HINT}')
+        if loss.use_sigmoid:
+            raise ValueError(
+                f'{where}: LDAMLoss has use_sigmoid=True, but it is a softmax '
+                'loss over C + 1 outputs with no sigmoid form; drop '
+                "use_sigmoid, or use dict(type='mmlongtail.EQLv2Loss') for a "
+                'sigmoid classifier')
+        fc_cls = getattr(head, 'fc_cls', None)
+        if not isinstance(fc_cls, nn.Module):
+            continue
+        temperature = getattr(fc_cls, 'temperature', None)
+        if temperature is None or float(temperature) != loss.scale:
+            got = (f'a {type(fc_cls).__name__} without a temperature'
+                   if temperature is None else
+                   f'a {type(fc_cls).__name__} with temperature '
+                   f'{temperature}')
+            raise ValueError(
+                f'{where}: LDAMLoss (scale={loss.scale}) needs a cosine '
+                f'classifier scaled by {loss.scale}, its margins being in '
+                f'cosine units, but fc_cls is {got}; set cls_predictor_cfg='
+                "dict(type='mmlongtail.NormedLinear', temperature="
+                f'{loss.scale:g}, bias=False) in the bbox head')
+
+
 def _check_layouts(model: nn.Module) -> None:
     """A loss with ``custom_cls_channels`` must sit in a head that sizes its
     classifier to the loss's layout."""
@@ -232,7 +273,9 @@ def check_longtail_consistency(model: nn.Module,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;
     * the stages of a Cascade have the same classifier layout, as their
-      losses describe it (their logits are averaged at test time).
+      losses describe it (their logits are averaged at test time);
+    * an ``LDAMLoss`` sits in an R-CNN ``BBoxHead`` with a cosine classifier
+      of its scale (:func:`_check_ldam`).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -255,6 +298,7 @@ def check_longtail_consistency(model: nn.Module,
             'num_classes disagree: ' + listing + '. Set num_classes of '
             'every head and loss to the number of classes of the dataset '
             '(and of its category statistics).')
+    _check_ldam(model)
     _check_dense_heads(model)
     _check_layouts(model)
     _check_cascades(model)

@@ -18,3 +18,4 @@ from .balanced_softmax_loss import BalancedSoftmaxLoss  # noqa: F401,E402
 from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402
 from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
 from .apa_loss import APALoss  # noqa: F401,E402
+from .ldam_loss import LDAMLoss  # noqa: F401,E402

@@ -125,6 +125,9 @@ SPECS = {
         expected_mean=lambda none, y: (
             none['loss_cls_objectness'].sum() / len(y) +
             none['loss_cls_classes'].sum() / (y < C).sum())),
+    # plain LDAM (DRW needs the epoch from DRWHook; its own test file)
+    'LDAMLoss':
+    Spec(dict(num_classes=C, category_stats=STATS), channels=C + 1),
 }
 
 
