@@ -328,7 +328,18 @@ def test_consistency_hook_refuses_misuse():
         check_longtail_consistency(head)
 
 
-def test_light_mask_rcnn_trains_a_few_iterations():
+@pytest.fixture
+def one_thread():
+    """A model this small gains nothing from a second intra-op thread, and
+    on a loaded machine two threads contend (measured: 5 s with one, 20-40
+    s with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_light_mask_rcnn_trains_a_few_iterations(one_thread):
     """The CPU demo's light Mask R-CNN with CAB: real training steps move
     both branches, losses stay finite, the model predicts."""
     cfg = Config.fromfile(
