@@ -252,6 +252,43 @@ def _check_cascades(model: nn.Module) -> None:
                 f'same classification loss and layout, got: {listing}')
 
 
+def _check_class_agnostic_branch(model: nn.Module) -> None:
+    """CAB (:class:`~mmlongtail.models.layers.CABLinear`) sits only as the
+    ``fc_reg`` of a class-specific bbox head and blends one regressor per
+    class of that head."""
+    from mmlongtail.models.layers import CABLinear
+    parents = {}
+    for name, module in model.named_modules():
+        for child_name, child in module.named_children():
+            parents[id(child)] = (name, child_name, module)
+    for name, layer in model.named_modules():
+        if not isinstance(layer, CABLinear):
+            continue
+        parent_name, attr, head = parents.get(id(layer), ('', name, None))
+        where = f'{parent_name or "model"} ({type(head).__name__})'
+        if attr != 'fc_reg' or not hasattr(head, 'reg_class_agnostic'):
+            raise ValueError(
+                f'{name} is a CABLinear, the class-agnostic branch for box '
+                'regressors, but it is not the fc_reg of a bbox head; use it '
+                'only as a bbox head\'s reg_predictor_cfg')
+        if head.reg_class_agnostic:
+            raise ValueError(
+                f'{where} has reg_class_agnostic=True and a CABLinear '
+                'fc_reg: its regressor is already class-agnostic, there '
+                'are no class-specific regressors to blend; drop '
+                'reg_predictor_cfg or set reg_class_agnostic=False')
+        box_dim = getattr(getattr(head, 'bbox_coder', None), 'encode_size',
+                          layer.box_dim)
+        if (layer.num_classes != head.num_classes
+                or layer.box_dim != box_dim):
+            raise ValueError(
+                f'{where}.fc_reg (CABLinear) blends {layer.num_classes} '
+                f'class regressors of box_dim={layer.box_dim}, but the head '
+                f'has num_classes={head.num_classes} and its bbox coder '
+                f'encodes {box_dim} numbers per box; set box_dim in '
+                'reg_predictor_cfg to the coder\'s encode_size')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset') -> None:
@@ -275,7 +312,10 @@ def check_longtail_consistency(model: nn.Module,
     * the stages of a Cascade have the same classifier layout, as their
       losses describe it (their logits are averaged at test time);
     * an ``LDAMLoss`` sits in an R-CNN ``BBoxHead`` with a cosine classifier
-      of its scale (:func:`_check_ldam`).
+      of its scale (:func:`_check_ldam`);
+    * a CAB regressor (``mmlongtail.CABLinear``) is the ``fc_reg`` of a
+      class-specific bbox head (``reg_class_agnostic=False``) and blends
+      that head's ``num_classes`` regressors.
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -285,7 +325,8 @@ def check_longtail_consistency(model: nn.Module,
 
     Raises:
         ValueError: Naming every count (or the head, the loss and both
-            channel counts; or every Cascade stage's loss and width).
+            channel counts; or every Cascade stage's loss and width; or the
+            head whose CAB regressor cannot apply, and why).
     """
     model = unwrap_model(model)
     counts = _class_count_owners(model)
@@ -302,6 +343,7 @@ def check_longtail_consistency(model: nn.Module,
     _check_dense_heads(model)
     _check_layouts(model)
     _check_cascades(model)
+    _check_class_agnostic_branch(model)
 
 
 @HOOKS.register_module()
