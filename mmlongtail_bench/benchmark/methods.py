@@ -113,6 +113,13 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('class_balanced_focal', 'Class-balanced focal'),
         m('class_aware', 'Class-balanced sampling'),
         m('progressive', 'Progressively-balanced sampling'),
+        # two-stage track, third wave: trained from scratch
+        m('cab_ce', 'CAB'),
+        m('cab_rfs', 'RFS + CAB'),
+        m('cab_eqlv2', 'EQLv2 + CAB'),
+        m('cab_ecm', 'ECM + Norm Mask + CAB'),
+        m('apa_gol', 'APA + GOL'),
+        m('ldam_drw', 'LDAM + DRW'),
         # two-stage track: classifier retrained on the baseline
         m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
           kind='stage2'),

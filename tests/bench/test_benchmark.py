@@ -42,15 +42,17 @@ def test_default_methods_are_those_of_the_issues():
         'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
         'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
         'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
-        'Progressively-balanced sampling', 'BAGS (decoupled)', 'cRT',
+        'Progressively-balanced sampling', 'CAB', 'RFS + CAB', 'EQLv2 + CAB',
+        'ECM + Norm Mask + CAB', 'APA + GOL', 'LDAM + DRW',
+        'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm',
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 13 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 19 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 3 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 19 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 25 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
