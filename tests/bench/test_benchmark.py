@@ -85,6 +85,60 @@ def test_methods_refuse_what_their_kind_cannot_do():
     assert m.values == (1.0, 0.5)
 
 
+#: Methods of the third wave: ``key -> (the row it is built on, the config
+#: paths its one change may touch)``. The change is the method; everything
+#: else (schedule, data, evaluation, the rest of the model) is its base row's.
+BUILT_ON = {
+    'cab_ce': ('baseline_ce', ('model.roi_head.bbox_head.reg_predictor_cfg',
+                               )),
+    'cab_rfs': ('rfs', ('model.roi_head.bbox_head.reg_predictor_cfg', )),
+    'cab_eqlv2': ('eqlv2', ('model.roi_head.bbox_head.reg_predictor_cfg',
+                            )),
+    'cab_ecm': ('ecm', ('model.roi_head.bbox_head.reg_predictor_cfg', )),
+    # APA's lambda and kappa, as the official scripts: no weight decay
+    'apa_gol': ('gumbel_droploss', ('model.roi_head.bbox_head.loss_cls',
+                                    'optim_wrapper.paramwise_cfg')),
+    # LDAM's scale is the cosine classifier's; DRW switches by a hook
+    'ldam_drw': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls',
+                                 'model.roi_head.bbox_head.cls_predictor_cfg',
+                                 'custom_hooks')),
+}
+
+
+#: The config keys mmengine's Runner reads.
+SETTINGS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
+            'train_cfg', 'val_cfg', 'test_cfg', 'optim_wrapper',
+            'param_scheduler', 'default_hooks', 'custom_hooks',
+            'val_evaluator', 'test_evaluator', 'fixed_ap_eval', 'env_cfg',
+            'randomness', 'load_from', 'resume', 'heldout_ann_file')
+
+
+def _flatten(obj, prefix=''):
+    """``{dotted path: leaf}`` of a config's dicts (lists are leaves)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f'{prefix}.{k}' if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def _check_one_change(m, cfg):
+    """``cfg`` equals its base row's config but under the paths its change
+    may touch, and touches one of them at least."""
+    base_key, allowed = BUILT_ON[m.key]
+    ref = Config.fromfile(osp.join(BENCH, f'{base_key}.py'))
+    a, b = _flatten(cfg.to_dict()), _flatten(ref.to_dict())
+    changed = {k for k in set(a) | set(b) if a.get(k, KeyError) != b.get(
+        k, KeyError)}
+    outside = {k for k in changed
+               if not any(k == p or k.startswith(p + '.') for p in allowed)}
+    # the config's own variables (num_classes = 40, ...) are not settings
+    outside = {k for k in outside if k.split('.')[0] in SETTINGS}
+    assert not outside, (m.key, sorted(outside))
+    assert changed, m.key
+
+
 def test_every_method_is_its_track_baseline_plus_one_change():
     base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
     retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
@@ -104,6 +158,9 @@ def test_every_method_is_its_track_baseline_plus_one_change():
     assert retina.model.backbone == base.model.backbone
     for m in _methods()[1:]:
         cfg = Config.fromfile(m.config)
+        if m.key in BUILT_ON:
+            _check_one_change(m, cfg)
+            continue
         ref = retina if m.track == 'one_stage' else base
         # same schedule, optimizer, data and evaluation
         for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
