@@ -45,7 +45,8 @@ from mmlongtail.utils import all_reduce_sum_
 from .eqlv2_loss import EQLv2Loss, eqlv2_loss
 from .frame import AvgFactor, ClassificationLoss, LossOutput
 from .protocol import (ClassifierLayout, check_cls_score,
-                       check_label_weights, check_labels, host_is_dense_head,
+                       check_label_weights, check_labels, empty_loss,
+                       host_is_dense_head,
                        loss_layout, unwatch_host, watch_host)
 from .seesaw_loss import (SeesawLoss, _prepare, _seesaw_log_softmax,
                           seesaw_loss)
@@ -370,6 +371,8 @@ class PCBLoss(ClassificationLoss):
                       soft: Optional[Tensor], alpha: Optional[Tensor],
                       weight: Optional[Tensor], avg_factor: AvgFactor,
                       reduction: str) -> Tensor:
+        if not len(labels):
+            return empty_loss(score, reduction, (0, ))
         loss = F.cross_entropy(score, labels, reduction='none')
         if soft is not None:
             a = alpha * pos.float()

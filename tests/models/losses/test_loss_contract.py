@@ -119,6 +119,18 @@ SPECS = {
         expected_mean=lambda none, y: (
             none['loss_cls_objectness'].sum() / len(y) +
             none['loss_cls_classes'].sum() / (y < C).sum())),
+    # PCB on softmax cross entropy, acting from the first call (every class
+    # is in the batch); the confusion matrix counts every positive, as the
+    # official code does, so a zero-weight one changes the others' labels
+    'PCBLoss':
+    Spec(
+        dict(
+            num_classes=C,
+            alpha=0.4,
+            start_epoch=0,
+            loss=dict(type='CrossEntropyLoss', use_sigmoid=False)),
+        channels=C + 1,
+        zero_weight_is_drop=False),
 }
 
 
