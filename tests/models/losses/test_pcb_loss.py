@@ -254,3 +254,20 @@ def test_shared2fc_bbox_head_trains():
     scores = head.loss_cls.get_activation(cls_score.detach())
     assert scores.shape == (30, C + 1)
     torch.testing.assert_close(scores.sum(1), torch.ones(30))
+
+
+def test_consistency_hook_reads_the_train_loops_epochs():
+    from types import SimpleNamespace
+
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        LongTailConsistencyHook
+    head = _head('seesaw', start_epoch=5)
+
+    def runner(max_epochs):
+        loop = SimpleNamespace(max_epochs=max_epochs, dataloader=None)
+        return SimpleNamespace(model=head, train_loop=loop, val_loop=loop)
+
+    LongTailConsistencyHook().before_train(runner(5))
+    LongTailConsistencyHook().before_val(runner(1))  # val: not checked
+    with pytest.raises(ValueError, match='never act.*SeesawLoss'):
+        LongTailConsistencyHook().before_train(runner(4))
