@@ -44,9 +44,7 @@ from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
 from .eqlv2_loss import EQLv2Loss, eqlv2_loss
 from .frame import AvgFactor, ClassificationLoss, LossOutput
-from .protocol import (ClassifierLayout, check_cls_score,
-                       check_label_weights, check_labels, empty_loss,
-                       host_is_dense_head,
+from .protocol import (ClassifierLayout, empty_loss, host_is_dense_head,
                        loss_layout, unwatch_host, watch_host)
 from .seesaw_loss import (SeesawLoss, _prepare, _seesaw_log_softmax,
                           seesaw_loss)
@@ -305,14 +303,6 @@ class PCBLoss(ClassificationLoss):
         """``reduction_override`` or the wrapped loss's ``reduction``."""
         return super().resolve_reduction(reduction_override
                                          or self.loss.reduction)
-
-    def check_inputs(self, cls_score: Tensor, labels: Tensor,
-                     label_weights: Optional[Tensor]) -> None:
-        layout = self.classifier_layout()
-        check_cls_score(cls_score, layout.num_outputs, 'PCBLoss',
-                        layout.describe())
-        check_labels(labels, cls_score.size(0), self.num_classes, 'PCBLoss')
-        check_label_weights(label_weights, cls_score.size(0), 'PCBLoss')
 
     # ----------------------------------------------------------- the loss
     def current_epoch(self) -> int:
