@@ -289,9 +289,30 @@ def _check_class_agnostic_branch(model: nn.Module) -> None:
                 'reg_predictor_cfg to the coder\'s encode_size')
 
 
+def _check_start_epochs(model: nn.Module, max_epochs: int) -> None:
+    """A loss that acts only from an epoch on (``start_epoch``, 1-based:
+    PCB) needs a schedule that reaches that epoch; otherwise it would
+    train as its wrapped loss without saying so."""
+    for name, module in model.named_modules():
+        start = getattr(module, 'start_epoch', None)
+        if (not isinstance(getattr(module, 'loss', None), nn.Module)
+                or not isinstance(start, int) or isinstance(start, bool)
+                or start <= max_epochs):
+            continue
+        raise ValueError(
+            f'{name or "model"} ({type(module).__name__}) acts from epoch '
+            f'{start} (start_epoch, 1-based), but training runs '
+            f'{max_epochs} epoch(s) (an iteration-based loop counts as one),'
+            f' so it would never act and train as its wrapped '
+            f'{type(module.loss).__name__} alone; set start_epoch <= '
+            f'{max_epochs} (the official PCB starts after the first '
+            'learning-rate step, epoch 17 of 24)')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
-                               dataset_name: str = 'dataset') -> None:
+                               dataset_name: str = 'dataset',
+                               max_epochs: Optional[int] = None) -> None:
     """Check that class counts agree and classifier layouts are honoured.
 
     Checked:
@@ -315,13 +336,17 @@ def check_longtail_consistency(model: nn.Module,
       of its scale (:func:`_check_ldam`);
     * a CAB regressor (``mmlongtail.CABLinear``) is the ``fc_reg`` of a
       class-specific bbox head (``reg_class_agnostic=False``) and blends
-      that head's ``num_classes`` regressors.
+      that head's ``num_classes`` regressors;
+    * a wrapper loss that acts only from ``start_epoch`` on (PCB) reaches
+      it within ``max_epochs`` when that is given (training).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
         classes (Sequence[str], optional): The dataset's
             ``metainfo['classes']``. Not checked when None.
         dataset_name (str): How the dataset is called in the message.
+        max_epochs (int, optional): Epochs of the training loop (1 for an
+            iteration-based one); ``start_epoch`` is not checked when None.
 
     Raises:
         ValueError: Naming every count (or the head, the loss and both
@@ -344,6 +369,8 @@ def check_longtail_consistency(model: nn.Module,
     _check_layouts(model)
     _check_cascades(model)
     _check_class_agnostic_branch(model)
+    if max_epochs is not None:
+        _check_start_epochs(model, max_epochs)
 
 
 @HOOKS.register_module()
@@ -366,10 +393,14 @@ class LongTailConsistencyHook(Hook):
         classes: Optional[List[str]] = None
         if dataset is not None:
             classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+        max_epochs = None
+        if loop_name == 'train_loop':
+            max_epochs = getattr(loop, 'max_epochs', None)
         check_longtail_consistency(
             runner.model, classes,
             dataset_name=f'{loop_name.replace("_loop", "")} dataset '
-            f'({type(dataset).__name__})')
+            f'({type(dataset).__name__})',
+            max_epochs=max_epochs)
         MMLogger.get_current_instance().debug(
             f'LongTailConsistencyHook: {loop_name} passed')
 

@@ -19,3 +19,4 @@ from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402
 from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
 from .apa_loss import APALoss  # noqa: F401,E402
 from .ldam_loss import LDAMLoss  # noqa: F401,E402
+from .pcb_loss import PCBLoss  # noqa: F401,E402

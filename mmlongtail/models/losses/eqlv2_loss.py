@@ -47,7 +47,8 @@ def eqlv2_loss(cls_score: Tensor,
                neg_w: Tensor,
                weight: Optional[Tensor] = None,
                reduction: str = 'mean',
-               avg_factor: Optional[float] = None
+               avg_factor: Optional[float] = None,
+               target: Optional[Tensor] = None
                ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""EQLv2's weighted BCE and its gradient statistics for this batch.
 
@@ -73,13 +74,18 @@ def eqlv2_loss(cls_score: Tensor,
         reduction (str): ``'none'`` gives ``(N,)`` (summed over channels);
             ``'mean'`` divides the sum by ``N`` (or ``avg_factor``).
         avg_factor (float, optional): Normalizer for ``'mean'``.
+        target (Tensor, optional): ``(N, C + 1)`` soft targets in
+            ``[0, 1]`` in place of the one-hot of ``labels`` (PCB's
+            fightback labels); weights and statistics follow it.
 
     Returns:
         tuple: ``(loss, pos_grad, neg_grad)``; the last two are ``(C,)``
         float32 without the objectness channel and without autograd history.
     """
     num, channels = cls_score.shape
-    target = F.one_hot(labels, channels).to(cls_score.dtype)
+    if target is None:
+        target = F.one_hot(labels, channels)
+    target = target.to(cls_score.dtype)
     elem_w = pos_w.to(cls_score.dtype) * target + neg_w.to(
         cls_score.dtype) * (1 - target)
     if num == 0:

@@ -128,6 +128,18 @@ SPECS = {
     # plain LDAM (DRW needs the epoch from DRWHook; its own test file)
     'LDAMLoss':
     Spec(dict(num_classes=C, category_stats=STATS), channels=C + 1),
+    # PCB on softmax cross entropy, acting from the first call (every class
+    # is in the batch); the confusion matrix counts every positive, as the
+    # official code does, so a zero-weight one changes the others' labels
+    'PCBLoss':
+    Spec(
+        dict(
+            num_classes=C,
+            alpha=0.4,
+            start_epoch=0,
+            loss=dict(type='CrossEntropyLoss', use_sigmoid=False)),
+        channels=C + 1,
+        zero_weight_is_drop=False),
 }
 
 
