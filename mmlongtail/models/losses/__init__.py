@@ -17,3 +17,4 @@ from .gumbel_loss import GumbelLoss  # noqa: F401,E402
 from .balanced_softmax_loss import BalancedSoftmaxLoss  # noqa: F401,E402
 from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402
 from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
+from .gap_loss import GAPLoss, gap_loss  # noqa: F401,E402
