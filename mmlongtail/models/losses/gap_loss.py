@@ -73,7 +73,6 @@ def _ramp(x: Tensor, delta: float) -> Tensor:
     return (x >= 0).to(x.dtype)
 
 
-
 class _GAPRanking(torch.autograd.Function):
     """Per-RoI GAP errors with the error-driven gradient of ROG.
 
