@@ -114,6 +114,11 @@ def _check_dense_heads(model: nn.Module) -> None:
                     'turns off the classifier protocol this head needs '
                     '(C-channel fc_cls, sigmoid scores); drop dense_head')
             continue
+        # a loss that only works on an R-CNN batch of RoIs says why
+        reason = getattr(loss, 'dense_head_refusal', None)
+        if reason:
+            raise ValueError(f'{where} is a dense head; its loss_cls '
+                             f'{loss_name} {reason}. {DENSE_LOSS_HINT}')
         layout = loss.classifier_layout(num)
         if layout.num_outputs != num:
             raise ValueError(

@@ -279,6 +279,13 @@ class GAPLoss(ClassificationLoss):
             multi-rank process group exists. Defaults to True.
     """
     SIGMOID = False
+    #: Why the consistency hook refuses it in a dense head.
+    dense_head_refusal = (
+        'works in R-CNN bbox heads only: GAP ranks every foreground logit '
+        'of a batch of sampled RoIs across classes, as ROG\'s bbox head '
+        'does, and lays out a C + 1 softmax classifier; a dense head has no '
+        'sampled RoIs (it would rank ~10^5 unsampled anchors per image) '
+        'and a C-channel sigmoid classifier')
 
     def __init__(self,
                  num_classes: int,
