@@ -31,7 +31,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from mmdet.models.losses import CrossEntropyLoss
@@ -43,7 +43,7 @@ from mmlongtail_bench.gap_loop import gap_loop
 LAM, DELTA, GAMMA = 0.1, 0.5, 1.0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--num-rois', type=int, default=512)
     parser.add_argument('--num-classes', type=int, default=1203)
@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default)')
     parser.add_argument('--seed', type=int, default=0)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def cpu_model() -> str:
@@ -151,8 +151,8 @@ def bench(device: torch.device, args: argparse.Namespace):
     return time_interleaved(steps, device, args.iters, args.warmup), diff
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = args.devices or (['cpu', 'cuda']

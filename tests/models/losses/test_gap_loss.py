@@ -1,6 +1,9 @@
 """ROG's GAP ranking loss (mmlongtail.GAPLoss, gap_loss): pinned against the
 official code, equal to the loop form the benchmark times, edge cases, the
 running counts, and a real Shared2FCBBoxHead training on it."""
+import importlib.util
+import os
+
 import pytest
 import torch
 
@@ -223,3 +226,21 @@ def test_consistency_hook_accepts_bbox_head_refuses_dense_head():
     with pytest.raises(ValueError, match='GAPLoss works in R-CNN bbox heads '
                        'only.*sampled RoIs.*EqualizedFocalLoss'):
         check_longtail_consistency(retina)
+
+
+def test_benchmark_tool_tiny_run(capsys):
+    """tools/benchmark_gap_loss.py runs, and the two forms it times agree."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_gap_loss', os.path.join(root, 'tools',
+                                           'benchmark_gap_loss.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--num-rois', '24', '--num-classes', '6', '--iters', '1',
+               '--warmup', '0', '--devices', 'cpu'])
+    lines = capsys.readouterr().out.splitlines()
+    assert 'loop/ours' in lines[2] and 'torch' in lines[0]
+    row = lines[4].split()
+    assert row[0] == 'cpu' and row[3].endswith('x')
+    assert float(row[-1]) < 1e-5  # max |ours - loop|
