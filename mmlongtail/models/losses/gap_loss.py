@@ -7,13 +7,13 @@ for Long-Tail Detection", ICCV 2023; official code github.com/EricZsy/ROG,
 GAP ranks every foreground logit of a batch of RoIs across classes, the
 ranking that LVIS's per-image top-300 cut and pooled AP reward. For each class
 ``m`` present in the batch, with ``P_m`` its positive entries (RoI ``i``
-labelled ``m``, logit ``s_p = z[i, m]``) and ``N`` every entry that is no
+labelled ``m``, logit ``s_p = z[i, m]``) and ``Neg`` every entry that is no
 positive of any class (other classes' channels of foreground RoIs, all
 channels of background RoIs), and the smoothed step
 ``h(x) = clamp(x / (2 delta) + 1/2, 0, 1)``:
 
 .. math::
-    \\mathrm{FP}(p) = \\sum_{n \\in N} h(z_n - s_p), \\quad
+    \\mathrm{FP}(p) = \\sum_{n \\in Neg} h(z_n - s_p), \\quad
     \\mathrm{rank}(p) = \\sum_{q \\in P_m} h(s_q - s_p) + \\mathrm{FP}(p)
 
     L_{GAP} = \\frac{1}{K} \\sum_m \\frac{1}{|P_m|}
@@ -30,11 +30,11 @@ weights ``w_m ~ (1 / n_m) ** gamma`` from the running per-class RoI counts
     g(z_n) = \\sum_p b_p \\frac{h(z_n - s_p)}{\\mathrm{rank}(p)}.
 
 The official code loops in Python over classes and positives, each step over
-every relevant negative. Here only the ``P`` positives are sorted: both sums
-above are piecewise linear in ``s_p``, so ``searchsorted`` of every entry
-among the sorted positives, bincounts and float64 prefix sums give ``FP(p)``
-for every positive and ``g(z_n)`` for every negative at once
-(``O(NC log P)``, no Python loop, no sort of the ``NC`` logits).
+every relevant negative. Here only the ``P`` positives are sorted: ``h`` is
+piecewise linear, so one ``searchsorted`` of every entry among the ``2P``
+ends of the positives' ramps, bincounts and float64 prefix sums give
+``FP(p)`` for every positive and ``g(z_n)`` for every negative at once
+(``O(NC log P)``, no Python loop, no sort of the ``N x C`` logits).
 """
 from typing import Any, Dict, Optional
 
