@@ -118,7 +118,8 @@ def _check_dense_heads(model: nn.Module) -> None:
         if refusal:  # a loss that says why it cannot score in a dense head
             raise ValueError(
                 f'{where} is a dense head, but its loss_cls {loss_name} '
-                f'cannot be used there: {refusal}')
+                f'cannot be used there: {refusal}. In a dense head, '
+                f'{DENSE_LOSS_HINT}')
         layout = loss.classifier_layout(num)
         if layout.num_outputs != num:
             raise ValueError(

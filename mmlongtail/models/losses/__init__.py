@@ -20,3 +20,4 @@ from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
 from .apa_loss import APALoss  # noqa: F401,E402
 from .ldam_loss import LDAMLoss  # noqa: F401,E402
 from .pcb_loss import PCBLoss  # noqa: F401,E402
+from .gap_loss import GAPLoss, gap_loss  # noqa: F401,E402

@@ -19,7 +19,7 @@ mean; the tests then check, for every loss:
   and the background row (where there is one) the background column.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Union
 
 import pytest
 import torch
@@ -54,8 +54,9 @@ class Spec:
     # expected 'mean' from the raw 'none' output and the labels; None: the
     # loss normalizes itself (checked in its own test file)
     expected_mean: Optional[Callable] = lambda none, y: none.sum() / len(y)
-    # 'divide': mean with avg_factor a == sum / a; 'ignored': no effect
-    avg_factor: str = 'divide'
+    # 'divide': mean with avg_factor a == sum / a; 'ignored': no effect; a
+    # dict output may give one of them per term
+    avg_factor: Union[str, Dict[str, str]] = 'divide'
     # False where the loss counts every label in running statistics before
     # computing the loss (Seesaw's cum_samples, like mmdet), so that a
     # zero-weight proposal still changes the others' loss
@@ -140,6 +141,15 @@ SPECS = {
             loss=dict(type='CrossEntropyLoss', use_sigmoid=False)),
         channels=C + 1,
         zero_weight_is_drop=False),
+    # dict output: CE (mean over RoIs, avg_factor divides) + GAP ranking
+    # term, which normalizes itself (its mean is its sum)
+    'GAPLoss':
+    Spec(
+        dict(num_classes=C),
+        channels=C + 1,
+        expected_mean=lambda none, y: (none['loss_cls'].sum() / len(y) +
+                                       none['loss_rank'].sum()),
+        avg_factor=dict(loss_cls='divide', loss_rank='ignored')),
 }
 
 
@@ -213,7 +223,14 @@ def test_reductions_agree(name):
 def test_avg_factor(name):
     x, y = _inputs(name)
     with_avg = _call(name, x, y, avg_factor=7.0)
-    if SPECS[name].avg_factor == 'divide':
+    if isinstance(SPECS[name].avg_factor, dict):  # per term of a dict
+        with_avg = _call_raw(name, x, y, avg_factor=7.0)
+        total = _call_raw(name, x, y, reduction_override='sum')
+        mean = _call_raw(name, x, y)
+        for key, rule in SPECS[name].avg_factor.items():
+            ref = total[key] / 7.0 if rule == 'divide' else mean[key]
+            torch.testing.assert_close(with_avg[key], ref)
+    elif SPECS[name].avg_factor == 'divide':
         total = _call(name, x, y, reduction_override='sum')
         torch.testing.assert_close(with_avg, total / 7.0)
     else:
@@ -247,7 +264,7 @@ def test_label_weights(name):
     # ... and is as if it were not there (for every reduction)
     for red in (('sum', 'mean') if SPECS[name].zero_weight_is_drop else ()):
         got = _call(name, x, y, label_weights=w, reduction_override=red)
-        if red == 'mean' and SPECS[name].avg_factor == 'divide':
+        if red == 'mean' and SPECS[name].avg_factor != 'ignored':
             got = _call(
                 name, x, y, label_weights=w, avg_factor=12.0,
                 reduction_override='mean')
