@@ -106,9 +106,9 @@ def occupied_cells(cx: np.ndarray, cy: np.ndarray, label: np.ndarray,
     ix = np.searchsorted(edges, cx, side='right') - 1
     iy = np.searchsorted(edges, cy, side='right') - 1
     inside = (ix >= 0) & (ix < grid) & (iy >= 0) & (iy < grid)
-    key = (label[inside] * grid + iy[inside]) * grid + ix[inside]
-    return np.bincount(np.unique(key) // (grid * grid),
-                       minlength=num_classes)
+    occupied = np.zeros((num_classes, grid * grid), bool)
+    occupied[label[inside], iy[inside] * grid + ix[inside]] = True
+    return occupied.sum(axis=1)
 
 
 def box_count_dimension(cx: np.ndarray,
