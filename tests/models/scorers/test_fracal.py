@@ -321,3 +321,62 @@ def test_sweep_parameter_resolves():
     assert check_values(target, [0.5, 1, 2]) == [0.5, 1.0, 2.0]
     with pytest.raises(ValueError, match='fractal_l must be a finite'):
         check_values(target, [-1.0])
+
+
+# get_frequency.py's columns for tiny_lvis() (official stat_files script,
+# commit 3543fe4), classes 1..4 (its row 0 is the unused id 0)
+OFFICIAL_FREQ_COLUMNS = {
+    'smooth': [2.466337068793427, 1.7731898882334818, 1.1670540846631663,
+               1.1670540846631663],
+    'raw': [1.791759469228055, 0.8754687373538999, 0.1823215567939546,
+            0.1823215567939546],
+    'prob': [1.6094379124341003, 0.3364722366212129, -1.6094379124341003,
+             -1.6094379124341003],
+    'normit': [0.967421566101701, 0.2104283942479247, -0.967421566101701,
+               -0.967421566101701],
+    'gombit': [1.7019833552815005, 0.6180462002413621, -0.5831980807826594,
+               -0.5831980807826594],
+    'base2': [2.584962500721156, 1.2630344058337937, 0.2630344058337938,
+              0.2630344058337938],
+    'base10': [0.7781512503836436, 0.38021124171160603, 0.0791812460476248,
+               0.0791812460476248],
+    'smooth_obj': [4.075774981227528, 3.3826278006675823, 2.2840155119994723,
+                   1.4608152031913293],
+    'raw_obj': [3.4657359027997265, 2.5494451709255714, 1.3256697393034558,
+                0.47000362924573563],
+    'prob_obj': [3.4339872044851463, 2.468099531471619, 1.0169342576538425,
+                 -0.5108256237659907],
+    'normit_obj': [1.8627318674216515, 1.417797137996267, 0.6260990123464212,
+                   -0.31863936396437514],
+    'gombit_obj': [3.4499035524498507, 2.509048049040746, 1.1752704151427698,
+                   0.0193568885804821],
+    'base2_obj': [5.0, 3.678071905112638, 1.9125371587496607,
+                  0.6780719051126377],
+    'base10_obj': [1.505149978319906, 1.1072099696478683, 0.5757310526056132,
+                   0.2041199826559248],
+}
+
+
+@pytest.mark.parametrize('variant', sorted(OFFICIAL_FREQ_COLUMNS))
+def test_frequency_term_equals_official(variant):
+    """w_c = the official CSV column + get_fracal_weights' ptarget (its
+    expressions written out: f = 300, or 1000 for *_obj, per class)."""
+    from mmlongtail.models.scorers.fracal import frequency_term
+    f = 1000.0 if variant.endswith('_obj') else 300.0
+    F_ = C * f
+    link = variant.replace('_obj', '')
+    ptarget = {
+        'raw': -math.log(F_ / f),
+        'smooth': -math.log((F_ + 1) / (f + 1)) + 1,
+        'prob': -math.log((F_ - f) / f),
+        'normit': float(torch.special.ndtri(torch.tensor(f / F_,
+                                                         dtype=torch.float64))),
+        'gombit': math.log(-math.log(1 - f / F_)),
+        'base2': -math.log2(F_ / f),
+        'base10': -math.log10(F_ / f),
+    }[link]
+    stats = FRACAL(STATS, variant).stats
+    want = torch.tensor(OFFICIAL_FREQ_COLUMNS[variant],
+                        dtype=torch.float64) + ptarget
+    torch.testing.assert_close(frequency_term(stats, variant), want,
+                               rtol=0, atol=1e-12)
