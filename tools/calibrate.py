@@ -1,5 +1,6 @@
-"""Choose NorCal's gamma, logit adjustment's tau or tau-normalization's tau
-on a grid, with the LVIS metric, on a held-out part of the training set.
+"""Choose NorCal's gamma, logit adjustment's tau, tau-normalization's tau or
+FRACAL's fractal_l on a grid, with the LVIS metric, on a held-out part of
+the training set.
 
     python tools/calibrate.py CONFIG CKPT --param gamma --values 0.2 0.4 0.6
         [--split heldout|val] [--heldout-fraction F | --heldout-num N |
@@ -8,8 +9,8 @@ on a grid, with the LVIS metric, on a held-out part of the training set.
         [--cfg-options k=v ...]
 
 CONFIG must already use the component (configs/norcal/,
-configs/logit_adjustment/, configs/tau_norm/); its own value is replaced by
-each of --values. Writes
+configs/logit_adjustment/, configs/tau_norm/, configs/fracal/); its own
+value is replaced by each of --values. Writes
 calibration_{param}_{split}.md / .json / .png into the work dir (default
 work_dirs/calibrate/<config name>); a held-out split made here goes to
 <work dir>/splits/ with its remaining part. See mmlongtail.apis.calibrate.
@@ -31,7 +32,8 @@ def parse_args():
         '--param', required=True,
         help='gamma (NorCal), beta (NorCal, class-balanced), tau '
         '(LogitAdjustment or TauNormalizationHook, whichever the config '
-        'uses) or a qualified name such as TauNormalizationHook.tau')
+        'uses), fractal_l (FRACAL) or a qualified name such as '
+        'TauNormalizationHook.tau')
     p.add_argument('--values', type=float, nargs='+', required=True,
                    help='the grid')
     p.add_argument('--split', choices=SPLITS, default='heldout',

@@ -2,6 +2,7 @@
 annotation file.
 
     python tools/extract_category_stats.py ANN_FILE OUT_JSON [--num-classes N]
+        [--fractal-dimension]
 
 The output ({num_images, frequency_from, categories: [{id, name, frequency,
 image_count, instance_count}]}) is what ``category_stats=`` of EQL, BAGS,
@@ -10,6 +11,11 @@ counts (COCO, V3Det), images and instances are counted from the annotations
 and r/c/f follow LVIS's rule on the image counts (``frequency_from:
 "lvis_rule"``; see mmlongtail/datasets/category_stats.py). V3Det train
 (1.75M annotations) takes about 20 s, most of it decoding the JSON.
+
+``--fractal-dimension`` adds what FRACAL needs: each category's fractal
+dimension of box locations (``fractal_dimension``, as the official FRACAL
+``stat_files`` scripts compute it; mmlongtail/datasets/fractal_dimension.py)
+and ``num_images_listed`` (every image of the file).
 """
 import argparse
 import os
@@ -30,9 +36,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         type=int,
         default=None,
         help='fail unless the file has this many categories')
+    p.add_argument(
+        '--fractal-dimension',
+        action='store_true',
+        help='add each category\'s fractal dimension of box locations and '
+        'the number of listed images (what mmlongtail.FRACAL needs)')
     args = p.parse_args(argv)
     stats = load_category_stats(
-        args.ann_file, num_classes=args.num_classes, owner='--num-classes')
+        args.ann_file, num_classes=args.num_classes, owner='--num-classes',
+        fractal_dimension=args.fractal_dimension)
     out_dir = osp.dirname(osp.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     dump_category_stats(stats, args.out)

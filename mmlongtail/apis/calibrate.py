@@ -15,10 +15,11 @@ scorers.NorCal`'s ``gamma`` and ``beta`` its class-balanced ``beta`` (in
 ``model.test_cfg.rcnn.score_calibration`` or a Cascade's
 ``stage_score_calibration``); ``tau`` is :class:`~mmlongtail.models.scorers.
 LogitAdjustment`'s ``tau`` there, or :class:`~mmlongtail.engine.
-TauNormalizationHook`'s in ``custom_hooks``. A name matching nothing, or
-several places, is refused naming what was found; the qualified names
-(``NorCal.gamma``, ``LogitAdjustment.tau``, ``TauNormalizationHook.tau``)
-pick one kind.
+TauNormalizationHook`'s in ``custom_hooks``; ``fractal_l`` is
+:class:`~mmlongtail.models.scorers.fracal.FRACAL`'s. A name matching
+nothing, or several places, is refused naming what was found; the
+qualified names (``NorCal.gamma``, ``LogitAdjustment.tau``,
+``TauNormalizationHook.tau``, ``FRACAL.fractal_l``) pick one kind.
 
 **How it runs.** The Runner is built once and the checkpoint loaded once.
 Each test batch goes through the data preprocessor, the backbone, the neck

@@ -19,12 +19,22 @@ Two file kinds are accepted:
 
       {"num_images": 99388,
        "frequency_from": "file",   # optional; see FREQUENCY_FROM
+       "num_images_listed": 100170,  # optional; FRACAL's frequency term
        "categories": [{"id": 1, "name": "aerosol_can", "frequency": "c",
-                       "image_count": 64, "instance_count": 109}, ...]}
+                       "image_count": 64, "instance_count": 109,
+                       "fractal_dimension": 1.8077}, ...]}
+
+  ``num_images_listed`` (every image the annotation file lists, with or
+  without annotations) and the per-category ``fractal_dimension`` of box
+  locations (:mod:`mmlongtail.datasets.fractal_dimension`) are optional:
+  only FRACAL needs them, and asks for them with
+  ``load_category_stats(..., fractal_dimension=True)``, which computes them
+  from an annotation file and refuses a stats JSON without them.
 
 The label of a category is its position when categories are sorted by id,
 which is what mmdet's ``cat2label`` produces for LVIS and COCO.
 """
+import dataclasses
 import json
 import numbers
 import os
@@ -34,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .fractal_dimension import fractal_dimensions
 
 #: Short names of the statistics that ship with the package.
 PACKAGED_STATS: Dict[str, str] = {
@@ -122,6 +134,13 @@ class CategoryStats:
             (LVIS); ``'lvis_rule'``: derived here from ``image_count`` by
             LVIS's rule because the file has none (COCO, V3Det), a
             convention of this package (:data:`FREQUENCY_FROM`).
+        num_images_listed (int, optional): Every image the annotation file
+            lists, with annotations or not (FRACAL's frequency term divides
+            by it, as the official ``get_frequency.py``); None if unknown.
+        fractal_dimension (np.ndarray, optional): ``(C,)`` float64 fractal
+            dimension of each category's box locations
+            (:mod:`mmlongtail.datasets.fractal_dimension`); None if not
+            computed.
     """
     cat_ids: np.ndarray
     names: Tuple[str, ...]
@@ -131,6 +150,8 @@ class CategoryStats:
     num_images: int
     source: str = '<memory>'
     frequency_from: str = 'file'
+    num_images_listed: Optional[int] = None
+    fractal_dimension: Optional[np.ndarray] = None
 
     @property
     def num_classes(self) -> int:
@@ -164,7 +185,7 @@ class CategoryStats:
 
     def to_dict(self) -> dict:
         """The compact JSON form (see the module docstring)."""
-        return {
+        out = {
             'num_images': int(self.num_images),
             'frequency_from': self.frequency_from,
             'categories': [{
@@ -177,6 +198,31 @@ class CategoryStats:
                 self.cat_ids, self.names, self.frequency, self.image_count,
                 self.instance_count)]
         }
+        if self.num_images_listed is not None:
+            out['num_images_listed'] = int(self.num_images_listed)
+        if self.fractal_dimension is not None:
+            for cat, fd in zip(out['categories'], self.fractal_dimension):
+                cat['fractal_dimension'] = float(fd)
+        return out
+
+    def require_fractal_dimension(self, owner: str = 'FRACAL') -> None:
+        """Raise ``ValueError`` naming the file and the command that makes
+        the statistics if the fractal dimensions or the listed image count
+        are missing."""
+        missing = [
+            name for name, value in (
+                ('per-category fractal_dimension', self.fractal_dimension),
+                ('num_images_listed', self.num_images_listed))
+            if value is None
+        ]
+        if missing:
+            raise ValueError(
+                f'{owner} needs {" and ".join(missing)} in its category '
+                f'statistics, but {self.source} has none. Pass the training '
+                'annotation file itself (they are computed from its boxes), '
+                'or write a stats JSON with them: python '
+                'tools/extract_category_stats.py TRAIN_ANN_FILE OUT.json '
+                '--fractal-dimension')
 
 
 StatsSource = Union[str, os.PathLike, dict, CategoryStats]
@@ -193,7 +239,8 @@ def packaged_stats_path(name: str) -> str:
 
 def load_category_stats(source: StatsSource,
                         num_classes: Optional[int] = None,
-                        owner: str = 'model') -> CategoryStats:
+                        owner: str = 'model',
+                        fractal_dimension: bool = False) -> CategoryStats:
     """Load category statistics from a short name, a file, or a dict.
 
     Args:
@@ -203,6 +250,11 @@ def load_category_stats(source: StatsSource,
         num_classes (int, optional): If given, must equal the number of
             categories, else ``ValueError`` names both numbers.
         owner (str): Who asks, for the error message.
+        fractal_dimension (bool): Also the fractal dimension of each
+            category's box locations and ``num_images_listed`` (FRACAL):
+            computed from an annotation file, read from a stats JSON, and
+            ``ValueError`` naming the source and the command to run where
+            they are missing. Defaults to False.
 
     Returns:
         CategoryStats: In label order (categories sorted by id).
@@ -210,7 +262,7 @@ def load_category_stats(source: StatsSource,
     if isinstance(source, CategoryStats):
         stats = source
     elif isinstance(source, dict):
-        stats = stats_from_dict(source, '<dict>')
+        stats = stats_from_dict(source, '<dict>', fractal_dimension)
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path in PACKAGED_STATS:
@@ -227,12 +279,14 @@ def load_category_stats(source: StatsSource,
             raise ValueError(
                 f'category statistics file {path!r} is not valid JSON: {e}'
             ) from e
-        stats = stats_from_dict(data, path)
+        stats = stats_from_dict(data, path, fractal_dimension)
     else:
         raise TypeError('category statistics must be a name, a path, a dict '
                         f'or CategoryStats, got {type(source).__name__}')
     if num_classes is not None:
         stats.check_num_classes(num_classes, owner)
+    if fractal_dimension:
+        stats.require_fractal_dimension(owner)
     return stats
 
 
@@ -241,15 +295,23 @@ def _require(cond: bool, source: str, what: str) -> None:
         raise ValueError(f'malformed category statistics in {source}: {what}')
 
 
-def stats_from_dict(data: dict, source: str = '<dict>') -> CategoryStats:
-    """Parse either file kind (already decoded JSON) into CategoryStats."""
+def stats_from_dict(data: dict,
+                    source: str = '<dict>',
+                    fractal_dimension: bool = False) -> CategoryStats:
+    """Parse either file kind (already decoded JSON) into CategoryStats;
+    ``fractal_dimension``: compute it from an annotation file's boxes."""
     _require(isinstance(data, dict), source, 'top level must be an object')
     _require(
         isinstance(data.get('categories'), list)
         and len(data['categories']) > 0,
         source, "missing or empty 'categories' list")
     if 'annotations' in data or 'images' in data:
-        return _stats_from_annotations(data, source)
+        stats = _stats_from_annotations(data, source)
+        if not fractal_dimension:
+            return stats
+        fd = fractal_dimensions(data, stats.cat_ids, stats.names,
+                                source=source)
+        return dataclasses.replace(stats, fractal_dimension=fd)
     return _stats_from_compact(data, source)
 
 
@@ -275,7 +337,24 @@ def _stats_from_compact(data: dict, source: str) -> CategoryStats:
     _require(frequency_from in FREQUENCY_FROM, source,
              f'frequency_from must be one of {FREQUENCY_FROM}, got '
              f'{frequency_from!r}')
-    return _build(cats, int(data['num_images']), source, frequency_from)
+    stats = _build(cats, int(data['num_images']), source, frequency_from)
+    has_fd = ['fractal_dimension' in c for c in cats]
+    _require(all(has_fd) or not any(has_fd), source,
+             f'{sum(has_fd)} of {len(cats)} categories have a '
+             "'fractal_dimension'; give every category one, or none")
+    fd = None
+    if all(has_fd):
+        fd = np.array([float(c['fractal_dimension']) for c in cats])
+        _require(bool(np.isfinite(fd).all() and (fd > 0).all()), source,
+                 'fractal_dimension must be finite and > 0')
+    listed = data.get('num_images_listed')
+    if listed is not None:
+        _require(int(listed) >= stats.num_images, source,
+                 f'num_images_listed={listed} is below num_images='
+                 f'{stats.num_images}')
+        listed = int(listed)
+    return dataclasses.replace(stats, num_images_listed=listed,
+                               fractal_dimension=fd)
 
 
 def _build(cats: List[dict], num_images: int, source: str,
@@ -356,16 +435,24 @@ def _stats_from_annotations(data: dict, source: str) -> CategoryStats:
             "categories have no 'frequency' (the others do); give every "
             'category one, or none (then all follow LVIS\'s rule on image '
             'counts)')
-    return _build(out, max(num_images, 1), source,
-                  'lvis_rule' if derived else 'file')
+    stats = _build(out, max(num_images, 1), source,
+                   'lvis_rule' if derived else 'file')
+    if isinstance(data.get('images'), list):
+        stats = dataclasses.replace(
+            stats, num_images_listed=max(len(data['images']),
+                                         stats.num_images))
+    return stats
 
 
 def dump_category_stats(stats: CategoryStats, path: str) -> None:
     """Write ``stats`` as a compact stats JSON, one category per line."""
     d = stats.to_dict()
     lines = [json.dumps(c) for c in d['categories']]
+    listed = ('' if stats.num_images_listed is None else
+              ' "num_images_listed": %d,' % d['num_images_listed'])
     with open(path, 'w', encoding='utf-8') as f:
-        f.write('{"num_images": %d, "frequency_from": %s, "categories": [\n'
-                % (d['num_images'], json.dumps(d['frequency_from'])))
+        f.write('{"num_images": %d, "frequency_from": %s,%s "categories": '
+                '[\n' % (d['num_images'], json.dumps(d['frequency_from']),
+                         listed))
         f.write(',\n'.join(lines))
         f.write('\n]}\n')

@@ -5,10 +5,12 @@ the model is one the sweep can calibrate.
 ``beta`` its class-balanced ``beta`` (in ``model.test_cfg.rcnn.
 score_calibration`` or a Cascade's ``stage_score_calibration``); ``tau`` is
 :class:`~mmlongtail.models.scorers.LogitAdjustment`'s ``tau`` there, or
-:class:`~mmlongtail.engine.TauNormalizationHook`'s in ``custom_hooks``. A
-name matching nothing, or several places, is refused naming what was found;
-the qualified names (``NorCal.gamma``, ``LogitAdjustment.tau``,
-``TauNormalizationHook.tau``) pick one kind.
+:class:`~mmlongtail.engine.TauNormalizationHook`'s in ``custom_hooks``;
+``fractal_l`` is :class:`~mmlongtail.models.scorers.fracal.FRACAL`'s
+exponent of the fractal dimension. A name matching nothing, or several
+places, is refused naming what was found; the qualified names
+(``NorCal.gamma``, ``LogitAdjustment.tau``, ``TauNormalizationHook.tau``,
+``FRACAL.fractal_l``) pick one kind.
 """
 import copy
 import math
@@ -25,12 +27,14 @@ TARGETS: Dict[str, Tuple[str, str, str]] = {
     'NorCal.beta': ('scorer', 'NorCal', 'beta'),
     'LogitAdjustment.tau': ('scorer', 'LogitAdjustment', 'tau'),
     'TauNormalizationHook.tau': ('hook', 'TauNormalizationHook', 'tau'),
+    'FRACAL.fractal_l': ('scorer', 'FRACAL', 'fractal_l'),
 }
 #: Short names and the qualified ones each may mean.
 SHORT_PARAMS: Dict[str, Tuple[str, ...]] = {
     'gamma': ('NorCal.gamma', ),
     'beta': ('NorCal.beta', ),
     'tau': ('LogitAdjustment.tau', 'TauNormalizationHook.tau'),
+    'fractal_l': ('FRACAL.fractal_l', ),
 }
 #: NorCal refuses the other of gamma / beta.
 _EXCLUSIVE = {'gamma': 'beta', 'beta': 'gamma'}
@@ -117,7 +121,8 @@ def resolve_param(cfg: Config, param: str) -> Target:
             f'--param {param}: the config has no {" or ".join(names)} to '
             'vary (the sweep varies a component the config already uses; '
             'start from a config that sets it, e.g. configs/norcal/*.py, '
-            'configs/logit_adjustment/*.py, configs/tau_norm/*.py). Found: '
+            'configs/logit_adjustment/*.py, configs/tau_norm/*.py, '
+            'configs/fracal/*.py). Found: '
             f'{present or "no scorer and no custom hook"}')
     if len(matches) > 1:
         raise ValueError(
