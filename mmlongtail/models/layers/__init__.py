@@ -1,6 +1,9 @@
 """Layers: normalized (cosine) predictors for Norm Mask; classifier
-rebalancing (tau-normalization, learnable weight scaling)."""
+rebalancing (tau-normalization, learnable weight scaling); label and feature
+distribution smoothing for imbalanced box regression."""
 from .classifier_rebalance import (LWSLinear,  # noqa: F401
                                    restore_weights, tau_normalize_,
                                    tau_normalized_weight)
 from .normed_predictor import NormedConv2d, NormedLinear  # noqa: F401
+from .imbalanced_regression import (  # noqa: F401
+    LabelDistributionSmoothing, kernel_window)
