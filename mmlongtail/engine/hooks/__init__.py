@@ -5,6 +5,7 @@ from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
 from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .eval_progress_hook import EvalProgressHook
+from .fds_hook import FeatureDistributionSmoothingHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
@@ -16,5 +17,5 @@ __all__ = [
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',
-    'NonFiniteGuardHook'
+    'NonFiniteGuardHook', 'FeatureDistributionSmoothingHook'
 ]

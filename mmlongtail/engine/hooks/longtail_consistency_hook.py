@@ -206,6 +206,37 @@ def _check_cascades(model: nn.Module) -> None:
                 f'same classification loss and layout, got: {listing}')
 
 
+def _check_box_regression(model: nn.Module) -> None:
+    """LDS weights the encoded deltas per element: refuse a head that
+    regresses decoded boxes (built some other way than its constructor,
+    which refuses this too)."""
+    for name, head in model.named_modules():
+        if (getattr(head, 'lds', None) is not None
+                and getattr(head, 'reg_decoded_bbox', False)):
+            raise ValueError(
+                f'{name or "model"} ({type(head).__name__}) weights '
+                'loss_bbox with LDS on the encoded deltas (dx, dy, dw, dh), '
+                'but reg_decoded_bbox=True makes its loss compare decoded '
+                'boxes (an IoU-type loss) that these weights do not fit; '
+                'use a delta loss (L1Loss, SmoothL1Loss) or drop lds')
+
+
+def _check_fds_hook(runner) -> None:
+    """FDS folds its statistics at epoch ends, which its hook marks."""
+    from mmlongtail.engine.hooks.fds_hook import fds_modules
+    if not fds_modules(runner.model):
+        return
+    names = [type(hook).__name__ for hook in runner.hooks]
+    if 'FeatureDistributionSmoothingHook' not in names:
+        raise ValueError(
+            'The model has Feature Distribution Smoothing (an FDS box '
+            'head), but the runner has no '
+            'mmlongtail.FeatureDistributionSmoothingHook, so its statistics '
+            'would never be folded and it would never calibrate; add '
+            "dict(type='mmlongtail.FeatureDistributionSmoothingHook') to "
+            'custom_hooks')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset') -> None:
@@ -226,7 +257,8 @@ def check_longtail_consistency(model: nn.Module,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;
     * the stages of a Cascade have the same classifier layout, as their
-      losses describe it (their logits are averaged at test time).
+      losses describe it (their logits are averaged at test time);
+    * a box head with LDS regresses encoded deltas, not decoded boxes.
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -252,6 +284,7 @@ def check_longtail_consistency(model: nn.Module,
     _check_dense_heads(model)
     _check_layouts(model)
     _check_cascades(model)
+    _check_box_regression(model)
 
 
 @HOOKS.register_module()
@@ -283,6 +316,7 @@ class LongTailConsistencyHook(Hook):
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train_loop')
+        _check_fds_hook(runner)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')

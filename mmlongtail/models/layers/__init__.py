@@ -6,4 +6,4 @@ from .classifier_rebalance import (LWSLinear,  # noqa: F401
                                    tau_normalized_weight)
 from .normed_predictor import NormedConv2d, NormedLinear  # noqa: F401
 from .imbalanced_regression import (  # noqa: F401
-    LabelDistributionSmoothing, kernel_window)
+    FeatureDistributionSmoothing, LabelDistributionSmoothing, kernel_window)

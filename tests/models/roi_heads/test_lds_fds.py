@@ -7,11 +7,15 @@ import pytest
 import torch
 from mmdet.models.task_modules.assigners import AssignResult
 from mmdet.models.task_modules.samplers import SamplingResult
+from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
+from mmdet.structures.bbox import bbox_overlaps
 from mmdet.utils import register_all_modules
 from mmengine.config import ConfigDict
 
 import mmlongtail  # noqa: F401
-from mmlongtail.models.layers import LabelDistributionSmoothing, kernel_window
+from mmlongtail.models.layers import (FeatureDistributionSmoothing,
+                                      LabelDistributionSmoothing,
+                                      kernel_window)
 from mmlongtail.registry import MODELS
 from tests.dist_utils import spawn_gloo
 
@@ -140,6 +144,131 @@ def test_lds_histogram_accumulates_over_iterations():
         lds(torch.tensor([[float('nan'), 0.0]]))
 
 
+
+# -- FDS ---------------------------------------------------------------------
+
+# Two epochs of features in 6 bins (epoch 0: bin 2 empty, bin 3 one sample,
+# bin 5 constant in dimension 1), then the features X of bins 0..5.
+F0 = torch.tensor([[1., 2.], [3., 0.], [0., 1.], [2., 5.], [4., 4.],
+                   [6., 1.], [7., 7.], [5., 3.], [9., 2.], [8., 2.]])
+L0 = torch.tensor([0, 0, 1, 1, 1, 4, 3, 4, 5, 5])
+F1 = torch.tensor([[2., 2.], [1., 3.], [4., 0.], [3., 3.], [6., 6.],
+                   [5., 2.], [8., 1.], [7., 4.]])
+L1 = torch.tensor([0, 1, 1, 2, 2, 3, 4, 4])
+X = torch.arange(1., 7.)[:, None].repeat(1, 2)
+# Printed from the official FDS (imdb-wiki-dir/fds.py, Gaussian 5 / sigma 2,
+# momentum 0.9) fed the same features, its update_running_stats(F, L, e)
+# then update_last_epoch_stats(e + 1) per epoch, then smooth(X, bins, e + 1)
+# (the order in which its statistics are those folded up to epoch e).
+PINNED_FDS = {
+    1: dict(
+        smoothed_mean=[[1.2549972534, 1.5853210688],
+                       [2.5207581520, 2.8531823158],
+                       [3.2441093922, 2.6796448231],
+                       [4.6035175323, 2.9228551388],
+                       [5.3992357254, 2.6537370682],
+                       [6.7097620964, 3.8625068665]],
+        calibrated=[[0.1485413313, 1.5853210688],
+                    [2.5207581520, 1.8685462475],
+                    [6.9227762222, 6.7616434097], [4.0, 4.0],
+                    [4.9040079117, 4.7673625946],
+                    [4.7293920517, 6.0]]),
+    2: dict(
+        smoothed_mean=[[1.4431476593, 1.6993895769],
+                       [2.5960319042, 2.7990131378],
+                       [3.3482236862, 2.6649813652],
+                       [4.7028398514, 2.8828313351],
+                       [5.5226497650, 2.6550886631],
+                       [6.7173604965, 3.6967809200]],
+        calibrated=[[0.2515127659, 1.5773891211],
+                    [2.5585188866, 1.9446928501],
+                    [6.0828676224, 5.7219076157], [4.0, 4.0],
+                    [4.7846965790, 4.7721209526],
+                    [4.7369899750, 6.0]]),
+}
+
+
+def _bin_values(labels):
+    return labels.double() + 0.5  # bins of width 1 over [0, 6)
+
+
+def test_fds_matches_the_official_code():
+    fds = FeatureDistributionSmoothing(2, value_range=(0, 6), num_bins=6)
+    assert torch.allclose(fds.calibrate(X, _bin_values(torch.arange(6))), X)
+    for epoch, (feats, labels) in enumerate([(F0, L0), (F1, L1)]):
+        # in two steps: the accumulation is exact
+        fds.accumulate(feats[:5], _bin_values(labels[:5]))
+        fds.accumulate(feats[5:], _bin_values(labels[5:]))
+        fds.end_epoch(epoch)
+        pinned = PINNED_FDS[epoch + 1]
+        assert torch.allclose(fds.smoothed_mean,
+                              torch.tensor(pinned['smoothed_mean']),
+                              atol=1e-6)
+        out = fds.calibrate(X, _bin_values(torch.arange(6)))
+        assert torch.allclose(out, torch.tensor(pinned['calibrated']),
+                              atol=1e-6)
+    assert torch.equal(fds.num_samples_tracked,
+                       torch.bincount(torch.cat([L0, L1]), minlength=6))
+
+
+def test_fds_statistics_equal_a_hand_accumulation():
+    gen = torch.Generator().manual_seed(4)
+    fds = FeatureDistributionSmoothing(
+        3, value_range=(0.5, 1.0), num_bins=5, kernel='laplace', sigma=1.0,
+        momentum=0.8, start_update=1, start_smooth=2)
+    window = kernel_window('laplace', 5, 1.0, normalize='sum').float()
+    mean, var = torch.zeros(5, 3), torch.ones(5, 3)
+    for epoch in range(4):
+        feats, values = [], []
+        for _ in range(3):  # three steps per epoch
+            f = torch.randn(9, 3, generator=gen) * 2 + 1
+            v = torch.rand(9, generator=gen) * 0.6 + 0.45  # some off range
+            out = fds(f, v)
+            assert torch.equal(out, f) == (epoch < 2)
+            feats.append(f)
+            values.append(v)
+        fds.end_epoch(epoch)
+        if epoch < 1:  # before start_update nothing is collected
+            assert torch.equal(fds.running_mean, mean)
+            continue
+        f, b = torch.cat(feats), fds.bins(torch.cat(values))
+        factor = 0.0 if epoch == 1 else 0.8
+        for k in range(5):
+            if (b == k).sum() > 0:
+                rows = f[b == k]
+                v = rows.var(0) if len(rows) > 1 else torch.zeros(3)
+                mean[k] = (1 - factor) * rows.mean(0) + factor * mean[k]
+                var[k] = (1 - factor) * v + factor * var[k]
+        assert torch.allclose(fds.running_mean, mean, atol=1e-5)
+        assert torch.allclose(fds.running_var, var, atol=1e-5)
+        # smoothing over bins, ends mirrored (d c | b c d e | d c)
+        padded = torch.cat([mean[[2, 1]], mean, mean[[3, 2]]])
+        smooth = torch.stack(
+            [(window[:, None] * padded[i:i + 5]).sum(0) for i in range(5)])
+        assert torch.allclose(fds.smoothed_mean, smooth, atol=1e-5)
+    assert int(fds.epoch) == 4
+    assert fds.acc_count.sum() == 0
+    with pytest.raises(ValueError, match='epoch 3'):
+        fds.end_epoch(3)
+    with pytest.raises(ValueError, match='features'):
+        fds.accumulate(torch.zeros(2, 4), torch.zeros(2))
+
+
+def test_fds_calibration_passes_gradients_and_skips_flat_bins():
+    fds = FeatureDistributionSmoothing(2, value_range=(0, 6), num_bins=6)
+    for epoch, (feats, labels) in enumerate([(F0, L0), (F1, L1)]):
+        fds.accumulate(feats, _bin_values(labels))
+        fds.end_epoch(epoch)
+    x = X.clone().requires_grad_()
+    out = fds.calibrate(x, _bin_values(torch.arange(6)))
+    out.sum().backward()
+    scale = (fds.smoothed_var / fds.running_var).clamp(0.1, 10).sqrt()
+    expected = torch.where(fds.running_var == 0, 1.0, scale)
+    expected[3] = 1.0  # a single sample: zero variance, unchanged
+    assert torch.allclose(x.grad, expected)
+    assert torch.equal(out[3], X[3]) and out[5, 1] == X[5, 1]
+
+
 # -- the head ---------------------------------------------------------------
 
 def head_cfg(**kw):
@@ -236,6 +365,58 @@ def test_head_without_lds_is_mmdet_head():
         assert torch.equal(a[key], b[key])
 
 
+FDS = dict(value_range=(0.5, 1.0), num_bins=10)
+
+
+def test_head_fds_calibrates_the_regression_features_only():
+    gen = torch.Generator().manual_seed(5)
+    head = MODELS.build(head_cfg(lds=None, fds=FDS)).train()
+    assert head.fds.feature_dim == 16
+    results = sampling_results(gen)
+    rois = rois_of(results)
+    feats = torch.randn(len(rois), 4, 7, 7, generator=gen)
+    plain = Shared2FCBBoxHead.loss_and_target
+    # epoch 0: collected, not calibrated: mmdet's loss
+    cls_score, bbox_pred = head(feats)
+    out = head.loss_and_target(cls_score, bbox_pred, rois, results, RCNN)
+    ref = plain(head, cls_score, bbox_pred, rois, results, RCNN)
+    assert torch.equal(out['loss_bbox']['loss_bbox'],
+                       ref['loss_bbox']['loss_bbox'])
+    assert head._reg_input is None
+    pos = out['bbox_targets'][0] < C
+    assert int(head.fds.acc_count.sum()) == int(pos.sum())
+    head.fds.end_epoch(0)
+    # epoch 1: the positives' fc_reg input is calibrated by IoU bin
+    cls_score, bbox_pred = head(feats)
+    reg_input = head._reg_input.detach().clone()
+    ious = torch.cat([
+        bbox_overlaps(r.pos_priors, r.pos_gt_bboxes, is_aligned=True)
+        for r in results
+    ])
+    out = head.loss_and_target(cls_score, bbox_pred, rois, results, RCNN)
+    labels, _, targets, _ = out['bbox_targets']
+    calibrated = reg_input.clone()
+    calibrated[pos] = head.fds.calibrate(reg_input[pos], ious)
+    assert not torch.allclose(calibrated[pos], reg_input[pos])
+    pred = head.fc_reg(calibrated).view(len(rois), C, 4)[pos, labels[pos]]
+    expected = (pred - targets[pos]).abs().sum() / len(rois)
+    assert torch.allclose(out['loss_bbox']['loss_bbox'], expected)
+    # the classifier reads the uncalibrated features
+    ref = plain(head, cls_score, bbox_pred, rois, results, RCNN)
+    assert torch.equal(out['loss_bbox']['loss_cls'],
+                       ref['loss_bbox']['loss_cls'])
+    out['loss_bbox']['loss_bbox'].backward()
+    assert head.shared_fcs[0].weight.grad.abs().sum() > 0
+    # test time: nothing kept, nothing calibrated
+    head.eval()
+    with torch.no_grad():
+        _, test_pred = head(feats)
+    assert head._reg_input is None
+    assert torch.allclose(test_pred, bbox_pred.detach())
+    with pytest.raises(ValueError, match='feature_dim'):
+        MODELS.build(head_cfg(fds=dict(FDS, feature_dim=16)))
+
+
 def test_lds_refuses_decoded_box_losses():
     with pytest.raises(ValueError, match='reg_decoded_bbox'):
         MODELS.build(
@@ -248,13 +429,15 @@ def test_lds_refuses_decoded_box_losses():
 def _two_rank_worker(rank, world, out_dir):
     gen = torch.Generator().manual_seed(10 + rank)  # different data per rank
     torch.manual_seed(0)
-    head = MODELS.build(head_cfg())
+    head = MODELS.build(head_cfg(fds=FDS))
     head.train()
-    for _ in range(3):
+    for step in range(3):
         results = sampling_results(gen, num_pos=4 + rank)
         rois = rois_of(results)
         feats = torch.randn(len(rois), 4, 7, 7, generator=gen)
         head.loss_and_target(*head(feats), rois, results, RCNN)
+        if step == 1:
+            head.fds.end_epoch(0)
     torch.save({k: v for k, v in head.state_dict().items()
                 if not k.startswith(('fc_', 'shared'))},
                f'{out_dir}/rank{rank}.pth')
@@ -268,6 +451,8 @@ def test_two_gloo_ranks_hold_identical_state(tmp_path):
         assert torch.equal(states[0][key], states[1][key]), key
     # both ranks' positives: 3 steps x 2 images x (4 + 5) positives
     assert int(states[0]['lds.counts'][0].sum()) == 3 * 2 * 9
+    assert int(states[0]['fds.num_samples_tracked'].sum()) == 2 * 2 * 9
+    assert int(states[0]['fds.acc_count'].sum()) == 2 * 9
 
 
 def test_state_resumes_exactly():
@@ -282,16 +467,21 @@ def test_state_resumes_exactly():
             rois = rois_of(steps[i])
             out = head.loss_and_target(*head(feats[i]), rois, steps[i], RCNN)
             losses.append(out['loss_bbox']['loss_bbox'].detach())
+            if i in (0, 2):  # two-step epochs; resumed after step 1
+                head.fds.end_epoch(i // 2)
         return losses
 
+    cfg = head_cfg(fds=FDS)
     torch.manual_seed(0)
-    straight = MODELS.build(head_cfg()).train()
+    straight = MODELS.build(cfg).train()
     expected = run(straight, range(4))
     torch.manual_seed(0)
-    first = MODELS.build(head_cfg()).train()
+    first = MODELS.build(cfg).train()
     run(first, range(2))
     state = copy.deepcopy(first.state_dict())
-    resumed = MODELS.build(head_cfg()).train()
+    assert state['fds.acc_count'].sum() > 0  # mid-epoch
+    resumed = MODELS.build(cfg).train()
     resumed.load_state_dict(state)
-    assert torch.equal(resumed.lds.counts, first.lds.counts)
     assert run(resumed, range(2, 4)) == expected[2:]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
