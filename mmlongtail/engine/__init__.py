@@ -2,7 +2,8 @@
 from .checkpoint_io import (CheckpointError, check_checkpoint,
                             choose_resume_checkpoint)
 from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
-                    LastMetricsHook, LearnableWeightScalingHook,
+                    FeatureDistributionSmoothingHook, LastMetricsHook,
+                    LearnableWeightScalingHook,
                     LongTailConsistencyHook, NonFiniteGuardHook,
                     TauNormalizationHook, check_longtail_consistency)
 from .nonfinite import NonFiniteError
@@ -13,5 +14,6 @@ __all__ = [
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
-    'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError'
+    'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError',
+    'FeatureDistributionSmoothingHook'
 ]
