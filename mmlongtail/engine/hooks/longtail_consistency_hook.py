@@ -289,7 +289,9 @@ def check_longtail_consistency(model: nn.Module,
 
 @HOOKS.register_module()
 class LongTailConsistencyHook(Hook):
-    """Run :func:`check_longtail_consistency` before train, val and test.
+    """Run :func:`check_longtail_consistency` before train, val and test;
+    before training also refuse an FDS box head without
+    ``mmlongtail.FeatureDistributionSmoothingHook``.
 
     Enabled by ``configs/_base_/default_runtime.py``::
 
