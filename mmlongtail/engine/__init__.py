@@ -2,7 +2,8 @@
 from .checkpoint_io import (CheckpointError, check_checkpoint,
                             choose_resume_checkpoint)
 from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
-                    DRWHook, LastMetricsHook, LearnableWeightScalingHook,
+                    DRWHook, FeatureDistributionSmoothingHook,
+                    LastMetricsHook, LearnableWeightScalingHook,
                     LongTailConsistencyHook, NonFiniteGuardHook,
                     TauNormalizationHook, check_longtail_consistency)
 from .nonfinite import NonFiniteError
@@ -14,5 +15,5 @@ __all__ = [
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
     'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError',
-    'DRWHook'
+    'DRWHook', 'FeatureDistributionSmoothingHook'
 ]

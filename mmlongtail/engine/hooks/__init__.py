@@ -6,6 +6,7 @@ from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .drw_hook import DRWHook
 from .eval_progress_hook import EvalProgressHook
+from .fds_hook import FeatureDistributionSmoothingHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
@@ -17,5 +18,5 @@ __all__ = [
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',
-    'NonFiniteGuardHook', 'DRWHook'
+    'NonFiniteGuardHook', 'DRWHook', 'FeatureDistributionSmoothingHook'
 ]

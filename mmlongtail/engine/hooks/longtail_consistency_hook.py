@@ -310,6 +310,37 @@ def _check_start_epochs(model: nn.Module, max_epochs: int) -> None:
             'learning-rate step, epoch 17 of 24)')
 
 
+def _check_box_regression(model: nn.Module) -> None:
+    """LDS weights the encoded deltas per element: refuse a head that
+    regresses decoded boxes (built some other way than its constructor,
+    which refuses this too)."""
+    for name, head in model.named_modules():
+        if (getattr(head, 'lds', None) is not None
+                and getattr(head, 'reg_decoded_bbox', False)):
+            raise ValueError(
+                f'{name or "model"} ({type(head).__name__}) weights '
+                'loss_bbox with LDS on the encoded deltas (dx, dy, dw, dh), '
+                'but reg_decoded_bbox=True makes its loss compare decoded '
+                'boxes (an IoU-type loss) that these weights do not fit; '
+                'use a delta loss (L1Loss, SmoothL1Loss) or drop lds')
+
+
+def _check_fds_hook(runner) -> None:
+    """FDS folds its statistics at epoch ends, which its hook marks."""
+    from mmlongtail.engine.hooks.fds_hook import fds_modules
+    if not fds_modules(runner.model):
+        return
+    names = [type(hook).__name__ for hook in runner.hooks]
+    if 'FeatureDistributionSmoothingHook' not in names:
+        raise ValueError(
+            'The model has Feature Distribution Smoothing (an FDS box '
+            'head), but the runner has no '
+            'mmlongtail.FeatureDistributionSmoothingHook, so its statistics '
+            'would never be folded and it would never calibrate; add '
+            "dict(type='mmlongtail.FeatureDistributionSmoothingHook') to "
+            'custom_hooks')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset',
@@ -339,7 +370,8 @@ def check_longtail_consistency(model: nn.Module,
       class-specific bbox head (``reg_class_agnostic=False``) and blends
       that head's ``num_classes`` regressors;
     * a wrapper loss that acts only from ``start_epoch`` on (PCB) reaches
-      it within ``max_epochs`` when that is given (training).
+      it within ``max_epochs`` when that is given (training);
+    * a box head with LDS regresses encoded deltas, not decoded boxes.
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -372,11 +404,14 @@ def check_longtail_consistency(model: nn.Module,
     _check_class_agnostic_branch(model)
     if max_epochs is not None:
         _check_start_epochs(model, max_epochs)
+    _check_box_regression(model)
 
 
 @HOOKS.register_module()
 class LongTailConsistencyHook(Hook):
-    """Run :func:`check_longtail_consistency` before train, val and test.
+    """Run :func:`check_longtail_consistency` before train, val and test;
+    before training also refuse an FDS box head without
+    ``mmlongtail.FeatureDistributionSmoothingHook``.
 
     Enabled by ``configs/_base_/default_runtime.py``::
 
@@ -407,6 +442,7 @@ class LongTailConsistencyHook(Hook):
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train_loop')
+        _check_fds_hook(runner)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')
