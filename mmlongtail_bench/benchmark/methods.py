@@ -118,8 +118,12 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('cab_rfs', 'RFS + CAB'),
         m('cab_eqlv2', 'EQLv2 + CAB'),
         m('cab_ecm', 'ECM + Norm Mask + CAB'),
+        m('seesaw_pcb', 'Seesaw + PCB'),
+        m('gap_ce', 'GAP + CE'),
         m('apa_gol', 'APA + GOL'),
         m('ldam_drw', 'LDAM + DRW'),
+        m('lds', 'LDS (box regression)'),
+        m('fds', 'FDS (box regression)'),
         # two-stage track: classifier retrained on the baseline
         m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
           kind='stage2'),
@@ -135,6 +139,8 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('tau_norm', 'τ-norm', init_from='baseline_ce', kind='posthoc',
           param='TauNormalizationHook.tau',
           values=(0.0, 0.25, 0.5, 0.75, 1.0)),
+        m('fracal', 'FRACAL', init_from='baseline_ce', kind='posthoc',
+          param='FRACAL.fractal_l', values=(0.0, 0.5, 1.0, 2.0, 3.0, 4.0)),
         # one-stage track
         m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
         m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),

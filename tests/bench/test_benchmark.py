@@ -43,22 +43,24 @@ def test_default_methods_are_those_of_the_issues():
         'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
         'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
         'Progressively-balanced sampling', 'CAB', 'RFS + CAB', 'EQLv2 + CAB',
-        'ECM + Norm Mask + CAB', 'APA + GOL', 'LDAM + DRW',
+        'ECM + Norm Mask + CAB', 'Seesaw + PCB', 'GAP + CE', 'APA + GOL',
+        'LDAM + DRW', 'LDS (box regression)', 'FDS (box regression)',
         'BAGS (decoupled)', 'cRT',
-        'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm',
+        'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 19 + [
-        ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 3 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 23 + [
+        ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 4 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 25 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 30 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
     assert params == dict(norcal='NorCal.gamma',
                           logit_adjustment='LogitAdjustment.tau',
-                          tau_norm='TauNormalizationHook.tau')
+                          tau_norm='TauNormalizationHook.tau',
+                          fracal='FRACAL.fractal_l')
     for m in ms:
         if m.kind == 'posthoc':
             target = resolve_param(Config.fromfile(m.config), m.param)
@@ -98,6 +100,15 @@ BUILT_ON = {
     # APA's lambda and kappa, as the official scripts: no weight decay
     'apa_gol': ('gumbel_droploss', ('model.roi_head.bbox_head.loss_cls',
                                     'optim_wrapper.paramwise_cfg')),
+    # PCB wraps the Seesaw row's loss
+    'seesaw_pcb': ('seesaw_normed_mask', ('model.roi_head.bbox_head.loss_cls',
+                                          )),
+    'gap_ce': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls', )),
+    # LDS / FDS: the box head that smooths (FDS folds by a hook)
+    'lds': ('baseline_ce', ('model.roi_head.bbox_head.type',
+                            'model.roi_head.bbox_head.lds')),
+    'fds': ('baseline_ce', ('model.roi_head.bbox_head.type',
+                            'model.roi_head.bbox_head.fds', 'custom_hooks')),
     # LDAM's scale is the cosine classifier's; DRW switches by a hook
     'ldam_drw': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls',
                                  'model.roi_head.bbox_head.cls_predictor_cfg',
