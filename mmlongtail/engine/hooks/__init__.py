@@ -5,6 +5,7 @@ from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
 from .classifier_retraining_hook import ClassifierRetrainingHook
 from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .eval_progress_hook import EvalProgressHook
+from .fasa_sampling_hook import FASASamplingHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
@@ -13,6 +14,7 @@ from .nonfinite_guard_hook import NonFiniteGuardHook
 __all__ = [
     'BadImageReportHook',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
+    'FASASamplingHook',
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',

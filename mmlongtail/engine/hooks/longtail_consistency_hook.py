@@ -206,6 +206,21 @@ def _check_cascades(model: nn.Module) -> None:
                 f'same classification loss and layout, got: {listing}')
 
 
+def _check_feature_augment(model: nn.Module) -> None:
+    """A RoI head's ``feature_augment`` (FASA, feature cloud, SMOTE) must
+    fit its bbox head's classifier (e.g. the feature cloud needs a cosine
+    one)."""
+    for name, module in model.named_modules():
+        aug = getattr(module, 'feature_augment', None)
+        check = getattr(aug, 'check_classifier', None)
+        fc_cls = getattr(getattr(module, 'bbox_head', None), 'fc_cls', None)
+        if check is None or fc_cls is None:
+            continue
+        reason = check(fc_cls)
+        if reason is not None:
+            raise ValueError(f'{name or "model"}.feature_augment: {reason}')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset') -> None:
@@ -226,7 +241,9 @@ def check_longtail_consistency(model: nn.Module,
       e.g. Seesaw's ``C + 2``, EQLv2's ``C + 1``, BAGS' ``C + 1 + G``) sits
       in a head whose classifier has that many outputs;
     * the stages of a Cascade have the same classifier layout, as their
-      losses describe it (their logits are averaged at test time).
+      losses describe it (their logits are averaged at test time);
+    * a RoI head's ``feature_augment`` fits its bbox head's classifier (the
+      feature cloud needs a cosine ``fc_cls``).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -252,6 +269,7 @@ def check_longtail_consistency(model: nn.Module,
     _check_dense_heads(model)
     _check_layouts(model)
     _check_cascades(model)
+    _check_feature_augment(model)
 
 
 @HOOKS.register_module()
