@@ -14,7 +14,8 @@ STATS = dict(
     num_images=10000,
     categories=[
         dict(id=i + 1, name=f'c{i}', frequency='rcff'[i],
-             image_count=min(n, 900), instance_count=n) for i, n in enumerate(COUNTS)
+             image_count=min(n, 900), instance_count=n)
+        for i, n in enumerate(COUNTS)
     ])
 
 
