@@ -5,3 +5,5 @@ from .affinity_propagation import affinity_propagation  # noqa: F401
 from .base import FeatureAugmentation, is_cosine_classifier  # noqa: F401
 from .fasa import FASA, fasa_adapt_rates, fasa_initial_rates  # noqa: F401
 from .statistics import ClassFeatureStatistics  # noqa: F401
+from .feature_cloud import FeatureCloud, rotate_by  # noqa: F401
+from .smote import SMOTE  # noqa: F401
