@@ -111,8 +111,14 @@ class FASA(FeatureAugmentation):
       distances to scikit-learn's ``affinity='precomputed'``, which reads
       them as similarities and so groups each class with the classes
       *farthest* from it. ``similarity='distance'`` reproduces that.
-      Clustering runs in torch (no scikit-learn), so the groups may differ
-      from scikit-learn's on ties;
+      Clustering runs in torch (no scikit-learn). With scikit-learn's
+      damping 0.5 and 200 iterations the messages often oscillate (they do
+      on Gaussian blobs in 64-1024 dimensions, also in a re-typed copy of
+      scikit-learn's loop), and scikit-learn (>= 0.23) then labels every
+      class -1, so the official loop adapts no rate at all; hence damping
+      0.9 and up to 1000 iterations here.
+      When it still does not converge the rates stay, with a warning, as
+      officially;
     * the virtual features' loss is logged as ``loss_cls_aug`` rather than
       added into ``loss_cls`` (the total is the same).
 
@@ -137,6 +143,10 @@ class FASA(FeatureAugmentation):
             (the official code's input; see above).
         clustering (bool): Group classes by affinity propagation; if False
             every class is its own group. Defaults to True.
+        ap_damping (float): Damping of affinity propagation. Defaults to
+            0.9 (scikit-learn's default, which the official code uses, is
+            0.5; see below).
+        ap_max_iter (int): Its iteration limit. Defaults to 1000 (200).
         start_epoch (int): Defaults to 1 (official: ``epoch >= 1``).
         seed (int): Generator seed.
         use_distributed (bool): All-reduce the statistics.
@@ -154,6 +164,8 @@ class FASA(FeatureAugmentation):
                  dynamic_down: float = 0.9,
                  similarity: str = 'neg_sqdist',
                  clustering: bool = True,
+                 ap_damping: float = 0.9,
+                 ap_max_iter: int = 1000,
                  start_epoch: int = 1,
                  seed: int = 0,
                  use_distributed: bool = True) -> None:
@@ -169,6 +181,8 @@ class FASA(FeatureAugmentation):
         self.dynamic_down = float(dynamic_down)
         self.similarity = similarity
         self.clustering = clustering
+        self.ap_damping = float(ap_damping)
+        self.ap_max_iter = int(ap_max_iter)
         self.register_buffer(
             'rates',
             fasa_initial_rates(
@@ -231,9 +245,10 @@ class FASA(FeatureAugmentation):
         self.val_loss.zero_()
         self.val_count.zero_()
 
-    def class_groups(self) -> Tensor:
+    def class_groups(self) -> Optional[Tensor]:
         """``(C,)`` group of each class: affinity propagation on the class
-        means (see the class docstring), or one group per class."""
+        means (see the class docstring), or one group per class; None if
+        affinity propagation did not converge."""
         C = self.num_classes
         if not self.clustering:
             return torch.arange(C, device=self.rates.device)
@@ -241,7 +256,12 @@ class FASA(FeatureAugmentation):
         sq = mean.square().sum(1)
         dist2 = sq[:, None] - 2 * mean @ mean.T + sq[None, :]
         sim = -dist2 if self.similarity == 'neg_sqdist' else dist2
-        return affinity_propagation(sim, seed=self.seed)
+        groups, converged = affinity_propagation(
+            sim,
+            damping=self.ap_damping,
+            max_iter=self.ap_max_iter,
+            seed=self.seed)
+        return groups if converged else None
 
     @torch.no_grad()
     def adapt(self, groups: Optional[Union[Tensor, Sequence[int]]] = None
@@ -268,6 +288,13 @@ class FASA(FeatureAugmentation):
             self.loss_prev.copy_(now)
         if groups is None:
             groups = self.class_groups()
+        if groups is None:
+            MMLogger.get_current_instance().warning(
+                'FASA: affinity propagation did not converge '
+                f'(damping {self.ap_damping}, {self.ap_max_iter} '
+                'iterations); the sampling rates stay as they are')
+            self.loss_prev.copy_(now)
+            return
         groups = torch.as_tensor(groups, device=self.rates.device)
         C = self.num_classes
         self.rates.copy_(

@@ -147,11 +147,23 @@ def test_affinity_propagation_finds_blobs():
     x = (centers[:, None] + 0.5 * torch.randn(3, 6, 2, generator=g))
     x = x.reshape(18, 2)
     sim = -torch.cdist(x, x).square()
-    labels = affinity_propagation(sim)
+    labels, converged = affinity_propagation(sim)
+    assert converged
     truth = torch.arange(3).repeat_interleave(6)
     for k in range(3):  # one cluster per blob
         assert len(labels[truth == k].unique()) == 1
     assert len(labels.unique()) == 3
+    labels, converged = affinity_propagation(sim, max_iter=5)
+    assert not converged and (labels == -1).all()
+    # FASA keeps its rates when the clustering does not converge
+    fasa = _fasa(ap_max_iter=5)
+    fasa.stats.mean[:, :2] = x[:C]
+    before = fasa.rates.clone()
+    for scale in (1., 2.):
+        fasa.val_loss.copy_(torch.arange(C + 1.) * scale)
+        fasa.val_count.fill_(1)
+        fasa.adapt()
+    assert torch.equal(fasa.rates, before)
 
 
 def test_hand_accumulated_statistics():
