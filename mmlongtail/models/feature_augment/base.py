@@ -38,7 +38,9 @@ class FeatureAugmentation(nn.Module):
     features with ``bbox_head.fc_cls`` and ``bbox_head.loss_cls``, each
     virtual feature weighted ``loss_weight`` and the loss averaged over the
     virtual features (as FASA's official code does). Virtual features have
-    no box: they never reach box regression.
+    no box: they never reach box regression. A ``loss_cls`` with running
+    statistics of its own (Seesaw's counts, EQLv2's gradient sums) counts
+    the virtual features too, as in the official FASA code.
 
     Randomness: one ``torch.Generator`` on the features' device, seeded per
     step from ``(seed, step, rank)``. ``step`` is a buffer, so a resumed run

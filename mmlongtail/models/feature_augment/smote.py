@@ -45,6 +45,8 @@ class SMOTE(FeatureAugmentation):
         loss_weight (float): Defaults to 1.0.
         start_epoch (int): Defaults to 0.
         seed (int): Generator seed.
+        use_distributed (bool): Unused (SMOTE keeps no statistics); kept
+            for the common signature.
     """
 
     def __init__(self,

@@ -117,8 +117,6 @@ class ClassFeatureStatistics(nn.Module):
         all_reduce_sum_(sums, self.use_distributed)
         n = sums[:, 0:1]
         present = n[:, 0] > 0
-        if not bool(present.any()):
-            return
         dmean = sums[:, 1:D + 1] / n.clamp(min=1)
         step_mean = shift + dmean
         # squared deviations from the step mean; round-off can make the
