@@ -1,4 +1,5 @@
 """Models: long-tail losses, normalized predictors, RoI heads with test-time
 scoring and the test-time scorers, the label-gathered mask head and exact
 early-stopping NMS."""
-from . import layers, losses, mask_heads, roi_heads, scorers, utils  # noqa
+from . import (feature_augment, layers, losses, mask_heads,  # noqa
+               roi_heads, scorers, utils)

@@ -7,6 +7,7 @@ from .crash_safe_checkpoint_hook import CrashSafeCheckpointHook
 from .drw_hook import DRWHook
 from .eval_progress_hook import EvalProgressHook
 from .fds_hook import FeatureDistributionSmoothingHook
+from .fasa_sampling_hook import FASASamplingHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
@@ -15,6 +16,7 @@ from .nonfinite_guard_hook import NonFiniteGuardHook
 __all__ = [
     'BadImageReportHook',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
+    'FASASamplingHook',
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',

@@ -341,6 +341,21 @@ def _check_fds_hook(runner) -> None:
             'custom_hooks')
 
 
+def _check_feature_augment(model: nn.Module) -> None:
+    """A RoI head's ``feature_augment`` (FASA, feature cloud, SMOTE) must
+    fit its bbox head's classifier (e.g. the feature cloud needs a cosine
+    one)."""
+    for name, module in model.named_modules():
+        aug = getattr(module, 'feature_augment', None)
+        check = getattr(aug, 'check_classifier', None)
+        fc_cls = getattr(getattr(module, 'bbox_head', None), 'fc_cls', None)
+        if check is None or fc_cls is None:
+            continue
+        reason = check(fc_cls)
+        if reason is not None:
+            raise ValueError(f'{name or "model"}.feature_augment: {reason}')
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset',
@@ -371,7 +386,9 @@ def check_longtail_consistency(model: nn.Module,
       that head's ``num_classes`` regressors;
     * a wrapper loss that acts only from ``start_epoch`` on (PCB) reaches
       it within ``max_epochs`` when that is given (training);
-    * a box head with LDS regresses encoded deltas, not decoded boxes.
+    * a box head with LDS regresses encoded deltas, not decoded boxes;
+    * a RoI head's ``feature_augment`` fits its bbox head's classifier (the
+      feature cloud needs a cosine ``fc_cls``).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -405,6 +422,7 @@ def check_longtail_consistency(model: nn.Module,
     if max_epochs is not None:
         _check_start_epochs(model, max_epochs)
     _check_box_regression(model)
+    _check_feature_augment(model)
 
 
 @HOOKS.register_module()

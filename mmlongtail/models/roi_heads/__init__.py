@@ -6,3 +6,4 @@ from .bbox_predict import (SCORERS_KEY, apply_scorers,  # noqa: F401
 from .cascade_roi_head import CascadeRoIHead  # noqa: F401
 from .standard_roi_head import StandardRoIHead  # noqa: F401
 from .lds_fds_bbox_head import LDSFDSShared2FCBBoxHead  # noqa: F401
+from .feature_aug_roi_head import FeatureAugRoIHead  # noqa: F401

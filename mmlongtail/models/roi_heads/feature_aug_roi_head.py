@@ -1,0 +1,107 @@
+"""A ``StandardRoIHead`` whose classifier also learns from virtual RoI
+features (FASA, feature cloud, SMOTE:
+:mod:`mmlongtail.models.feature_augment`)."""
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+from mmdet.models.task_modules.samplers import SamplingResult
+from mmdet.structures.bbox import bbox2roi
+from mmengine.logging import MessageHub
+from torch import Tensor
+
+from mmlongtail.registry import MODELS
+from .standard_roi_head import StandardRoIHead
+
+
+@MODELS.register_module()
+class FeatureAugRoIHead(StandardRoIHead):
+    """:class:`StandardRoIHead` with a feature augmentation.
+
+    In training, the features that ``bbox_head.fc_cls`` receives (captured
+    by a forward pre-hook held only during the call, so any ``ConvFCBBoxHead``
+    such as ``Shared2FCBBoxHead`` works unchanged) and the RoI labels go to
+    ``feature_augment.loss``, which updates its per-class statistics with the
+    positive RoIs and adds ``loss_cls_aug``: the classification loss of
+    virtual features. Box regression, masks and prediction are the parent's,
+    unchanged: virtual features have no box target.
+
+    The current epoch comes from mmengine's message hub (set by the runner's
+    ``RuntimeInfoHook``).
+
+    Example::
+
+        roi_head=dict(
+            type='mmlongtail.FeatureAugRoIHead',
+            feature_augment=dict(type='mmlongtail.FASA',
+                                 category_stats='lvis_v1'),
+            bbox_head=dict(type='Shared2FCBBoxHead', ...))
+
+    Args:
+        feature_augment (dict): Config of a
+            :class:`~mmlongtail.models.feature_augment.FeatureAugmentation`;
+            ``num_classes`` and ``feat_dim`` are filled in from the bbox
+            head.
+        *args, **kwargs: Those of :class:`StandardRoIHead`.
+    """
+
+    def __init__(self, *args, feature_augment: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fc_cls = getattr(self.bbox_head, 'fc_cls', None)
+        if not isinstance(fc_cls, nn.Linear):
+            raise TypeError(
+                'FeatureAugRoIHead needs a bbox head with a linear fc_cls '
+                '(e.g. Shared2FCBBoxHead, optionally with a NormedLinear '
+                f'cls_predictor_cfg); {type(self.bbox_head).__name__} has '
+                f'{type(fc_cls).__name__}')
+        self.feature_augment = MODELS.build(
+            feature_augment,
+            default_args=dict(
+                num_classes=self.bbox_head.num_classes,
+                feat_dim=fc_cls.in_features))
+        reason = self.feature_augment.check_classifier(fc_cls)
+        if reason is not None:
+            raise ValueError(reason)
+        #: Set by FASASamplingHook: in eval mode, accumulate per-class
+        #: validation losses instead of training.
+        self.collect_val_loss = False
+
+    def bbox_loss(self, x: Tuple[Tensor],
+                  sampling_results: List[SamplingResult]) -> dict:
+        """mmdet's ``bbox_loss`` plus ``loss_cls_aug`` (see the class)."""
+        rois = bbox2roi([res.priors for res in sampling_results])
+        captured = []
+        handle = self.bbox_head.fc_cls.register_forward_pre_hook(
+            lambda _, inputs: captured.append(inputs[0]))
+        try:
+            bbox_results = self._bbox_forward(x, rois)
+        finally:
+            handle.remove()
+        out = self.bbox_head.loss_and_target(
+            cls_score=bbox_results['cls_score'],
+            bbox_pred=bbox_results['bbox_pred'],
+            rois=rois,
+            sampling_results=sampling_results,
+            rcnn_train_cfg=self.train_cfg)
+        losses = dict(out['loss_bbox'])
+        labels, label_weights = out['bbox_targets'][:2]
+        aug = self.feature_augment
+        if self.training:
+            epoch = MessageHub.get_current_instance().get_info('epoch', 0)
+            losses.update(
+                aug.loss(captured[0], labels, self.bbox_head, int(epoch)))
+        elif self.collect_val_loss:
+            with torch.no_grad():
+                per_roi = self.bbox_head.loss_cls(
+                    bbox_results['cls_score'],
+                    labels,
+                    label_weights,
+                    reduction_override='none')
+                if isinstance(per_roi, dict):
+                    per_roi = sum(v for k, v in per_roi.items()
+                                  if 'loss' in k)
+                if per_roi.dim() > 1:
+                    per_roi = per_roi.sum(1)
+                aug.accumulate_val_loss(per_roi, labels)
+        bbox_results.update(loss_bbox=losses)
+        return bbox_results
