@@ -122,6 +122,9 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('gap_ce', 'GAP + CE'),
         m('apa_gol', 'APA + GOL'),
         m('ldam_drw', 'LDAM + DRW'),
+        m('fasa', 'FASA'),
+        m('feature_cloud', 'Feature cloud (cosine classifier)'),
+        m('smote', 'SMOTE (RoI features)'),
         m('lds', 'LDS (box regression)'),
         m('fds', 'FDS (box regression)'),
         # two-stage track: classifier retrained on the baseline

@@ -44,16 +44,17 @@ def test_default_methods_are_those_of_the_issues():
         'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
         'Progressively-balanced sampling', 'CAB', 'RFS + CAB', 'EQLv2 + CAB',
         'ECM + Norm Mask + CAB', 'Seesaw + PCB', 'GAP + CE', 'APA + GOL',
-        'LDAM + DRW', 'LDS (box regression)', 'FDS (box regression)',
+        'LDAM + DRW', 'FASA', 'Feature cloud (cosine classifier)',
+        'SMOTE (RoI features)', 'LDS (box regression)', 'FDS (box regression)',
         'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 23 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 26 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 4 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 30 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 33 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
@@ -104,6 +105,17 @@ BUILT_ON = {
     'seesaw_pcb': ('seesaw_normed_mask', ('model.roi_head.bbox_head.loss_cls',
                                           )),
     'gap_ce': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls', )),
+    # feature augmentation: the RoI head that generates (FASA adapts its
+    # rates on the held-out split by a hook; the cloud needs a cosine
+    # classifier)
+    'fasa': ('baseline_ce', ('model.roi_head.type',
+                             'model.roi_head.feature_augment',
+                             'custom_hooks')),
+    'feature_cloud': ('baseline_ce', (
+        'model.roi_head.type', 'model.roi_head.feature_augment',
+        'model.roi_head.bbox_head.cls_predictor_cfg')),
+    'smote': ('baseline_ce', ('model.roi_head.type',
+                              'model.roi_head.feature_augment')),
     # LDS / FDS: the box head that smooths (FDS folds by a hook)
     'lds': ('baseline_ce', ('model.roi_head.bbox_head.type',
                             'model.roi_head.bbox_head.lds')),
