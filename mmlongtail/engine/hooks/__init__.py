@@ -1,5 +1,6 @@
 """Runner hooks."""
 from .bad_image_report_hook import BadImageReportHook
+from .bbn_hook import BBNCumulativeLearningHook, check_bbn_setup
 from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
                                          TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
@@ -11,7 +12,7 @@ from .longtail_consistency_hook import (LongTailConsistencyHook,
 from .nonfinite_guard_hook import NonFiniteGuardHook
 
 __all__ = [
-    'BadImageReportHook',
+    'BadImageReportHook', 'BBNCumulativeLearningHook', 'check_bbn_setup',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',

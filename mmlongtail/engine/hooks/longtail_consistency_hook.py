@@ -283,6 +283,9 @@ class LongTailConsistencyHook(Hook):
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train_loop')
+        # BBN's two-stream training is wired up completely (or not at all)
+        from .bbn_hook import check_bbn_setup
+        check_bbn_setup(runner)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')
