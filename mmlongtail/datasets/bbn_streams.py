@@ -51,7 +51,7 @@ class BBNStreamDataset:
         if isinstance(dataset, dict):
             dataset = DATASETS.build(dataset)
         self.dataset = dataset
-        self._metainfo = copy.deepcopy(dataset.metainfo)
+        self._metainfo = copy.deepcopy(getattr(dataset, 'metainfo', {}))
         self._fully_initialized = False
         if not lazy_init:
             self.full_init()
