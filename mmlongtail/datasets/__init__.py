@@ -23,3 +23,9 @@ from .transforms import (BadImageCount, BadImageError,  # noqa: E402
                          LoadImageChecked)
 
 __all__ += ['BadImageCount', 'BadImageError', 'LoadImageChecked']
+
+# BBN's two data streams (a dataset wrapper and its paired sampler)
+from .bbn_streams import BBNStreamDataset  # noqa: E402
+from .samplers import BBNPairSampler  # noqa: E402
+
+__all__ += ['BBNStreamDataset', 'BBNPairSampler']

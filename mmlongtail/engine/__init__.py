@@ -6,6 +6,7 @@ from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
                     LastMetricsHook, LearnableWeightScalingHook,
                     LongTailConsistencyHook, NonFiniteGuardHook,
                     TauNormalizationHook, check_longtail_consistency)
+from .hooks import BBNCumulativeLearningHook, check_bbn_setup
 from .nonfinite import NonFiniteError
 from .wrappers import CPUDistributedDataParallel
 
@@ -15,5 +16,6 @@ __all__ = [
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
     'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError',
-    'DRWHook', 'FeatureDistributionSmoothingHook'
+    'DRWHook', 'FeatureDistributionSmoothingHook',
+    'BBNCumulativeLearningHook', 'check_bbn_setup'
 ]

@@ -1,5 +1,6 @@
 """Runner hooks."""
 from .bad_image_report_hook import BadImageReportHook
+from .bbn_hook import BBNCumulativeLearningHook, check_bbn_setup
 from .classifier_rebalance_hooks import (LearnableWeightScalingHook,
                                          TauNormalizationHook)
 from .classifier_retraining_hook import ClassifierRetrainingHook
@@ -14,7 +15,7 @@ from .longtail_consistency_hook import (LongTailConsistencyHook,
 from .nonfinite_guard_hook import NonFiniteGuardHook
 
 __all__ = [
-    'BadImageReportHook',
+    'BadImageReportHook', 'BBNCumulativeLearningHook', 'check_bbn_setup',
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'EvalProgressHook',
     'FASASamplingHook',
     'LastMetricsHook',

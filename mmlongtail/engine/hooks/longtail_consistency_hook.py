@@ -461,6 +461,9 @@ class LongTailConsistencyHook(Hook):
     def before_train(self, runner) -> None:
         self._check(runner, 'train_loop')
         _check_fds_hook(runner)
+        # BBN's two-stream training is wired up completely (or not at all)
+        from .bbn_hook import check_bbn_setup
+        check_bbn_setup(runner)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')

@@ -7,3 +7,5 @@ from .cascade_roi_head import CascadeRoIHead  # noqa: F401
 from .standard_roi_head import StandardRoIHead  # noqa: F401
 from .lds_fds_bbox_head import LDSFDSShared2FCBBoxHead  # noqa: F401
 from .feature_aug_roi_head import FeatureAugRoIHead  # noqa: F401
+from .bbn import (BBNBBoxHead, BBNRoIHead, cumulative_alpha,  # noqa: F401
+                  cumulative_mix)
