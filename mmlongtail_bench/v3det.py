@@ -82,6 +82,11 @@ LOSS_CONFIGS: Dict[str, Callable[[int, dict], dict]] = {
         loss=dict(type='mmlongtail.FocalLoss', num_classes=C)),
     'SeesawLoss': lambda C, s: dict(num_classes=C),
     'APALoss': lambda C, s: dict(num_classes=C, category_stats=s),
+    'LDAMLoss': lambda C, s: dict(num_classes=C, category_stats=s),
+    'GAPLoss': lambda C, s: dict(num_classes=C),
+    'PCBLoss': lambda C, s: dict(
+        num_classes=C, alpha=0.05, start_epoch=17,
+        loss=dict(type='mmlongtail.SeesawLoss', num_classes=C)),
 }
 
 

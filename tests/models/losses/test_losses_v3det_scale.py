@@ -81,6 +81,23 @@ PAD = {
     # as GumbelLoss (its logits clamped at -4 too: p ~ 1e-23 at lambda 1e-3)
     'APALoss': (lambda C, s: dict(num_classes=C, category_stats=s,
                                   lambda_=0.005), (0, 0)),
+    # LDAM's margins scale by the smallest count's n^(-1/4): the padding
+    # classes' 50 instances are more than class 0's 3, so no margin moves
+    'LDAMLoss': (lambda C, s: dict(num_classes=C, category_stats=s),
+                 (1, 50)),
+    # GAP ranks the positives against every other logit: a padding logit of
+    # -30 lies below every ramp, so it adds no ranking error or gradient.
+    # Its class weights (1 / n)^gamma are scaled to sum to C over every
+    # class, the never-seen padding ones included, so gamma = 0 here (equal
+    # weights at both sizes); the weights: test_gap_loss.py
+    'GAPLoss': (lambda C, s: dict(num_classes=C, gamma=0.0), (1, 50)),
+    # PCB acts once every class has been seen, which padding classes never
+    # are: at both sizes it trains as its wrapped softmax CE here (its own
+    # numbers: test_pcb_loss.py); this checks that the wrapper and its
+    # 13,204 x 13,204 confusion matrix (697 MB float32) run at this size
+    'PCBLoss': (lambda C, s: dict(
+        num_classes=C, alpha=0.4, start_epoch=2,
+        loss=dict(type='CrossEntropyLoss', use_sigmoid=False)), (1, 50)),
 }
 
 
