@@ -257,8 +257,16 @@ class FRACAL(TestTimeScorer):
         if family in ('softmax', 'seesaw'):
             return calibrate(cls_score, scores, layout,
                              self.log_weights.exp(), 'exps', True)
+        link = _LINKS.get(layout.family)
+        if link is None:
+            raise ValueError(
+                f'FRACAL cannot score the classifier of {layout.owner} '
+                f'({layout.scoring!r}, scoring family {layout.family.name}): '
+                'FRACAL states its sigmoid rule for a fixed link (sigmoid, '
+                f'Gumbel: {sorted(f.name for f in _LINKS)}), not for this '
+                'one. Use mmlongtail.NorCal, whose binary form calibrates '
+                'independent per-class scores')
         C = layout.num_classes
         shift = self.shift.to(device=cls_score.device, dtype=cls_score.dtype)
-        link = _LINKS[layout.family]
         cls = scores[:, :C] * link(cls_score[:, :C] + shift)
         return torch.cat([cls, scores[:, C:]], dim=1)

@@ -168,6 +168,12 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match='SIGMOID_OBJECTNESS.*NorCal'):
         FRACAL(STATS)(torch.zeros(1, EQLV2.num_outputs), torch.zeros(1, C + 1),
                       EQLV2)
+    # APA's learned link: FRACAL's sigmoid rule is stated for fixed links
+    apa = _layout(dict(type='mmlongtail.APALoss', num_classes=C,
+                       category_stats=STATS))
+    with pytest.raises(ValueError, match='scoring family APA.*NorCal'):
+        FRACAL(STATS)(torch.zeros(1, apa.num_outputs), torch.zeros(1, C + 1),
+                      apa)
     bags = _layout(dict(type='mmlongtail.GroupSoftmaxLoss', num_classes=C,
                         category_stats=STATS))
     with pytest.raises(ValueError, match='GroupSoftmaxLoss.*group softmax'):
