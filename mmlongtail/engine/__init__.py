@@ -5,6 +5,7 @@ from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
                     LastMetricsHook, LearnableWeightScalingHook,
                     LongTailConsistencyHook, NonFiniteGuardHook,
                     TauNormalizationHook, check_longtail_consistency)
+from .hooks import NCMClassifierHook  # noqa: F401
 from .nonfinite import NonFiniteError
 from .wrappers import CPUDistributedDataParallel
 
@@ -13,5 +14,6 @@ __all__ = [
     'ClassifierRetrainingHook', 'CrashSafeCheckpointHook', 'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
-    'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError'
+    'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError',
+    'NCMClassifierHook',
 ]

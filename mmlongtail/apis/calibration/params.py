@@ -25,7 +25,13 @@ TARGETS: Dict[str, Tuple[str, str, str]] = {
     'NorCal.beta': ('scorer', 'NorCal', 'beta'),
     'LogitAdjustment.tau': ('scorer', 'LogitAdjustment', 'tau'),
     'TauNormalizationHook.tau': ('hook', 'TauNormalizationHook', 'tau'),
+    'NCMClassifierHook.temperature': ('hook', 'NCMClassifierHook',
+                                      'temperature'),
 }
+#: Hooks the sweep keeps in the config (they prepare the model before the
+#: test epoch; each row then only changes the value) rather than removing
+#: them and applying the value itself, as for ``TauNormalizationHook``.
+KEPT_HOOKS = ('NCMClassifierHook.temperature', )
 #: Short names and the qualified ones each may mean.
 SHORT_PARAMS: Dict[str, Tuple[str, ...]] = {
     'gamma': ('NorCal.gamma', ),

@@ -8,6 +8,7 @@ from .eval_progress_hook import EvalProgressHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
+from .ncm_hook import NCMClassifierHook
 from .nonfinite_guard_hook import NonFiniteGuardHook
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',
-    'NonFiniteGuardHook'
+    'NonFiniteGuardHook',
+    'NCMClassifierHook',
 ]
