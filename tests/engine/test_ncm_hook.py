@@ -22,7 +22,8 @@ from mmlongtail.engine.hooks.ncm_hook import (_pass_dataloader,
                                               ncm_box_head)
 from mmlongtail.models.layers.ncm import (ClassMeanAccumulator,
                                           NCMClassifier, load_class_means,
-                                          ncm_logits, save_class_means)
+                                          ncm_log_probs, ncm_logits,
+                                          save_class_means)
 from tests.dist_utils import spawn_gloo
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -54,6 +55,31 @@ def test_ncm_scores_equal_hand_computation():
     # the layout the softmax head expects: C + 1 finite-or--inf logits
     out = ncm_logits(feats, trained, means, counts > 0, T)
     assert out.shape == (2, 4) and torch.isneginf(out[:, 2]).all()
+
+
+def test_against_the_official_centroids_and_cosine():
+    """facebookresearch/classifier-balancing (run_networks.py,
+    get_knncentroids; models/KNNClassifier.py), written out: the ``l2n``
+    centroid of a class is the mean of its L2-normalized features, and the
+    official ``dist_type='cos'`` logit is ``x_hat . c / D``. Ours: the same
+    centroids, and a true cosine, ``= official logit * D / ||c||``."""
+    feats = torch.tensor([[3., 4., 0.], [1., 0., 0.], [0., 2., 2.],
+                          [1., 1., 1.]])
+    labels = torch.tensor([0, 0, 1, 1])
+    acc = ClassMeanAccumulator(2, 3)
+    acc.update(torch.nn.functional.normalize(feats, dim=1), labels)
+    means, counts = acc.means()
+    r2, r3 = math.sqrt(2), math.sqrt(3)
+    official = torch.tensor([[(0.6 + 1) / 2, 0.8 / 2, 0.],
+                             [1 / r3 / 2, (1 / r2 + 1 / r3) / 2,
+                              (1 / r2 + 1 / r3) / 2]])
+    assert torch.allclose(means, official, atol=1e-7)
+    x = torch.tensor([[2., 1., 0.5]])
+    x_hat = x / x.norm()
+    official_logit = x_hat @ official.t() / 3
+    ours = ncm_log_probs(x, means, counts > 0, 1.0).exp()
+    cos = official_logit * 3 / official.norm(dim=1)
+    assert torch.allclose(ours, cos.softmax(dim=1), atol=1e-6)
 
 
 def test_accumulator_sums_counts_and_refuses_bad_input():
@@ -210,7 +236,7 @@ def checkpoint(tiny_lvis, tmp_path_factory):
 def _hand_means(model, loader):
     """The means accumulated by hand: proposals as in training, the
     assigner's positives plus the gt boxes, the Shared2FC layers written
-    out, one Python loop over the features."""
+    out, each feature L2-normalized, one Python loop over the features."""
     from mmengine.structures import InstanceData
     head, roi_head = model.roi_head.bbox_head, model.roi_head
     sums = [None] * NUM_CLASSES
@@ -240,6 +266,7 @@ def _hand_means(model, loader):
                               dim=1)).flatten(1)
                 for fc in head.shared_fcs:
                     f = torch.relu(fc(f))
+                f = f / f.norm(dim=1, keepdim=True).clamp(min=1e-12)
                 for row, c in zip(f, labels):
                     sums[c] = row.double() if sums[c] is None else \
                         sums[c] + row.double()
@@ -286,67 +313,74 @@ def _scores(prefix):
         return [d['score'] for d in json.load(f)]
 
 
-def test_checkpoint_rescored_from_a_config_delta(tiny_lvis, checkpoint,
-                                                 tmp_path, monkeypatch):
-    monkeypatch.setenv('SYNTHETIC_LVIS_ROOT', tiny_lvis['root'])
-    ckpt = str(tmp_path / 'epoch_1.pth')
+@pytest.fixture(scope='module')
+def runs(tiny_lvis, checkpoint, tmp_path_factory):
+    """tools/test.py on the checkpoint: plain, and with the NCM hook at
+    T = 0.1 from a config delta (means cached next to the checkpoint)."""
+    tmp = tmp_path_factory.mktemp('ncm_runs')
+    ckpt = str(tmp / 'epoch_1.pth')
     os.symlink(checkpoint, ckpt)
     hook = ("custom_hooks = [dict(type='mmlongtail.NCMClassifierHook', "
             "temperature=0.1)]\n")
-    config = _write_config(tmp_path, tiny_lvis, hook)
-    seen = {}
-    real_apply = NCMClassifierHook._apply
+    with mock.patch.dict(os.environ, {'SYNTHETIC_LVIS_ROOT':
+                                      tiny_lvis['root']}):
+        config = _write_config(tmp, tiny_lvis, hook)
+        seen = {}
+        real_apply = NCMClassifierHook._apply
 
-    def spy(self, runner, phase):
-        real_apply(self, runner, phase)
-        if self._saved is not None:
-            seen['fc_cls'] = self._saved[0].fc_cls
+        def spy(self, runner, phase):
+            real_apply(self, runner, phase)
+            if self._saved is not None:
+                seen['fc_cls'] = self._saved[0].fc_cls
 
-    with mock.patch.object(NCMClassifierHook, '_apply', spy):
-        runner, metrics = _rescore(config, ckpt, str(tmp_path / 'a'))
-    assert 'lvis/bbox_AP' in metrics
+        with mock.patch.object(NCMClassifierHook, '_apply', spy):
+            runner, metrics = _rescore(config, ckpt, str(tmp / 'ncm'))
+        _rescore(config, ckpt, str(tmp / 'plain'),
+                 lambda cfg: cfg.__setattr__('custom_hooks', []))
+    return dict(config=config, ckpt=ckpt, runner=runner, metrics=metrics,
+                fc_cls=seen['fc_cls'], ncm=_scores(f'{tmp}/ncm/lvis'),
+                plain=_scores(f'{tmp}/plain/lvis'))
+
+
+def test_checkpoint_rescored_from_a_config_delta(runs, tmp_path,
+                                                 monkeypatch, tiny_lvis):
+    monkeypatch.setenv('SYNTHETIC_LVIS_ROOT', tiny_lvis['root'])
+    assert 'lvis/bbox_AP' in runs['metrics']
     # the means were cached next to the checkpoint, and are the model's
-    cache = f'{ckpt}.ncm_means.pt'
-    means, counts = load_class_means(cache)
-    ncm = seen['fc_cls']
+    means, counts = load_class_means(f"{runs['ckpt']}.ncm_means.pt")
+    ncm = runs['fc_cls']
     assert isinstance(ncm, NCMClassifier) and ncm.temperature == 0.1
     assert torch.equal(ncm.means, means) and torch.equal(ncm.counts, counts)
-    head = runner.model.roi_head.bbox_head
+    head = runs['runner'].model.roi_head.bbox_head
     assert isinstance(head.fc_cls, nn.Linear)  # put back after the epoch
     # the scores are the NCM ones: they differ from the plain model's
-    _rescore(config, ckpt, str(tmp_path / 'plain'),
-             lambda cfg: cfg.__setattr__('custom_hooks', []))
-    assert _scores(f'{tmp_path}/a/lvis') != _scores(f'{tmp_path}/plain/lvis')
+    assert runs['ncm'] != runs['plain']
     # a second run reads the cache instead of a training pass
     with mock.patch('mmlongtail.engine.hooks.ncm_hook.compute_class_means',
                     side_effect=AssertionError('recomputed')):
-        _, again = _rescore(config, ckpt, str(tmp_path / 'b'))
-    assert _scores(f'{tmp_path}/a/lvis') == _scores(f'{tmp_path}/b/lvis')
-    assert again == metrics
+        _, again = _rescore(runs['config'], runs['ckpt'], str(tmp_path))
+    assert _scores(f'{tmp_path}/lvis') == runs['ncm']
+    assert again == runs['metrics']
 
 
-def test_temperature_sweep_equals_test_tool(tiny_lvis, checkpoint, tmp_path,
-                                            monkeypatch):
+def test_temperature_sweep_equals_test_tool(runs, tmp_path, monkeypatch,
+                                            tiny_lvis):
     monkeypatch.setenv('SYNTHETIC_LVIS_ROOT', tiny_lvis['root'])
-    hook = ("custom_hooks = [dict(type='mmlongtail.NCMClassifierHook', "
-            "temperature=0.1, cache=None)]\n")
-    config = _write_config(tmp_path, tiny_lvis, hook)
     out = str(tmp_path / 'sweep')
-    result = sweep(config, checkpoint, 'NCMClassifierHook.temperature',
-                   [0.05, 0.5], split='val', work_dir=out, task='bbox',
-                   write=False, cfg_options={
-                       'test_evaluator.outfile_prefix': f'{out}/dets/lvis'})
-    assert [r['label'] for r in result.rows] == ['none', '0.05', '0.5']
-    ref = str(tmp_path / 'ref')
+    result = sweep(runs['config'], runs['ckpt'],
+                   'NCMClassifierHook.temperature', [0.1, 0.5],
+                   split='val', work_dir=out, task='bbox', write=False,
+                   cfg_options={'test_evaluator.outfile_prefix':
+                                f'{out}/dets/lvis'})
+    assert result.param == 'NCMClassifierHook.temperature'
+    assert [r['label'] for r in result.rows] == ['none', '0.1', '0.5']
+    # each row is tools/test.py with that value (none: without the hook)
+    assert _scores(f'{out}/dets/temperature_0.1/lvis') == runs['ncm']
+    assert _scores(f'{out}/dets/temperature_none/lvis') == runs['plain']
+    assert _scores(f'{out}/dets/temperature_0.5/lvis') != runs['ncm']
+    assert _lvis_equal(result.rows[1]['metrics'], runs['metrics'])
 
-    def t05(cfg):
-        cfg.custom_hooks[0].temperature = 0.5
 
-    _rescore(config, checkpoint, ref, t05)
-    assert _scores(f'{out}/dets/temperature_0.5/lvis') == _scores(
-        f'{ref}/lvis')
-    plain = str(tmp_path / 'plain')
-    _rescore(config, checkpoint, plain,
-             lambda cfg: cfg.__setattr__('custom_hooks', []))
-    assert _scores(f'{out}/dets/temperature_none/lvis') == _scores(
-        f'{plain}/lvis')
+def _lvis_equal(a, b):
+    return {k: v for k, v in a.items() if k.startswith('lvis/')} == {
+        k: v for k, v in b.items() if k.startswith('lvis/')}

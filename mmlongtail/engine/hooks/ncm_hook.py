@@ -18,7 +18,8 @@ added as proposals, as the head's sampler does (``add_gt_as_proposals``):
 the classifier's own positives. Unlike training, *all* positives count, not
 the sampler's random quarter of 512, so the means do not depend on a random
 draw. The feature is the input of ``fc_cls`` (the last shared layer),
-taken with a forward pre-hook, so any ``BBoxHead`` works.
+taken with a forward pre-hook, so any ``BBoxHead`` works; it is
+L2-normalized before it is averaged (the official ``l2n`` centroids).
 """
 import copy
 import hashlib
@@ -27,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
@@ -191,8 +193,15 @@ def _pass_dataloader(runner):
 def compute_class_means(model: nn.Module, dataloader,
                         log_interval: int = 50
                         ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The class means of the positives' ``fc_cls`` inputs over
-    ``dataloader`` (one pass, model in eval mode), summed over ranks.
+    """The class means of the positives' L2-normalized ``fc_cls`` inputs
+    over ``dataloader`` (one pass, model in eval mode), summed over ranks.
+
+    Each feature is L2-normalized before it is averaged, as the official
+    code's ``l2n`` centroids (``run_networks.py``, ``get_knncentroids``), so
+    every RoI weighs the same in the mean's direction whatever its norm.
+    We do not centre the features by the global mean (the official
+    ``cl2n``): the detector's features of background proposals would make
+    "the global mean" ambiguous.
 
     Returns:
         tuple: ``(C, D)`` means (zero rows where a class has no positive)
@@ -213,8 +222,8 @@ def compute_class_means(model: nn.Module, dataloader,
             feats, labels = positive_roi_features(model, data)
             if acc is None and feats.size(1):
                 acc = ClassMeanAccumulator(C, feats.size(1)).to(feats.device)
-            if acc is not None:
-                acc.update(feats, labels)
+            if acc is not None:  # means of L2-normalized features
+                acc.update(F.normalize(feats, dim=1), labels)
             progress.step()
     finally:
         model.train(was_training)

@@ -10,6 +10,12 @@ similarity (features and means L2-normalized). For a detector's box head:
 * the means are those of the features ``fc_cls`` sees (the box head's last
   shared layer) on the positives of the head's assigner on training images
   (:class:`~mmlongtail.engine.NCMClassifierHook` makes them);
+* the class mean is the mean of the L2-normalized features (the official
+  code's ``l2n`` centroids), scored by a true cosine: both sides
+  normalized. The official ``dist_type='cos'`` divides ``x̂ · c`` by the
+  feature dimension and leaves the centroid ``c`` unnormalized, i.e.
+  ``cos(x, c) ||c|| / D``, which favours tight classes (large ``||c||``);
+  we follow the paper's text (cosine similarity) instead;
 * NCM gives no background score, so the trained classifier keeps it:
   with ``p_bg`` the trained softmax's background probability and
   ``q = softmax(cos(x, m) / T)`` over the classes with a mean,
