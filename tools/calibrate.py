@@ -31,7 +31,8 @@ def parse_args():
         '--param', required=True,
         help='gamma (NorCal), beta (NorCal, class-balanced), tau '
         '(LogitAdjustment or TauNormalizationHook, whichever the config '
-        'uses) or a qualified name such as TauNormalizationHook.tau')
+        'uses) or a qualified name such as TauNormalizationHook.tau or '
+        'NCMClassifierHook.temperature')
     p.add_argument('--values', type=float, nargs='+', required=True,
                    help='the grid')
     p.add_argument('--split', choices=SPLITS, default='heldout',

@@ -27,10 +27,11 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
-from mmengine.dist import get_rank
+from mmengine.dist import get_comm_device, get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.structures import InstanceData
@@ -246,6 +247,17 @@ def _checkpoint_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def _all_ranks(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (one collective when a process
+    group exists)."""
+    if not (dist.is_available() and dist.is_initialized()) or \
+            dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=get_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 @HOOKS.register_module()
 class NCMClassifierHook(Hook):
     """Evaluate with the cosine nearest-class-mean classifier (Kang et al.,
@@ -335,13 +347,19 @@ class NCMClassifierHook(Hook):
         _, head = ncm_box_head(model)
         path = self._cache_file(runner, phase)
         meta = self._meta(runner, head) if path else {}
+        found = None
         if path and osp.isfile(path):
             found = load_class_means(path, meta)
-            if found is not None:
-                logger.info(f'NCMClassifierHook: class means from {path}')
-                return found
-            logger.warning(f'NCMClassifierHook: {path} was made from another'
-                           ' checkpoint or training set; recomputing')
+            if found is None:
+                logger.warning(f'NCMClassifierHook: {path} was made from '
+                               'another checkpoint or training set; '
+                               'recomputing')
+        # every rank uses the file, or every rank joins the pass (whose
+        # sums are all-reduced): a file seen by some ranks only must not
+        # leave the others waiting in the collective
+        if _all_ranks(found is not None):
+            logger.info(f'NCMClassifierHook: class means from {path}')
+            return found
         loader = _pass_dataloader(runner)
         logger.info(f'NCMClassifierHook: class means of the RoI features '
                     f'of the training positives, one pass over '

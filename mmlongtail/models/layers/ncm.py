@@ -190,9 +190,8 @@ class ClassMeanAccumulator(nn.Module):
         if feats.dim() != 2 or feats.size(1) != D or labels.dim() != 1 or \
                 labels.numel() != feats.size(0):
             raise ValueError(
-                f'class means: features ({feats.size(0) if feats.dim() else 0}'
-                f', {D}) and labels (N,) expected, got {tuple(feats.shape)} '
-                f'and {tuple(labels.shape)}')
+                f'class means: features (N, {D}) and labels (N,) expected, '
+                f'got {tuple(feats.shape)} and {tuple(labels.shape)}')
         if labels.numel() and (int(labels.min()) < 0
                                or int(labels.max()) >= C):
             raise ValueError(f'class means: labels must lie in [0, {C}), got '
