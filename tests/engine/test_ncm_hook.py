@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 import mmlongtail  # noqa: F401
 from mmlongtail.apis import build_runner_config, sweep
 from mmlongtail.engine import NCMClassifierHook
-from mmlongtail.engine.hooks.ncm_hook import (_pass_dataloader,
+from mmlongtail.engine.hooks.ncm_hook import (_all_ranks, _pass_dataloader,
                                               compute_class_means,
                                               ncm_box_head)
 from mmlongtail.models.layers.ncm import (ClassMeanAccumulator,
@@ -178,7 +178,10 @@ def _two_ranks(rank, world, out):
                torch.randint(0, 3, (n, ), generator=g))  # class 3: none
     acc.all_reduce()
     means, counts = acc.means()
-    torch.save(dict(means=means, counts=counts), f'{out}/rank{rank}.pt')
+    # a cache file seen by one rank only is used by none
+    agree = (_all_ranks(rank == 0), _all_ranks(True))
+    torch.save(dict(means=means, counts=counts, agree=agree),
+               f'{out}/rank{rank}.pt')
 
 
 def test_two_gloo_ranks_give_identical_global_means(tmp_path):
@@ -186,6 +189,7 @@ def test_two_gloo_ranks_give_identical_global_means(tmp_path):
     r0, r1 = (torch.load(f'{tmp_path}/rank{r}.pt') for r in (0, 1))
     assert torch.equal(r0['means'], r1['means'])
     assert torch.equal(r0['counts'], r1['counts'])
+    assert r0['agree'] == r1['agree'] == (False, True)
     # and they are the means over both ranks' features
     whole = ClassMeanAccumulator(4, 3)
     for rank in (0, 1):
