@@ -6,20 +6,19 @@ evaluates with :class:`~mmlongtail.models.layers.ncm.NCMClassifier` in
 place of ``fc_cls``. The scoring and the cache file format live in
 :mod:`mmlongtail.models.layers.ncm`.
 
-Which features: each training image once (RFS / class-aware repeats
-removed), through the config's *test* pipeline (deterministic, and the
-geometry the classifier scores at test time; the training pipeline's flips
-and random scales would make the means a random draw). For each image, the
-RPN proposals made as in
-training (``train_cfg.rpn_proposal``) are assigned by the RoI head's own
+Which features: each training image once (RFS / class-aware repeats removed),
+through the config's *test* pipeline (deterministic, and the geometry the
+classifier scores at test time; the training pipeline's flips and random scales
+would make the means a random draw). For each image, the RPN proposals made as
+in training (``train_cfg.rpn_proposal``) are assigned by the RoI head's own
 ``bbox_assigner`` (``MaxIoUAssigner``, positives at IoU >=
-``train_cfg.rcnn.assigner.pos_iou_thr``), and the ground-truth boxes are
-added as proposals, as the head's sampler does (``add_gt_as_proposals``):
-the classifier's own positives. Unlike training, *all* positives count, not
-the sampler's random quarter of 512, so the means do not depend on a random
-draw. The feature is the input of ``fc_cls`` (the last shared layer),
-taken with a forward pre-hook, so any ``BBoxHead`` works; it is
-L2-normalized before it is averaged (the official ``l2n`` centroids).
+``train_cfg.rcnn.assigner.pos_iou_thr``), and the ground-truth boxes are added
+as proposals, as the head's sampler does (``add_gt_as_proposals``): the
+classifier's own positives. Unlike training, *all* positives count, not the
+sampler's random quarter of 512, so the means do not depend on a random draw.
+The feature is the input of ``fc_cls`` (the last shared layer), taken with a
+forward pre-hook, so any ``BBoxHead`` works; it is L2-normalized before it is
+averaged (the official ``l2n`` centroids).
 """
 import copy
 import hashlib
