@@ -33,7 +33,7 @@ def parse_args():
         help='gamma (NorCal), beta (NorCal, class-balanced), tau '
         '(LogitAdjustment or TauNormalizationHook, whichever the config '
         'uses), fractal_l (FRACAL) or a qualified name such as '
-        'TauNormalizationHook.tau')
+        'TauNormalizationHook.tau or NCMClassifierHook.temperature')
     p.add_argument('--values', type=float, nargs='+', required=True,
                    help='the grid')
     p.add_argument('--split', choices=SPLITS, default='heldout',

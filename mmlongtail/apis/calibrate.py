@@ -60,8 +60,8 @@ from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
 from .calibration.loop import CalibrationSweepLoop, Row, row_rcnn_cfg
-from .calibration.params import (check_config, check_model, check_values,
-                                 resolve_param)
+from .calibration.params import (KEPT_HOOKS, check_config, check_model,
+                                 check_values, resolve_param)
 from .calibration.result import (BASELINE, CRITERIA, TASKS, SweepResult,
                                  choose_best, metric_of)
 from .calibration.split import prepare_split
@@ -161,7 +161,8 @@ def sweep(config: str,
             rows.append(Row(label, v, row_rcnn_cfg(rcnn_cfg, target, v)))
         else:
             rows.append(Row(label, v, None, v))
-    if target.kind == 'hook':  # applied per row by the loop instead
+    if target.kind == 'hook' and target.name not in KEPT_HOOKS:
+        # applied per row by the loop instead
         cfg.custom_hooks = [h for i, h in enumerate(cfg.custom_hooks)
                             if i != target.path[1]]
     cfg.load_from = checkpoint

@@ -7,6 +7,7 @@ from .hooks import (ClassifierRetrainingHook, CrashSafeCheckpointHook,
                     LongTailConsistencyHook, NonFiniteGuardHook,
                     TauNormalizationHook, check_longtail_consistency)
 from .hooks import BBNCumulativeLearningHook, check_bbn_setup
+from .hooks import NCMClassifierHook  # noqa: F401
 from .nonfinite import NonFiniteError
 from .wrappers import CPUDistributedDataParallel
 
@@ -17,5 +18,5 @@ __all__ = [
     'CPUDistributedDataParallel', 'LearnableWeightScalingHook',
     'TauNormalizationHook', 'NonFiniteGuardHook', 'NonFiniteError',
     'DRWHook', 'FeatureDistributionSmoothingHook',
-    'BBNCumulativeLearningHook', 'check_bbn_setup'
+    'BBNCumulativeLearningHook', 'check_bbn_setup', 'NCMClassifierHook'
 ]

@@ -11,6 +11,7 @@ from mmengine.runner import TestLoop
 
 from mmlongtail.models.layers.classifier_rebalance import (restore_weights,
                                                            tau_normalize_)
+from mmlongtail.engine.hooks.ncm_hook import ncm_sweep_row
 from mmlongtail.utils import unwrap_model
 from .params import Target
 from mmlongtail.utils.progress import Progress
@@ -45,6 +46,11 @@ def row_rcnn_cfg(rcnn: Any, target: Target, value: Optional[float]) -> Any:
     else:
         lists[target.path[-1]][target.key] = value
     return out
+
+
+#: The NCM temperature: its hook stays in the config and prepares the model
+#: (:func:`~mmlongtail.engine.hooks.ncm_hook.ncm_sweep_row` per row).
+NCM_TEMPERATURE = 'NCMClassifierHook.temperature'
 
 
 class CalibrationSweepLoop(TestLoop):
@@ -95,7 +101,10 @@ class CalibrationSweepLoop(TestLoop):
                     for row in self.rows:
                         saved = None
                         model.roi_head.test_cfg = row.rcnn_cfg or rcnn
-                        if row.tau is not None:
+                        undo = None
+                        if self.target.name == NCM_TEMPERATURE:
+                            undo = ncm_sweep_row(model, row.value)
+                        elif row.tau is not None:
                             saved = tau_normalize_(model, row.tau)
                         try:
                             results = model.roi_head.predict(
@@ -105,6 +114,8 @@ class CalibrationSweepLoop(TestLoop):
                             model.roi_head.test_cfg = rcnn
                             if saved is not None:
                                 restore_weights(model, saved)
+                            if undo is not None:
+                                undo()
                         # the evaluator copies what it keeps: the samples
                         # can take the next row's predictions
                         outputs = model.add_pred_to_datasample(

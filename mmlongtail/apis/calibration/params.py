@@ -28,7 +28,13 @@ TARGETS: Dict[str, Tuple[str, str, str]] = {
     'LogitAdjustment.tau': ('scorer', 'LogitAdjustment', 'tau'),
     'TauNormalizationHook.tau': ('hook', 'TauNormalizationHook', 'tau'),
     'FRACAL.fractal_l': ('scorer', 'FRACAL', 'fractal_l'),
+    'NCMClassifierHook.temperature': ('hook', 'NCMClassifierHook',
+                                      'temperature'),
 }
+#: Hooks the sweep keeps in the config (they prepare the model before the
+#: test epoch; each row then only changes the value) rather than removing
+#: them and applying the value itself, as for ``TauNormalizationHook``.
+KEPT_HOOKS = ('NCMClassifierHook.temperature', )
 #: Short names and the qualified ones each may mean.
 SHORT_PARAMS: Dict[str, Tuple[str, ...]] = {
     'gamma': ('NorCal.gamma', ),

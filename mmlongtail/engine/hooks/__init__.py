@@ -12,6 +12,7 @@ from .fasa_sampling_hook import FASASamplingHook
 from .last_metrics_hook import LastMetricsHook
 from .longtail_consistency_hook import (LongTailConsistencyHook,
                                         check_longtail_consistency)
+from .ncm_hook import NCMClassifierHook
 from .nonfinite_guard_hook import NonFiniteGuardHook
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     'LastMetricsHook',
     'LongTailConsistencyHook', 'check_longtail_consistency',
     'LearnableWeightScalingHook', 'TauNormalizationHook',
-    'NonFiniteGuardHook', 'DRWHook', 'FeatureDistributionSmoothingHook'
+    'NonFiniteGuardHook', 'DRWHook', 'FeatureDistributionSmoothingHook',
+    'NCMClassifierHook',
 ]
