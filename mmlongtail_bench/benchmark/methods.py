@@ -125,6 +125,7 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('fasa', 'FASA'),
         m('feature_cloud', 'Feature cloud (cosine classifier)'),
         m('smote', 'SMOTE (RoI features)'),
+        m('bbn', 'BBN-style cumulative learning'),
         m('lds', 'LDS (box regression)'),
         m('fds', 'FDS (box regression)'),
         # two-stage track: classifier retrained on the baseline
@@ -144,6 +145,9 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
           values=(0.0, 0.25, 0.5, 0.75, 1.0)),
         m('fracal', 'FRACAL', init_from='baseline_ce', kind='posthoc',
           param='FRACAL.fractal_l', values=(0.0, 0.5, 1.0, 2.0, 3.0, 4.0)),
+        m('ncm', 'NCM', init_from='baseline_ce', kind='posthoc',
+          param='NCMClassifierHook.temperature',
+          values=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0)),
         # one-stage track
         m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
         m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),

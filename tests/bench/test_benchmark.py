@@ -45,23 +45,26 @@ def test_default_methods_are_those_of_the_issues():
         'Progressively-balanced sampling', 'CAB', 'RFS + CAB', 'EQLv2 + CAB',
         'ECM + Norm Mask + CAB', 'Seesaw + PCB', 'GAP + CE', 'APA + GOL',
         'LDAM + DRW', 'FASA', 'Feature cloud (cosine classifier)',
-        'SMOTE (RoI features)', 'LDS (box regression)', 'FDS (box regression)',
+        'SMOTE (RoI features)', 'BBN-style cumulative learning',
+        'LDS (box regression)', 'FDS (box regression)',
         'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
+        'NCM',
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 26 + [
-        ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 4 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 27 + [
+        ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 5 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 33 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 35 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
     assert params == dict(norcal='NorCal.gamma',
                           logit_adjustment='LogitAdjustment.tau',
                           tau_norm='TauNormalizationHook.tau',
-                          fracal='FRACAL.fractal_l')
+                          fracal='FRACAL.fractal_l',
+                          ncm='NCMClassifierHook.temperature')
     for m in ms:
         if m.kind == 'posthoc':
             target = resolve_param(Config.fromfile(m.config), m.param)
@@ -116,6 +119,14 @@ BUILT_ON = {
         'model.roi_head.bbox_head.cls_predictor_cfg')),
     'smote': ('baseline_ce', ('model.roi_head.type',
                               'model.roi_head.feature_augment')),
+    # BBN: two branches in the box head, fed by paired uniform / reversed
+    # images (8 + 8 per batch), alpha(t) set by a hook
+    'bbn': ('baseline_ce', ('model.roi_head.type',
+                            'model.roi_head.bbox_head.type',
+                            'train_dataloader.batch_size',
+                            'train_dataloader.batch_sampler',
+                            'train_dataloader.sampler',
+                            'train_dataloader.dataset', 'custom_hooks')),
     # LDS / FDS: the box head that smooths (FDS folds by a hook)
     'lds': ('baseline_ce', ('model.roi_head.bbox_head.type',
                             'model.roi_head.bbox_head.lds')),
