@@ -254,6 +254,17 @@ def check_longtail_consistency(model: nn.Module,
     _check_cascades(model)
 
 
+def check_train_loop_fit(model: nn.Module, loop) -> None:
+    """Let every module with a ``check_train_loop(loop)`` method (e.g.
+    ``mmlongtail.DCLRoIHead``, whose loss schedule counts epochs or
+    iterations) refuse a train loop it cannot follow (raises
+    ``ValueError``)."""
+    for module in unwrap_model(model).modules():
+        check = getattr(module, 'check_train_loop', None)
+        if callable(check):
+            check(loop)
+
+
 @HOOKS.register_module()
 class LongTailConsistencyHook(Hook):
     """Run :func:`check_longtail_consistency` before train, val and test.
@@ -283,6 +294,7 @@ class LongTailConsistencyHook(Hook):
 
     def before_train(self, runner) -> None:
         self._check(runner, 'train_loop')
+        check_train_loop_fit(runner.model, runner.train_loop)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')

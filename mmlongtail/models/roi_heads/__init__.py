@@ -5,3 +5,4 @@ from .bbox_predict import (SCORERS_KEY, apply_scorers,  # noqa: F401
                            predict_by_feat, predict_by_feat_single)
 from .cascade_roi_head import CascadeRoIHead  # noqa: F401
 from .standard_roi_head import StandardRoIHead  # noqa: F401
+from .dcl_roi_head import DCLRoIHead  # noqa: F401,E402
