@@ -17,4 +17,4 @@ from .gumbel_loss import GumbelLoss  # noqa: F401,E402
 from .balanced_softmax_loss import BalancedSoftmaxLoss  # noqa: F401,E402
 from .class_balanced_loss import ClassBalancedLoss  # noqa: F401,E402
 from .efl_loss import EqualizedFocalLoss  # noqa: F401,E402
-from .triplet_easy_anchor_loss import TripletEasyAnchorLoss  # noqa: F401,E402
+from .easy_anchor_triplet import EasyAnchorTriplet  # noqa: F401,E402

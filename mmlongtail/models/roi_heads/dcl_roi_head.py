@@ -28,7 +28,7 @@ class DCLRoIHead(StandardRoIHead):
     DCL trains ``L = L_cls + f(l) * L_TEA`` (Sec. 3.4): the classification
     loss (here the bbox head's ``loss_cls``, unchanged) and the triplet loss
     with easy anchors (:class:`~mmlongtail.models.losses.
-    TripletEasyAnchorLoss`) on the embedding the classifier sees, with the
+    EasyAnchorTriplet`) on the embedding the classifier sees, with the
     loss scheduler ``f`` (:func:`mmlongtail.utils.curriculum.loss_f`) moving
     the weight from the metric-learning term to classification over
     training. DCL's other half, the sampling scheduler ``g(l)``, is the
@@ -55,17 +55,19 @@ class DCLRoIHead(StandardRoIHead):
 
         roi_head=dict(
             type='mmlongtail.DCLRoIHead',
-            triplet_loss=dict(type='mmlongtail.TripletEasyAnchorLoss',
+            triplet_loss=dict(type='mmlongtail.EasyAnchorTriplet',
                               margin=0.2, topk=5),
-            loss_schedule=dict(p=0.5, eps=0.01),
+            loss_schedule=dict(p=0.3, eps=0.1),
             bbox_head=dict(type='Shared2FCBBoxHead', ...))
 
     Args:
         triplet_loss (dict): Config of the triplet loss (its
             ``loss_weight`` multiplies ``f(l)``).
         loss_schedule (dict, optional): ``p`` (the fraction of training
-            after which the triplet weight is ``eps``; default 0.5, our
-            choice), ``eps`` (default 0.01, our choice), ``by_epoch``
+            after which the triplet weight is ``eps``; default 0.3) and
+            ``eps`` (default 0.1), the values of an unofficial
+            reimplementation (chpark1111/CS376_Project, ``DCL/scheduler.py``;
+            we could not confirm the paper's own values), ``by_epoch``
             (default True) and ``total`` (``L``; default None: the runner's
             ``max_epochs`` or ``max_iters``).
         *args, **kwargs: Those of :class:`StandardRoIHead`.
@@ -96,7 +98,7 @@ class DCLRoIHead(StandardRoIHead):
         if unknown:
             raise ValueError(f'DCLRoIHead: unknown loss_schedule keys '
                              f'{sorted(unknown)} ({", ".join(SCHEDULE_KEYS)})')
-        out = dict(p=0.5, eps=0.01, by_epoch=True, total=None)
+        out = dict(p=0.3, eps=0.1, by_epoch=True, total=None)
         out.update(cfg)
         check_loss_schedule(out['p'], out['eps'])
         if not isinstance(out['by_epoch'], bool):

@@ -23,8 +23,8 @@ from mmengine.runner import IterBasedTrainLoop, Runner
 import mmlongtail  # noqa: F401
 from mmlongtail.engine.hooks.longtail_consistency_hook import \
     check_train_loop_fit
-from mmlongtail.models.losses.triplet_easy_anchor_loss import \
-    triplet_easy_anchor_loss
+from mmlongtail.models.losses.easy_anchor_triplet import \
+    easy_anchor_triplet
 
 register_all_modules()
 C = 4
@@ -59,7 +59,7 @@ def _cfg(kind='mmlongtail.DCLRoIHead', **kw):
             loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
         train_cfg=RCNN)
     if kind.endswith('DCLRoIHead'):
-        cfg.update(triplet_loss=dict(type='mmlongtail.TripletEasyAnchorLoss',
+        cfg.update(triplet_loss=dict(type='mmlongtail.EasyAnchorTriplet',
                                      margin=0.5, topk=3, minority_ratio=1.0),
                    **kw)
     return cfg
@@ -106,7 +106,7 @@ def test_triplet_on_fc_cls_input_with_the_schedule():
         torch.softmax(head.bbox_head.fc_cls(emb), 1), scores)
     f = 0.5 * math.cos(2 / 8 * math.pi) + 0.5 + 0.01
     assert losses['dcl_f'].item() == pytest.approx(f)
-    tea, valid = triplet_easy_anchor_loss(emb, labels, scores, 0.5, 3, 1.0)
+    tea, valid = easy_anchor_triplet(emb, labels, scores, 0.5, 3, 1.0)
     assert valid.any()
     torch.testing.assert_close(losses['loss_triplet'],
                                f * tea.sum() / valid.sum())
@@ -168,7 +168,7 @@ def test_trains_with_dcl_sampler_and_loss_schedules(tiny_lvis, tmp_path):
     n = tiny_lvis['cfg'].num_classes
     cfg.model.roi_head.type = 'mmlongtail.DCLRoIHead'
     cfg.model.roi_head.triplet_loss = dict(
-        type='mmlongtail.TripletEasyAnchorLoss', minority_ratio=1.0)
+        type='mmlongtail.EasyAnchorTriplet', minority_ratio=1.0)
     cfg.model.roi_head.loss_schedule = dict(p=1.0, eps=0.0)
     cfg.model.roi_head.bbox_head.num_classes = n
     cfg.model.roi_head.mask_head.num_classes = n

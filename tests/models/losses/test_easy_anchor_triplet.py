@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
-from mmlongtail.models.losses import TripletEasyAnchorLoss
-from mmlongtail.models.losses.triplet_easy_anchor_loss import (
-    minority_classes, triplet_easy_anchor_loss)
+from mmlongtail.models.losses import EasyAnchorTriplet
+from mmlongtail.models.losses.easy_anchor_triplet import (
+    minority_classes, easy_anchor_triplet)
 
 # 8 RoIs, C = 3 classes, label 3 = background. Class counts 4 / 2 / 1 of
 # 7 foreground RoIs: the rarest classes up to half of them (3.5) are
@@ -20,7 +20,7 @@ SCORES = torch.tensor([
     [0.7, 0.10, 0.10, 0.10],  # 1: class 0
     [0.4, 0.50, 0.05, 0.05],  # 2: class 0, scored highest on class 1
     [0.8, 0.05, 0.10, 0.05],  # 3: class 0
-    [0.1, 0.70, 0.10, 0.10],  # 4: class 1, right: an easy anchor
+    [0.1, 0.35, 0.10, 0.45],  # 4: class 1, top class: an easy anchor
     [0.6, 0.20, 0.10, 0.10],  # 5: class 1, wrong: the hard positive
     [0.2, 0.10, 0.60, 0.10],  # 6: class 2, right: an anchor, no positive
     [0.1, 0.90, 0.00, 0.00],  # 7: background, never a negative
@@ -47,7 +47,7 @@ def test_hand_computed_loss_and_gradient_topk1():
     class's only RoI, so it has no positive; RoI 5 is misclassified, no
     anchor; class 0 is not a minority class."""
     emb = EMB.clone().requires_grad_()
-    loss = TripletEasyAnchorLoss(margin=0.5, topk=1, normalize=False)(
+    loss = EasyAnchorTriplet(margin=0.5, topk=1, normalize=False)(
         emb, LABELS, SCORES)
     assert loss.item() == pytest.approx(4.5)
     loss.backward()
@@ -65,7 +65,7 @@ def test_hand_computed_loss_topk2_and_margin():
     but is background. Triplets (4, 5, 2): 0.5 + 5 - 1 = 4.5 and
     (4, 5, 0): 0.5 + 5 - 2 = 3.5; mean 4. Class 2's negatives are 3 and 1
     but its anchor has no positive."""
-    m = TripletEasyAnchorLoss(margin=0.5, topk=2, normalize=False)
+    m = EasyAnchorTriplet(margin=0.5, topk=2, normalize=False)
     assert m(EMB, LABELS, SCORES).item() == pytest.approx(4.0)
     assert m(EMB, LABELS, SCORES,
              reduction_override='sum').item() == pytest.approx(8.0)
@@ -78,13 +78,13 @@ def test_hand_computed_loss_topk2_and_margin():
     far[2] = torch.tensor([7., 0.])  # d(4, 2) = 7 > 5 + 0.5
     far[0] = torch.tensor([0., 9.])  # d(4, 0) = 9
     assert m(far, LABELS, SCORES).item() == 0.0
-    m2 = TripletEasyAnchorLoss(margin=2.5, topk=2, normalize=False,
+    m2 = EasyAnchorTriplet(margin=2.5, topk=2, normalize=False,
                                loss_weight=2.0)
     assert m2(far, LABELS, SCORES).item() == pytest.approx(2 * 0.5 / 2)
 
 
 def test_normalized_embeddings():
-    out = TripletEasyAnchorLoss(margin=0.2, topk=1)(EMB + 1, LABELS, SCORES)
+    out = EasyAnchorTriplet(margin=0.2, topk=1)(EMB + 1, LABELS, SCORES)
     e = torch.nn.functional.normalize(EMB + 1, dim=1)
     want = 0.2 + (e[4] - e[5]).norm() - (e[4] - e[2]).norm()
     assert out.item() == pytest.approx(max(want.item(), 0.0), abs=1e-6)
@@ -104,7 +104,7 @@ def _reference(emb, labels, scores, margin, topk, ratio):
     terms = []
     for a in range(n):
         j = int(labels[a])
-        if j == c or j not in minority or int(scores[a].argmax()) != j:
+        if j == c or j not in minority or int(scores[a, :c].argmax()) != j:
             continue
         same = sorted((i for i in range(n) if labels[i] == j),
                       key=lambda i: (float(scores[i, j]), i))[:topk]
@@ -128,7 +128,7 @@ def test_matches_loop_reference(seed):
     emb = torch.randn(n, 5, generator=g, dtype=torch.float64)
     e1 = emb.clone().requires_grad_()
     e2 = emb.clone().requires_grad_()
-    got = TripletEasyAnchorLoss(0.7, 3, 0.5, normalize=False)(
+    got = EasyAnchorTriplet(0.7, 3, 0.5, normalize=False)(
         e1, labels, scores)
     want = _reference(e2, labels, scores, 0.7, 3, 0.5)
     torch.testing.assert_close(got, want)
@@ -140,12 +140,12 @@ def test_matches_loop_reference(seed):
 def test_no_triplet_and_empty_give_zero_with_graph():
     emb = torch.randn(3, 4, requires_grad=True)
     labels = torch.tensor([3, 3, 3])  # background only
-    loss = TripletEasyAnchorLoss()(emb, labels, torch.rand(3, 4))
+    loss = EasyAnchorTriplet()(emb, labels, torch.rand(3, 4))
     loss.backward()
     assert loss.item() == 0 and torch.equal(emb.grad, torch.zeros(3, 4))
-    empty = TripletEasyAnchorLoss()(emb[:0], labels[:0], torch.rand(0, 4))
+    empty = EasyAnchorTriplet()(emb[:0], labels[:0], torch.rand(0, 4))
     assert empty.item() == 0
-    loss, valid = triplet_easy_anchor_loss(emb[:0], labels[:0],
+    loss, valid = easy_anchor_triplet(emb[:0], labels[:0],
                                            torch.rand(0, 4))
     assert loss.shape == (0, 5, 0) and not valid.any()
 
@@ -158,8 +158,8 @@ def test_bad_config_and_inputs_raise():
                           (dict(minority_ratio=1.5), 'minority_ratio'),
                           (dict(reduction='avg'), 'reduction')]:
         with pytest.raises(ValueError, match=match):
-            TripletEasyAnchorLoss(**kwargs)
-    m = TripletEasyAnchorLoss()
+            EasyAnchorTriplet(**kwargs)
+    m = EasyAnchorTriplet()
     with pytest.raises(ValueError, match='same N'):
         m(EMB[:5], LABELS, SCORES)
     with pytest.raises(ValueError, match='labels'):

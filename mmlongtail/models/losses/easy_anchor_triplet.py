@@ -21,8 +21,11 @@ TPAMI 2019).
   from the rarest up while together they hold at most ``minority_ratio``
   (0.5) of the batch's foreground samples (CRL's rule; ties in count are
   broken by class index);
-* an easy sample: its top-scoring column (of all ``C + 1``, background
-  included) is its own class; every easy minority sample is an anchor;
+* an easy sample: its top-scoring *class* column (background left out) is
+  its own class; every easy minority sample is an anchor. The triplet
+  separates classes, not object from background, and with the background
+  column an early detector (which scores nearly every RoI background) would
+  have no anchors for a long time;
 * hard positives of class ``j``: its ``topk`` samples with the lowest score
   on ``j`` (the anchor itself excluded); hard negatives of class ``j``: the
   ``topk`` *foreground* samples of other classes with the highest score on
@@ -112,7 +115,7 @@ def hard_tables(labels: Tensor, scores: Tensor, num_classes: int,
     return pos, pos_valid, neg.t(), torch.isfinite(val).t()
 
 
-def triplet_easy_anchor_loss(embeddings: Tensor,
+def easy_anchor_triplet(embeddings: Tensor,
                              labels: Tensor,
                              scores: Tensor,
                              margin: float = 0.2,
@@ -146,7 +149,7 @@ def triplet_easy_anchor_loss(embeddings: Tensor,
     minority = minority_classes(labels, c, minority_ratio)
     fg = labels < c
     safe = labels.clamp(max=c - 1)
-    correct = scores.argmax(1) == labels
+    correct = scores[:, :c].argmax(1) == labels
     anchor = fg & correct & minority[safe]
     pos, pos_valid, neg, neg_valid = hard_tables(labels, scores, c, topk)
     p_idx, n_idx = pos[safe], neg[safe]  # (N, k), (N, k')
@@ -163,14 +166,16 @@ def triplet_easy_anchor_loss(embeddings: Tensor,
 
 
 @MODELS.register_module()
-class TripletEasyAnchorLoss(nn.Module):
+class EasyAnchorTriplet(nn.Module):
     """DCL's triplet loss with easy anchors (Wang et al., ICCV 2019), on
     embeddings with the classifier's probabilities; see
-    :mod:`~mmlongtail.models.losses.triplet_easy_anchor_loss` for what
+    :mod:`~mmlongtail.models.losses.easy_anchor_triplet` for what
     comes from the paper and what is our choice.
 
     Not a classification loss (it takes embeddings, not logits), so not on
-    :class:`~mmlongtail.models.losses.ClassificationLoss`; it keeps
+    :class:`~mmlongtail.models.losses.ClassificationLoss` and not named
+    ``...Loss`` (in mmlongtail a registered ``...Loss`` is a classification
+    loss, which the contract suite checks); it keeps
     mmdet's ``reduction`` / ``loss_weight`` / ``reduction_override``.
     :class:`mmlongtail.DCLRoIHead` feeds it the bbox head's ``fc_cls``
     input and weights it with DCL's loss schedule.
@@ -196,7 +201,7 @@ class TripletEasyAnchorLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        owner = 'TripletEasyAnchorLoss'
+        owner = 'EasyAnchorTriplet'
         if isinstance(margin, bool) or not isinstance(
                 margin, (int, float)) or not margin > 0:
             raise ValueError(f'{owner}: margin must be > 0, got {margin!r}')
@@ -222,7 +227,7 @@ class TripletEasyAnchorLoss(nn.Module):
         ``scores (N, C + 1)`` probabilities; returns the weighted loss."""
         assert reduction_override in (None, 'none', 'mean', 'sum')
         reduction = reduction_override or self.reduction
-        owner = 'TripletEasyAnchorLoss'
+        owner = 'EasyAnchorTriplet'
         if embeddings.dim() != 2 or scores.dim() != 2 or \
                 scores.shape[0] != embeddings.shape[0] or scores.shape[1] < 2:
             raise ValueError(
@@ -230,7 +235,7 @@ class TripletEasyAnchorLoss(nn.Module):
                 f'with the same N, got {tuple(embeddings.shape)} and '
                 f'{tuple(scores.shape)}')
         check_labels(labels, embeddings.shape[0], scores.shape[1] - 1, owner)
-        loss, valid = triplet_easy_anchor_loss(
+        loss, valid = easy_anchor_triplet(
             embeddings, labels, scores, self.margin, self.topk,
             self.minority_ratio, self.normalize)
         if reduction == 'sum':
