@@ -116,13 +116,12 @@ def hard_tables(labels: Tensor, scores: Tensor, num_classes: int,
 
 
 def easy_anchor_triplet(embeddings: Tensor,
-                             labels: Tensor,
-                             scores: Tensor,
-                             margin: float = 0.2,
-                             topk: int = 5,
-                             minority_ratio: float = 0.5,
-                             normalize: bool = True
-                             ) -> Tuple[Tensor, Tensor]:
+                        labels: Tensor,
+                        scores: Tensor,
+                        margin: float = 0.2,
+                        topk: int = 5,
+                        minority_ratio: float = 0.5,
+                        normalize: bool = True) -> Tuple[Tensor, Tensor]:
     """Per-triplet TEA losses (see the module docstring).
 
     Args:
@@ -139,7 +138,9 @@ def easy_anchor_triplet(embeddings: Tensor,
 
     Returns:
         tuple: ``loss (N, k, k')`` per (anchor, hard positive, hard negative)
-        and ``valid (N, k, k')`` bool, the triplets that exist.
+        and ``valid (N, k, k')`` bool, the triplets that exist. Memory: two
+        ``(N, k, D)`` differences (``N = 1024`` RoIs, ``k = 5``, ``D = 1024``:
+        21 MB each in float32) and an ``(N, C)`` score table.
     """
     n = embeddings.shape[0]
     c = scores.shape[1] - 1

@@ -145,8 +145,7 @@ def test_no_triplet_and_empty_give_zero_with_graph():
     assert loss.item() == 0 and torch.equal(emb.grad, torch.zeros(3, 4))
     empty = EasyAnchorTriplet()(emb[:0], labels[:0], torch.rand(0, 4))
     assert empty.item() == 0
-    loss, valid = easy_anchor_triplet(emb[:0], labels[:0],
-                                           torch.rand(0, 4))
+    loss, valid = easy_anchor_triplet(emb[:0], labels[:0], torch.rand(0, 4))
     assert loss.shape == (0, 5, 0) and not valid.any()
 
 
