@@ -157,7 +157,8 @@ def test_bad_config_and_loop_raise():
 
 def test_trains_with_dcl_sampler_and_loss_schedules(tiny_lvis, tmp_path):
     """Two epochs of a tiny Mask R-CNN: the sampler's g(l) (convex, exponent
-    mode) and the head's f(l) follow the same runner epoch."""
+    mode) and the head's f(l) follow the same runner epoch, also after a
+    resume."""
     from mmlongtail_bench.demo import DATA_ROOT_VAR, demo_config
     root = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__)))))
@@ -183,19 +184,30 @@ def test_trains_with_dcl_sampler_and_loss_schedules(tiny_lvis, tmp_path):
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0)]
     cfg.optim_wrapper.optimizer.lr = 0.01
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.default_hooks.logger.interval = 1
     cfg.log_level = 'WARNING'
-    runner = Runner.from_cfg(cfg)
-    weights = []
-    head = runner.model.roi_head
-    real = head.schedule_weight
-    head.schedule_weight = lambda: weights.append(
-        (runner.epoch, real())) or weights[-1][1]
-    runner.train()
+
+    def run(cfg):
+        runner = Runner.from_cfg(copy.deepcopy(cfg))
+        weights = []
+        head = runner.model.roi_head
+        real = head.schedule_weight
+        head.schedule_weight = lambda: weights.append(
+            (runner.epoch, real())) or weights[-1][1]
+        runner.train()
+        return runner, weights
+
+    runner, weights = run(cfg)
     assert runner.iter == 4
     # f(l) with L = max_epochs = 2, p = 1: f(0) = 1, f(1) = 1/2
     assert weights == [(0, 1.0), (0, 1.0), (1, 0.5), (1, 0.5)]
+    # resumed after epoch 0, the schedule continues at l = 1
+    cfg.work_dir = str(tmp_path / 'resumed')
+    cfg.load_from = str(tmp_path / 'epoch_1.pth')
+    cfg.resume = True
+    _, resumed = run(cfg)
+    assert resumed == [(1, 0.5), (1, 0.5)]
     scalars = runner.message_hub.log_scalars
     for key in ('train/loss_triplet', 'train/dcl_f', 'train/loss_cls'):
         assert np.isfinite(scalars[key].current()), key
