@@ -271,5 +271,42 @@ def test_lvis_configs_build_the_sampler(name, progressive):
         cfg.train_dataloader.sampler,
         default_args=dict(dataset=CatListDataset(TOY), seed=0))
     assert isinstance(s, ClassAwareSampler) and s.q == 0.0
-    assert s.progressive == (None if progressive is None else
-                             dict(progressive, begin=0))
+    assert s.progressive == (None if progressive is None else dict(
+        progressive, begin=0, shape='linear', base=None))
+
+
+@pytest.mark.parametrize('shape,base,g', [
+    ('linear', None, lambda s, L: 1 - s / L),
+    ('convex', None, lambda s, L: np.cos(s / L * np.pi / 2)),
+    ('composite', None, lambda s, L: 0.5 * np.cos(s / L * np.pi) + 0.5),
+    ('concave', 0.5, lambda s, L: 0.5**s),
+])
+def test_dcl_sampling_shapes(shape, base, g):
+    """DCL (Wang et al., ICCV 2019, Sec. 3.1): ``p_j ∝ n_j^{g(l)}``, with
+    ``g`` written out here; ``l`` counts epochs from ``begin``."""
+    s = ClassAwareSampler(
+        CatListDataset(TOY),
+        q=0.0,
+        progressive=dict(
+            begin=1, end=5, mode='exponent', shape=shape, base=base),
+        seed=0)
+    for epoch in (0, 1, 2, 3, 4, 5, 9):
+        step = min(max(epoch - 1, 0), 4)
+        w = N.astype(float)**g(step, 4)
+        np.testing.assert_allclose(
+            s.class_probabilities(epoch), w / w.sum(), rtol=1e-12)
+        assert s.progress(epoch) == pytest.approx(1 - g(step, 4), abs=1e-12)
+    if shape != 'concave':  # balanced from `end` on
+        np.testing.assert_allclose(s.class_probabilities(5), [1 / 3] * 3)
+
+
+def test_dcl_shape_bad_arguments():
+    ds = CatListDataset(TOY)
+    for prog, match in [
+        (dict(end=3, shape='cosine'), 'shape must be one of'),
+        (dict(end=3, shape='concave'), 'needs 0 < base < 1'),
+        (dict(end=3, shape='concave', base=1.0), 'needs 0 < base < 1'),
+        (dict(end=3, shape='convex', base=0.5), "base is only for"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ClassAwareSampler(ds, seed=0, progressive=prog)

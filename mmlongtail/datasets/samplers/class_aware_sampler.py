@@ -10,7 +10,10 @@ square-root sampling, and *progressively-balanced* sampling moves from
 instance- to class-balanced over training,
 ``p_j(t) = (1 - t/T) p_j^{q=1} + (t/T) p_j^{q=0}``. DCL (Wang et al., ICCV
 2019) schedules the exponent instead: ``p_j(t) ∝ n_j^{g(t)}`` with ``g``
-going from 1 to 0. Both schedules are here (``progressive.mode``).
+going from 1 to 0. Both schedules are here (``progressive.mode``), and
+DCL's four forms of ``g`` (convex ``cos``, linear, concave, composite;
+:mod:`mmlongtail.utils.curriculum`, their one owner) set how fast the
+schedule moves (``progressive.shape``).
 
 **Images hold several classes.** A detection sample is an image, not an
 instance, so a class draw needs a rule to become an image draw. This sampler
@@ -43,6 +46,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmlongtail.registry import DATA_SAMPLERS
+from mmlongtail.utils.curriculum import check_shape, sampling_g
 from ..image_categories import SOURCES, image_categories
 from .epoch_stream import EpochStreamSampler
 
@@ -109,9 +113,14 @@ class ClassAwareSampler(EpochStreamSampler):
             ``mode='exponent'`` (DCL), ``p ∝ n^{(1 - λ) start_q + λ q}``.
             Keys: ``end`` (int, required: the epoch at which ``q`` is
             reached; ``max_epochs`` gives Kang's ``t / T``), ``begin`` (int,
-            default 0), ``start_q`` (float, default 1.0), ``mode``. In
-            infinite mode an epoch is ``num_samples`` draws. None: fixed
-            ``q``.
+            default 0), ``start_q`` (float, default 1.0), ``mode``,
+            ``shape`` (default ``'linear'``, the ``λ`` above) and ``base``:
+            with a DCL form of :data:`~mmlongtail.utils.curriculum.
+            SAMPLING_SHAPES`, ``λ = 1 - g(epoch - begin)`` with ``L = end -
+            begin``, so ``mode='exponent', start_q=1, q=0`` samples
+            ``∝ n^{g(l)}``, DCL's sampling scheduler (``'concave'``, ``g =
+            base ** l``, stops at ``λ = 1 - base ** L`` < 1). In infinite
+            mode an epoch is ``num_samples`` draws. None: fixed ``q``.
         num_samples (int, optional): Draws per epoch. Defaults to
             ``len(dataset)``.
         seed (int, optional): Base seed, the same on every rank. None draws
@@ -181,10 +190,12 @@ class ClassAwareSampler(EpochStreamSampler):
         if not isinstance(cfg, dict):
             raise ValueError('ClassAwareSampler: progressive must be a dict '
                              f'or None, got {cfg!r}')
-        unknown = set(cfg) - {'begin', 'end', 'start_q', 'mode'}
+        unknown = set(cfg) - {'begin', 'end', 'start_q', 'mode', 'shape',
+                              'base'}
         if unknown:
             raise ValueError(f'ClassAwareSampler: unknown progressive keys '
-                             f'{sorted(unknown)} (begin, end, start_q, mode)')
+                             f'{sorted(unknown)} (begin, end, start_q, mode, '
+                             'shape, base)')
         if 'end' not in cfg:
             raise ValueError('ClassAwareSampler: progressive needs `end`, the '
                              'epoch at which q is reached (e.g. max_epochs)')
@@ -192,7 +203,14 @@ class ClassAwareSampler(EpochStreamSampler):
             begin=cfg.get('begin', 0),
             end=cfg['end'],
             start_q=self._check_q(cfg.get('start_q', 1.0), 'start_q'),
-            mode=cfg.get('mode', 'mix'))
+            mode=cfg.get('mode', 'mix'),
+            shape=cfg.get('shape', 'linear'),
+            base=cfg.get('base'))
+        try:
+            check_shape(out['shape'], out['base'])
+        except ValueError as err:
+            raise ValueError(f'ClassAwareSampler: progressive: {err}') \
+                from None
         for key in ('begin', 'end'):
             v = out[key]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
@@ -215,6 +233,9 @@ class ClassAwareSampler(EpochStreamSampler):
         if self.progressive is None:
             return 1.0
         b, e = self.progressive['begin'], self.progressive['end']
+        if self.progressive['shape'] != 'linear':
+            return 1.0 - sampling_g(self.progressive['shape'], epoch - b,
+                                    e - b, self.progressive['base'])
         return float(min(max((epoch - b) / (e - b), 0.0), 1.0))
 
     def class_probabilities(self, epoch: int) -> np.ndarray:

@@ -425,6 +425,17 @@ def check_longtail_consistency(model: nn.Module,
     _check_feature_augment(model)
 
 
+def check_train_loop_fit(model: nn.Module, loop) -> None:
+    """Let every module with a ``check_train_loop(loop)`` method (e.g.
+    ``mmlongtail.DCLRoIHead``, whose loss schedule counts epochs or
+    iterations) refuse a train loop it cannot follow (raises
+    ``ValueError``)."""
+    for module in unwrap_model(model).modules():
+        check = getattr(module, 'check_train_loop', None)
+        if callable(check):
+            check(loop)
+
+
 @HOOKS.register_module()
 class LongTailConsistencyHook(Hook):
     """Run :func:`check_longtail_consistency` before train, val and test;
@@ -464,6 +475,7 @@ class LongTailConsistencyHook(Hook):
         # BBN's two-stream training is wired up completely (or not at all)
         from .bbn_hook import check_bbn_setup
         check_bbn_setup(runner)
+        check_train_loop_fit(runner.model, runner.train_loop)
 
     def before_val(self, runner) -> None:
         self._check(runner, 'val_loop')

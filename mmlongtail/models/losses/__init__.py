@@ -21,3 +21,4 @@ from .apa_loss import APALoss  # noqa: F401,E402
 from .ldam_loss import LDAMLoss  # noqa: F401,E402
 from .pcb_loss import PCBLoss  # noqa: F401,E402
 from .gap_loss import GAPLoss, gap_loss  # noqa: F401,E402
+from .easy_anchor_triplet import EasyAnchorTriplet  # noqa: F401,E402
