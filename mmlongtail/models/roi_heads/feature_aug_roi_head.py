@@ -12,6 +12,7 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from .standard_roi_head import StandardRoIHead
+from .feature_capture import captured_inputs
 
 
 @MODELS.register_module()
@@ -70,13 +71,8 @@ class FeatureAugRoIHead(StandardRoIHead):
                   sampling_results: List[SamplingResult]) -> dict:
         """mmdet's ``bbox_loss`` plus ``loss_cls_aug`` (see the class)."""
         rois = bbox2roi([res.priors for res in sampling_results])
-        captured = []
-        handle = self.bbox_head.fc_cls.register_forward_pre_hook(
-            lambda _, inputs: captured.append(inputs[0]))
-        try:
+        with captured_inputs(self.bbox_head.fc_cls) as captured:
             bbox_results = self._bbox_forward(x, rois)
-        finally:
-            handle.remove()
         out = self.bbox_head.loss_and_target(
             cls_score=bbox_results['cls_score'],
             bbox_pred=bbox_results['bbox_pred'],
