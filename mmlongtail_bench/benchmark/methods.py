@@ -126,6 +126,7 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('feature_cloud', 'Feature cloud (cosine classifier)'),
         m('smote', 'SMOTE (RoI features)'),
         m('bbn', 'BBN-style cumulative learning'),
+        m('dcl', 'DCL (scheduler + triplet)'),
         m('lds', 'LDS (box regression)'),
         m('fds', 'FDS (box regression)'),
         # two-stage track: classifier retrained on the baseline

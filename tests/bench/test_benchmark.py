@@ -46,6 +46,7 @@ def test_default_methods_are_those_of_the_issues():
         'ECM + Norm Mask + CAB', 'Seesaw + PCB', 'GAP + CE', 'APA + GOL',
         'LDAM + DRW', 'FASA', 'Feature cloud (cosine classifier)',
         'SMOTE (RoI features)', 'BBN-style cumulative learning',
+        'DCL (scheduler + triplet)',
         'LDS (box regression)', 'FDS (box regression)',
         'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
@@ -53,10 +54,10 @@ def test_default_methods_are_those_of_the_issues():
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 27 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 28 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 5 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 35 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 36 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
@@ -127,6 +128,11 @@ BUILT_ON = {
                             'train_dataloader.batch_sampler',
                             'train_dataloader.sampler',
                             'train_dataloader.dataset', 'custom_hooks')),
+    # DCL: the progressive sampler's row plus the easy-anchor triplet loss
+    # with its loss schedule, in the RoI head
+    'dcl': ('progressive', ('model.roi_head.type',
+                            'model.roi_head.triplet_loss',
+                            'model.roi_head.loss_schedule')),
     # LDS / FDS: the box head that smooths (FDS folds by a hook)
     'lds': ('baseline_ce', ('model.roi_head.bbox_head.type',
                             'model.roi_head.bbox_head.lds')),
