@@ -138,7 +138,10 @@ def _epoch_scale(config: str, data_root: Optional[str]) -> float:
         dataset = DATASETS.build(cfg.train_dataloader.dataset)
         built = DATA_SAMPLERS.build(
             sampler, default_args=dict(dataset=dataset, seed=0))
-    return len(built) / max(1, len(dataset))
+    # images per epoch over the training set's images (a wrapper that
+    # serves each image twice, BBN's two streams, costs two passes)
+    images = getattr(dataset, 'dataset', dataset)
+    return len(built) / max(1, len(images))
 
 
 def estimate_seconds(method: Method, epochs: Optional[int],

@@ -53,6 +53,10 @@ class Method:
             AP (``'AP'``, ``'APr'``, ``'APc'``, ``'APf'``) that chooses the
             value; the highest wins, ties to the earlier value. Defaults to
             ``'AP'``.
+        built_on (str, optional): ``'train'`` only: the key of the row this
+            method's config is built on when that is not the track's
+            baseline (CAB on RFS is RFS plus CAB); the results then also
+            compare the two (:func:`.results.paired_markdown`).
     """
     key: str
     label: str
@@ -63,6 +67,7 @@ class Method:
     param: Optional[str] = None
     values: Optional[Tuple[float, ...]] = None
     criterion: str = 'AP'
+    built_on: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,6 +89,10 @@ class Method:
                             or self.values is not None):
             raise ValueError(f'{self.key}: only post-hoc methods choose a '
                              f'parameter, got param={self.param!r}')
+        if self.built_on is not None and self.kind != 'train':
+            raise ValueError(f'{self.key}: built_on names the row a trained '
+                             f'method adds its change to; a {self.kind!r} '
+                             'method has init_from')
         if self.values is not None:
             object.__setattr__(self, 'values',
                                tuple(float(v) for v in self.values))
@@ -115,18 +124,18 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('progressive', 'Progressively-balanced sampling'),
         # two-stage track, third wave: trained from scratch
         m('cab_ce', 'CAB'),
-        m('cab_rfs', 'RFS + CAB'),
-        m('cab_eqlv2', 'EQLv2 + CAB'),
-        m('cab_ecm', 'ECM + Norm Mask + CAB'),
-        m('seesaw_pcb', 'Seesaw + PCB'),
+        m('cab_rfs', 'RFS + CAB', built_on='rfs'),
+        m('cab_eqlv2', 'EQLv2 + CAB', built_on='eqlv2'),
+        m('cab_ecm', 'ECM + Norm Mask + CAB', built_on='ecm'),
+        m('seesaw_pcb', 'Seesaw + PCB', built_on='seesaw_normed_mask'),
         m('gap_ce', 'GAP + CE'),
-        m('apa_gol', 'APA + GOL'),
+        m('apa_gol', 'APA + GOL', built_on='gumbel_droploss'),
         m('ldam_drw', 'LDAM + DRW'),
         m('fasa', 'FASA'),
         m('feature_cloud', 'Feature cloud (cosine classifier)'),
         m('smote', 'SMOTE (RoI features)'),
         m('bbn', 'BBN-style cumulative learning'),
-        m('dcl', 'DCL (scheduler + triplet)'),
+        m('dcl', 'DCL (scheduler + triplet)', built_on='progressive'),
         m('lds', 'LDS (box regression)'),
         m('fds', 'FDS (box regression)'),
         # two-stage track: classifier retrained on the baseline

@@ -1,6 +1,9 @@
 """The benchmark's numbers: per-method summary over seeds, which
 differences from the track's baseline exceed the seed range, the markdown
 tables and the best method of each track."""
+import glob
+import json
+import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -142,3 +145,79 @@ def pick_best(summary: dict, methods: Sequence[Method],
         if cands:
             best[track] = max(cands)[2]
     return best
+
+
+#: The paired comparison's numbers: box AP and its strict-IoU part (where a
+#: regressor shows), the frequency bands, pooled AP and mask AP.
+PAIRED_KEYS = ('bbox_AP', 'bbox_AP75', 'bbox_APr', 'bbox_APc', 'bbox_APf',
+               'bbox_APpool', 'segm_AP')
+_PAIRED_TITLES = ('bbox AP', 'AP75', 'AP_r', 'AP_c', 'AP_f', 'AP^pool',
+                  'segm AP')
+
+
+def final_train_loss(work_dir: str, name: str = 'loss_bbox') -> \
+        Optional[float]:
+    """Mean of ``name`` over the last training epoch's logged iterations,
+    from mmengine's ``vis_data/scalars.json`` in ``work_dir`` (None when
+    the run logged none)."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                      'scalars.json')))
+    if not files:
+        return None
+    rows = []
+    with open(files[-1]) as f:
+        for line in f:
+            rec = json.loads(line)
+            if name in rec and 'epoch' in rec:
+                rows.append((rec['epoch'], rec[name]))
+    if not rows:
+        return None
+    last = max(e for e, _ in rows)
+    return float(np.mean([v for e, v in rows if e == last]))
+
+
+def paired_markdown(records: Sequence[dict],
+                    methods: Sequence[Method]) -> str:
+    """For each method built on another row (``Method.built_on``) when both
+    ran: the seed means of :data:`PAIRED_KEYS` for the row, the method and
+    their difference (points), and the last epoch's mean ``loss_bbox`` of
+    each, as one markdown table; ``''`` when no pair ran."""
+    by_key: Dict[str, List[dict]] = {}
+    for r in records:
+        by_key.setdefault(r['spec']['key'], []).append(r)
+    labels = {m.key: m.label for m in methods}
+
+    def means(key):
+        runs = by_key[key]
+        out = []
+        for k in PAIRED_KEYS:
+            vals = [r['metrics'].get(f'lvis/{k}') for r in runs]
+            vals = [float(v) for v in vals if v is not None and v >= 0]
+            out.append(float(np.mean(vals)) if vals else None)
+        losses = [final_train_loss(r['spec']['work_dir']) for r in runs]
+        losses = [v for v in losses if v is not None]
+        return out, (float(np.mean(losses)) if losses else None)
+
+    lines = []
+    for m in methods:
+        if m.built_on is None or m.key not in by_key \
+                or m.built_on not in by_key:
+            continue
+        (mine, my_loss), (base, base_loss) = means(m.key), means(m.built_on)
+        cells = []
+        for a, b in zip(mine, base):
+            if a is None or b is None:
+                cells.append('-')
+            else:
+                cells.append(f'{fmt_percent(b)} → {fmt_percent(a)} '
+                             f'({100 * (a - b):+.1f})')
+        loss = '-' if my_loss is None or base_loss is None else \
+            f'{base_loss:.3f} → {my_loss:.3f}'
+        lines.append(f'| {labels[m.key]} | {labels.get(m.built_on)} | ' +
+                     ' | '.join(cells) + f' | {loss} |')
+    if not lines:
+        return ''
+    head = ('| method | built on | ' + ' | '.join(_PAIRED_TITLES) +
+            ' | final loss_bbox |')
+    rule = '|---|---|' + '---:|' * (len(PAIRED_KEYS) + 1)
+    return '\n'.join([head, rule] + lines)

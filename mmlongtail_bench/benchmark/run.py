@@ -68,9 +68,18 @@ class RunSpec:
     heldout_ann_file: Optional[str] = None
 
 
+def base_dataset(dataset_cfg):
+    """The dataset config that names the annotation file: ``dataset_cfg``
+    itself, or the one a wrapper holds (``dataset=``, e.g. BBN's
+    two-stream ``BBNStreamDataset``)."""
+    while 'ann_file' not in dataset_cfg and 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
 def dataset_files(cfg: Config) -> Tuple[str, str]:
     """The training and validation annotation files ``cfg`` uses."""
-    train = cfg.train_dataloader.dataset
+    train = base_dataset(cfg.train_dataloader.dataset)
     return (osp.join(train.get('data_root') or '', train.ann_file),
             cfg.val_evaluator.ann_file)
 
@@ -150,7 +159,8 @@ def run_config(spec: RunSpec) -> Config:
     if spec.epochs is not None:
         set_epochs(cfg, spec.epochs)
     if spec.train_images is not None:
-        cfg.train_dataloader.dataset.indices = int(spec.train_images)
+        base_dataset(cfg.train_dataloader.dataset).indices = int(
+            spec.train_images)
     if spec.val_images is not None:
         cfg.val_dataloader.dataset.indices = int(spec.val_images)
     # the test loop evaluates val (post-hoc runs) with the per-class file

@@ -41,8 +41,8 @@ from .cost import (estimate_seconds, format_duration, measured_rates,
                    plan_seconds, simulate)
 from .methods import Method, default_methods
 from .plot import plot_ap_vs_frequency, plot_rare_vs_frequent, rule_of_runs
-from .results import (TABLE_KEYS, fmt_percent, pick_best, results_markdown,
-                      summarize)
+from .results import (TABLE_KEYS, fmt_percent, paired_markdown, pick_best,
+                      results_markdown, summarize)
 from .run import INIT_CHECKPOINT_VAR, RunSpec, dataset_files, heldout_file
 
 
@@ -310,6 +310,11 @@ def write_results(out_dir: str, records: Sequence[dict],
     summary = summarize(records, methods)
     best = pick_best(summary, methods, best_by)
     table = results_markdown(summary)
+    paired = paired_markdown(records, methods)
+    if paired:
+        table += ('\n\n**Each method against the row it is built on** (seed '
+                  'means, that row → the method (difference in points); '
+                  'final loss_bbox: the last epoch\'s mean)\n\n' + paired)
     files = dict(
         json=osp.join(out_dir, 'results.json'),
         markdown=osp.join(out_dir, 'results.md'),

@@ -25,6 +25,7 @@ from mmlongtail_bench.benchmark import (
     measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
     run_config,    set_epochs, simulate, summarize)
 from mmlongtail_bench.benchmark.cost import epoch_scale
+from mmlongtail_bench.benchmark.run import base_dataset
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
                                         write_heldout_split)
 
@@ -92,56 +93,47 @@ def test_methods_refuse_what_their_kind_cannot_do():
     assert m.values == (1.0, 0.5)
 
 
-#: Methods of the third wave: ``key -> (the row it is built on, the config
-#: paths its one change may touch)``. The change is the method; everything
-#: else (schedule, data, evaluation, the rest of the model) is its base row's.
-BUILT_ON = {
-    'cab_ce': ('baseline_ce', ('model.roi_head.bbox_head.reg_predictor_cfg',
-                               )),
-    'cab_rfs': ('rfs', ('model.roi_head.bbox_head.reg_predictor_cfg', )),
-    'cab_eqlv2': ('eqlv2', ('model.roi_head.bbox_head.reg_predictor_cfg',
-                            )),
-    'cab_ecm': ('ecm', ('model.roi_head.bbox_head.reg_predictor_cfg', )),
-    # APA's lambda and kappa, as the official scripts: no weight decay
-    'apa_gol': ('gumbel_droploss', ('model.roi_head.bbox_head.loss_cls',
-                                    'optim_wrapper.paramwise_cfg')),
+#: Methods of the third wave: ``key -> the config paths its one change may
+#: touch``. The change is the method; everything else (schedule, data,
+#: evaluation, the rest of the model) is the row it is built on's
+#: (``Method.built_on``, else the track's baseline).
+CHANGES = {
+    'cab_ce': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
+    'cab_rfs': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
+    'cab_eqlv2': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
+    'cab_ecm': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
     # PCB wraps the Seesaw row's loss
-    'seesaw_pcb': ('seesaw_normed_mask', ('model.roi_head.bbox_head.loss_cls',
-                                          )),
-    'gap_ce': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls', )),
+    'seesaw_pcb': ('model.roi_head.bbox_head.loss_cls', ),
+    'gap_ce': ('model.roi_head.bbox_head.loss_cls', ),
+    # APA's lambda and kappa, as the official scripts: no weight decay
+    'apa_gol': ('model.roi_head.bbox_head.loss_cls',
+                'optim_wrapper.paramwise_cfg'),
+    # LDAM's scale is the cosine classifier's; DRW switches by a hook
+    'ldam_drw': ('model.roi_head.bbox_head.loss_cls',
+                 'model.roi_head.bbox_head.cls_predictor_cfg',
+                 'custom_hooks'),
     # feature augmentation: the RoI head that generates (FASA adapts its
     # rates on the held-out split by a hook; the cloud needs a cosine
     # classifier)
-    'fasa': ('baseline_ce', ('model.roi_head.type',
-                             'model.roi_head.feature_augment',
-                             'custom_hooks')),
-    'feature_cloud': ('baseline_ce', (
-        'model.roi_head.type', 'model.roi_head.feature_augment',
-        'model.roi_head.bbox_head.cls_predictor_cfg')),
-    'smote': ('baseline_ce', ('model.roi_head.type',
-                              'model.roi_head.feature_augment')),
+    'fasa': ('model.roi_head.type', 'model.roi_head.feature_augment',
+             'custom_hooks'),
+    'feature_cloud': ('model.roi_head.type', 'model.roi_head.feature_augment',
+                      'model.roi_head.bbox_head.cls_predictor_cfg'),
+    'smote': ('model.roi_head.type', 'model.roi_head.feature_augment'),
     # BBN: two branches in the box head, fed by paired uniform / reversed
     # images (8 + 8 per batch), alpha(t) set by a hook
-    'bbn': ('baseline_ce', ('model.roi_head.type',
-                            'model.roi_head.bbox_head.type',
-                            'train_dataloader.batch_size',
-                            'train_dataloader.batch_sampler',
-                            'train_dataloader.sampler',
-                            'train_dataloader.dataset', 'custom_hooks')),
+    'bbn': ('model.roi_head.type', 'model.roi_head.bbox_head.type',
+            'train_dataloader.batch_size', 'train_dataloader.batch_sampler',
+            'train_dataloader.sampler', 'train_dataloader.dataset',
+            'custom_hooks'),
     # DCL: the progressive sampler's row plus the easy-anchor triplet loss
     # with its loss schedule, in the RoI head
-    'dcl': ('progressive', ('model.roi_head.type',
-                            'model.roi_head.triplet_loss',
-                            'model.roi_head.loss_schedule')),
+    'dcl': ('model.roi_head.type', 'model.roi_head.triplet_loss',
+            'model.roi_head.loss_schedule'),
     # LDS / FDS: the box head that smooths (FDS folds by a hook)
-    'lds': ('baseline_ce', ('model.roi_head.bbox_head.type',
-                            'model.roi_head.bbox_head.lds')),
-    'fds': ('baseline_ce', ('model.roi_head.bbox_head.type',
-                            'model.roi_head.bbox_head.fds', 'custom_hooks')),
-    # LDAM's scale is the cosine classifier's; DRW switches by a hook
-    'ldam_drw': ('baseline_ce', ('model.roi_head.bbox_head.loss_cls',
-                                 'model.roi_head.bbox_head.cls_predictor_cfg',
-                                 'custom_hooks')),
+    'lds': ('model.roi_head.bbox_head.type', 'model.roi_head.bbox_head.lds'),
+    'fds': ('model.roi_head.bbox_head.type', 'model.roi_head.bbox_head.fds',
+            'custom_hooks'),
 }
 
 
@@ -166,7 +158,7 @@ def _flatten(obj, prefix=''):
 def _check_one_change(m, cfg):
     """``cfg`` equals its base row's config but under the paths its change
     may touch, and touches one of them at least."""
-    base_key, allowed = BUILT_ON[m.key]
+    base_key, allowed = m.built_on or 'baseline_ce', CHANGES[m.key]
     ref = Config.fromfile(osp.join(BENCH, f'{base_key}.py'))
     a, b = _flatten(cfg.to_dict()), _flatten(ref.to_dict())
     changed = {k for k in set(a) | set(b) if a.get(k, KeyError) != b.get(
@@ -198,7 +190,7 @@ def test_every_method_is_its_track_baseline_plus_one_change():
     assert retina.model.backbone == base.model.backbone
     for m in _methods()[1:]:
         cfg = Config.fromfile(m.config)
-        if m.key in BUILT_ON:
+        if m.key in CHANGES:
             _check_one_change(m, cfg)
             continue
         ref = retina if m.track == 'one_stage' else base
@@ -291,7 +283,7 @@ def test_configs_own_their_paths(no_bench_env):
         assert heldout_file(cfg) == '/data/x/' + HELDOUT_ANN_FILE
         for loader in ('train_dataloader', 'val_dataloader',
                        'test_dataloader'):
-            assert cfg[loader].dataset.data_root == '/data/x/'
+            assert base_dataset(cfg[loader].dataset).data_root == '/data/x/'
         assert cfg.test_evaluator.ann_file == cfg.val_evaluator.ann_file
         head = cfg.model.get('roi_head', cfg.model).get('bbox_head')
         if 'category_stats' in head.loss_cls:
@@ -733,3 +725,43 @@ def test_run_benchmark_checks_its_inputs(tmp_path, bench_data,
     with pytest.raises(ValueError, match=r'seeds repeat: \[0, 0\]'):
         run_benchmark(out_dir=str(tmp_path), methods=_methods()[:1],
                       seeds=(0, 0))
+
+
+def test_paired_table_compares_a_method_with_the_row_it_is_built_on(
+        tmp_path):
+    """Seed means of the row and the method, their difference in points,
+    and the last epoch's mean loss_bbox read from each run's scalars."""
+    from mmlongtail_bench.benchmark.results import paired_markdown
+
+    def run(key, seed, ap75, losses):
+        work = tmp_path / f'{key}_{seed}'
+        (work / '20260101_000000' / 'vis_data').mkdir(parents=True)
+        with open(work / '20260101_000000' / 'vis_data' / 'scalars.json',
+                  'w') as f:
+            for epoch, loss in losses:
+                f.write(json.dumps(dict(epoch=epoch, loss_bbox=loss)) + '\n')
+            f.write(json.dumps(dict(step=9, lvis_bbox_AP=0.1)) + '\n')
+        metrics = {f'lvis/{k}': 0.1 for k in (
+            'bbox_AP', 'bbox_APr', 'bbox_APc', 'bbox_APf', 'bbox_APpool',
+            'segm_AP')}
+        metrics['lvis/bbox_AP75'] = ap75
+        return dict(spec=dict(key=key, seed=seed, work_dir=str(work)),
+                    metrics=metrics)
+
+    records = [run('rfs', 0, 0.10, [(1, 0.9), (2, 0.5), (2, 0.3)]),
+               run('rfs', 1, 0.12, [(2, 0.6)]),
+               run('cab_rfs', 0, 0.15, [(2, 0.2)]),
+               run('cab_rfs', 1, 0.17, [(1, 5.0), (2, 0.4)])]
+    methods = [Method('rfs', 'RFS', 'rfs.py'),
+               Method('cab_rfs', 'RFS + CAB', 'cab_rfs.py', built_on='rfs')]
+    table = paired_markdown(records, methods)
+    row = table.splitlines()[2]
+    # AP75: 11.0 -> 16.0 (+5.0); loss_bbox: mean(0.4, 0.6) -> mean(0.2, 0.4)
+    assert '| RFS + CAB | RFS | 10.0 → 10.0 (+0.0) | 11.0 → 16.0 (+5.0) |' \
+        in row
+    assert row.endswith('| 0.500 → 0.300 |')
+    # without the row it is built on, no table
+    assert paired_markdown(records[2:], methods) == ''
+    with pytest.raises(ValueError, match='built_on names the row'):
+        Method('x', 'X', 'x.py', kind='posthoc', init_from='a', param='p',
+               values=(1, ), built_on='a')
