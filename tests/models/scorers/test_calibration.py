@@ -389,6 +389,12 @@ FAMILY_OF = {
         category_stats=STATS,
         loss=dict(type='mmlongtail.FocalLoss', num_classes=C))),
     'GroupSoftmaxLoss': (None, dict(category_stats=STATS)),
+    # LDAM and GAP train a C + 1 softmax classifier; PCB keeps its wrapped
+    # loss's layout (here Seesaw's C + 2)
+    'LDAMLoss': ('softmax', dict(category_stats=STATS)),
+    'GAPLoss': ('softmax', {}),
+    'PCBLoss': ('seesaw', dict(
+        alpha=0.05, loss=dict(type='mmlongtail.SeesawLoss', num_classes=C))),
 }
 
 
