@@ -66,6 +66,14 @@ class FASASamplingHook(Hook):
 
     def before_train(self, runner) -> None:
         self._roi_head(runner)  # refuse a model without FASA early
+        from mmengine.runner import IterBasedTrainLoop
+        if isinstance(getattr(runner, 'train_loop', None),
+                      IterBasedTrainLoop):
+            raise ValueError(
+                'FASASamplingHook adapts the sampling rates after training '
+                'epochs, but the train loop is an IterBasedTrainLoop, which '
+                'has none (the rates would never adapt); train with an '
+                'EpochBasedTrainLoop')
         if self.dataloader is None:
             self.dataloader = runner.val_dataloader
         elif isinstance(self.dataloader, dict):

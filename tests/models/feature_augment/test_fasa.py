@@ -373,3 +373,36 @@ def test_sampling_hook_pass_leaves_loss_statistics_alone():
     hook.after_train_epoch(runner)
     assert head.bbox_head.loss_cls.seen.sum() == 0
     assert head.feature_augment.loss_prev.sum() > 0  # the pass did run
+
+
+def test_refuses_a_loop_that_never_reaches_start_epoch():
+    """FASA starts at epoch 1; an IterBasedTrainLoop stays at epoch 0 and
+    never runs after_train_epoch, so nothing would be generated or adapted
+    without a word."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    from mmlongtail.engine.hooks import FASASamplingHook
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        check_train_loop_fit
+
+    head = roi_head(dict(type='mmlongtail.FASA', category_stats=STATS))
+    assert head.feature_augment.start_epoch == 1
+    model = torch.nn.ModuleDict(dict(roi_head=head))
+    iters = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    iters._max_epochs, iters._max_iters = 1, 100
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        check_train_loop_fit(model, iters)
+    epochs = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+    epochs._max_epochs = 1
+    with pytest.raises(ValueError, match='runs 1 epoch'):
+        check_train_loop_fit(model, epochs)
+    epochs._max_epochs = 2
+    check_train_loop_fit(model, epochs)
+    head.feature_augment.start_epoch = 0
+    check_train_loop_fit(model, iters)
+    runner = SimpleNamespace(model=SimpleNamespace(roi_head=head),
+                             train_loop=iters, val_dataloader=[0])
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        FASASamplingHook().before_train(runner)
