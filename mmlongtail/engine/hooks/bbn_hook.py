@@ -79,6 +79,14 @@ class BBNCumulativeLearningHook(Hook):
                 'BBNCumulativeLearningHook: the model has no '
                 "mmlongtail.BBNRoIHead whose alpha it could set; remove the "
                 'hook or use the BBN RoI head')
+        from mmengine.runner import IterBasedTrainLoop
+        if self.by == 'epoch' and isinstance(
+                getattr(runner, 'train_loop', None), IterBasedTrainLoop):
+            raise ValueError(
+                "BBNCumulativeLearningHook: by='epoch', but the train loop "
+                'is an IterBasedTrainLoop, whose epoch stays 0, so alpha '
+                "would stay 1 (the re-balancing branch never trained); set "
+                "by='iter'")
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:

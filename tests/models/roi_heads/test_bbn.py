@@ -186,6 +186,12 @@ def test_hook_sets_alpha_from_progress_and_survives_resume():
     with pytest.raises(ValueError, match='no mmlongtail.BBNRoIHead'):
         BBNCumulativeLearningHook().before_train(
             SimpleNamespace(model=torch.nn.Linear(1, 1)))
+    # an iteration loop keeps epoch 0: alpha would stay 1 with by='epoch'
+    from mmengine.runner import IterBasedTrainLoop
+    runner.train_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    with pytest.raises(ValueError, match="by='iter'"):
+        BBNCumulativeLearningHook().before_train(runner)
+    BBNCumulativeLearningHook(by='iter').before_train(runner)
 
 
 def _runner(model, dataset, sampler, batch_size=4, hooks=True,
