@@ -79,6 +79,24 @@ class BBNCumulativeLearningHook(Hook):
                 'BBNCumulativeLearningHook: the model has no '
                 "mmlongtail.BBNRoIHead whose alpha it could set; remove the "
                 'hook or use the BBN RoI head')
+        from mmengine.runner import IterBasedTrainLoop
+        if self.by == 'epoch' and isinstance(
+                getattr(runner, 'train_loop', None), IterBasedTrainLoop):
+            raise ValueError(
+                "BBNCumulativeLearningHook: by='epoch', but the train loop "
+                'is an IterBasedTrainLoop, whose epoch stays 0, so alpha '
+                "would stay 1 (the re-balancing branch never trained); set "
+                "by='iter'")
+        loop = getattr(runner, 'train_loop', None)
+        last = getattr(loop, f'max_{self.by}s', None)
+        if self.total is not None and last is not None and \
+                self.total < last - 1:
+            raise ValueError(
+                f'BBNCumulativeLearningHook: total={self.total}, but '
+                f'training runs {last} {self.by}s, so alpha = 1 - (t / T)^2 '
+                f'would leave [0, 1] at {self.by} {self.total + 1} '
+                f'(0-based); set total >= {last - 1} or None (the loop\'s '
+                f'max_{self.by}s)')
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:

@@ -23,7 +23,9 @@ class FASASamplingHook(Hook):
     ``fasa/cross_entropy_loss.py``); mmengine's validation loop only
     predicts, so this hook runs its own pass. Each rank scores its share of
     the dataloader (a distributed sampler) and the sums are all-reduced, so
-    every rank adapts the same rates.
+    every rank adapts the same rates. The pass leaves the model's other
+    buffers as it found them (a loss that counts the labels it sees, such
+    as Seesaw's, would otherwise count the scored images as training data).
 
     Args:
         dataloader (dict or DataLoader, optional): The images to score; they
@@ -64,6 +66,14 @@ class FASASamplingHook(Hook):
 
     def before_train(self, runner) -> None:
         self._roi_head(runner)  # refuse a model without FASA early
+        from mmengine.runner import IterBasedTrainLoop
+        if isinstance(getattr(runner, 'train_loop', None),
+                      IterBasedTrainLoop):
+            raise ValueError(
+                'FASASamplingHook adapts the sampling rates after training '
+                'epochs, but the train loop is an IterBasedTrainLoop, which '
+                'has none (the rates would never adapt); train with an '
+                'EpochBasedTrainLoop')
         if self.dataloader is None:
             self.dataloader = runner.val_dataloader
         elif isinstance(self.dataloader, dict):
@@ -75,6 +85,13 @@ class FASASamplingHook(Hook):
             return
         model, roi_head, aug = self._roi_head(runner)
         was_training = model.training
+        # the pass runs the training losses, and a loss with running
+        # statistics (e.g. Seesaw's cum_samples) updates them in any mode;
+        # the scored images are not training data, so every buffer but the
+        # pass's own accumulators is put back afterwards
+        accumulators = {id(aug.val_loss), id(aug.val_count)}
+        saved = [(buf, buf.clone()) for buf in model.buffers()
+                 if id(buf) not in accumulators]
         model.eval()
         roi_head.collect_val_loss = True
         aug.reset_val_loss()
@@ -88,6 +105,9 @@ class FASASamplingHook(Hook):
         finally:
             roi_head.collect_val_loss = False
             model.train(was_training)
+            with torch.no_grad():
+                for buf, value in saved:
+                    buf.copy_(value)
         aug.adapt()
         rates = aug.rates
         MMLogger.get_current_instance().info(

@@ -41,6 +41,7 @@ from mmlongtail.models.layers.ncm import (ClassMeanAccumulator,
                                           load_class_means, save_class_means)
 from mmlongtail.models.losses.layout import ScoringFamily
 from mmlongtail.models.losses.protocol import head_layout
+from mmlongtail.models.roi_heads.feature_capture import captured_inputs
 from mmlongtail.registry import HOOKS
 from mmlongtail.utils import unwrap_model
 from mmlongtail.utils.progress import Progress
@@ -91,17 +92,6 @@ def ncm_box_head(model: nn.Module) -> Tuple[str, nn.Module]:
     return name, head
 
 
-def _fc_input(head: nn.Module):
-    """A context that records the input of ``head.fc_cls``."""
-    store: List[torch.Tensor] = []
-
-    def grab(module, args):
-        store.append(args[0].detach())
-
-    handle = head.fc_cls.register_forward_pre_hook(grab)
-    return store, handle
-
-
 @torch.no_grad()
 def positive_roi_features(model: nn.Module, data: dict
                           ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -144,11 +134,8 @@ def positive_roi_features(model: nn.Module, data: dict
         dim = head.fc_cls.in_features if hasattr(head.fc_cls,
                                                  'in_features') else 0
         return x[0].new_zeros(0, dim), labels
-    store, handle = _fc_input(head)
-    try:
+    with captured_inputs(head.fc_cls) as store:
         roi_head._bbox_forward(x, bbox2roi(boxes))
-    finally:
-        handle.remove()
     feats = store[0].flatten(1)
     return feats, labels
 

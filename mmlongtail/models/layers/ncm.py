@@ -40,10 +40,11 @@ import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from mmlongtail.utils.dist import all_reduce_sum_, is_distributed
 
 #: Version of the cached class-means file (:func:`save_class_means`).
 MEANS_FORMAT = 'mmlongtail.ncm_class_means.v1'
@@ -204,11 +205,10 @@ class ClassMeanAccumulator(nn.Module):
     @torch.no_grad()
     def all_reduce(self) -> None:
         """Sum over ranks (one collective) when a process group exists."""
-        if not (dist.is_available() and dist.is_initialized()) or \
-                dist.get_world_size() == 1:
+        if not is_distributed():
             return
-        flat = torch.cat([self.sums.view(-1), self.counts.double()])
-        dist.all_reduce(flat)
+        flat = all_reduce_sum_(
+            torch.cat([self.sums.view(-1), self.counts.double()]))
         n = self.sums.numel()
         self.sums.copy_(flat[:n].view_as(self.sums))
         self.counts.copy_(flat[n:].round().long())

@@ -67,6 +67,31 @@ class FeatureAugRoIHead(StandardRoIHead):
         #: validation losses instead of training.
         self.collect_val_loss = False
 
+    def check_train_loop(self, loop) -> None:
+        """Called by ``LongTailConsistencyHook`` before training: refuse a
+        loop that never reaches ``feature_augment.start_epoch`` (0-based),
+        which would train without a single virtual feature. mmengine's
+        ``IterBasedTrainLoop`` keeps the epoch at 0 (``max_epochs`` 1)."""
+        from mmengine.runner import IterBasedTrainLoop
+        start = self.feature_augment.start_epoch
+        max_epochs = getattr(loop, 'max_epochs', None)
+        if max_epochs is None or start < max_epochs:
+            return
+        aug = type(self.feature_augment).__name__
+        if isinstance(loop, IterBasedTrainLoop):
+            raise ValueError(
+                f'FeatureAugRoIHead: {aug} generates from epoch {start} '
+                '(start_epoch, 0-based), but the train loop is an '
+                f'IterBasedTrainLoop ({loop.max_iters} iterations), whose '
+                'epoch stays 0, so it would never generate; set '
+                'feature_augment.start_epoch=0 or train with an '
+                'EpochBasedTrainLoop')
+        raise ValueError(
+            f'FeatureAugRoIHead: {aug} generates from epoch {start} '
+            f'(start_epoch, 0-based), but training runs {max_epochs} '
+            'epoch(s), so it would never generate; set '
+            f'feature_augment.start_epoch < {max_epochs}')
+
     def bbox_loss(self, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult]) -> dict:
         """mmdet's ``bbox_loss`` plus ``loss_cls_aug`` (see the class)."""

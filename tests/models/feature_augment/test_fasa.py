@@ -332,3 +332,77 @@ def test_head_checkpoint_resumes_exactly():
         assert la['loss_cls_aug'] > 0
         for k in la:
             assert torch.equal(la[k], lb[k]), k
+
+
+def test_sampling_hook_pass_leaves_loss_statistics_alone():
+    """The loss pass runs loss_cls; a loss that counts the labels it sees
+    in any mode (as Seesaw's cum_samples) must not count the scored
+    (held-out) images."""
+    from types import SimpleNamespace
+
+    from mmlongtail.engine.hooks import FASASamplingHook
+
+    class CountingCE(CrossEntropyLoss):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('seen', torch.zeros(C + 1))
+
+        def forward(self, cls_score, label, *args, **kwargs):
+            self.seen.index_add_(0, label, torch.ones(len(label)))
+            return super().forward(cls_score, label, *args, **kwargs)
+
+    head = roi_head(dict(type='mmlongtail.FASA', category_stats=STATS,
+                         clustering=False))
+    head.bbox_head.loss_cls = CountingCE()
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.roi_head = head
+
+        def data_preprocessor(self, batch, training):
+            return batch
+
+        def _run_forward(self, seed, mode):
+            return _real_head_losses(self.roi_head, seed)
+
+    runner = SimpleNamespace(model=Detector(), epoch=0,
+                             val_dataloader=[0, 1])
+    hook = FASASamplingHook()
+    hook.before_train(runner)
+    hook.after_train_epoch(runner)
+    assert head.bbox_head.loss_cls.seen.sum() == 0
+    assert head.feature_augment.loss_prev.sum() > 0  # the pass did run
+
+
+def test_refuses_a_loop_that_never_reaches_start_epoch():
+    """FASA starts at epoch 1; an IterBasedTrainLoop stays at epoch 0 and
+    never runs after_train_epoch, so nothing would be generated or adapted
+    without a word."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    from mmlongtail.engine.hooks import FASASamplingHook
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        check_train_loop_fit
+
+    head = roi_head(dict(type='mmlongtail.FASA', category_stats=STATS))
+    assert head.feature_augment.start_epoch == 1
+    model = torch.nn.ModuleDict(dict(roi_head=head))
+    iters = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    iters._max_epochs, iters._max_iters = 1, 100
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        check_train_loop_fit(model, iters)
+    epochs = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+    epochs._max_epochs = 1
+    with pytest.raises(ValueError, match='runs 1 epoch'):
+        check_train_loop_fit(model, epochs)
+    epochs._max_epochs = 2
+    check_train_loop_fit(model, epochs)
+    head.feature_augment.start_epoch = 0
+    check_train_loop_fit(model, iters)
+    runner = SimpleNamespace(model=SimpleNamespace(roi_head=head),
+                             train_loop=iters, val_dataloader=[0])
+    with pytest.raises(ValueError, match='IterBasedTrainLoop'):
+        FASASamplingHook().before_train(runner)

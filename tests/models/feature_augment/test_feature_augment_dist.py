@@ -15,8 +15,10 @@ def _batch(it, rank):
         0, C, (n, ), generator=g)
 
 
-def _val(rank):
-    g = torch.Generator().manual_seed(77 + rank)
+def _val(rank, it):
+    # differs per iteration, so the rates do adapt (equal losses every
+    # pass would leave them at their initial values)
+    g = torch.Generator().manual_seed(77 + rank + 10 * it)
     return torch.rand(12, generator=g), torch.randint(0, C + 1, (12, ),
                                                       generator=g)
 
@@ -44,7 +46,7 @@ def _worker(rank, world, out_dir):
         exact.update(f, y)
         ema.update(f, y)
         fasa.observe(f, y, None)
-        fasa.accumulate_val_loss(*_val(rank))
+        fasa.accumulate_val_loss(*_val(rank, it))
         fasa.adapt(groups=torch.arange(C))
     state = {k: v.clone() for k, v in fasa.state_dict().items()}
     fasa.rates.fill_(1.)
@@ -71,9 +73,10 @@ def test_identical_on_ranks_and_equal_to_one_process(tmp_path):
         exact.update(torch.cat(fs), torch.cat(ys))
         ema.update(torch.cat(fs), torch.cat(ys))
         for r in range(2):
-            fasa.accumulate_val_loss(*_val(r))
+            fasa.accumulate_val_loss(*_val(r, it))
         fasa.adapt(groups=torch.arange(C))
     for key, mod in (('exact', exact), ('ema', ema)):
         for k, v in mod.state_dict().items():
             torch.testing.assert_close(r0[key][k], v)
     torch.testing.assert_close(r0['fasa']['rates'], fasa.rates)
+    assert not torch.equal(fasa.rates, _fasa().rates)  # they did adapt

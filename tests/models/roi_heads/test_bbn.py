@@ -186,6 +186,20 @@ def test_hook_sets_alpha_from_progress_and_survives_resume():
     with pytest.raises(ValueError, match='no mmlongtail.BBNRoIHead'):
         BBNCumulativeLearningHook().before_train(
             SimpleNamespace(model=torch.nn.Linear(1, 1)))
+    # an iteration loop keeps epoch 0: alpha would stay 1 with by='epoch'
+    from mmengine.runner import IterBasedTrainLoop
+    runner.train_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    with pytest.raises(ValueError, match="by='iter'"):
+        BBNCumulativeLearningHook().before_train(runner)
+    BBNCumulativeLearningHook(by='iter').before_train(runner)
+    # a total the schedule outruns fails before training, not at epoch 7
+    from mmengine.runner import EpochBasedTrainLoop
+    runner.train_loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+    runner.train_loop._max_epochs = 12
+    with pytest.raises(ValueError, match='total >= 11'):
+        BBNCumulativeLearningHook(total=6).before_train(runner)
+    BBNCumulativeLearningHook(total=11).before_train(runner)
+    BBNCumulativeLearningHook().before_train(runner)
 
 
 def _runner(model, dataset, sampler, batch_size=4, hooks=True,
