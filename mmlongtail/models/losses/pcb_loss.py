@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.models.losses.accuracy import accuracy
 from mmdet.models.losses.utils import weight_reduce_loss
-from mmengine.logging import MessageHub, MMLogger
+from mmengine.logging import MMLogger
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils import all_reduce_sum_
+from mmlongtail.utils.runtime import training_progress
 from .eqlv2_loss import EQLv2Loss, eqlv2_loss
 from .frame import AvgFactor, ClassificationLoss, LossOutput
 from .protocol import (ClassifierLayout, empty_loss, host_is_dense_head,
@@ -308,8 +309,8 @@ class PCBLoss(ClassificationLoss):
     def current_epoch(self) -> int:
         """The 1-based training epoch (mmengine's runtime ``'epoch'`` + 1;
         1 when no runner has set it)."""
-        epoch = MessageHub.get_current_instance().get_info('epoch')
-        return 1 if epoch is None else int(epoch) + 1
+        epoch, _ = training_progress('epoch')
+        return 1 if epoch is None else epoch + 1
 
     def active_alpha(self) -> Optional[Tensor]:
         """``alpha`` as a 0-dim float32 tensor, times 0 until every class has

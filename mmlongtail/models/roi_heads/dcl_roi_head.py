@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.structures.bbox import bbox2roi
-from mmengine.logging import MessageHub
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
+from mmlongtail.utils.runtime import training_progress
 from mmlongtail.utils.curriculum import check_loss_schedule, loss_f
 from .bbox_predict import classifier_scores
 from .feature_capture import captured_inputs
@@ -114,12 +114,12 @@ class DCLRoIHead(StandardRoIHead):
 
     def schedule_progress(self) -> Tuple[int, int]:
         """``(l, L)`` now, from the message hub (see the class)."""
-        hub = MessageHub.get_current_instance()
         unit = 'epoch' if self.loss_schedule['by_epoch'] else 'iter'
-        step = hub.get_info(unit, 0)
+        step, runner_total = training_progress(unit)
+        step = step or 0
         total = self.loss_schedule['total']
         if total is None:
-            total = hub.get_info(f'max_{unit}s')
+            total = runner_total
         if total is None:
             raise ValueError(
                 f'DCLRoIHead: the loss schedule needs L: no max_{unit}s in '

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.structures.bbox import bbox2roi
-from mmengine.logging import MessageHub
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
+from mmlongtail.utils.runtime import training_progress
 from .standard_roi_head import StandardRoIHead
 from .feature_capture import captured_inputs
 
@@ -108,7 +108,7 @@ class FeatureAugRoIHead(StandardRoIHead):
         labels, label_weights = out['bbox_targets'][:2]
         aug = self.feature_augment
         if self.training:
-            epoch = MessageHub.get_current_instance().get_info('epoch', 0)
+            epoch = training_progress('epoch')[0] or 0
             losses.update(
                 aug.loss(captured[0], labels, self.bbox_head, int(epoch)))
         elif self.collect_val_loss:
