@@ -45,8 +45,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .fractal_dimension import fractal_dimensions
-
 #: Short names of the statistics that ship with the package.
 PACKAGED_STATS: Dict[str, str] = {
     'lvis_v1': 'lvis_v1_train_category_stats.json',
@@ -309,6 +307,8 @@ def stats_from_dict(data: dict,
         stats = _stats_from_annotations(data, source)
         if not fractal_dimension:
             return stats
+        # imported here: fractal_dimension builds on this module's labels
+        from .fractal_dimension import fractal_dimensions
         fd = fractal_dimensions(data, stats.cat_ids, stats.names,
                                 source=source)
         return dataclasses.replace(stats, fractal_dimension=fd)
@@ -382,6 +382,25 @@ def _build(cats: List[dict], num_images: int, source: str,
         frequency_from=frequency_from)
 
 
+def category_labels(cat_ids: np.ndarray, category_ids: np.ndarray,
+                    source: str = '<dict>') -> np.ndarray:
+    """``(A,)`` int64 label of each annotation's ``category_id`` (its
+    position in the sorted ``cat_ids``, as mmdet's ``cat2label``).
+
+    Raises:
+        ValueError: An id not in ``cat_ids``, naming up to 10 of them and
+            ``source``.
+    """
+    label = np.searchsorted(cat_ids, category_ids)
+    ok = (label < len(cat_ids)) & (
+        cat_ids[np.minimum(label, len(cat_ids) - 1)] == category_ids)
+    if not ok.all():
+        unknown = sorted(set(category_ids[~ok].tolist()))[:10]
+        raise ValueError(f'malformed annotation file {source}: annotations '
+                         f'refer to unknown category ids {unknown}')
+    return label
+
+
 def _stats_from_annotations(data: dict, source: str) -> CategoryStats:
     _require(isinstance(data.get('annotations'), list), source,
              "annotation file has no 'annotations' list")
@@ -394,13 +413,7 @@ def _stats_from_annotations(data: dict, source: str) -> CategoryStats:
     ann_img = np.fromiter((a['image_id'] for a in anns), np.int64, len(anns))
     ann_cat = np.fromiter((a['category_id'] for a in anns), np.int64,
                           len(anns))
-    label = np.searchsorted(cat_ids, ann_cat)
-    label_ok = (label < len(cat_ids)) & (
-        cat_ids[np.minimum(label, len(cat_ids) - 1)] == ann_cat)
-    if not label_ok.all():
-        unknown = sorted(set(ann_cat[~label_ok].tolist()))[:10]
-        raise ValueError(f'malformed annotation file {source}: annotations '
-                         f'refer to unknown category ids {unknown}')
+    label = category_labels(cat_ids, ann_cat, source)
     counted_instances = np.bincount(label, minlength=len(cat_ids))
     # distinct (image, category) pairs -> images per category, as one int64
     # key per annotation (image position x C + label): a 1-d unique, 6x

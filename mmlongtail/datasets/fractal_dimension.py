@@ -29,6 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .category_stats import category_labels
+
 #: The official scripts' largest grid (``calculate_fractality.py -d``).
 DEFAULT_MAX_GRID = 64
 
@@ -84,13 +86,7 @@ def normalized_box_centres(data: dict,
     wh = np.array([size[a['image_id']] for a in anns],
                   np.float64).reshape(-1, 2)
     cat = np.fromiter((a['category_id'] for a in anns), np.int64, len(anns))
-    cat_ids = np.asarray(cat_ids, np.int64)
-    label = np.searchsorted(cat_ids, cat)
-    ok = (label < len(cat_ids)) & (
-        cat_ids[np.minimum(label, len(cat_ids) - 1)] == cat)
-    if not ok.all():
-        raise _malformed(source, 'annotations refer to unknown category '
-                         f'ids {sorted(set(cat[~ok].tolist()))[:10]}')
+    label = category_labels(np.asarray(cat_ids, np.int64), cat, source)
     # the official get_statistics.py order of operations, for equal floats
     cx = box[:, 0] / wh[:, 0] + (box[:, 2] / wh[:, 0]) / 2
     cy = box[:, 1] / wh[:, 1] + (box[:, 3] / wh[:, 1]) / 2

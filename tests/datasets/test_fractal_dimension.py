@@ -111,10 +111,33 @@ def test_packaged_lvis_v1_has_official_values():
     assert stats.fractal_dimension[0] == 1.8077216824171134
     assert stats.fractal_dimension[1] == 1.841003908586994
     assert stats.fractal_dimension[-1] == 1.8173157615495343
-    # freq_lvis_v1_train.csv base10 of class 1 = -log10(64 / 100170)
     assert stats.num_images_listed == 100170
-    assert -math.log10(64 / 100170) == pytest.approx(3.194557699790146,
-                                                     abs=1e-12)
+    assert (stats.image_count[0], stats.instance_count[0]) == (64, 109)
+    # FRACAL's frequency term from these statistics minus the official
+    # get_fracal_weights' prior (written out) is the official
+    # stat_files/freq_lvis_v1_train.csv column, rows of classes 1 and 1203
+    # (the _obj columns divide by all 1270141 training instances)
+    from mmlongtail.models.scorers.fracal import frequency_term
+    num = 1203
+    prior = {
+        'base10': -math.log10(num),
+        'smooth': -math.log((300 * num + 1) / 301) + 1,
+        'gombit': math.log(-math.log(1 - 1 / num)),
+        'raw_obj': -math.log(num),
+        'base10_obj': -math.log10(num),
+    }
+    csv = {
+        'base10': (3.194557699790146, 3.0922526548953835),
+        'smooth': (8.340246734689194, 8.107914757320579),
+        'gombit': (7.355421396246417, 7.119770417974774),
+        'raw_obj': (9.363290593665011, 7.372529878444347),
+        'base10_obj': (4.0664254372853375, 3.2018490438752316),
+    }
+    for variant, (first, last) in csv.items():
+        w = frequency_term(stats, variant) - prior[variant]
+        assert (w[0].item(), w[-1].item()) == (
+            pytest.approx(first, abs=1e-9), pytest.approx(last, abs=1e-9)
+        ), variant
 
 
 def test_errors():

@@ -112,7 +112,12 @@ class CABLinear(nn.Module):
                 '1 (alpha=0 is the plain class-specific regressor; alpha=1 '
                 'is a class-agnostic one, reg_class_agnostic=True in the '
                 'bbox head)')
-        if box_dim < 1 or out_features % box_dim:
+        if isinstance(box_dim, bool) or not isinstance(box_dim, int) \
+                or box_dim < 1:
+            raise ValueError(
+                f'CABLinear: box_dim must be an int >= 1 (the box coder\'s '
+                f'encode_size), got {box_dim!r}')
+        if out_features % box_dim:
             raise ValueError(
                 f'CABLinear: out_features={out_features} is not a multiple '
                 f'of box_dim={box_dim}; it must be num_classes * box_dim')

@@ -78,14 +78,15 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
-from .gumbel_loss import drop_loss_weights, rare_positive_ratio
+from .gumbel_loss import (GUMBEL_LOGIT_MAX, GUMBEL_LOGIT_MIN,
+                          drop_loss_weights, rare_positive_ratio)
 from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
                        sigmoid_targets, with_max_background)
 
 #: The official floor of ``lambda`` (``torch.clamp(lambda, min=1e-4)``).
 APA_LAMBDA_MIN = 1e-4
 #: GOL's clamp of the logits before its activation (the default here).
-GOL_LOGIT_CLAMP = (-4.0, 10.0)
+GOL_LOGIT_CLAMP = (GUMBEL_LOGIT_MIN, GUMBEL_LOGIT_MAX)
 
 #: Why a dense head cannot hold this loss (the consistency hook's message).
 DENSE_HEAD_REFUSAL = (

@@ -99,6 +99,8 @@ def test_gradients_carry_the_formulas_factors():
     (dict(alpha=1.0), 'reg_class_agnostic=True'),
     (dict(out_features=4), 'already class-agnostic'),
     (dict(out_features=10), 'not a multiple of box_dim=4'),
+    (dict(box_dim=4.0), 'box_dim must be an int >= 1 .*got 4.0'),
+    (dict(box_dim=0), 'box_dim must be an int >= 1 .*got 0'),
 ])
 def test_refuses_what_it_cannot_blend(kwargs, match):
     args = dict(in_features=5, out_features=12, alpha=0.5)

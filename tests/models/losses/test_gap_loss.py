@@ -140,7 +140,7 @@ def test_reduction_none_backpropagates_per_roi():
 
 def test_loss_is_ce_plus_gap_with_running_counts():
     loss = GAPLoss(num_classes=3, gamma=1.0, lam=0.1)
-    logits = torch.cat([Z, torch.zeros(6, 1)], dim=1)
+    logits = torch.cat([Z, torch.zeros(6, 1)], dim=1).requires_grad_()
     out = loss(logits, Y)
     torch.testing.assert_close(
         out['loss_cls'], torch.nn.functional.cross_entropy(logits, Y))
@@ -148,8 +148,19 @@ def test_loss_is_ce_plus_gap_with_running_counts():
     assert torch.equal(loss.num_samples, counts)
     # counts before the call are [0, 0, 0, 0]: after it the batch's, clamped
     weights = gap_class_weights(counts[:3].clamp(min=1), 1.0)
-    expected = gap_loss(Z, Y, weights).sum()
+    x = Z.clone().requires_grad_()
+    expected = gap_loss(x, Y, weights).sum()
     torch.testing.assert_close(out['loss_rank'], expected)
+    # the class weights act on the gradient only (the value is the plain
+    # ranking error): they are the updated counts' ones, not the counts
+    # before the call (all weights equal)
+    out['loss_rank'].backward()
+    expected.backward()
+    torch.testing.assert_close(logits.grad[:, :3], x.grad)
+    assert (logits.grad[:, 3] == 0).all()
+    _, before = _ours(Z, Y, gap_class_weights(torch.ones(3), 1.0), 0.1, 0.5)
+    assert (before - x.grad).abs().max() > 1e-3
+    logits = logits.detach()
     # accumulates over calls; zero-weight RoIs are not counted
     w = torch.ones(6)
     w[0] = 0
