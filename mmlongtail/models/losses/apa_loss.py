@@ -66,6 +66,7 @@ Not for dense heads: mmdet's RetinaNet/ATSS/FCOS heads score their logits
 with a sigmoid themselves and never ask the loss, so the learned APA would
 train but not score (the consistency hook refuses it there).
 """
+import math
 from typing import Any, Optional, Sequence
 
 import torch
@@ -250,10 +251,11 @@ class APALoss(ClassificationLoss):
         if drop_loss and not lambda_ >= 0:
             raise ValueError(f'{owner}: lambda_ must be >= 0, got '
                              f'{lambda_}')
-        if not init_lambda >= APA_LAMBDA_MIN:
+        if not APA_LAMBDA_MIN <= init_lambda < math.inf:
             raise ValueError(
-                f'{owner}: init_lambda must be >= {APA_LAMBDA_MIN} (the '
-                f'official floor of lambda), got {init_lambda}')
+                f'{owner}: init_lambda must be finite and >= '
+                f'{APA_LAMBDA_MIN} (the official floor of lambda), got '
+                f'{init_lambda}')
         if not torch.isfinite(torch.tensor(float(init_kappa))):
             raise ValueError(f'{owner}: init_kappa must be finite, got '
                              f'{init_kappa}')

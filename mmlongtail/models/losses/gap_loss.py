@@ -298,8 +298,9 @@ class GAPLoss(ClassificationLoss):
         super().__init__(num_classes, **frame)
         for key, value in (('gamma', gamma), ('lam', lam), ('delta', delta),
                            ('eps', eps)):
-            if not value >= 0:
-                raise ValueError(f'GAPLoss: {key} must be >= 0, got {value}')
+            if not 0 <= value < float('inf'):
+                raise ValueError(f'GAPLoss: {key} must be finite and >= 0, '
+                                 f'got {value}')
         self.gamma = float(gamma)
         self.lam = float(lam)
         self.delta = float(delta)

@@ -152,6 +152,8 @@ def test_bad_arguments_are_refused():
         APALoss(C)
     with pytest.raises(ValueError, match='init_lambda'):
         APALoss(C, drop_loss=False, init_lambda=0.0)
+    with pytest.raises(ValueError, match='init_lambda must be finite'):
+        APALoss(C, drop_loss=False, init_lambda=float('inf'))
     with pytest.raises(ValueError, match='logit_clamp'):
         APALoss(C, drop_loss=False, logit_clamp=(3, -3))
 

@@ -119,8 +119,10 @@ def test_labels_out_of_range_are_refused():
             loss(torch.randn(6, 4), y)
     with pytest.raises(ValueError, match='4 channels'):
         loss(torch.randn(6, 3), Y)
-    with pytest.raises(ValueError, match='lam must be >= 0'):
+    with pytest.raises(ValueError, match='lam must be finite and >= 0'):
         GAPLoss(num_classes=3, lam=-1)
+    with pytest.raises(ValueError, match='lam must be finite'):
+        GAPLoss(num_classes=3, lam=float('inf'))
 
 
 def test_reduction_none_backpropagates_per_roi():
