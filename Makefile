@@ -45,9 +45,10 @@ demo: demo-data
 clean-demo:
 	rm -rf $(DEMO_WORK_DIR)
 
-# The long-tail benchmark, second edition (22 methods x 2 seeds): about
-# 2 h 04 min on 2 otherwise idle CPU cores, from its full run's per-run
-# figures (README, "Budget"). Makes its dataset and held-out split first if
+# The long-tail benchmark (39 methods x 2 seeds, the second edition's 22 and
+# the wave-3 rows): about 3 h 54 min on 2 otherwise idle CPU cores,
+# simulated from the second edition's per-run figures (docs/benchmark.md,
+# "Budget"). Makes its dataset and held-out split first if
 # missing; finished runs are reused.
 bench: install
 	$(PY) tools/benchmark_longtail.py --data-root $(BENCH_DATA) \
