@@ -356,6 +356,42 @@ def _check_feature_augment(model: nn.Module) -> None:
             raise ValueError(f'{name or "model"}.feature_augment: {reason}')
 
 
+def _check_scorers(model: nn.Module) -> None:
+    """Every test-time scorer of an mmlongtail RoI head
+    (``test_cfg.score_calibration``, a Cascade's
+    ``stage_score_calibration``) can score its head's classifier: each is
+    run once on a one-RoI dummy of the head's layout, so a scorer that
+    refuses the layout (FRACAL on an EQLv2 head, NorCal on BAGS) says so
+    before the first image, with its reason."""
+    import torch
+
+    from mmlongtail.models.roi_heads.bbox_predict import apply_scorers
+    from mmlongtail.models.roi_heads.scoring import ScorersFromTestCfg
+    for name, head in model.named_modules():
+        cfg = getattr(head, 'test_cfg', None)
+        if not isinstance(head, ScorersFromTestCfg) or cfg is None:
+            continue
+        bbox_head = head.bbox_head
+        if isinstance(bbox_head, nn.ModuleList):  # Cascade: one layout
+            bbox_head = bbox_head[-1]
+        groups = [('score_calibration', head.scorers_for(cfg))]
+        if hasattr(head, '_stage_scorers'):
+            groups += [(f'stage_score_calibration[{i}]', s)
+                       for i, s in enumerate(head._stage_scorers(cfg))]
+        layout = head_layout(bbox_head)
+        C = layout.num_classes
+        for key, scorers in groups:
+            if not scorers:
+                continue
+            try:
+                apply_scorers(scorers, torch.zeros(1, layout.num_outputs),
+                              torch.full((1, C + 1), 1.0 / (C + 1)),
+                              layout)
+            except ValueError as err:
+                raise ValueError(f'{name or "model"}.test_cfg.{key}: {err}'
+                                 ) from err
+
+
 def check_longtail_consistency(model: nn.Module,
                                classes: Optional[Sequence[str]] = None,
                                dataset_name: str = 'dataset',
@@ -388,7 +424,9 @@ def check_longtail_consistency(model: nn.Module,
       it within ``max_epochs`` when that is given (training);
     * a box head with LDS regresses encoded deltas, not decoded boxes;
     * a RoI head's ``feature_augment`` fits its bbox head's classifier (the
-      feature cloud needs a cosine ``fc_cls``).
+      feature cloud needs a cosine ``fc_cls``);
+    * every test-time scorer of an mmlongtail RoI head can score its
+      head's classifier layout (:func:`_check_scorers`).
 
     Args:
         model (nn.Module): The detector (a DDP wrapper is unwrapped).
@@ -423,6 +461,7 @@ def check_longtail_consistency(model: nn.Module,
         _check_start_epochs(model, max_epochs)
     _check_box_regression(model)
     _check_feature_augment(model)
+    _check_scorers(model)
 
 
 def check_train_loop_fit(model: nn.Module, loop) -> None:

@@ -386,3 +386,36 @@ def test_frequency_term_equals_official(variant):
                         dtype=torch.float64) + ptarget
     torch.testing.assert_close(frequency_term(stats, variant), want,
                                rtol=0, atol=1e-12)
+
+
+def test_consistency_hook_runs_the_scorers_on_the_head_layout():
+    """A scorer that cannot score its head's classifier is refused before
+    the first image, naming the config key and the scorer's reason; one
+    that can passes."""
+    from mmlongtail.engine import check_longtail_consistency
+
+    def roi_head(loss_cls, scorers):
+        cfg = dict(
+            type='mmlongtail.StandardRoIHead',
+            bbox_roi_extractor=dict(
+                type='SingleRoIExtractor',
+                roi_layer=dict(type='RoIAlign', output_size=7,
+                               sampling_ratio=0),
+                out_channels=8, featmap_strides=[4]),
+            bbox_head=dict(
+                type='Shared2FCBBoxHead', in_channels=8, fc_out_channels=16,
+                roi_feat_size=7, num_classes=C, loss_cls=loss_cls),
+            test_cfg=ConfigDict(score_thr=0.0, max_per_img=10,
+                                nms=dict(type='nms', iou_threshold=0.5),
+                                score_calibration=scorers))
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            register_all_modules(init_default_scope=False)
+            return MMDET_MODELS.build(cfg)
+
+    fracal = [dict(type='mmlongtail.FRACAL', category_stats=STATS)]
+    check_longtail_consistency(
+        roi_head(dict(type='CrossEntropyLoss', loss_weight=1.0), fracal))
+    with pytest.raises(ValueError, match=r'test_cfg\.score_calibration: '
+                       r'FRACAL cannot score.*EQLv2Loss.*NorCal'):
+        check_longtail_consistency(roi_head(
+            dict(type='mmlongtail.EQLv2Loss', num_classes=C), fracal))
