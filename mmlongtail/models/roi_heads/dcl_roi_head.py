@@ -7,14 +7,13 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmdet.models.task_modules.samplers import SamplingResult
-from mmdet.structures.bbox import bbox2roi
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.runtime import training_progress
 from mmlongtail.utils.curriculum import check_loss_schedule, loss_f
 from .bbox_predict import classifier_scores
-from .feature_capture import captured_inputs
+from .feature_capture import bbox_loss_with_features
 from .standard_roi_head import StandardRoIHead
 
 #: Keys of ``loss_schedule``.
@@ -150,15 +149,8 @@ class DCLRoIHead(StandardRoIHead):
                   sampling_results: List[SamplingResult]) -> dict:
         """mmdet's ``bbox_loss`` plus ``loss_triplet`` and ``dcl_f`` (see
         the class)."""
-        rois = bbox2roi([res.priors for res in sampling_results])
-        with captured_inputs(self.bbox_head.fc_cls) as seen:
-            bbox_results = self._bbox_forward(x, rois)
-        out = self.bbox_head.loss_and_target(
-            cls_score=bbox_results['cls_score'],
-            bbox_pred=bbox_results['bbox_pred'],
-            rois=rois,
-            sampling_results=sampling_results,
-            rcnn_train_cfg=self.train_cfg)
+        bbox_results, out, feats = bbox_loss_with_features(
+            self, x, sampling_results)
         losses = dict(out['loss_bbox'])
         if self.training:
             labels = out['bbox_targets'][0]
@@ -167,7 +159,7 @@ class DCLRoIHead(StandardRoIHead):
                 scores = classifier_scores(self.bbox_head, cls_score.detach())
             f = self.schedule_weight()
             losses['loss_triplet'] = f * self.triplet_loss(
-                seen[0], labels, scores)
+                feats, labels, scores)
             losses['dcl_f'] = cls_score.new_tensor(f)
         bbox_results.update(loss_bbox=losses)
         return bbox_results

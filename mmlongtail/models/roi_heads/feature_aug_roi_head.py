@@ -6,13 +6,12 @@ from typing import List, Tuple
 import torch
 import torch.nn as nn
 from mmdet.models.task_modules.samplers import SamplingResult
-from mmdet.structures.bbox import bbox2roi
 from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from mmlongtail.utils.runtime import training_progress
 from .standard_roi_head import StandardRoIHead
-from .feature_capture import captured_inputs
+from .feature_capture import bbox_loss_with_features
 
 
 @MODELS.register_module()
@@ -95,22 +94,15 @@ class FeatureAugRoIHead(StandardRoIHead):
     def bbox_loss(self, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult]) -> dict:
         """mmdet's ``bbox_loss`` plus ``loss_cls_aug`` (see the class)."""
-        rois = bbox2roi([res.priors for res in sampling_results])
-        with captured_inputs(self.bbox_head.fc_cls) as captured:
-            bbox_results = self._bbox_forward(x, rois)
-        out = self.bbox_head.loss_and_target(
-            cls_score=bbox_results['cls_score'],
-            bbox_pred=bbox_results['bbox_pred'],
-            rois=rois,
-            sampling_results=sampling_results,
-            rcnn_train_cfg=self.train_cfg)
+        bbox_results, out, feats = bbox_loss_with_features(
+            self, x, sampling_results)
         losses = dict(out['loss_bbox'])
         labels, label_weights = out['bbox_targets'][:2]
         aug = self.feature_augment
         if self.training:
             epoch = training_progress('epoch')[0] or 0
             losses.update(
-                aug.loss(captured[0], labels, self.bbox_head, int(epoch)))
+                aug.loss(feats, labels, self.bbox_head, int(epoch)))
         elif self.collect_val_loss:
             with torch.no_grad():
                 per_roi = self.bbox_head.loss_cls(
