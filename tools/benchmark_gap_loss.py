@@ -29,9 +29,7 @@ Example::
 import argparse
 import os
 import platform
-import statistics
-import time
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from mmdet.models.losses import CrossEntropyLoss
@@ -39,6 +37,7 @@ from mmdet.models.losses import CrossEntropyLoss
 from mmlongtail.models.losses import GAPLoss
 from mmlongtail.models.losses.gap_loss import gap_class_weights, gap_loss
 from mmlongtail_bench.gap_loop import gap_loop
+from mmlongtail_bench.timing import time_interleaved
 
 LAM, DELTA, GAMMA = 0.1, 0.5, 1.0
 
@@ -89,25 +88,6 @@ def make_inputs(num_rois: int, num_classes: int, pos_fraction: float,
             minlength=c + 1)
     return logits.to(device), labels.to(device), counts.to(device)
 
-
-def time_interleaved(steps: Dict[str, Callable[[], None]],
-                     device: torch.device, iters: int,
-                     warmup: int) -> Dict[str, float]:
-    """Median milliseconds of each step, run round-robin."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    samples: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def bench(device: torch.device, args: argparse.Namespace):

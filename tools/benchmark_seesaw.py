@@ -20,15 +20,14 @@ Example::
     python tools/benchmark_seesaw.py --num-rois 1024 --num-classes 1203
 """
 import argparse
-import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.models.losses import SeesawLoss as MMDetSeesawLoss
 
 from mmlongtail.models.losses import SeesawLoss
+from mmlongtail_bench.timing import time_interleaved
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,26 +61,6 @@ def make_step(loss_fn: Callable, logits: torch.Tensor, labels: torch.Tensor,
 
     return step
 
-
-def time_interleaved(steps: Dict[str, Callable[[], None]],
-                     device: torch.device, iters: int,
-                     warmup: int) -> Dict[str, float]:
-    """Median milliseconds of each step, run round-robin so that a change
-    in machine load affects every contender alike."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    samples: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def bench(device: torch.device, num_rois: int, num_classes: int,
