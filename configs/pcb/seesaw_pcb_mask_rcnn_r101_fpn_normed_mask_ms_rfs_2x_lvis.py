@@ -7,5 +7,7 @@ _base_ = './seesaw_pcb_mask_rcnn_r50_fpn_normed_mask_ms_rfs_2x_lvis.py'
 model = dict(
     backbone=dict(
         depth=101,
-        init_cfg=dict(type='Pretrained',
-                      checkpoint='torchvision://resnet101')))
+        # torchvision's ImageNet-1k ResNet-101 (torchvision://resnet101)
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://download.pytorch.org/models/resnet101-63fe2227.pth')))

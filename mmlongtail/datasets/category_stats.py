@@ -45,6 +45,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .category_ids import category_labels
+from .fractal_dimension import fractal_dimensions
+
 #: Short names of the statistics that ship with the package.
 PACKAGED_STATS: Dict[str, str] = {
     'lvis_v1': 'lvis_v1_train_category_stats.json',
@@ -307,8 +310,6 @@ def stats_from_dict(data: dict,
         stats = _stats_from_annotations(data, source)
         if not fractal_dimension:
             return stats
-        # imported here: fractal_dimension builds on this module's labels
-        from .fractal_dimension import fractal_dimensions
         fd = fractal_dimensions(data, stats.cat_ids, stats.names,
                                 source=source)
         return dataclasses.replace(stats, fractal_dimension=fd)
@@ -380,25 +381,6 @@ def _build(cats: List[dict], num_images: int, source: str,
         num_images=int(num_images),
         source=source,
         frequency_from=frequency_from)
-
-
-def category_labels(cat_ids: np.ndarray, category_ids: np.ndarray,
-                    source: str = '<dict>') -> np.ndarray:
-    """``(A,)`` int64 label of each annotation's ``category_id`` (its
-    position in the sorted ``cat_ids``, as mmdet's ``cat2label``).
-
-    Raises:
-        ValueError: An id not in ``cat_ids``, naming up to 10 of them and
-            ``source``.
-    """
-    label = np.searchsorted(cat_ids, category_ids)
-    ok = (label < len(cat_ids)) & (
-        cat_ids[np.minimum(label, len(cat_ids) - 1)] == category_ids)
-    if not ok.all():
-        unknown = sorted(set(category_ids[~ok].tolist()))[:10]
-        raise ValueError(f'malformed annotation file {source}: annotations '
-                         f'refer to unknown category ids {unknown}')
-    return label
 
 
 def _stats_from_annotations(data: dict, source: str) -> CategoryStats:

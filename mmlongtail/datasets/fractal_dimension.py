@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .category_stats import category_labels
+from .category_ids import category_labels
 
 #: The official scripts' largest grid (``calculate_fractality.py -d``).
 DEFAULT_MAX_GRID = 64
