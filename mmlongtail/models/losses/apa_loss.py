@@ -72,7 +72,6 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.models.losses.utils import weight_reduce_loss
 from mmengine.logging import MMLogger
 from torch import Tensor
 
@@ -80,6 +79,7 @@ from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
 from .gumbel_loss import (GUMBEL_LOGIT_MAX, GUMBEL_LOGIT_MIN,
+                          reduce_class_losses,
                           drop_loss_weights, rare_positive_ratio)
 from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
                        sigmoid_targets, with_max_background)
@@ -186,12 +186,8 @@ def apa_loss(cls_score: Tensor,
         return empty_loss(cls_score.float(), reduction, (0, )) + anchor
     target = sigmoid_targets(labels, num_classes)
     loss = apa_bce(cls_score, target, lambda_param, kappa_param, logit_clamp)
-    if elem_weight is not None:
-        loss = loss * elem_weight
-    loss = loss.sum(dim=1)
-    if weight is not None:
-        weight = weight.float()
-    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+    return reduce_class_losses(loss, elem_weight, weight, reduction,
+                               avg_factor)
 
 
 @MODELS.register_module()

@@ -164,7 +164,17 @@ def gumbel_loss(cls_score: Tensor,
     if num == 0:
         return empty_loss(cls_score.float(), reduction, (0, ))
     target = sigmoid_targets(labels, num_classes)
-    loss = gumbel_bce(cls_score, target)
+    return reduce_class_losses(gumbel_bce(cls_score, target), elem_weight,
+                               weight, reduction, avg_factor)
+
+
+def reduce_class_losses(loss: Tensor, elem_weight: Optional[Tensor],
+                        weight: Optional[Tensor], reduction: str,
+                        avg_factor: Optional[float]) -> Tensor:
+    """GOL's reduction of ``(N, C)`` per-class BCE terms (also APA's):
+    times the DropLoss weights ``elem_weight`` (if any), summed over the
+    classes, then mmdet's ``weight_reduce_loss`` with the per-RoI
+    ``weight``."""
     if elem_weight is not None:
         loss = loss * elem_weight
     loss = loss.sum(dim=1)
