@@ -96,6 +96,26 @@ class ClassifierProtocol:
                             batched=False)
         return self._activation(cls_score)
 
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """Per-class probabilities of a head with ``C`` outputs and no
+        background column (dense and query-based heads): the activation
+        that such a head scores, and matches, with.
+
+        Args:
+            cls_score (Tensor): ``(..., C)`` logits.
+
+        Returns:
+            Tensor: ``(..., C)`` probabilities.
+
+        Raises:
+            ValueError: The loss's classifier has no ``C``-output form.
+        """
+        raise ValueError(
+            f'{type(self).__name__} lays out '
+            f'{self.classifier_layout(self.num_classes).describe()}; it has '
+            'no C-output form with per-class probabilities, which dense and '
+            'query-based heads score with')
+
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
@@ -272,6 +292,10 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         return sigmoid_scores_with_background(cls_score)
+
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """``sigmoid`` of each of the ``C`` logits."""
+        return cls_score.sigmoid()
 
 
 

@@ -260,6 +260,11 @@ class GumbelLoss(ClassificationLoss):
     def _activation(self, cls_score: Tensor) -> Tensor:
         return gumbel_scores_with_background(cls_score)
 
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """The Gumbel probability ``exp(-exp(-z))`` of each of the ``C``
+        logits (no background column)."""
+        return gumbel_activation(cls_score)
+
     def drop_weights(self, labels: Tensor,
                      label_weights: Optional[Tensor]) -> Tensor:
         """DropLoss's ``(N, C)`` weights for this batch (draws from torch's
