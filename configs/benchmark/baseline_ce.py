@@ -50,4 +50,5 @@ default_hooks = dict(checkpoint=dict(save_last=True))
 # Where post-hoc methods choose their parameter: a held-out part of the
 # training distribution, never val (mmlongtail_bench.synthetic.
 # write_heldout_split makes it; tools/benchmark_longtail.py when missing).
-heldout_ann_file = data_root + 'annotations/lvis_v1_train_heldout.json'
+heldout_ann_name = 'annotations/lvis_v1_train_heldout.json'
+heldout_ann_file = data_root + heldout_ann_name

@@ -23,7 +23,7 @@ custom_hooks = [
             dataset=dict(
                 type='mmlongtail.LVISFormatDataset',
                 data_root={{_base_.data_root}},
-                ann_file={{_base_.heldout_ann_file}},
+                ann_file={{_base_.heldout_ann_name}},  # under data_root
                 data_prefix=dict(img=''),
                 test_mode=True,
                 pipeline={{_base_.test_pipeline}}))),

@@ -295,6 +295,35 @@ def test_configs_own_their_paths(no_bench_env):
         heldout_file(Config(dict(a=1)))
 
 
+def _datasets(obj):
+    """Every dict of a config that has both ``data_root`` and
+    ``ann_file`` (datasets, also those inside hooks)."""
+    if isinstance(obj, dict):
+        if 'data_root' in obj and 'ann_file' in obj:
+            yield obj
+        for v in obj.values():
+            yield from _datasets(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _datasets(v)
+
+
+def test_dataset_files_resolve_under_a_relative_root(no_bench_env):
+    """With a relative data root (``--data-root data/...``), every dataset
+    of every method (hook datasets included: FASA's held-out loader) joins
+    its ``ann_file`` under the root once; an ``ann_file`` that already
+    carries the root would be joined twice (the path FASA's first benchmark
+    run failed on)."""
+    no_bench_env.setenv(DATA_ROOT_VAR, 'rel/x')
+    for m in _methods():
+        cfg = Config.fromfile(m.config)
+        found = list(_datasets(cfg.to_dict()))
+        assert len(found) >= 3, m.key
+        for ds in found:
+            path = osp.join(ds['data_root'], ds['ann_file'])
+            assert path.startswith('rel/x/annotations/'), (m.key, path)
+
+
 def _spec(key, tmp_path, **kw):
     cfg = Config.fromfile(osp.join(BENCH, f'{key}.py'))
     train, val = dataset_files(cfg)
