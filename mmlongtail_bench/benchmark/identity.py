@@ -106,9 +106,9 @@ def dataset_digest(ann_files: Sequence[str], image_root: str) -> str:
 
 def config_digest(cfg: Config, placeholders: Dict[str, str]) -> str:
     """SHA-256 of ``cfg`` as sorted JSON with each path of
-    ``placeholders`` (``{path: placeholder}``, relative and absolute forms
-    both replaced, without a trailing slash, longest first) put to its placeholder and the seed
-    (``randomness.seed``) left out."""
+    ``placeholders`` (``{path: placeholder}``; relative and absolute forms
+    both replaced, without a trailing slash, longest first) put to its
+    placeholder and the seed (``randomness.seed``) left out."""
     data = cfg.to_dict()
     randomness = dict(data.get('randomness') or {})
     randomness.pop('seed', None)
