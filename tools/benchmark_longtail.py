@@ -39,7 +39,8 @@ from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
                                         format_duration, heldout_file,
                                         measured_rates, plan_seconds,
                                         run_benchmark)
-from mmlongtail_bench.benchmark.pretrain import (PretrainSettings,
+from mmlongtail_bench.benchmark.pretrain import (PRETRAIN_SECONDS,
+                                                 PretrainSettings,
                                                  pretrain_backbone)
 from mmlongtail_bench.benchmark.runner import measure_cost, parallelism
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
@@ -47,9 +48,16 @@ from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
                                         write_heldout_split)
 
 
-def make_data(config: str, logger) -> None:
+def make_data(config: str, logger, complete: bool = True) -> None:
     """The benchmark dataset and its held-out split where ``config`` (the
-    baseline's) says they are, made if missing."""
+    baseline's) says they are, made if missing.
+
+    A held-out file made before it carried the library's
+    ``info.heldout_split`` record is made again when ``complete`` (same
+    images; the training file is rewritten as the split's remaining part:
+    same images, annotations and categories, so every run's dataset hash
+    changes; do not do it under a benchmark running on the same data).
+    """
     cfg = Config.fromfile(config)
     train_ann, val_ann = dataset_files(cfg)
     root = osp.dirname(osp.dirname(train_ann))
@@ -58,11 +66,19 @@ def make_data(config: str, logger) -> None:
         generate_synthetic_lvis(root,
                                 SyntheticLVISConfig(val_images_per_class=20))
     heldout = heldout_file(cfg)  # the config says where
-    if not osp.isfile(heldout) or split_info(heldout) is None:
-        # (a held-out file made before it carried the library's
-        # info.heldout_split record is made again: same images)
-        logger.info(f'making the held-out split {heldout}')
-        write_heldout_split(root, ann_file=heldout)
+    if osp.isfile(heldout) and split_info(heldout) is None:
+        if not complete:
+            logger.warning(
+                f'{heldout} lacks the info.heldout_split record; the next '
+                'benchmark call (or --make-data-only) writes it and '
+                'rewrites the training file as the remaining part')
+            return
+        logger.info(f'{heldout} lacks the info.heldout_split record: '
+                    'writing the split again (same images)')
+    elif osp.isfile(heldout):
+        return
+    logger.info(f'making the held-out split {heldout}')
+    write_heldout_split(root, ann_file=heldout)
 
 
 def load_note() -> str:
@@ -123,14 +139,18 @@ def main():
         methods = [m for m in methods if m.key in keep]
     # the dataset first: an RFS epoch's length, which the estimate scales,
     # is the sampler's on it
-    make_data(methods[0].config, logger)
+    make_data(methods[0].config, logger, complete=not args.estimate)
     if args.estimate:
         workers, _ = parallelism(args.workers)
         rates, source = measured_rates([])
         total = plan_seconds(methods, args.seeds, workers, rates,
                              args.epochs)
+        first = '' if args.no_pretrain else (
+            ', plus the pretrained start once (about '
+            f'{format_duration(PRETRAIN_SECONDS)}, then cached)')
         logger.info(f'{len(methods) * len(args.seeds)} runs, {workers} at a '
-                    f'time: about {format_duration(total)} ({source})')
+                    f'time: about {format_duration(total)} ({source})'
+                    f'{first}')
         return
     if args.make_data_only:
         return

@@ -58,6 +58,10 @@ import numpy as np
 #: Bump when the task (crops, training) changes in a way the settings and
 #: the hashed generator do not show; the cache then pretrains again.
 PRETRAIN_VERSION = 1
+#: Wall seconds of the default pretraining on two free cores, projected
+#: from the reduced measurement (:class:`PretrainSettings`); the estimate of
+#: ``tools/benchmark_longtail.py --estimate`` adds it.
+PRETRAIN_SECONDS = 270.0
 #: The record beside a pretrained checkpoint.
 RECORD_NAME = 'pretrain.json'
 CHECKPOINT_NAME = 'backbone.pth'
