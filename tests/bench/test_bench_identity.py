@@ -217,10 +217,10 @@ def test_an_edited_config_reruns_a_comment_or_a_moved_out_dir_does_not(
     does not change the training (the logging interval), the weights come
     out the same: the run is reproducible from its recorded seed."""
     path = tmp_path / 'base.py'
+    # (each class's top 5 per image, one val pass: a short evaluation)
     path.write_text(f'_base_ = {osp.join(BENCH, "baseline_ce.py")!r}\n'
                     'model = dict(test_cfg=dict(rcnn=dict(topk_per_class=5'
-                    ')))\nfixed_ap_eval = dict(rcnn=dict(topk_per_class=5))'
-                    '\n')
+                    ')))\nfixed_ap_eval = None\n')
     base = default_methods(BENCH)[0]
     ms = [Method(base.key, base.label, str(path))]
     kw = dict(methods=ms, seeds=(0, ), epochs=1, train_images=8,
