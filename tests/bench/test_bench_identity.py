@@ -255,3 +255,24 @@ def test_an_edited_config_reruns_a_comment_or_a_moved_out_dir_does_not(
     again = _sd(redone['checkpoint'])
     assert weights.keys() == again.keys()
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_a_config_with_another_backbone_is_refused(tmp_path, monkeypatch):
+    """The Pretrained init would load what matches and leave the rest
+    random: a config that starts from the pretrained checkpoint with
+    another backbone is refused before anything runs."""
+    from mmlongtail_bench.benchmark.pretrain import backbone_config
+    from mmlongtail_bench.benchmark.runner import check_pretrained_backbones
+
+    monkeypatch.delenv(PRETRAINED_VAR, raising=False)
+    base = default_methods(BENCH)[:2]  # CE and CE from scratch
+    backbone, _, _ = backbone_config(base[0].config)
+    check_pretrained_backbones(base, '/cache/b.pth', backbone)
+    wide = tmp_path / 'wide.py'
+    wide.write_text(f'_base_ = {base[0].config!r}\n'
+                    'model = dict(backbone=dict(base_channels=64))\n')
+    with pytest.raises(ValueError, match="Wide .* starts from the pretrained"
+                       " backbone /cache/b.pth, but its backbone .*'base_"
+                       "channels': 64"):
+        check_pretrained_backbones([Method('w', 'Wide', str(wide))],
+                                   '/cache/b.pth', backbone)
