@@ -47,6 +47,7 @@ training images: the crops are new draws of the same world.
 import hashlib
 import inspect
 import json
+import logging
 import os
 import os.path as osp
 import time
@@ -278,6 +279,7 @@ def pretrain_backbone(settings: PretrainSettings, config: str,
 def _pretrain(settings, backbone_cfg, mean, std, world, identity, out_dir,
               ckpt, threads, wall, cpu, logger) -> dict:
     import torch
+    from mmengine.logging import MMLogger
     from mmdet.registry import MODELS
 
     import mmdet.models  # noqa: F401  (registers the backbones)
@@ -290,7 +292,14 @@ def _pretrain(settings, backbone_cfg, mean, std, world, identity, out_dir,
         rng = np.random.default_rng([settings.seed, 0x9E7A])
         torch.manual_seed(settings.seed)
         backbone = MODELS.build(dict(backbone_cfg, init_cfg=None))
-        backbone.init_weights()
+        # (quietly: mmengine logs every parameter's initialisation)
+        quiet = MMLogger.get_current_instance()
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            backbone.init_weights()
+        finally:
+            quiet.setLevel(level)
         width = backbone.feat_dim
         head = torch.nn.Linear(width, num)
         params = list(backbone.parameters()) + list(head.parameters())
