@@ -3,7 +3,8 @@
     python tools/benchmark_longtail.py [--out-dir work_dirs/benchmark_longtail]
         [--data-root data/synthetic_lvis_bench] [--seeds 0 1]
         [--methods baseline_ce rfs ...] [--best-by segm_APr] [--workers N]
-        [--epochs E] [--no-reuse]
+        [--epochs E] [--no-reuse] [--no-pretrain] [--pretrain-dir DIR]
+    python tools/benchmark_longtail.py --pretrain-only [--out-dir DIR]
     python tools/benchmark_longtail.py --measure-cost [--out-dir DIR]
     python tools/benchmark_longtail.py --estimate [--seeds 0 1]
     python tools/benchmark_longtail.py --make-data-only
@@ -13,10 +14,15 @@ trained, stage 2 on the baseline, post-hoc on the baseline with the
 parameter chosen on the held-out split; one-stage RetinaNet) with every
 seed, evaluates them on the balanced val split and writes results.md,
 results.json, ap_vs_frequency.png and rare_vs_frequent.png under --out-dir,
-reusing finished runs. Makes the dataset (and its held-out split) first if
-missing. --measure-cost runs one epoch of each kind of run and prints the
-whole benchmark's expected time; --estimate prints it from the recorded
-figures. `make bench` runs the default.
+reusing finished runs whose recorded identity (hashes of the settings,
+resolved config, dataset files, start checkpoint and pretrained backbone)
+is unchanged; the log says why a run runs. Makes the dataset (and its
+held-out split) first if missing, then the pretrained start (the backbone
+pretrained on balanced crops of the same synthetic world, cached by
+content under --pretrain-dir; --pretrain-only stops there, --no-pretrain
+trains every run from scratch). --measure-cost runs one epoch of each
+kind of run and prints the whole benchmark's expected time; --estimate
+prints it from the recorded figures. `make bench` runs the default.
 """
 import argparse
 import json
@@ -27,20 +33,31 @@ import time
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
+from mmlongtail.datasets import split_info
 from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
                                         dataset_files, default_methods,
                                         format_duration, heldout_file,
                                         measured_rates, plan_seconds,
                                         run_benchmark)
+from mmlongtail_bench.benchmark.pretrain import (PRETRAIN_SECONDS,
+                                                 PretrainSettings,
+                                                 pretrain_backbone)
 from mmlongtail_bench.benchmark.runner import measure_cost, parallelism
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
                                         generate_synthetic_lvis,
                                         write_heldout_split)
 
 
-def make_data(config: str, logger) -> None:
+def make_data(config: str, logger, complete: bool = True) -> None:
     """The benchmark dataset and its held-out split where ``config`` (the
-    baseline's) says they are, made if missing."""
+    baseline's) says they are, made if missing.
+
+    A held-out file made before it carried the library's
+    ``info.heldout_split`` record is made again when ``complete`` (same
+    images; the training file is rewritten as the split's remaining part:
+    same images, annotations and categories, so every run's dataset hash
+    changes; do not do it under a benchmark running on the same data).
+    """
     cfg = Config.fromfile(config)
     train_ann, val_ann = dataset_files(cfg)
     root = osp.dirname(osp.dirname(train_ann))
@@ -49,9 +66,19 @@ def make_data(config: str, logger) -> None:
         generate_synthetic_lvis(root,
                                 SyntheticLVISConfig(val_images_per_class=20))
     heldout = heldout_file(cfg)  # the config says where
-    if not osp.isfile(heldout):
-        logger.info(f'making the held-out split {heldout}')
-        write_heldout_split(root, ann_file=heldout)
+    if osp.isfile(heldout) and split_info(heldout) is None:
+        if not complete:
+            logger.warning(
+                f'{heldout} lacks the info.heldout_split record; the next '
+                'benchmark call (or --make-data-only) writes it and '
+                'rewrites the training file as the remaining part')
+            return
+        logger.info(f'{heldout} lacks the info.heldout_split record: '
+                    'writing the split again (same images)')
+    elif osp.isfile(heldout):
+        return
+    logger.info(f'making the held-out split {heldout}')
+    write_heldout_split(root, ann_file=heldout)
 
 
 def load_note() -> str:
@@ -81,6 +108,10 @@ def main():
     p.add_argument('--epochs', type=int, help="override the configs' 5")
     p.add_argument('--no-reuse', action='store_true',
                    help='rerun runs that already finished')
+    p.add_argument('--no-pretrain', action='store_true',
+                   help='no pretrained start: every run from scratch')
+    p.add_argument('--pretrain-dir',
+                   help='the pretraining cache (default: OUT_DIR/pretrain)')
     mode = p.add_mutually_exclusive_group()
     mode.add_argument('--measure-cost', action='store_true',
                       help='time one epoch of each kind of run (in '
@@ -91,6 +122,8 @@ def main():
                       'the recorded per-run figures and exit')
     mode.add_argument('--make-data-only', action='store_true',
                       help='make the dataset and its held-out split, exit')
+    mode.add_argument('--pretrain-only', action='store_true',
+                      help='make (or find) the pretrained start, exit')
     args = p.parse_args()
     if args.data_root:
         # read by configs/benchmark/* here and in every run's process
@@ -106,16 +139,32 @@ def main():
         methods = [m for m in methods if m.key in keep]
     # the dataset first: an RFS epoch's length, which the estimate scales,
     # is the sampler's on it
-    make_data(methods[0].config, logger)
+    make_data(methods[0].config, logger, complete=not args.estimate)
     if args.estimate:
         workers, _ = parallelism(args.workers)
         rates, source = measured_rates([])
         total = plan_seconds(methods, args.seeds, workers, rates,
                              args.epochs)
+        first = '' if args.no_pretrain else (
+            ', plus the pretrained start once (about '
+            f'{format_duration(PRETRAIN_SECONDS)}, then cached)')
         logger.info(f'{len(methods) * len(args.seeds)} runs, {workers} at a '
-                    f'time: about {format_duration(total)} ({source})')
+                    f'time: about {format_duration(total)} ({source})'
+                    f'{first}')
         return
     if args.make_data_only:
+        return
+    pretrain = None if args.no_pretrain else PretrainSettings()
+    pretrain_dir = args.pretrain_dir or osp.join(args.out_dir, 'pretrain')
+    if args.pretrain_only:
+        if pretrain is None:
+            p.error('--pretrain-only and --no-pretrain exclude each other')
+        rec = pretrain_backbone(pretrain, methods[0].config,
+                                dataset_files(Config.fromfile(
+                                    methods[0].config))[0], pretrain_dir,
+                                logger)
+        logger.info(f'pretrained start: {rec["checkpoint"]} (SHA-256 '
+                    f'{rec["sha256"]}), {load_note()}')
         return
     if args.measure_cost:
         out = measure_cost(args.out_dir, seeds=args.seeds,
@@ -137,7 +186,8 @@ def main():
     out = run_benchmark(
         out_dir=args.out_dir, methods=methods, seeds=args.seeds,
         best_by=args.best_by, workers=args.workers, epochs=args.epochs,
-        reuse=not args.no_reuse)
+        reuse=not args.no_reuse, pretrain=pretrain,
+        pretrain_dir=pretrain_dir)
     logger.info('wrote ' + ', '.join(out['files'].values()))
 
 

@@ -16,12 +16,28 @@ data_root = '{{$LONGTAIL_BENCH_ROOT:data/synthetic_lvis_bench/}}'.rstrip(
     '/') + '/'
 train_stats = data_root + 'annotations/lvis_v1_train.json'
 
+# The pretrained start (third edition), ImageNet's role for this benchmark:
+# the backbone pretrained once on a balanced classification task of the same
+# synthetic world (every class's objects in equal numbers plus background;
+# mmlongtail_bench.benchmark.pretrain), which tools/benchmark_longtail.py
+# makes (or finds in its cache) and names in LONGTAIL_BENCH_PRETRAINED.
+# Unset ('none'): from scratch, as the first two editions and
+# baseline_ce_scratch.py. Every config of this folder inherits it (the
+# one-stage retinanet_focal.py repeats it in its own backbone).
+pretrained = '{{$LONGTAIL_BENCH_PRETRAINED:none}}'
+pretrained_init = None if pretrained == 'none' else dict(
+    type='Pretrained', checkpoint=pretrained)
+
 # Val is evaluated in two passes, because masks are most of the evaluation's
 # cost and only the standard protocol needs them.
 # 1. Boxes and masks, standard protocol, as in the first edition: the model
 #    keeps each image's best 100 detections across classes (40 classes and
 #    <= 8 objects per 128 px image), val_evaluator below.
-model = dict(test_cfg=dict(rcnn=dict(max_per_img=100, topk_per_class=-1)))
+model = dict(
+    # (_delete_: the demo's init_cfg is None, not a dict to merge into)
+    backbone=dict(init_cfg=None if pretrained_init is None else dict(
+        pretrained_init, _delete_=True)),
+    test_cfg=dict(rcnn=dict(max_per_img=100, topk_per_class=-1)))
 # 2. Boxes only, for AP^fixed and AP^pool (top 10,000 detections per class
 #    over the split): the Fixed-AP test-time mode (Dave et al. 2021, as the
 #    demo) with no per-image cap and the best 100 detections of every class

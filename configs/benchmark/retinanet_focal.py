@@ -4,7 +4,8 @@
 #
 # Same data, schedule and seed as the R-CNN track (baseline_ce.py), its
 # optimizer at a quarter of the learning rate (below), and the demo's
-# backbone (ResNet-18 at half width from scratch); the FPN
+# backbone (ResNet-18 at half width, from the benchmark's pretrained start
+# when tools/benchmark_longtail.py names one, see baseline_ce.py); the FPN
 # starts at stride 4 (P2-P6) and the anchors at 16 px, for the synthetic
 # set's 10-24 px objects in 128 px images. Boxes only: AP, AP_r, AP_c, AP_f
 # of bbox.
@@ -12,6 +13,11 @@ _base_ = './baseline_ce.py'
 
 num_classes = 40
 feat = 64
+# the pretrained start, as baseline_ce.py (a config cannot read its base's
+# variables by name)
+pretrained = '{{$LONGTAIL_BENCH_PRETRAINED:none}}'
+pretrained_init = None if pretrained == 'none' else dict(
+    type='Pretrained', checkpoint=pretrained)
 
 model = dict(
     _delete_=True,
@@ -32,7 +38,7 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=False,
         style='pytorch',
-        init_cfg=None),
+        init_cfg=pretrained_init),
     neck=dict(
         type='FPN',
         in_channels=[32, 64, 128, 256],

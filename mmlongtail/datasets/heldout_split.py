@@ -22,6 +22,12 @@ allows, rare classes first, and **every class keeps training images** (a
 class seen in a single image is never held out; AP on it cannot be tuned).
 Images without annotations only enter in the final fill.
 
+**Given images.** A caller that drew images for the purpose (the
+synthetic benchmark renders new images of its training distribution) passes
+their ids as ``heldout_image_ids`` and the names of the two files as
+``file_names``; the rule recorded then says so, and every class must still
+keep an image in the remaining part.
+
 **Both files** keep the source's top-level keys, every image's fields
 (``neg_category_ids``, ``not_exhaustive_category_ids``) and the category
 list (same ids, order and names). Each category's ``frequency`` is the
@@ -41,7 +47,7 @@ only when stage 1 is trained with the remaining file as its ``ann_file``;
 import json
 import os.path as osp
 from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -209,11 +215,19 @@ def _category_images(anns: List[dict]) -> Dict[int, set]:
     return images
 
 
+#: ``info.heldout_split.rule`` of a split of given images.
+GIVEN_RULE = ('given images (the caller chose them); every class keeps a '
+              'training image (mmlongtail.datasets.heldout_split)')
+
+
 def split_heldout(ann_file: str,
                   out_dir: str,
                   seed: int = 0,
                   fraction: Optional[float] = None,
-                  num_images: Optional[int] = None) -> Dict[str, str]:
+                  num_images: Optional[int] = None,
+                  heldout_image_ids: Optional[Sequence[int]] = None,
+                  file_names: Optional[Dict[str, str]] = None
+                  ) -> Dict[str, str]:
     """Write the held-out and remaining parts of an LVIS-format training
     annotation file (see the module docstring).
 
@@ -227,6 +241,10 @@ def split_heldout(ann_file: str,
         fraction (float, optional): Held-out share of the images, in
             ``(0, 1)``.
         num_images (int, optional): Held-out images instead of a fraction.
+        heldout_image_ids (Sequence[int], optional): The held-out images
+            themselves, instead of a size (see "Given images" above).
+        file_names (dict, optional): ``{'heldout': name, 'remaining':
+            name}`` instead of :func:`heldout_file_names`.
 
     Returns:
         dict: ``{'heldout': path, 'remaining': path}``.
@@ -257,21 +275,60 @@ def split_heldout(ann_file: str,
             raise ValueError(f'{ann_file}: annotation {a.get("id")} refers '
                              f'to unknown image {a["image_id"]}')
         labels[pos_of[a['image_id']]].add(label_of[a['category_id']])
-    n = heldout_size(len(image_ids), fraction, num_images)
-    names = heldout_file_names(ann_file, seed, n)
+    given = None
+    if heldout_image_ids is not None:
+        if fraction is not None or num_images is not None:
+            raise ValueError('held-out split: give heldout_image_ids or a '
+                             'size (fraction / num_images), not both')
+        given = _given(heldout_image_ids, pos_of, labels, ann_file)
+        n = int(given.sum())
+    else:
+        n = heldout_size(len(image_ids), fraction, num_images)
+    names = dict(file_names) if file_names is not None else \
+        heldout_file_names(ann_file, seed, n)
+    if sorted(names) != sorted(PARTS):
+        raise ValueError(f'held-out split: file_names needs exactly the '
+                         f'keys {PARTS}, got {sorted(names)}')
     paths = {p: osp.join(out_dir, names[p]) for p in PARTS}
     info = dict(
         source=osp.abspath(ann_file), seed=seed, num_heldout_images=n,
         num_source_images=len(image_ids), files=names,
-        rule='stratified by class, rarest first; every class keeps a '
+        rule=GIVEN_RULE if given is not None else
+        'stratified by class, rarest first; every class keeps a '
         'training image (mmlongtail.datasets.heldout_split)')
     if all(_same_split(paths[p], info) for p in PARTS):
         return paths
-    held = choose_heldout(image_ids, [sorted(s) for s in labels], n, seed)
+    held = given if given is not None else choose_heldout(
+        image_ids, [sorted(s) for s in labels], n, seed)
     for part, keep in zip(PARTS, (held, ~held)):
         atomic_write(paths[part],
                      json.dumps(_part(data, keep, part, info, frequency)))
     return paths
+
+
+def _given(ids: Sequence[int], pos_of: Dict[int, int], labels: List[set],
+           ann_file: str) -> np.ndarray:
+    """``(I,)`` bool mask of the given held-out images, checked: known,
+    distinct, not all, and every class keeps an image outside them."""
+    ids = [int(i) for i in ids]
+    unknown = sorted(set(ids) - set(pos_of))
+    if unknown:
+        raise ValueError(f'held-out split: images {unknown[:10]} are not in '
+                         f'{ann_file}')
+    if len(set(ids)) != len(ids) or not 0 < len(ids) < len(pos_of):
+        raise ValueError(
+            f'held-out split: {len(ids)} given images ({len(set(ids))} '
+            f'distinct) out of {len(pos_of)}; give distinct ids that leave '
+            'both parts non-empty')
+    held = np.zeros(len(pos_of), bool)
+    held[[pos_of[i] for i in ids]] = True
+    kept = set().union(*(labels[p] for p in np.flatnonzero(~held)))
+    lost = sorted(set().union(*labels) - kept)
+    if lost:
+        raise ValueError(
+            f'held-out split: the given images hold every image of the '
+            f'classes with labels {lost}; the remaining part would have none')
+    return held
 
 
 def split_info(ann_file: str) -> Optional[dict]:

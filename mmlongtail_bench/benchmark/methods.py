@@ -3,7 +3,10 @@
 
 Three kinds of method, on two tracks:
 
-* ``'train'``: trained from scratch with the shared schedule;
+* ``'train'``: trained with the shared schedule, from the benchmark's
+  pretrained start (:mod:`.pretrain`) where the config reads it (every
+  config of ``configs/benchmark/`` does, through ``baseline_ce.py``), else
+  from scratch (``baseline_ce_scratch``);
 * ``'stage2'``: a second stage trained from another method's checkpoint of
   the same seed (decoupled: BAGS, cRT); its config reads that checkpoint
   from ``$LONGTAIL_BENCH_INIT_CHECKPOINT``;
@@ -108,8 +111,10 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         return Method(key, label, osp.join(config_dir, f'{key}.py'), **kw)
 
     return [
-        # two-stage track: trained from scratch
+        # two-stage track: trained (from the pretrained start)
         m('baseline_ce', 'CE baseline'),
+        # the same without the pretrained start (third edition)
+        m('baseline_ce_scratch', 'CE baseline (from scratch)'),
         m('rfs', 'RFS'),
         m('seesaw_normed_mask', 'Seesaw + Norm Mask'),
         m('eql', 'EQL'),
@@ -122,7 +127,7 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('class_balanced_focal', 'Class-balanced focal'),
         m('class_aware', 'Class-balanced sampling'),
         m('progressive', 'Progressively-balanced sampling'),
-        # two-stage track, third wave: trained from scratch
+        # two-stage track, third wave: trained
         m('cab_ce', 'CAB'),
         m('cab_rfs', 'RFS + CAB', built_on='rfs'),
         m('cab_eqlv2', 'EQLv2 + CAB', built_on='eqlv2'),

@@ -13,9 +13,11 @@
 The config owns every path: the dataset's location comes from
 ``$LONGTAIL_BENCH_ROOT`` (the held-out split's file from the config's
 ``heldout_ann_file``) and a decoupled method's stage-1 checkpoint from
-``$LONGTAIL_BENCH_INIT_CHECKPOINT``, environment variables the configs of
-``configs/benchmark/`` read with mmengine's ``{{$NAME:default}}``
-substitution. Nothing here rewrites a path; the run's own settings (seed,
+``$LONGTAIL_BENCH_INIT_CHECKPOINT`` and the pretrained backbone every
+track starts from (:mod:`.pretrain`) from ``$LONGTAIL_BENCH_PRETRAINED``,
+environment variables the configs of ``configs/benchmark/`` read with
+mmengine's ``{{$NAME:default}}`` substitution. Nothing here rewrites a
+path; the run's own settings (seed,
 schedule, image subsets for smoke tests, the checkpoint a post-hoc method
 loads, its parameter) are applied as config options.
 """
@@ -34,6 +36,9 @@ from mmengine.logging import MMLogger
 DATA_ROOT_VAR = 'LONGTAIL_BENCH_ROOT'
 #: Where a decoupled method's config finds its stage-1 checkpoint.
 INIT_CHECKPOINT_VAR = 'LONGTAIL_BENCH_INIT_CHECKPOINT'
+#: Where the configs find the pretrained backbone (:mod:`.pretrain`); unset
+#: or empty: from scratch.
+PRETRAINED_VAR = 'LONGTAIL_BENCH_PRETRAINED'
 
 
 @dataclass
@@ -47,7 +52,10 @@ class RunSpec:
     :mod:`.methods`); ``init_checkpoint`` is the stage-1 checkpoint of a
     ``'stage2'`` run or the checkpoint a ``'posthoc'`` run evaluates, and
     ``param`` / ``values`` / ``criterion`` the post-hoc choice (see
-    :class:`.methods.Method`).
+    :class:`.methods.Method`). ``pretrained`` is the pretrained backbone the
+    runner offers (``$LONGTAIL_BENCH_PRETRAINED``); a config that reads it
+    starts from it, and the run's identity (:func:`identity_of`) then holds
+    its hash.
     """
     key: str
     seed: int
@@ -66,6 +74,7 @@ class RunSpec:
     values: Optional[List[float]] = None
     criterion: Optional[str] = None
     heldout_ann_file: Optional[str] = None
+    pretrained: Optional[str] = None
 
 
 def base_dataset(dataset_cfg):
@@ -149,6 +158,12 @@ def run_config(spec: RunSpec) -> Config:
             f'{spec.config} should start from {spec.init_checkpoint}, but '
             f'does not read ${INIT_CHECKPOINT_VAR} (or it is not set to '
             'that path)')
+    read = cfg.env_variables.get(PRETRAINED_VAR)
+    if read and read != (spec.pretrained or ''):
+        raise ValueError(
+            f'{spec.config} starts from the pretrained backbone {read} '
+            f'(${PRETRAINED_VAR}), but the run offers '
+            f'{spec.pretrained or "none"}')
     files = dataset_files(cfg)
     if files != (spec.train_ann_file, spec.val_ann_file) or (
             posthoc and heldout_file(cfg) != spec.heldout_ann_file):
@@ -167,6 +182,38 @@ def run_config(spec: RunSpec) -> Config:
     cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
     cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
     return cfg
+
+
+def pretrained_start(spec: RunSpec, cfg: Config) -> Optional[str]:
+    """The pretrained backbone ``cfg`` (``spec``'s resolved config) starts
+    from: ``spec.pretrained`` when the config names it (it reads
+    ``$LONGTAIL_BENCH_PRETRAINED``), None for a run from scratch."""
+    if not spec.pretrained:
+        return None
+    text = json.dumps(cfg.to_dict(), default=repr)
+    return spec.pretrained if spec.pretrained in text else None
+
+
+def identity_of(spec: RunSpec, cfg: Config) -> dict:
+    """The identity of ``spec`` run with its resolved config ``cfg``
+    (:func:`run_config`), as :func:`.identity.run_identity` defines it: the
+    run's settings, the config, the dataset (training, val and, where the
+    config names one that exists, held-out annotation files and the images
+    they name), the checkpoint it starts from and the pretrained backbone.
+    The runner computes it before a run to decide on reuse; the run
+    records the one it computed itself."""
+    from .identity import run_identity
+
+    train = base_dataset(cfg.train_dataloader.dataset)
+    root = train.get('data_root') or ''
+    image_root = osp.join(root, (train.get('data_prefix') or {}).get(
+        'img', '') or '')
+    files = list(dataset_files(cfg))
+    held = cfg.get('heldout_ann_file')
+    if held and osp.isfile(held):
+        files.append(held)
+    return run_identity(spec, cfg, root, image_root, files,
+                        pretrained_start(spec, cfg))
 
 
 def boxes_only(cfg: Config) -> Config:
@@ -375,6 +422,21 @@ def _posthoc(spec: RunSpec, cfg: Config) -> Tuple[dict, dict]:
         per_class=per_class)
 
 
+def _pretrained_record(spec: RunSpec, cfg: Config) -> Optional[dict]:
+    """``{'path', 'sha256', 'settings'}`` of the pretrained backbone the
+    run started from (its record beside it, see :mod:`.pretrain`), or None
+    from scratch."""
+    from .identity import file_sha256
+    from .pretrain import read_pretrain_record
+
+    path = pretrained_start(spec, cfg)
+    if path is None:
+        return None
+    rec = read_pretrain_record(path) or {}
+    return dict(path=path, sha256=file_sha256(path),
+                settings=rec.get('settings'), identity=rec.get('identity'))
+
+
 def train_and_evaluate(spec: RunSpec) -> dict:
     """Do ``spec`` (train and evaluate, or post-hoc: choose and evaluate);
     writes and returns ``{work_dir}/metrics.json``."""
@@ -385,6 +447,7 @@ def train_and_evaluate(spec: RunSpec) -> dict:
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     cfg = run_config(spec)
+    identity = identity_of(spec, cfg)
     start = time.time()
     do = _posthoc if spec.kind == 'posthoc' else _train
     metrics, extra = do(spec, cfg)
@@ -395,6 +458,8 @@ def train_and_evaluate(spec: RunSpec) -> dict:
         seconds=time.time() - start,
         device='cuda' if torch.cuda.is_available() else 'cpu',
         threads=torch.get_num_threads(),
+        identity=identity,
+        pretrained=_pretrained_record(spec, cfg),
         **extra)
     with open(osp.join(spec.work_dir, 'metrics.json'), 'w') as f:
         json.dump(record, f, indent=1)

@@ -12,9 +12,13 @@ Each run is its own process (a fresh Runner, registry and RNG state); on a
 CPU-only machine two run side by side with one thread each, which trains
 about 1.4x faster in total than one run on two threads. The configs say
 where the data is (``$LONGTAIL_BENCH_ROOT``, see :mod:`.run`); the runs
-inherit this process's environment. A finished run (its ``metrics.json``
-with the same spec) is reused, so the benchmark can be built up over
-several calls; each finished run logs the progress and an estimate of the
+inherit this process's environment. A finished run is reused when its
+``metrics.json`` records the identity the run would have now
+(:mod:`.identity`: hashes of its settings, resolved config, dataset files,
+the checkpoint it starts from and the pretrained backbone), so the
+benchmark can be built up over several calls, an edited config reruns by
+itself (the log says which part changed) and a moved out dir is still
+reused; each finished run logs the progress and an estimate of the
 time left (:mod:`.cost`). Outputs under ``out_dir``::
 
     <method>_seed<k>/       the run's work dir: config, log, checkpoint,
@@ -25,6 +29,7 @@ time left (:mod:`.cost`). Outputs under ``out_dir``::
     rare_vs_frequent.png    AP_r against AP_f per method, seeds as error
                             bars
 """
+import contextlib
 import json
 import os
 import os.path as osp
@@ -32,7 +37,8 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (IO, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -43,7 +49,10 @@ from .methods import Method, default_methods
 from .plot import plot_ap_vs_frequency, plot_rare_vs_frequent, rule_of_runs
 from .results import (TABLE_KEYS, fmt_percent, paired_markdown, pick_best,
                       results_markdown, summarize)
-from .run import INIT_CHECKPOINT_VAR, RunSpec, dataset_files, heldout_file
+from .identity import identity_changes
+from .pretrain import PretrainSettings, pretrain_backbone
+from .run import (INIT_CHECKPOINT_VAR, PRETRAINED_VAR, RunSpec,
+                  dataset_files, heldout_file, identity_of, run_config)
 
 
 def check_methods(methods: Sequence[Method], seeds: Sequence[int],
@@ -101,6 +110,38 @@ def check_methods(methods: Sequence[Method], seeds: Sequence[int],
     return files
 
 
+#: The pretrained start of ``make bench`` (:class:`.pretrain.
+#: PretrainSettings`' defaults).
+DEFAULT_PRETRAIN = PretrainSettings()
+
+
+def _plain(obj):
+    """``obj`` as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def check_pretrained_backbones(methods: Sequence[Method], checkpoint: str,
+                               backbone: dict) -> None:
+    """Refuse a method whose config starts from the pretrained
+    ``checkpoint`` (with ``$LONGTAIL_BENCH_PRETRAINED`` set to it) but has
+    another backbone than the one pretrained (``backbone``, without
+    ``init_cfg``): mmengine's ``Pretrained`` init loads what matches and
+    would leave the rest random without an error."""
+    with _environment({PRETRAINED_VAR: checkpoint}):
+        for m in methods:
+            net = Config.fromfile(m.config).model.get('backbone')
+            if net is None or (net.get('init_cfg') or {}).get(
+                    'checkpoint') != checkpoint:
+                continue
+            mine = {k: v for k, v in net.to_dict().items()
+                    if k != 'init_cfg'}
+            if _plain(mine) != _plain(backbone):
+                raise ValueError(
+                    f'{m.label} ({m.config}) starts from the pretrained '
+                    f'backbone {checkpoint}, but its backbone {mine} is not '
+                    f'the one pretrained {backbone}')
+
+
 def parallelism(workers: Optional[int]) -> Tuple[int, Optional[int]]:
     """Runs at a time and threads per run: one run on a GPU, else
     ``min(2, cpus)`` runs sharing the cores (``workers`` overrides)."""
@@ -136,9 +177,10 @@ class _Job:
         if spec.threads:
             for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
                 env[var] = str(spec.threads)
-        env.pop(INIT_CHECKPOINT_VAR, None)
-        if spec.init_checkpoint is not None:
-            env[INIT_CHECKPOINT_VAR] = spec.init_checkpoint
+        env.update(_run_env(spec))
+        for var in (INIT_CHECKPOINT_VAR, PRETRAINED_VAR):
+            if env[var] is None:
+                del env[var]
         self.log = open(osp.join(spec.work_dir, 'job.log'), 'w')
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'mmlongtail_bench.benchmark.job',
@@ -156,23 +198,78 @@ def _tail(path: str, n: int = 25) -> str:
         return ''.join(f.readlines()[-n:])
 
 
-def _reusable(spec: RunSpec) -> Optional[dict]:
-    """The finished run's record if ``metrics.json`` has the same spec
-    (fields added to :class:`RunSpec` since it was written count as their
-    defaults, so older runs stay reusable)."""
+def _run_env(spec: RunSpec) -> Dict[str, Optional[str]]:
+    """The variables a run's config reads that the runner sets (None:
+    unset): its stage-1 checkpoint and the pretrained backbone."""
+    return {INIT_CHECKPOINT_VAR: spec.init_checkpoint,
+            PRETRAINED_VAR: spec.pretrained}
+
+
+@contextlib.contextmanager
+def _environment(values: Dict[str, Optional[str]]) -> Iterator[None]:
+    """This process's environment with ``values`` (None: unset) while the
+    block runs, so a config resolves here as in the run's process."""
+    old = {k: os.environ.get(k) for k in values}
+
+    def put(items):
+        for k, v in items.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    put(values)
+    try:
+        yield
+    finally:
+        put(old)
+
+
+def expected_identity(spec: RunSpec) -> dict:
+    """The identity ``spec`` has now (:func:`.run.identity_of` of its
+    config resolved as its process will resolve it)."""
+    with _environment(_run_env(spec)):
+        return identity_of(spec, run_config(spec))
+
+
+def _rebase(obj, old: str, new: str):
+    """``obj`` (a record) with every string path under ``old`` moved under
+    ``new``."""
+    if isinstance(obj, str):
+        if obj == old or obj.startswith(old.rstrip('/') + '/'):
+            return new.rstrip('/') + obj[len(old.rstrip('/')):]
+        return obj
+    if isinstance(obj, dict):
+        return {k: _rebase(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rebase(v, old, new) for v in obj]
+    return obj
+
+
+def _reusable(spec: RunSpec) -> Tuple[Optional[dict], str]:
+    """The finished run's record if ``metrics.json`` records the identity
+    ``spec`` has now (:func:`expected_identity`), with its paths moved to
+    ``spec``'s out dir when the out dir moved; else None and why it runs
+    (which parts of the identity changed)."""
     path = osp.join(spec.work_dir, 'metrics.json')
     if not osp.isfile(path):
-        return None
+        return None, 'not run yet'
     with open(path) as f:
         rec = json.load(f)
     try:
-        old = asdict(RunSpec(**rec.get('spec', {})))
+        old = RunSpec(**rec.get('spec', {}))
     except TypeError:  # fields this version does not know: not the same
-        return None
-    if old != asdict(spec) or not osp.isfile(rec['per_class']):
-        return None
-    rec['spec'] = old
-    return rec
+        return None, 'recorded by another version of the benchmark'
+    changed = identity_changes(rec.get('identity'), expected_identity(spec))
+    if changed:
+        return None, 'changed: ' + ', '.join(changed)
+    old_out, new_out = osp.dirname(old.work_dir), osp.dirname(spec.work_dir)
+    if osp.abspath(old_out) != osp.abspath(new_out):
+        rec = _rebase(rec, old_out, new_out)
+    if not osp.isfile(rec['per_class']):
+        return None, f'its per-class file {rec["per_class"]} is missing'
+    rec['spec'] = asdict(spec)
+    return rec, 'same identity'
 
 
 class _Schedule:
@@ -246,7 +343,8 @@ class _Schedule:
                 init = self.done[f'{job.method.init_from}_seed{job.seed}'
                                  ].record['checkpoint']
             job.spec = self.make_spec(job.method, job.seed, init)
-            record = _reusable(job.spec) if self.reuse else None
+            record, why = _reusable(job.spec) if self.reuse else (
+                None, 'reuse is off')
             if record is not None:
                 self._finish(job, record, reused=True)
                 continue
@@ -254,7 +352,7 @@ class _Schedule:
             self.running.append(job)
             self.started[job.name] = time.time()
             self.logger.info(f'started {job.method.label}, seed {job.seed} '
-                             f'-> {job.spec.work_dir}/job.log')
+                             f'({why}) -> {job.spec.work_dir}/job.log')
 
     def time_left(self) -> Tuple[float, str]:
         """Estimated seconds until every run has finished (the schedule of
@@ -335,12 +433,22 @@ def write_results(out_dir: str, records: Sequence[dict],
                 f'mean {best_by} per track: {best_text}. This call: '
                 f'{run_info["seconds"] / 60:.1f} min wall, '
                 f'{len(records) - reused} run(s) done '
-                f'({run_info["workers"]} at a time), {reused} reused.\n')
+                f'({run_info["workers"]} at a time), {reused} reused.'
+                f'{_pretrained_note(run_info.get("pretrained"))}\n')
     plot_ap_vs_frequency(records, methods, files['plot'],
                          rule=rule_of_runs(records), seed=seeds[0])
     plot_rare_vs_frequent(summary, files['summary_plot'])
     return dict(summary=summary, best=best, table=table, files=files,
                 seconds=run_info['seconds'])
+
+
+def _pretrained_note(rec: Optional[dict]) -> str:
+    if not rec:
+        return ' Every run from scratch (no pretrained start).'
+    return (f' Pretrained start: {rec["checkpoint"]} (SHA-256 '
+            f'{rec["sha256"][:12]}, accuracy {100 * rec["accuracy"]:.1f}% '
+            f'on fresh balanced crops, chance {100 * rec["chance"]:.1f}%); '
+            'rows whose config reads it start from it.')
 
 
 def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
@@ -351,7 +459,9 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
                   epochs: Optional[int] = None,
                   train_images: Optional[int] = None,
                   val_images: Optional[int] = None,
-                  reuse: bool = True) -> dict:
+                  reuse: bool = True,
+                  pretrain: Optional[PretrainSettings] = DEFAULT_PRETRAIN,
+                  pretrain_dir: Optional[str] = None) -> dict:
     """Run every method with every seed, then write the tables and plots.
 
     The dataset is the one the configs resolve to in this process's
@@ -371,8 +481,15 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
         epochs (int, optional): Override the configs' schedule.
         train_images / val_images (int, optional): Use only the first N
             images (smoke tests).
-        reuse (bool): Keep a finished run whose ``metrics.json`` has the same
-            spec instead of running it again.
+        reuse (bool): Keep a finished run whose ``metrics.json`` records
+            the identity it has now (:mod:`.identity`) instead of running
+            it again; the log says why a run runs.
+        pretrain (PretrainSettings, optional): The pretrained start every
+            config that reads ``$LONGTAIL_BENCH_PRETRAINED`` begins from
+            (:mod:`.pretrain`; made once, then found in its cache); None:
+            every run from scratch, as the first two editions.
+        pretrain_dir (str, optional): The pretraining cache. Defaults to
+            ``{out_dir}/pretrain``.
 
     Returns:
         dict: ``{'summary', 'best', 'table', 'files', 'seconds'}``.
@@ -382,6 +499,13 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
     data = check_methods(methods, seeds, best_by)
     workers, threads = parallelism(workers)
     os.makedirs(out_dir, exist_ok=True)
+    pretrained = None
+    if pretrain is not None:
+        pretrained = pretrain_backbone(
+            pretrain, methods[0].config, data[methods[0].key][0],
+            pretrain_dir or osp.join(out_dir, 'pretrain'), logger)
+        check_pretrained_backbones(methods, pretrained['checkpoint'],
+                                   pretrained['backbone'])
 
     def make_spec(method: Method, seed: int,
                   init_checkpoint: Optional[str]) -> RunSpec:
@@ -399,7 +523,9 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
             param=method.param,
             values=None if method.values is None else list(method.values),
             criterion=method.criterion if posthoc else None,
-            heldout_ann_file=files[2] if posthoc else None)
+            heldout_ann_file=files[2] if posthoc else None,
+            pretrained=None if pretrained is None else
+            pretrained['checkpoint'])
 
     schedule = _Schedule(methods, seeds, workers, make_spec, reuse, epochs)
     left, source = schedule.time_left()
@@ -412,7 +538,11 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
     out = write_results(
         out_dir, records, methods, seeds, best_by,
         dict(seconds=time.time() - start, workers=workers, threads=threads,
-             reused=schedule.reused))
+             reused=schedule.reused,
+             pretrained=None if pretrained is None else {
+                 k: pretrained[k] for k in (
+                     'checkpoint', 'sha256', 'identity', 'settings',
+                     'accuracy', 'chance', 'seconds', 'cpu_seconds')}))
     logger.info(f'benchmark done in {out["seconds"] / 60:.1f} min\n'
                 f'{out["table"]}')
     return out

@@ -516,11 +516,22 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
     rendering), class ``c`` in :func:`heldout_image_counts` of its training
     images, with as many classes per image as the training split (so a bit
     more than ``fraction x num_train_images`` images: the per-class counts
-    round up); nothing trains on them. The training and val files are not
-    touched (the split draws from its own random stream), so runs trained
-    before it was added stay valid. Its categories repeat the training
-    split's counts and r/c/f groups, as the val file does;
-    ``info.heldout`` records how it was made.
+    round up); nothing trains on them. The images and annotations of the
+    training and val files are not touched (the split draws from its own
+    random stream), so runs trained before it was added stay valid.
+
+    The two files are then written by the library's
+    :func:`mmlongtail.datasets.split_heldout`, the one owner of the
+    ``info.heldout_split`` record: the training images and the new ones
+    form the source, ``{annotations}/lvis_v1_train_and_heldout.json``
+    (``info.heldout`` says how the new images were drawn), whose given
+    held-out part is the new images (at ``ann_file``) and whose remaining
+    part is the training images, written back to the training file (same
+    images, annotations and categories; its ``info`` gains the record). So
+    the calibration sweep, given the held-out file with a config that trains
+    on the training file, knows that the model never saw those images. Both
+    parts' categories keep the training split's r/c/f groups; their
+    ``image_count`` / ``instance_count`` are each part's own.
     Deterministic for the dataset's seed and ``fraction``.
 
     Args:
@@ -531,25 +542,38 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
             path a config names (the benchmark passes its config's
             ``heldout_ann_file``, so the config is the one owner of where
             the split is); defaults to ``{out_dir}/`` :data:`HELDOUT_ANN_FILE`
-            for callers without a config.
+            for callers without a config. It must be in the training
+            file's folder (where the library looks for a remaining part's
+            held-out twin).
 
     Returns:
         str: The annotation file.
 
     Raises:
         FileNotFoundError: If ``out_dir`` has no training annotation file.
-        ValueError: If that file was not made by the generator.
+        ValueError: If that file was not made by the generator, or
+            ``ann_file`` is not beside it.
     """
     from mmengine.utils import ProgressBar
+
+    from mmlongtail.datasets.heldout_split import split_heldout
 
     train_file = osp.join(out_dir, 'annotations', 'lvis_v1_train.json')
     if not osp.isfile(train_file):
         raise FileNotFoundError(
             f'{train_file} not found; make the dataset first '
             '(tools/make_synthetic_lvis.py)')
+    path = ann_file or osp.join(out_dir, HELDOUT_ANN_FILE)
+    folder = osp.dirname(osp.abspath(train_file))
+    if osp.dirname(osp.abspath(path)) != folder:
+        raise ValueError(
+            f'the held-out file {path} must be in the training file\'s '
+            f'folder {folder}: that is where a remaining part\'s held-out '
+            'twin is looked for')
     with open(train_file, encoding='utf-8') as f:
         train = json.load(f)
     info = dict(train.get('info') or {})
+    info.pop('heldout_split', None)  # a training file split before
     if 'config' not in info:
         raise ValueError(f'{train_file} records no generator config '
                          '(info.config); it was not made by '
@@ -561,6 +585,8 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
                                      for shape, col in names]:
         raise ValueError(f'{train_file}: its categories are not those its '
                          'info.config generates')
+    train_imgs = [im for im in train['images']
+                  if im['id'] < _HELDOUT_FIRST_ID]
     train_counts = np.array([c['image_count'] for c in cats], np.int64)
     counts = heldout_image_counts(train_counts, fraction)
     # as many classes per image as in training
@@ -572,15 +598,22 @@ def write_heldout_split(out_dir: str, fraction: float = 0.1,
     per_image = _assign(counts, num_images, rng)
     os.makedirs(osp.join(out_dir, 'heldout2017'), exist_ok=True)
     progress = ProgressBar(num_images) if show_progress else _NoProgress()
-    imgs, anns = _make_split(per_image, 'heldout', _HELDOUT_FIRST_ID, 1, cfg,
-                             names, rng, out_dir, progress)
+    train_ids = {im['id'] for im in train_imgs}
+    train_anns = [a for a in train['annotations']
+                  if a['image_id'] in train_ids]
+    first_ann = 1 + max((a['id'] for a in train_anns), default=0)
+    imgs, anns = _make_split(per_image, 'heldout', _HELDOUT_FIRST_ID,
+                             first_ann, cfg, names, rng, out_dir, progress)
     info['heldout'] = dict(fraction=float(fraction), images=num_images,
                            source=osp.basename(train_file))
-    path = ann_file or osp.join(out_dir, HELDOUT_ANN_FILE)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
+    pool = osp.join(folder, 'lvis_v1_train_and_heldout.json')
+    with open(pool, 'w', encoding='utf-8') as f:
         json.dump(
-            dict(info=info, licenses=train.get('licenses', []), images=imgs,
-                 annotations=anns, categories=cats), f,
-            separators=(',', ':'))
+            dict(info=info, licenses=train.get('licenses', []),
+                 images=train_imgs + imgs, annotations=train_anns + anns,
+                 categories=cats), f, separators=(',', ':'))
+    split_heldout(pool, folder, seed=cfg.seed,
+                  heldout_image_ids=[im['id'] for im in imgs],
+                  file_names=dict(heldout=osp.basename(path),
+                                  remaining=osp.basename(train_file)))
     return path

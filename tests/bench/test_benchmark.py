@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import os.path as osp
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from mmengine.logging import MMLogger
 from mmlongtail.apis.calibration import resolve_param
 
 from mmlongtail_bench.benchmark import (
-    DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, RECORDED_RATES, TABLE_KEYS, Method,
+    DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, PRETRAINED_VAR, RECORDED_RATES,
+    TABLE_KEYS, Method, PretrainSettings,
     RunSpec, beyond_seed_range, dataset_files, default_methods,
     estimate_seconds, fixed_ap_config, frequency_bands, heldout_file,
     measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
@@ -40,7 +42,8 @@ def _methods():
 def test_default_methods_are_those_of_the_issues():
     ms = _methods()
     assert [m.label for m in ms] == [
-        'CE baseline', 'RFS', 'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
+        'CE baseline', 'CE baseline (from scratch)', 'RFS',
+        'Seesaw + Norm Mask', 'EQL', 'EQLv2', 'Focal',
         'Federated loss', 'ECM + Norm Mask', 'GOL (Gumbel + DropLoss)',
         'Balanced softmax', 'Class-balanced focal', 'Class-balanced sampling',
         'Progressively-balanced sampling', 'CAB', 'RFS + CAB', 'EQLv2 + CAB',
@@ -55,10 +58,10 @@ def test_default_methods_are_those_of_the_issues():
         'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 28 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 29 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 5 + [
             ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 36 + ['one_stage'] * 3
+    assert [m.track for m in ms] == ['two_stage'] * 37 + ['one_stage'] * 3
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
@@ -98,6 +101,8 @@ def test_methods_refuse_what_their_kind_cannot_do():
 #: evaluation, the rest of the model) is the row it is built on's
 #: (``Method.built_on``, else the track's baseline).
 CHANGES = {
+    # the pretrained start off
+    'baseline_ce_scratch': ('model.backbone.init_cfg', ),
     'cab_ce': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
     'cab_rfs': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
     'cab_eqlv2': ('model.roi_head.bbox_head.reg_predictor_cfg', ),
@@ -171,7 +176,10 @@ def _check_one_change(m, cfg):
     assert changed, m.key
 
 
-def test_every_method_is_its_track_baseline_plus_one_change():
+def test_every_method_is_its_track_baseline_plus_one_change(monkeypatch):
+    # with a pretrained start: every track starts from it, but the
+    # from-scratch row
+    monkeypatch.setenv(PRETRAINED_VAR, '/cache/pretrained.pth')
     base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
     retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
     # the one-stage baseline: the same but for the model (and no masks)
@@ -188,6 +196,8 @@ def test_every_method_is_its_track_baseline_plus_one_change():
     assert retina.val_evaluator == dict(base.val_evaluator, metric=['bbox'],
                                         protocol=['standard'])
     assert retina.model.backbone == base.model.backbone
+    assert base.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint='/cache/pretrained.pth')
     for m in _methods()[1:]:
         cfg = Config.fromfile(m.config)
         if m.key in CHANGES:
@@ -267,6 +277,7 @@ def _text(cfg):
 def no_bench_env(monkeypatch):
     monkeypatch.delenv(DATA_ROOT_VAR, raising=False)
     monkeypatch.delenv(INIT_CHECKPOINT_VAR, raising=False)
+    monkeypatch.delenv(PRETRAINED_VAR, raising=False)
     return monkeypatch
 
 
@@ -570,13 +581,25 @@ def test_simulate_follows_the_schedule():
         simulate([], 2, dict(x=1, y=1, z=1))
 
 
+@pytest.fixture(scope='module')
+def bench_root(synthetic40, tmp_path_factory):
+    """A copy of synthetic40 with its held-out split (which rewrites the
+    training file with the split's record: the session's synthetic40 stays
+    as other tests expect it)."""
+    root = str(tmp_path_factory.mktemp('bench') / 'data')
+    shutil.copytree(synthetic40['root'], root)
+    write_heldout_split(root, show_progress=False)
+    ann = osp.join(root, 'annotations')
+    return dict(synthetic40, root=root,
+                train=osp.join(ann, 'lvis_v1_train.json'),
+                val=osp.join(ann, 'lvis_v1_val.json'))
+
+
 @pytest.fixture
-def bench_data(synthetic40, no_bench_env):
-    """synthetic40 with its held-out split, as the benchmark's root."""
-    if not osp.isfile(osp.join(synthetic40['root'], HELDOUT_ANN_FILE)):
-        write_heldout_split(synthetic40['root'], show_progress=False)
-    no_bench_env.setenv(DATA_ROOT_VAR, synthetic40['root'])
-    return synthetic40
+def bench_data(bench_root, no_bench_env):
+    """``bench_root`` as the benchmark's root."""
+    no_bench_env.setenv(DATA_ROOT_VAR, bench_root['root'])
+    return bench_root
 
 
 class _Messages(logging.Handler):
@@ -614,8 +637,11 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
           dataclasses.replace(by_key['norcal'], values=(0.4, 1.0)),
           by_key['retinanet_focal']]
     ms[:3] = [_few_per_class(m, str(tmp_path)) for m in ms[:3]]
+    # the tiny pretrained start of test_bench_identity.py
     kw = dict(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
-              train_images=8, val_images=4)
+              train_images=8, val_images=4, pretrain=PretrainSettings(
+                  crops_per_class=2, epochs=1, crop_size=28, batch_size=41,
+                  threads=1, eval_crops_per_class=1))
     handler = _Messages()
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
@@ -649,6 +675,9 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
         assert 'lvis/bbox_APpool_r' in r['metrics']
     # stage 2: only the classifier changed, the rest is the baseline's
     assert crt['spec']['init_checkpoint'] == base['checkpoint']
+    # every run of the pretrained start names it; the results too
+    assert {r['pretrained']['sha256'] for r in runs.values()} == {
+        res['pretrained']['sha256']}
     sb = torch.load(base['checkpoint'], map_location='cpu')['state_dict']
     sc = torch.load(crt['checkpoint'], map_location='cpu')['state_dict']
     cls = 'roi_head.bbox_head.fc_cls.weight'
@@ -715,7 +744,7 @@ def test_run_benchmark_reports_a_failed_run(bench_data, tmp_path):
     with pytest.raises(RuntimeError, match=r'benchmark run broken_seed0 '
                        r'failed \(exit 1\)(.|\n)*NoSuchLoss'):
         run_benchmark(out_dir=str(tmp_path / 'b'), methods=ms, seeds=(0, ),
-                      epochs=1, train_images=8, val_images=4)
+                      epochs=1, train_images=8, val_images=4, pretrain=None)
 
 
 def test_run_benchmark_checks_its_inputs(tmp_path, bench_data,

@@ -186,12 +186,20 @@ def test_heldout_split_is_new_images_of_the_training_distribution(
     paths = generate_synthetic_lvis(str(tmp_path / 'a'), cfg,
                                     show_progress=False)
     before = {k: _file_digest(p) for k, p in paths.items()}
+    old_train = _load(paths['train'])
     path = write_heldout_split(str(tmp_path / 'a'), 0.1, show_progress=False)
     assert path == osp.join(str(tmp_path / 'a'), HELDOUT_ANN_FILE)
-    # train and val untouched: runs trained before the split stay valid
-    assert {k: _file_digest(p) for k, p in paths.items()} == before
+    # val untouched; the training file keeps its images, annotations and
+    # categories (the split's record is added to its info: it is the
+    # remaining part of the library's split, see test_bench_identity.py)
+    assert _file_digest(paths['val']) == before['val']
     train, held = _load(paths['train']), _load(path)
-    assert held['categories'] == train['categories']
+    for key in ('images', 'annotations', 'categories'):
+        assert train[key] == old_train[key]
+    assert train['info']['heldout_split']['part'] == 'remaining'
+    # the training r/c/f groups; each part's own counts
+    assert [c['frequency'] for c in held['categories']] == [
+        c['frequency'] for c in train['categories']]
     assert held['info']['heldout'] == dict(fraction=0.1, images=len(
         held['images']), source='lvis_v1_train.json')
     # class c in ceil(0.1 x its training images) held-out images
@@ -216,11 +224,24 @@ def test_heldout_split_is_new_images_of_the_training_distribution(
     generate_synthetic_lvis(str(tmp_path / 'b'), cfg, show_progress=False)
     again = write_heldout_split(str(tmp_path / 'b'), 0.1,
                                 show_progress=False)
-    assert _file_digest(again) == _file_digest(path)
-    # where a config says (the benchmark passes its heldout_ann_file)
-    named = str(tmp_path / 'cfg' / 'held.json')
+
+    def content(p):  # but for the record's absolute source path
+        data = _load(p)
+        data['info']['heldout_split'].pop('source')
+        return data
+
+    assert content(again) == content(path)
+    # where a config says (the benchmark passes its heldout_ann_file),
+    # beside the training file (where the library finds a remaining part's
+    # held-out twin)
+    named = str(tmp_path / 'b' / 'annotations' / 'held.json')
     assert write_heldout_split(str(tmp_path / 'b'), 0.1, show_progress=False,
                                ann_file=named) == named
-    assert _file_digest(named) == _file_digest(path)
+    assert _load(named)['images'] == held['images']
+    assert _load(paths['train'].replace('/a/', '/b/'))['info'][
+        'heldout_split']['files']['heldout'] == 'held.json'
+    with pytest.raises(ValueError, match="in the training file's folder"):
+        write_heldout_split(str(tmp_path / 'b'), 0.1, show_progress=False,
+                            ann_file=str(tmp_path / 'cfg' / 'held.json'))
     with pytest.raises(FileNotFoundError, match='make the dataset first'):
         write_heldout_split(str(tmp_path / 'none'))

@@ -180,3 +180,40 @@ def test_choice_is_a_function_of_the_seed():
     # 5 classes of 8 images, f = 0.2: floor(1.6) = 1 per class, then fill
     assert all(a[[i for i in range(40) if i % 5 == c]].sum() >= 1
                for c in range(5))
+
+
+def test_given_images_and_file_names(hand_file, tmp_path):
+    """A caller that drew the held-out images itself names them (and the
+    files): those images exactly, the record says so, both parts as
+    usual; every class must keep a remaining image."""
+    from mmlongtail.datasets.heldout_split import GIVEN_RULE
+
+    names = dict(heldout='held.json', remaining='train.json')
+    paths = split_heldout(hand_file, str(tmp_path / 'o'), seed=4,
+                          heldout_image_ids=[2, 7], file_names=names)
+    assert paths == {p: str(tmp_path / 'o' / n) for p, n in names.items()}
+    held, rest = _load(paths['heldout']), _load(paths['remaining'])
+    assert [im['id'] for im in held['images']] == [2, 7]
+    assert [im['id'] for im in rest['images']] == [1, 3, 4, 5, 6, 8, 9, 10]
+    info = split_info(paths['heldout'])
+    assert info == dict(split_info(paths['remaining']), part='heldout',
+                        num_part_images=2)
+    assert info['rule'] == GIVEN_RULE and info['seed'] == 4
+    assert info['num_heldout_images'] == 2 and info['files'] == names
+    # the remaining part finds its held-out twin by the recorded name
+    assert heldout_of_remaining(paths['remaining'])[0] == paths['heldout']
+    # A's counts per part; its r/c/f group the source's
+    assert [c['image_count'] for c in held['categories']] == [1, 2, 0]
+    assert [c['frequency'] for c in rest['categories']] == ['r', 'f', 'r']
+    out = str(tmp_path / 'x')
+    with pytest.raises(ValueError, match=r'images \[11\] are not in'):
+        split_heldout(hand_file, out, heldout_image_ids=[2, 11])
+    with pytest.raises(ValueError, match='not both'):
+        split_heldout(hand_file, out, heldout_image_ids=[2], num_images=1)
+    with pytest.raises(ValueError, match=r'classes with labels \[0\]'):
+        split_heldout(hand_file, out, heldout_image_ids=[1, 2])
+    with pytest.raises(ValueError, match='give distinct ids'):
+        split_heldout(hand_file, out, heldout_image_ids=[2, 2])
+    with pytest.raises(ValueError, match='file_names needs exactly'):
+        split_heldout(hand_file, out, heldout_image_ids=[2],
+                      file_names=dict(heldout='h.json'))
