@@ -4,7 +4,6 @@ mmdet's heads without scorers, the Fixed-AP mode against an uncapped
 predict cut per class, test-time scorers by their formulas on the C-output
 layout, Gumbel scores for GOL, refusals, and the LVIS metric on Fixed-AP
 output."""
-import copy
 import json
 
 import numpy as np
@@ -29,7 +28,7 @@ Q = 900
 E = 256  # mmdet's DINO decoder fixes 2 x 128 sine features per coordinate
 FOCAL = dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
              loss_weight=1.0)
-IMG = 256  # 1360 encoder tokens over 4 levels: enough for 900 queries
+IMG = 224  # 1045 encoder tokens over 4 levels: enough for 900 queries
 
 
 def dino(head='DINOHead', loss=FOCAL, test_cfg=None):
@@ -306,6 +305,10 @@ def test_fixed_ap_hand_case():
     assert select_query_detections(s, 3, 2)[1].tolist() == [3, 1, 0]
     assert select_query_detections(s, -1, -1)[1].tolist() == [
         3, 1, 0, 2, 3, 2, 1, 0]
+    # mmdet's mode (top m of the image), then the threshold
+    scores, query, labels = select_query_detections(s, 3, -1, 0.6)
+    assert scores.tolist() == pytest.approx([.9, .7])
+    assert (query.tolist(), labels.tolist()) == ([3, 1], [1, 0])
 
 
 # ------------------------------------------------------------- scorers ---
@@ -350,10 +353,16 @@ def test_scorer_formula_on_query_layout(dino_head, scorer):
     assert not torch.equal(plain.labels, res.labels)
 
 
-def test_every_scorer_scores_the_query_layout(dino_head):
+@pytest.mark.parametrize('loss', ['mmlongtail.FocalLoss', 'FocalLoss'])
+def test_every_scorer_scores_the_query_layout(loss):
     """NorCal (each mode), logit adjustment, FRACAL and ClassScoreWeights
-    accept the C-output sigmoid layout (check_scorers runs each on a
-    dummy); NorCal mode 'logits' is sigma(a z) on it."""
+    accept the C-output sigmoid layout, with mmlongtail's focal loss and
+    with mmdet's (check_scorers runs each on a dummy); NorCal mode 'logits'
+    is sigma(a z) on it."""
+    dino_head = MMDET_MODELS.build(
+        dict(type='mmlongtail.LongTailDINOHead', num_classes=C,
+             embed_dims=32, num_pred_layer=1,
+             loss_cls=dict(type=loss, use_sigmoid=True)))
     cfgs = [dict(type='mmlongtail.NorCal', category_stats='lvis_v1',
                  gamma=0.5, mode=m) for m in ('exps', 'probs', 'logits')]
     cfgs += [dict(type='mmlongtail.LogitAdjustment',
@@ -449,6 +458,30 @@ def test_softmax_loss_is_refused():
             type='mmlongtail.LongTailDINOHead', num_classes=C,
             embed_dims=32, num_pred_layer=1,
             loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False)))
+
+
+def test_loss_without_per_class_form_is_refused(monkeypatch):
+    """The head asks its loss for per-class probabilities once at build:
+    a loss that cannot give them (its own ValueError) or gives another
+    width is refused, naming both."""
+    from mmlongtail.models.losses import FocalLoss
+
+    def refuse(self, cls_score):
+        raise ValueError('FocalLoss lays out C + 1 rows (stub)')
+
+    cfg = dict(type='mmlongtail.LongTailDINOHead', num_classes=C,
+               embed_dims=32, num_pred_layer=1,
+               loss_cls=dict(type='mmlongtail.FocalLoss'))
+    monkeypatch.setattr(FocalLoss, 'class_probabilities', refuse)
+    with pytest.raises(ValueError, match='LongTailDINOHead scores C per-'
+                       'class probabilities from its loss_cls, which cannot '
+                       r'give them: FocalLoss lays out C \+ 1 rows'):
+        MMDET_MODELS.build(cfg)
+    monkeypatch.setattr(FocalLoss, 'class_probabilities',
+                        lambda self, x: torch.zeros(len(x), C + 1))
+    with pytest.raises(ValueError, match=r'\(1204,\) scores per query for '
+                       'the 1203 classes'):
+        MMDET_MODELS.build(cfg)
 
 
 def test_scorer_with_wrong_class_count_is_refused():

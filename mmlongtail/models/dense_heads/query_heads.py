@@ -179,10 +179,59 @@ def query_test_settings(test_cfg: Any,
     return m, k, thr
 
 
-def _desc_by_score(scores: Tensor) -> Tensor:
-    """Permutation of candidates given in ascending flat-index order, by
-    descending score, ties kept in that order."""
-    return torch.sort(scores, descending=True, stable=True)[1]
+#: Largest bit pattern of a non-negative float32 (+inf): the complement
+#: of a score's bits in the sort key below.
+_FLOAT32_BITS_MAX = 0x7f800000
+
+
+def desc_by_score(scores: Tensor, flat: Tensor) -> Tensor:
+    """Permutation of candidates by descending score, ties by ascending
+    ``flat`` index.
+
+    For non-negative scores one sort of int64 keys ``(complemented float32
+    bits of the score, flat index)``: the bits of a non-negative float32
+    increase with its value, and the keys are unique, so no stable sort is
+    needed (on CPU about 3x faster than a stable float sort of the 361k
+    candidates of the Fixed-AP mode at LVIS size). Otherwise (negative or
+    NaN scores from a custom scorer, an index beyond 32 bits) a stable sort
+    of the candidates ordered by ``flat``.
+
+    Args:
+        scores (Tensor): ``(K,)`` scores.
+        flat (Tensor): ``(K,)`` distinct non-negative int64 indices.
+
+    Returns:
+        Tensor: ``(K,)`` int64 positions into ``scores``.
+    """
+    if scores.numel() == 0:
+        return flat.new_zeros((0, ))
+    shift = max(int(flat.max()).bit_length(), 1)
+    values = scores.float() + 0.0  # -0.0 -> +0.0, whose bits are 0
+    if shift <= 32 and bool((values >= 0).all()):
+        bits = values.view(torch.int32).to(torch.int64)
+        return torch.sort(((_FLOAT32_BITS_MAX - bits) << shift) | flat)[1]
+    by_flat = torch.sort(flat)[1]
+    return by_flat[torch.sort(scores[by_flat], descending=True,
+                              stable=True)[1]]
+
+
+def _per_class_topk(scores: Tensor, k: int) -> Tensor:
+    """Flat indices ``query * C + class`` of each class's best ``k``
+    queries of ``(Q, C)`` scores (``k < Q``), a tie at the ``k``-th place
+    going to the lower queries: one ``topk`` along the query dimension; only
+    when some class has more than ``k`` scores at or above its ``k``-th
+    value (a tie there) are that tie's queries chosen by a pass over the
+    matrix."""
+    Q, C = scores.shape
+    values, query = scores.topk(k, dim=0, sorted=False)
+    kth = values.min(0).values
+    if not bool(((scores >= kth).sum(0) > k).any()):
+        cls = torch.arange(C, device=scores.device)
+        return (query * C + cls).reshape(-1)
+    keep = scores > kth
+    tied = scores == kth
+    tied &= tied.cumsum(0) <= (k - keep.sum(0))
+    return (keep | tied).view(-1).nonzero(as_tuple=True)[0]
 
 
 def select_query_detections(scores: Tensor,
@@ -215,30 +264,15 @@ def select_query_detections(scores: Tensor,
             keep = top > score_thr
             top, flat = top[keep], flat[keep]
         return top, flat // C, flat % C
-    if topk_per_class > 0 and Q > topk_per_class:
-        k = topk_per_class
-        # each class's k-th best score; the candidates above it, then the
-        # equal ones in query order until the class has k
-        kth = scores.topk(k, dim=0).values[-1]
-        keep = scores > kth
-        tied = scores == kth
-        need = k - keep.sum(0)
-        if bool((tied.sum(0) > need).any()):
-            tied &= tied.cumsum(0) <= need
-        keep |= tied
-        if score_thr is not None:
-            keep &= scores > score_thr
-    elif score_thr is not None:
-        keep = scores > score_thr
-    else:
-        keep = None
-    if keep is None:
+    if 0 < topk_per_class < Q:
+        flat = _per_class_topk(scores, topk_per_class)
+    else:  # every candidate (k >= Q keeps every query of every class)
         flat = torch.arange(Q * C, device=scores.device)
-        kept = flat_scores
-    else:
-        flat = keep.view(-1).nonzero(as_tuple=True)[0]
-        kept = flat_scores[flat]
-    order = _desc_by_score(kept)
+    kept = flat_scores[flat]
+    if score_thr is not None:
+        above = kept > score_thr
+        flat, kept = flat[above], kept[above]
+    order = desc_by_score(kept, flat)
     if max_per_img > 0:
         order = order[:max_per_img]
     flat = flat[order]
@@ -280,6 +314,21 @@ class QueryHeadPredictMixin:
                 f'its loss_cls {type(self.loss_cls).__name__} has '
                 'use_sigmoid=False (a softmax over C + 1): use a sigmoid '
                 "loss (e.g. mmlongtail.FocalLoss) or mmdet's own head")
+        # the loss's per-class form, probed once: a loss without one (a
+        # layout with a background row that the query mode does not
+        # handle) is refused at build, with its own reason
+        try:
+            probe = query_class_probabilities(
+                self.loss_cls, torch.zeros(1, self.cls_out_channels))
+        except ValueError as err:
+            raise ValueError(
+                f'{type(self).__name__} scores C per-class probabilities '
+                f'from its loss_cls, which cannot give them: {err}') from err
+        if tuple(probe.shape) != (1, self.num_classes):
+            raise ValueError(
+                f'{type(self.loss_cls).__name__}.class_probabilities gives '
+                f'{tuple(probe.shape)[1:]} scores per query for the '
+                f'{self.num_classes} classes of {type(self).__name__}')
         query_test_settings(self.test_cfg)
         # the R-CNN heads' scorer cache, held (not inherited: the
         # consistency hook reads ScorersFromTestCfg as an RoI head)
