@@ -19,6 +19,7 @@ from mmlongtail.datasets.category_stats import load_category_stats
 from mmlongtail.evaluation import LVISMetric
 from mmlongtail.models.dense_heads import (LongTailDINOHead,
                                            select_query_detections)
+from mmlongtail.models.dense_heads.query_heads import desc_by_score
 from mmlongtail_bench.synthetic import make_lvis_gt
 
 register_all_modules()
@@ -309,6 +310,17 @@ def test_fixed_ap_hand_case():
     scores, query, labels = select_query_detections(s, 3, -1, 0.6)
     assert scores.tolist() == pytest.approx([.9, .7])
     assert (query.tolist(), labels.tolist()) == ([3, 1], [1, 0])
+
+
+def test_desc_by_score_orders_ties_by_flat_index():
+    """The int64-key sort (non-negative scores, -0.0 equal to 0.0) and the
+    stable-sort fallback (a negative score) give (-score, flat) order."""
+    scores = torch.tensor([0.0, -0.0, 0.5, 0.0])
+    flat = torch.tensor([5, 2, 9, 7])
+    assert desc_by_score(scores, flat).tolist() == [2, 1, 0, 3]
+    scores = torch.tensor([-1.0, 0.5, -1.0, -0.0, 0.0])
+    flat = torch.tensor([4, 3, 1, 2, 0])
+    assert desc_by_score(scores, flat).tolist() == [1, 4, 3, 2, 0]
 
 
 # ------------------------------------------------------------- scorers ---

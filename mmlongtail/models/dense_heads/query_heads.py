@@ -215,23 +215,33 @@ def desc_by_score(scores: Tensor, flat: Tensor) -> Tensor:
                               stable=True)[1]]
 
 
-def _per_class_topk(scores: Tensor, k: int) -> Tensor:
-    """Flat indices ``query * C + class`` of each class's best ``k``
+def _per_class_topk(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Flat indices ``query * C + class`` (and the scores) of each class's
+    best ``k``
     queries of ``(Q, C)`` scores (``k < Q``), a tie at the ``k``-th place
-    going to the lower queries: one ``topk`` along the query dimension; only
-    when some class has more than ``k`` scores at or above its ``k``-th
-    value (a tie there) are that tie's queries chosen by a pass over the
-    matrix."""
+    going to the lower queries: one unsorted ``topk`` along the query
+    dimension; for the classes with more than ``k`` scores at or above
+    their ``k``-th value (a tie there), the queries are chosen again from
+    their columns (a cumulative count of the tied ones)."""
     Q, C = scores.shape
     values, query = scores.topk(k, dim=0, sorted=False)
-    kth = values.min(0).values
-    if not bool(((scores >= kth).sum(0) > k).any()):
-        cls = torch.arange(C, device=scores.device)
-        return (query * C + cls).reshape(-1)
-    keep = scores > kth
-    tied = scores == kth
-    tied &= tied.cumsum(0) <= (k - keep.sum(0))
-    return (keep | tied).view(-1).nonzero(as_tuple=True)[0]
+    kth = values.amin(0)
+    at_least = scores >= kth
+    # every class has >= k scores at or above its k-th value; exactly k
+    # each (no tie there) iff k x C in all: one contiguous count
+    if int(at_least.sum()) != k * C:
+        # the classes with a tie at the k-th place (a few: float32 scores
+        # of 900 queries tie now and then) take the tied lower queries
+        tied_cls = (at_least.sum(0) > k).nonzero(as_tuple=True)[0]
+        sub, t = scores[:, tied_cls], kth[tied_cls]
+        keep = sub > t
+        tied = sub == t
+        tied &= tied.cumsum(0) <= (k - keep.sum(0))
+        rows = (keep | tied).t().nonzero(as_tuple=True)[1].view(-1, k).t()
+        query[:, tied_cls] = rows
+        values[:, tied_cls] = sub.gather(0, rows)
+    cls = torch.arange(C, device=scores.device)
+    return (query * C + cls).reshape(-1), values.reshape(-1)
 
 
 def select_query_detections(scores: Tensor,
@@ -265,18 +275,18 @@ def select_query_detections(scores: Tensor,
             top, flat = top[keep], flat[keep]
         return top, flat // C, flat % C
     if 0 < topk_per_class < Q:
-        flat = _per_class_topk(scores, topk_per_class)
+        flat, kept = _per_class_topk(scores, topk_per_class)
     else:  # every candidate (k >= Q keeps every query of every class)
         flat = torch.arange(Q * C, device=scores.device)
-    kept = flat_scores[flat]
+        kept = flat_scores
     if score_thr is not None:
         above = kept > score_thr
         flat, kept = flat[above], kept[above]
     order = desc_by_score(kept, flat)
     if max_per_img > 0:
         order = order[:max_per_img]
-    flat = flat[order]
-    return kept[order], flat // C, flat % C
+    flat = flat.index_select(0, order)
+    return kept.index_select(0, order), flat // C, flat % C
 
 
 def query_boxes(bbox_pred: Tensor, img_meta: dict,
@@ -396,7 +406,10 @@ class QueryHeadPredictMixin:
         det_scores, query, labels = select_query_detections(
             scores, max_per_img, topk, thr)
         results = InstanceData()
-        results.bboxes = query_boxes(bbox_pred[query], img_meta, rescale)
+        # each query's box once, then gathered: the operations are
+        # element-wise, so the boxes are bitwise mmdet's (which decodes
+        # after gathering) and the Fixed-AP mode decodes Q boxes, not k x C
+        results.bboxes = query_boxes(bbox_pred, img_meta, rescale)[query]
         results.scores = det_scores
         results.labels = labels
         return results
