@@ -272,7 +272,7 @@ def test_fixed_ap_with_ties_and_threshold(dino_head, k, score_thr):
     """Logits with only 16 distinct values (ties everywhere, also at each
     class's k-th place): Fixed AP still equals the uncapped predict cut per
     class, ties ordered by (query, class); a class's k-th place shared by
-    equal scores goes to the lower queries; k >= Q keeps every query."""
+    equal scores goes to the lower queries; k = Q keeps every query."""
     logits, boxes = crafted()
     cfg = {} if score_thr is None else dict(score_thr=score_thr)
     u = head_predict(dino_head, logits, boxes, max_per_img=-1, **cfg)
