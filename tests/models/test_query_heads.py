@@ -123,7 +123,10 @@ def dino_preds(dinos):
     out = {}
     for name, cfg in [('uncapped', dict(max_per_img=-1)),
                       ('fixed', dict(max_per_img=-1, topk_per_class=K)),
-                      ('capped', dict(max_per_img=500, topk_per_class=K))]:
+                      ('capped', dict(max_per_img=500, topk_per_class=K)),
+                      ('default', dict(max_per_img=300)),
+                      ('fixed300', dict(max_per_img=-1,
+                                        topk_per_class=300))]:
         head.test_cfg = cfg
         with torch.no_grad():
             out[name] = head.predict(**inputs, rescale=True,
@@ -233,6 +236,19 @@ def test_dino_fixed_ap_equals_uncapped_then_per_class_topk(dino_preds):
                            torch.full((C, ), K))
         assert_same(first_k_per_class(u, K), f)
         assert_same(f[:500], m)
+
+
+def test_fixed_ap_with_k_300_holds_mmdets_300(dino_preds):
+    """With k >= max_per_img the Fixed-AP output's best 300 are mmdet's
+    300 (no class can have more than 300 of them), so the metric's standard
+    protocol (300 per image) on it scores as mmdet's predictions: one
+    validation pass gives AP and AP^fixed."""
+    for d, f in zip(dino_preds['default'], dino_preds['fixed300']):
+        top = f[:300]
+        assert torch.equal(top.scores, d.scores)
+        as_set = [set(zip(r.labels.tolist(), map(tuple, r.bboxes.tolist())))
+                  for r in (top, d)]
+        assert as_set[0] == as_set[1]
 
 
 def crafted(seed=0, levels=8):
