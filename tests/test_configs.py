@@ -149,6 +149,8 @@ def test_config_builds_model(path, request):
     bench = osp.relpath(path, ROOT).startswith('configs/benchmark/')
     loss = cfg.model.get('roi_head', {}).get('bbox_head', {})
     loss = loss.get('loss_cls', {}) if isinstance(loss, dict) else {}
+    if 'roi_head' not in cfg.model:  # one-stage and query heads
+        loss = cfg.model.bbox_head.get('loss_cls', {})
     if bench and 'category_stats' in loss:
         # the benchmark's dataset is made by its command; a 40-class stand-in
         assert loss.category_stats == ('data/synthetic_lvis_bench/annotations/'
@@ -170,6 +172,10 @@ def test_config_builds_model(path, request):
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
     assert cfg.val_evaluator.type == 'mmlongtail.LVISMetric'
+    if 'roi_head' not in cfg.model and hasattr(model.bbox_head,
+                                               'cls_branches'):
+        _check_query_head(cfg, model, bench)
+        return
     if 'roi_head' not in cfg.model:
         _check_one_stage(cfg, model, bench)
         return
@@ -241,6 +247,32 @@ def _check_one_stage(cfg, model, bench):
     assert list(cfg.val_evaluator.metric) == ['bbox']
     if bench:
         # no per-class top-k in mmdet's dense heads: no Fixed AP pass
+        assert cfg.fixed_ap_eval is None
+        assert list(cfg.val_evaluator.protocol) == ['standard']
+
+
+def _check_query_head(cfg, model, bench):
+    """A query-based detector (DINO, Deformable DETR): mmlongtail's query
+    head, C sigmoid outputs per query in every classification branch, the
+    class match cost asking the loss, box AP only, the LVIS protocol."""
+    from mmlongtail.engine.hooks.longtail_consistency_hook import \
+        check_longtail_consistency
+    head = model.bbox_head
+    assert cfg.model.bbox_head.type in ('mmlongtail.LongTailDINOHead',
+                                        'mmlongtail.LongTailDeformableDETRHead')
+    assert {b.out_features for b in head.cls_branches} == {head.num_classes}
+    costs = [c.type for c in cfg.model.train_cfg.assigner.match_costs]
+    assert 'mmlongtail.LossActivationCost' in costs
+    assert 'FocalLossCost' not in costs
+    check_longtail_consistency(model)  # the hook accepts it
+    test_cfg = cfg.model.test_cfg
+    if test_cfg.get('topk_per_class', -1) > 0:  # the Fixed AP mode
+        assert not bench and test_cfg.max_per_img == -1
+    else:
+        assert test_cfg.max_per_img == (100 if bench else 300)
+    assert list(cfg.val_evaluator.metric) == ['bbox']
+    if bench:
+        # the benchmark's Fixed AP pass updates an R-CNN test config only
         assert cfg.fixed_ap_eval is None
         assert list(cfg.val_evaluator.protocol) == ['standard']
 
