@@ -36,8 +36,18 @@ class FeatureAugmentation(nn.Module):
     step's real positive features) and :meth:`generate` (virtual features
     and their labels). :meth:`loss` runs both and scores the virtual
     features with ``bbox_head.fc_cls`` and ``bbox_head.loss_cls``, each
-    virtual feature weighted ``loss_weight`` and the loss averaged over the
-    virtual features (as FASA's official code does). Virtual features have
+    virtual feature weighted ``loss_weight``. The loss is averaged over the
+    virtual features (as FASA's official code does) or, with
+    ``average_over_rois`` (SMOTE, feature cloud), divided by the step's
+    number of sampled RoIs, ``loss_cls``'s own ``avg_factor``: a virtual
+    feature then weighs what one real RoI weighs in ``loss_cls``, as an
+    over-sampled RoI would. Averaged over the few virtual features of a
+    step instead, each weighs ``N / M`` RoIs (``M`` virtual among ``N``
+    RoIs, 10-60 on the synthetic benchmark); the features of SMOTE and the
+    feature cloud are real RoIs of a few classes, so that loss alone puts a
+    gradient of norm about ``|f|`` on ``fc_cls``, and SGD at the detector's
+    learning rate overshoots: the virtual features' loss rose from 4 to
+    7-9 and box AP fell to 0 (issue 26). Virtual features have
     no box: they never reach box regression. A ``loss_cls`` with running
     statistics of its own (Seesaw's counts, EQLv2's gradient sums) counts
     the virtual features too, as in the official FASA code.
@@ -59,6 +69,9 @@ class FeatureAugmentation(nn.Module):
 
     #: Refused by the RoI head (with a reason) unless ``fc_cls`` is cosine.
     requires_cosine_classifier = False
+    #: Divide the virtual features' loss by the number of sampled RoIs
+    #: (True) or by the number of virtual features (False); see above.
+    average_over_rois = False
 
     def __init__(self,
                  num_classes: int,
@@ -153,11 +166,12 @@ class FeatureAugmentation(nn.Module):
             return {LOSS_KEY: zero}
         score = fc_cls(aug_feats.to(feats.dtype))
         n = len(aug_labels)
+        avg = len(labels) if self.average_over_rois else n
         out = bbox_head.loss_cls(
             score,
             aug_labels,
             score.new_full((n, ), self.loss_weight),
-            avg_factor=float(n))
+            avg_factor=float(avg))
         if isinstance(out, dict):  # losses that return several terms
             out = sum(v for k, v in out.items() if 'loss' in k)
         return {LOSS_KEY: out + zero}

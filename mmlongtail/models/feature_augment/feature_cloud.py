@@ -85,6 +85,10 @@ class FeatureCloud(FeatureAugmentation):
     """
 
     requires_cosine_classifier = True
+    #: Each virtual feature weighs one RoI of ``loss_cls`` (the loss is
+    #: divided by the step's RoI count), as the paper's cloud samples join
+    #: the batch's loss beside the real ones.
+    average_over_rois = True
 
     def __init__(self,
                  num_classes: int,

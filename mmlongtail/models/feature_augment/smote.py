@@ -49,6 +49,10 @@ class SMOTE(FeatureAugmentation):
             for the common signature.
     """
 
+    #: Interpolants are over-sampled RoIs: each weighs one RoI of
+    #: ``loss_cls`` (the loss is divided by the step's RoI count).
+    average_over_rois = True
+
     def __init__(self,
                  num_classes: int,
                  feat_dim: int,
