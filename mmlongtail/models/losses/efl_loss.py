@@ -1,7 +1,6 @@
 """Equalized Focal Loss (Li et al., "Equalized Focal Loss for Dense Long-Tailed
 Object Detection", CVPR 2022), for mmdet's dense heads (RetinaNet, ATSS,
 FCOS) and, through the sigmoid classifier protocol, R-CNN box heads."""
-from functools import partial
 from typing import Any, Optional, Tuple, Union
 
 import torch
@@ -270,8 +269,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
                 reduction, cls_score.numel(), avg_factor)
             pos, neg = efl_logit_gradient(cls_score, labels, gammas, weights,
                                           self.alpha, label_weights, scale)
-            both = self.reduce_gradient_sums(pos, neg)
-            loss.register_hook(partial(self.add_gradient_sums, both))
+            self.add_gradient_sums_on_backward(loss, pos, neg)
         return loss
 
     def _lean_loss(self, cls_score: Tensor, labels: Tensor,
@@ -287,8 +285,8 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
             if tracked:  # every rank makes the same collective calls
                 zeros = cls_score.new_zeros(cls_score.size(1),
                                             dtype=torch.float32)
-                both = self.reduce_gradient_sums(zeros, zeros.clone())
-                loss.register_hook(partial(self.add_gradient_sums, both))
+                self.add_gradient_sums_on_backward(loss, zeros,
+                                                   zeros.clone())
             return loss
         scale = None
         if tracked:
@@ -299,6 +297,5 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
             cls_score, labels, weight, gammas, self.alpha, weights,
             reduction, avg_factor, stats_scale=scale)
         if tracked:
-            both = self.reduce_gradient_sums(*stats)
-            loss.register_hook(partial(self.add_gradient_sums, both))
+            self.add_gradient_sums_on_backward(loss, *stats)
         return loss
