@@ -274,7 +274,11 @@ def hand_loss(name, loss, x, y, w, avg, seed=0):
 def models():
     """One tiny DINO per loss, built once (the build is the slow part)."""
     torch.manual_seed(0)
-    return {name: build(tiny_dino(cfg)) for name, cfg in LOSSES.items()}
+    built = {}
+    for name, cfg in LOSSES.items():
+        built[name] = build(tiny_dino(cfg))
+        built[name].init_weights()  # DINO's own init (no pretrained file)
+    return built
 
 
 @pytest.mark.parametrize('name', sorted(LOSSES))
@@ -287,8 +291,8 @@ def test_train_step_matches_the_method_and_predicts(name, models):
     model = copy.deepcopy(models[name])
     head = model.bbox_head
     assert head.loss_cls.query_head and head.cls_out_channels == C
-    calls, handle = record_calls(head.loss_cls)
     before = copy.deepcopy(head.loss_cls)  # statistics of the step's start
+    calls, handle = record_calls(head.loss_cls)
     losses = train_step(model)
     handle.remove()
     assert len(calls) == 5  # d0, d1, enc, dn d0, dn d1
@@ -301,8 +305,8 @@ def test_train_step_matches_the_method_and_predicts(name, models):
         x64 = x.detach().double().requires_grad_()
         ref = hand_loss(name, before, x64, y, w, avg, seed=i)
         if name not in ('federated', 'gol'):  # random draws: re-called
-            torch.testing.assert_close(out.double().reshape(()), ref, rtol=1e-5,
-                                       atol=1e-6)
+            torch.testing.assert_close(out.double().reshape(()), ref,
+                                       rtol=1e-5, atol=1e-6)
         # the loss itself on the same inputs, same draws, and its gradient
         loss = copy.deepcopy(before)
         xi = x.detach().clone().requires_grad_()
@@ -350,7 +354,7 @@ def test_federated_draw_holds_every_positive_of_every_call(models,
     assert len(draws) == len(calls) == 5
     gts = set(torch.cat([s.gt_instances.labels for s in
                          batch(seed=3)['data_samples']]).tolist())
-    for (labels, classes), call in zip(draws, calls):
+    for (_, classes), call in zip(draws, calls):
         positives = set(call[1][call[1] < C].tolist())
         assert positives and positives <= set(classes.tolist())
         assert positives <= gts
@@ -373,8 +377,8 @@ def test_statistics_accumulate_over_every_output_of_a_step(name, models):
     """
     model = copy.deepcopy(models[name])
     loss = model.bbox_head.loss_cls
-    calls, handle = record_calls(loss)
     before = copy.deepcopy(loss)
+    calls, handle = record_calls(loss)
     losses = train_step(model, seed=1)
     handle.remove()
     # nothing is added before backward: every call used the same factors
@@ -382,7 +386,7 @@ def test_statistics_accumulate_over_every_output_of_a_step(name, models):
     sum(losses.values()).backward()
     pos = torch.zeros(C, dtype=torch.float64)
     neg = torch.zeros(C, dtype=torch.float64)
-    for i, (x, y, w, avg, _) in enumerate(calls):
+    for x, y, w, avg, _ in calls:
         t = _targets(y)
         x64 = x.detach().double().requires_grad_()
         if name == 'eqlv2':
