@@ -160,7 +160,10 @@ class ClassBalancedLoss(ClassificationLoss):
         RoI of an R-CNN ``BBoxHead``, and mmdet's dense heads size their
         classifier from the config's ``use_sigmoid``, which this wrapper's
         config does not carry, so the wrapped loss would get ``C + 1``
-        columns. Other modules are accepted.
+        columns. A query-based head (DETR family) reads ``use_sigmoid``
+        from the built wrapper (the wrapped loss's): there the weights are
+        per query and the wrapped loss takes the query-head mode (or the
+        wrapper is refused with its reason). Other modules are accepted.
 
         Raises:
             ValueError: ``host`` is a dense head.

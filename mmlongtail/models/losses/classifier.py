@@ -372,6 +372,12 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
       the ``BBoxHead`` protocol, and the head scores its ``C`` logits with a
       plain sigmoid: this layout's scoring without the background column.
 
+    A third kind, mmdet's query-based heads (``DETRHead``,
+    ``DeformableDETRHead``, ``DINOHead``), also has ``C`` outputs and
+    background = all-zero target; there the loss takes the query-head mode
+    (:meth:`ClassifierProtocol.enter_query_head`): no ``BBoxHead``
+    protocol, scores and matching from :meth:`class_probabilities`.
+
     The loss learns which kind of head it is in when the head registers it
     as a submodule (:func:`watch_host`), so mmdet's stock configs need no
     flag. ``dense_head`` may still be given (``True`` / ``False``); it is

@@ -198,6 +198,14 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
     * no hook on the head's classifier, so it works in any head that calls
       its ``loss_cls`` on the logits.
 
+    In a query-based head (DINO, Deformable DETR) the same design covers
+    every classification output of a step: each decoder layer's matched
+    queries, the encoder proposals and each layer's denoising queries feed
+    the statistics (all train the classes' classifiers, whose gradient
+    ratio EFL equalizes; the official hook sees them all on a shared
+    classifier), each call all-reduced in forward (one collective per
+    call) and added on backward, all at the factors of the previous steps.
+
     It also takes the frame's keyword arguments, ``reduction``,
     ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
     :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
