@@ -23,6 +23,7 @@ from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import METRICS as MMDET_METRICS
 from mmdet.registry import MODEL_WRAPPERS as MMDET_MODEL_WRAPPERS
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.registry import TASK_UTILS as MMDET_TASK_UTILS
 from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -71,3 +72,8 @@ MODEL_WRAPPERS = _listed_under_root(Registry(
     parent=MMDET_MODEL_WRAPPERS,
     scope=SCOPE,
     locations=['mmlongtail.engine']))
+TASK_UTILS = _listed_under_root(Registry(
+    'task util',
+    parent=MMDET_TASK_UTILS,
+    scope=SCOPE,
+    locations=['mmlongtail.models']))

@@ -149,6 +149,83 @@ def _check_dense_heads(model: nn.Module) -> None:
                 f'background column as class {num}')
 
 
+def _check_query_heads(model: nn.Module) -> None:
+    """mmlongtail's losses in query-based heads (mmdet's ``DETRHead``,
+    ``DeformableDETRHead``, ``DINOHead``).
+
+    Such a head takes an mmlongtail loss only if the loss has the
+    ``C``-output query form (``query_head_refusal`` is None; Seesaw, BAGS,
+    the softmax losses, EQL v2's siblings with an objectness row are
+    refused with what to use), is in that mode (the head registered it),
+    the head has ``C`` outputs, every ``mmlongtail.LossActivationCost`` of
+    its assigner is bound to this loss, no stock ``FocalLossCost`` matches
+    with a sigmoid the loss does not train with, and a head of mmdet's own
+    (which scores with a plain sigmoid) holds only a sigmoid-activation
+    loss. The losses refuse most of this at build; this check is the
+    second line, for models put together some other way.
+    """
+    from mmdet.models.task_modules.assigners.match_cost import FocalLossCost
+
+    from mmlongtail.models.losses.protocol import (QUERY_LOSS_HINT,
+                                                   ClassifierProtocol,
+                                                   activation_is_sigmoid,
+                                                   host_is_query_head)
+    from mmlongtail.models.task_modules import LossActivationCost
+    for name, head in model.named_modules():
+        loss = getattr(head, 'loss_cls', None)
+        if not host_is_query_head(head) or \
+                not isinstance(loss, ClassifierProtocol):
+            continue
+        where = f'{name or "model"} ({type(head).__name__})'
+        loss_name = type(loss).__name__
+        num = head.num_classes
+        reason = loss.query_head_refusal(head)
+        if reason:
+            raise ValueError(
+                f'{where} is a query-based head, but its loss_cls '
+                f'{loss_name} cannot be used there: {reason}. '
+                f'{QUERY_LOSS_HINT}')
+        if not getattr(loss, 'query_head', False):
+            raise ValueError(
+                f'{where} is a query-based head, but its loss_cls '
+                f'{loss_name} is not in the query-head mode (C outputs, '
+                'background = all-zero target), which it takes when the '
+                'head builds it; build it from the head\'s loss_cls config '
+                'instead of assigning it afterwards')
+        width = getattr(head, 'cls_out_channels', None)
+        if width != num:
+            raise ValueError(
+                f'{where} has {width} classifier outputs, but its loss_cls '
+                f'{loss_name} lays out {num} for num_classes={num}; DETR '
+                'heads size their classifier from loss_cls.use_sigmoid '
+                '(C if True): set use_sigmoid=True in the loss config')
+        costs = getattr(getattr(head, 'assigner', None), 'match_costs', ())
+        sigmoid = activation_is_sigmoid(loss, num)
+        for cost in costs or ():
+            if isinstance(cost, LossActivationCost) and cost.loss is not loss:
+                raise ValueError(
+                    f'{where}.assigner has a mmlongtail.LossActivationCost '
+                    'that is not bound to this head\'s loss_cls '
+                    f'{loss_name}; it binds itself when the head builds '
+                    'the loss, so build the assigner and the loss from '
+                    'the head\'s config')
+            if (isinstance(cost, FocalLossCost) and not sigmoid
+                    and not getattr(cost, 'binary_input', False)):
+                raise ValueError(
+                    f'{where}.assigner matches classes with mmdet\'s '
+                    'FocalLossCost (a sigmoid), but its loss_cls '
+                    f'{loss_name} trains another activation; use '
+                    "dict(type='mmlongtail.LossActivationCost', weight="
+                    f'{cost.weight:g}) instead')
+        if not sigmoid and type(head).__module__.startswith('mmdet.'):
+            raise ValueError(
+                f'{where} scores its logits with a plain sigmoid at test '
+                f'time, but its loss_cls {loss_name} trains another '
+                'activation; use mmlongtail.LongTailDINOHead or '
+                'mmlongtail.LongTailDeformableDETRHead, which score with '
+                'the loss\'s class_probabilities')
+
+
 def _check_ldam(model: nn.Module) -> None:
     """``mmlongtail.LDAMLoss`` only as the softmax loss of an R-CNN
     ``BBoxHead`` whose classifier is cosine with ``temperature`` equal to the
@@ -415,6 +492,11 @@ def check_longtail_consistency(model: nn.Module,
       in a head whose classifier has that many outputs;
     * the stages of a Cascade have the same classifier layout, as their
       losses describe it (their logits are averaged at test time);
+    * an mmlongtail loss in a query-based head (``DETRHead`` family) is one
+      that works there, in the query-head mode, with its assigner's
+      ``LossActivationCost`` bound to it and no sigmoid ``FocalLossCost``
+      or sigmoid-scoring mmdet head next to another activation (see
+      :func:`_check_query_heads`);
     * an ``LDAMLoss`` sits in an R-CNN ``BBoxHead`` with a cosine classifier
       of its scale (:func:`_check_ldam`);
     * a CAB regressor (``mmlongtail.CABLinear``) is the ``fc_reg`` of a
@@ -452,6 +534,7 @@ def check_longtail_consistency(model: nn.Module,
             'num_classes disagree: ' + listing + '. Set num_classes of '
             'every head and loss to the number of classes of the dataset '
             '(and of its category statistics).')
+    _check_query_heads(model)
     _check_ldam(model)
     _check_dense_heads(model)
     _check_layouts(model)

@@ -228,6 +228,11 @@ class APALoss(ClassificationLoss):
     SIGMOID = True
     #: Read by the consistency hook, which refuses the loss in dense heads.
     DENSE_HEAD_REFUSAL = DENSE_HEAD_REFUSAL
+    #: Why a query-based (DETR-family) head cannot hold it.
+    QUERY_HEAD_REFUSAL = (
+        'its activation has parameters learned in the loss, while mmdet\'s '
+        'DETR heads score and match with a sigmoid of the logits; its '
+        'dense-head reason applies as well: ' + DENSE_HEAD_REFUSAL)
 
     def __init__(self,
                  num_classes: int,

@@ -35,8 +35,9 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
-from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
-                       SigmoidClassifierProtocol, empty_loss, sigmoid_targets)
+from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ClassifierProtocol,
+                       ScoringFamily, SigmoidClassifierProtocol, empty_loss,
+                       sigmoid_targets)
 from .sigmoid_kernels import bce_terms, compute_dtype, lean_bce_loss
 
 #: Background RoIs per foreground count used for the background prior of the
@@ -251,6 +252,22 @@ class BalancedSoftmaxLoss(SigmoidClassifierProtocol, ClassificationLoss):
         if self.use_sigmoid:
             return super()._activation(cls_score)
         return F.softmax(cls_score, dim=-1)
+
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """Sigmoid variant: the sigmoid of each of the ``C`` logits. The
+        softmax variant (``C + 1`` rows) has none: refused."""
+        if not self.use_sigmoid:
+            return ClassifierProtocol.class_probabilities(self, cls_score)
+        return cls_score.sigmoid()
+
+    def query_head_refusal(self, host: torch.nn.Module) -> Optional[str]:
+        """The softmax variant cannot sit in a query head; the sigmoid
+        variant (BALMS) can."""
+        if not self.use_sigmoid:
+            return ('its softmax variant lays out C + 1 rows with a '
+                    'background row; set use_sigmoid=True for BALMS\'s '
+                    'sigmoid variant, which a query head holds')
+        return None
 
     def _loss(self, cls_score: Tensor, labels: Tensor,
               label_weights: Optional[Tensor], avg_factor: Optional[float],

@@ -27,9 +27,9 @@ from torch import Tensor
 from mmlongtail.datasets.category_stats import StatsSource
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss
-from .protocol import (ClassifierLayout, check_label_weights, check_labels,
-                       host_is_dense_head, loss_layout, unwatch_host,
-                       watch_host)
+from .protocol import (ClassifierLayout, ClassifierProtocol,
+                       check_label_weights, check_labels, host_is_dense_head,
+                       host_kind, loss_layout, unwatch_host, watch_host)
 
 
 def class_balanced_weights(counts: np.ndarray, beta: float) -> np.ndarray:
@@ -160,11 +160,20 @@ class ClassBalancedLoss(ClassificationLoss):
         RoI of an R-CNN ``BBoxHead``, and mmdet's dense heads size their
         classifier from the config's ``use_sigmoid``, which this wrapper's
         config does not carry, so the wrapped loss would get ``C + 1``
-        columns. Other modules are accepted.
+        columns. A query-based head (DETR family) reads ``use_sigmoid``
+        from the built wrapper (the wrapped loss's): there the weights are
+        per query and the wrapped loss takes the query-head mode (or the
+        wrapper is refused with its reason). Other modules are accepted.
 
         Raises:
             ValueError: ``host`` is a dense head.
         """
+        if host_kind(host) == 'query':
+            reason = self.query_head_refusal(host)
+            if reason is None:  # the wrapped loss takes the query layout
+                self.loss.host_registered(host)
+            self.enter_query_head(host)
+            return True
         dense = host_is_dense_head(host)
         if dense:
             raise ValueError(
@@ -173,6 +182,24 @@ class ClassBalancedLoss(ClassificationLoss):
                 'a dense head use the long-tail loss itself, e.g. '
                 "dict(type='mmlongtail.EqualizedFocalLoss', num_classes=C)")
         return dense is not None
+
+    def query_head_refusal(self, host: torch.nn.Module) -> Optional[str]:
+        """The wrapped loss's reason, if it has one: in a query head the
+        weights are per query (matched queries weighted by their class,
+        unmatched ones by ``bg_weight``)."""
+        if isinstance(self.loss, ClassifierProtocol):
+            reason = self.loss.query_head_refusal(host)
+        else:
+            reason = ('it is not an mmlongtail loss, which a query head '
+                      'needs for its per-class probabilities (wrap '
+                      "dict(type='mmlongtail.FocalLoss') instead)")
+        if reason:
+            return (f'it wraps {type(self.loss).__name__}, and {reason}')
+        return None
+
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """The wrapped loss's per-class probabilities."""
+        return self.loss.class_probabilities(cls_score)
 
     def _activation(self, cls_score: Tensor) -> Tensor:
         if getattr(self.loss, 'custom_activation', False):

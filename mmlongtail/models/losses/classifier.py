@@ -116,10 +116,83 @@ class ClassifierProtocol:
             'no C-output form with per-class probabilities, which dense and '
             'query-based heads score with')
 
+    # ------------------------------------------------ query-head mode
+    #: Set when a query-based head (mmdet's ``DETRHead`` family) registers
+    #: the loss: ``C`` outputs, background = label ``C`` = all-zero target.
+    query_head = False
+
+    def query_head_refusal(self, host: nn.Module) -> Optional[str]:
+        """Why this loss cannot be the ``loss_cls`` of the query-based head
+        ``host`` (None when it can).
+
+        A query head (``DETRHead``, ``DeformableDETRHead``, ``DINOHead``)
+        sizes ``C`` outputs from ``use_sigmoid``, gives unmatched queries
+        the all-zero target and matches and scores with per-class
+        probabilities (:meth:`class_probabilities`). The default refuses a
+        loss without that ``C``-output form, naming its layout; a loss
+        gives its own reason in ``QUERY_HEAD_REFUSAL`` (or overrides
+        this).
+        """
+        own = getattr(self, 'QUERY_HEAD_REFUSAL', None)
+        if own:
+            return own
+        if getattr(self, 'KEEPS_CLASS_STATISTICS', False) and \
+                binary_encoder_targets(host):
+            return ('its per-class gradient statistics would count every '
+                    'encoder proposal of this two-stage Deformable DETR as '
+                    'class 0 (mmdet trains the encoder on labels all set to '
+                    '0, a foreground score in channel 0); use DINOHead, '
+                    'whose encoder is trained on the real classes, or '
+                    'as_two_stage=False')
+        if type(self).class_probabilities is \
+                ClassifierProtocol.class_probabilities or \
+                not getattr(self, 'use_sigmoid', False):
+            layout = self.classifier_layout(
+                self.num_classes or getattr(host, 'num_classes', None))
+            return (f'it lays out {layout.describe()}'
+                    ', not the C sigmoid outputs (background = all-zero '
+                    'target) a query head trains, matches and scores with')
+        return None
+
+    def enter_query_head(self, host: nn.Module) -> None:
+        """Take the query-head mode of ``host`` (see
+        :meth:`query_head_refusal`) and bind the head's
+        ``mmlongtail.LossActivationCost`` match costs to this loss.
+
+        Raises:
+            ValueError: The loss cannot work in a query head (naming what to
+                use instead), or the head's assigner scores classes with a
+                sigmoid (mmdet's ``FocalLossCost``) while this loss's
+                activation is another.
+        """
+        name = type(self).__name__
+        reason = self.query_head_refusal(host)
+        if reason:
+            raise ValueError(
+                f'{name} is the loss_cls of {type(host).__name__}, a '
+                f'query-based (DETR-family) head, but it cannot work there: '
+                f'{reason}. {QUERY_LOSS_HINT}')
+        self.query_head = True
+        self.__dict__.pop('_layout_cache', None)  # the layout may change
+        bind_match_costs(host, self)
+
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Top-1 accuracy of the arg-max of :meth:`get_activation`."""
         return dict(acc=accuracy(self.get_activation(cls_score), labels))
+
+    def host_registered(self, host: nn.Module) -> bool:
+        """Called when a head registers the loss (:func:`watch_host`): a
+        query-based head puts it in the query-head mode (or refuses it);
+        other heads keep the loss's own protocol.
+
+        Returns:
+            bool: Whether ``host`` is a head (not a container).
+        """
+        kind = host_kind(host)
+        if kind == 'query':
+            self.enter_query_head(host)
+        return kind is not None
 
     def resolve_reduction(self, reduction_override: Optional[str]) -> str:
         """The reduction of one call: ``reduction_override`` (asserted to be
@@ -141,6 +214,89 @@ class ClassifierProtocol:
                         layout.describe())
         check_labels(labels, cls_score.size(0), layout.num_classes, owner)
         check_label_weights(label_weights, cls_score.size(0), owner)
+
+
+#: What to use in a query-based head instead of a loss that cannot work
+#: there (named by every refusal).
+QUERY_LOSS_HINT = (
+    "In a query-based head use a C-output sigmoid loss: "
+    "dict(type='mmlongtail.FederatedLoss') (LVIS's federated sigmoid CE), "
+    "dict(type='mmlongtail.EQLv2Loss') (gradient-balanced sigmoid CE) or "
+    "dict(type='mmlongtail.FocalLoss') (DINO's own loss); EQLLoss, "
+    "GumbelLoss, EqualizedFocalLoss, BalancedSoftmaxLoss(use_sigmoid=True) "
+    "and ClassBalancedLoss around one of them also fit")
+
+
+def host_is_query_head(host: nn.Module) -> bool:
+    """True for a query-based head of mmdet: ``DETRHead`` and its
+    subclasses (``DeformableDETRHead``, ``DINOHead``, ...)."""
+    from mmdet.models.dense_heads import DETRHead
+    return isinstance(host, DETRHead)
+
+
+def binary_encoder_targets(host: nn.Module) -> bool:
+    """Whether ``host`` trains its encoder proposals on labels all set to 0
+    (mmdet's two-stage ``DeformableDETRHead``; ``DINOHead`` uses the real
+    classes)."""
+    from mmdet.models.dense_heads import DeformableDETRHead, DINOHead
+    return (isinstance(host, DeformableDETRHead)
+            and not isinstance(host, DINOHead)
+            and bool(getattr(host, 'as_two_stage', False)))
+
+
+def host_kind(host: nn.Module) -> Optional[str]:
+    """The kind of head ``host`` is, as the losses' layout follows it:
+    ``'query'`` (``DETRHead`` family), ``'dense'`` (``BaseDenseHead``),
+    ``'roi'`` (R-CNN ``BBoxHead``), None for any other module."""
+    if host_is_query_head(host):
+        return 'query'
+    dense = host_is_dense_head(host)
+    if dense is None:
+        return None
+    return 'dense' if dense else 'roi'
+
+
+def activation_is_sigmoid(loss: nn.Module, num_classes: int) -> bool:
+    """Whether ``loss``'s per-class probabilities are the plain sigmoid of
+    its logits (what mmdet's ``FocalLossCost`` and the DETR heads'
+    ``predict`` compute themselves), from its layout's scoring family."""
+    if not isinstance(loss, ClassifierProtocol):
+        return bool(getattr(loss, 'use_sigmoid', False))
+    family = loss.classifier_layout(num_classes).family
+    return family in (ScoringFamily.SIGMOID, ScoringFamily.SIGMOID_OBJECTNESS)
+
+
+def bind_match_costs(host: nn.Module, loss: nn.Module) -> None:
+    """Bind every ``mmlongtail.LossActivationCost`` of ``host.assigner`` to
+    ``loss`` (the head's ``loss_cls``) and refuse mmdet's sigmoid
+    ``FocalLossCost`` next to a loss whose activation is not the sigmoid.
+
+    mmdet's ``DETRHead.__init__`` builds ``self.assigner`` before
+    ``self.loss_cls``, so the costs exist when the loss is registered.
+
+    Raises:
+        ValueError: A ``FocalLossCost`` (label input) matches with a sigmoid
+            that ``loss`` does not train with.
+    """
+    from mmdet.models.task_modules.assigners.match_cost import FocalLossCost
+
+    from mmlongtail.models.task_modules.match_cost import LossActivationCost
+    costs = getattr(getattr(host, 'assigner', None), 'match_costs', None)
+    for cost in costs or ():
+        if isinstance(cost, LossActivationCost):
+            cost.bind(loss)
+        elif (isinstance(cost, FocalLossCost)
+              and not getattr(cost, 'binary_input', False)
+              and not activation_is_sigmoid(loss, host.num_classes)):
+            raise ValueError(
+                f'{type(host).__name__}.assigner matches classes with '
+                "mmdet's FocalLossCost, a sigmoid of the logits, but its "
+                f'loss_cls {type(loss).__name__} trains (and scores) another '
+                'activation, so queries would be matched with one '
+                'probability and trained with another; replace it with '
+                "dict(type='mmlongtail.LossActivationCost', weight="
+                f'{cost.weight:g}, alpha={cost.alpha:g}, '
+                f'gamma={cost.gamma:g}), which asks the loss')
 
 
 def host_is_dense_head(host: nn.Module) -> Optional[bool]:
@@ -216,6 +372,12 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
       the ``BBoxHead`` protocol, and the head scores its ``C`` logits with a
       plain sigmoid: this layout's scoring without the background column.
 
+    A third kind, mmdet's query-based heads (``DETRHead``,
+    ``DeformableDETRHead``, ``DINOHead``), also has ``C`` outputs and
+    background = all-zero target; there the loss takes the query-head mode
+    (:meth:`ClassifierProtocol.enter_query_head`): no ``BBoxHead``
+    protocol, scores and matching from :meth:`class_probabilities`.
+
     The loss learns which kind of head it is in when the head registers it
     as a submodule (:func:`watch_host`), so mmdet's stock configs need no
     flag. ``dense_head`` may still be given (``True`` / ``False``); it is
@@ -241,12 +403,14 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
         self._use_dense_layout(bool(dense_head))
         watch_host(self)
 
-    def _use_dense_layout(self, dense: bool) -> None:
+    def _use_dense_layout(self, dense: bool, query: bool = False) -> None:
         self.dense_head = dense
-        # instance attributes shadow the class's protocol flags
-        self.custom_cls_channels = not dense
-        self.custom_activation = not dense
-        self.custom_accuracy = not dense
+        # instance attributes shadow the class's protocol flags: a dense or
+        # query head has C outputs and no background column
+        flat = dense or query
+        self.custom_cls_channels = not flat
+        self.custom_activation = not flat
+        self.custom_accuracy = not flat
 
     def host_registered(self, host: nn.Module) -> bool:
         """Take the layout of the head that registered the loss.
@@ -261,6 +425,18 @@ class SigmoidClassifierProtocol(ClassifierProtocol):
         Raises:
             ValueError: ``dense_head`` was given and contradicts the head.
         """
+        if host_is_query_head(host):
+            if self.dense_head_declared is not None:
+                raise ValueError(
+                    f'{type(self).__name__} was built with dense_head='
+                    f'{self.dense_head_declared}, but it is the loss_cls of '
+                    f'{type(host).__name__}, a query-based (DETR-family) '
+                    'head, whose layout it takes itself (C outputs, '
+                    'background = all-zero target): drop dense_head from '
+                    'the loss config')
+            self.enter_query_head(host)
+            self._use_dense_layout(False, query=True)
+            return True
         dense = host_is_dense_head(host)
         if dense is None:
             return False

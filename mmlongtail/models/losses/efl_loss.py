@@ -1,7 +1,6 @@
 """Equalized Focal Loss (Li et al., "Equalized Focal Loss for Dense Long-Tailed
 Object Detection", CVPR 2022), for mmdet's dense heads (RetinaNet, ATSS,
 FCOS) and, through the sigmoid classifier protocol, R-CNN box heads."""
-from functools import partial
 from typing import Any, Optional, Tuple, Union
 
 import torch
@@ -199,6 +198,14 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
     * no hook on the head's classifier, so it works in any head that calls
       its ``loss_cls`` on the logits.
 
+    In a query-based head (DINO, Deformable DETR) the same design covers
+    every classification output of a step: each decoder layer's matched
+    queries, the encoder proposals and each layer's denoising queries feed
+    the statistics (all train the classes' classifiers, whose gradient
+    ratio EFL equalizes; the official hook sees them all on a shared
+    classifier), each call all-reduced in forward (one collective per
+    call) and added on backward, all at the factors of the previous steps.
+
     It also takes the frame's keyword arguments, ``reduction``,
     ``loss_weight``, ``use_sigmoid``, ``dense_head`` (see
     :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).
@@ -270,8 +277,7 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
                 reduction, cls_score.numel(), avg_factor)
             pos, neg = efl_logit_gradient(cls_score, labels, gammas, weights,
                                           self.alpha, label_weights, scale)
-            both = self.reduce_gradient_sums(pos, neg)
-            loss.register_hook(partial(self.add_gradient_sums, both))
+            self.add_gradient_sums_on_backward(loss, pos, neg)
         return loss
 
     def _lean_loss(self, cls_score: Tensor, labels: Tensor,
@@ -287,8 +293,8 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
             if tracked:  # every rank makes the same collective calls
                 zeros = cls_score.new_zeros(cls_score.size(1),
                                             dtype=torch.float32)
-                both = self.reduce_gradient_sums(zeros, zeros.clone())
-                loss.register_hook(partial(self.add_gradient_sums, both))
+                self.add_gradient_sums_on_backward(loss, zeros,
+                                                   zeros.clone())
             return loss
         scale = None
         if tracked:
@@ -299,6 +305,5 @@ class EqualizedFocalLoss(SigmoidClassifierProtocol, GradientStatistics,
             cls_score, labels, weight, gammas, self.alpha, weights,
             reduction, avg_factor, stats_scale=scale)
         if tracked:
-            both = self.reduce_gradient_sums(*stats)
-            loss.register_hook(partial(self.add_gradient_sums, both))
+            self.add_gradient_sums_on_backward(loss, *stats)
         return loss

@@ -10,8 +10,9 @@ from torch import Tensor
 
 from mmlongtail.registry import MODELS
 from .frame import ClassificationLoss, GradientStatistics
-from .protocol import (ClassifierLayout, ScoringFamily, empty_loss,
-                       sigmoid_scores_times_objectness)
+from .protocol import (SIGMOID_SCORING, ClassifierLayout, ScoringFamily,
+                       empty_loss, sigmoid_scores_times_objectness,
+                       sigmoid_scores_with_background, sigmoid_targets)
 
 #: Initial pos/neg gradient ratio. Any value well above ``mu`` maps to a
 #: negative weight of 1 (and a positive weight of 1), so training starts as
@@ -48,8 +49,8 @@ def eqlv2_loss(cls_score: Tensor,
                weight: Optional[Tensor] = None,
                reduction: str = 'mean',
                avg_factor: Optional[float] = None,
-               target: Optional[Tensor] = None
-               ) -> Tuple[Tensor, Tensor, Tensor]:
+               target: Optional[Tensor] = None,
+               query: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     r"""EQLv2's weighted BCE and its gradient statistics for this batch.
 
     The loss is :math:`\sum_{ij} w_{ij}\,\mathrm{BCE}(x_{ij}, y_{ij}) / N`
@@ -77,6 +78,10 @@ def eqlv2_loss(cls_score: Tensor,
         target (Tensor, optional): ``(N, C + 1)`` soft targets in
             ``[0, 1]`` in place of the one-hot of ``labels`` (PCB's
             fightback labels); weights and statistics follow it.
+        query (bool): The ``C``-output form of query-based heads:
+            ``cls_score`` is ``(N, C)``, ``pos_w`` / ``neg_w`` are ``(C,)``,
+            background (label ``C``) is the all-zero target and every
+            channel is a class (no objectness channel to drop).
 
     Returns:
         tuple: ``(loss, pos_grad, neg_grad)``; the last two are ``(C,)``
@@ -84,7 +89,8 @@ def eqlv2_loss(cls_score: Tensor,
     """
     num, channels = cls_score.shape
     if target is None:
-        target = F.one_hot(labels, channels)
+        target = (F.one_hot(labels, channels) if not query else
+                  sigmoid_targets(labels, channels))
     target = target.to(cls_score.dtype)
     elem_w = pos_w.to(cls_score.dtype) * target + neg_w.to(
         cls_score.dtype) * (1 - target)
@@ -101,14 +107,15 @@ def eqlv2_loss(cls_score: Tensor,
         grad = grad * (pos_w.float() * t32 + neg_w.float() * (1 - t32))
         if weight is not None:
             grad = grad * weight.detach().float()[:, None]
-        pos_grad = (grad * t32).sum(dim=0)[:-1]
-        neg_grad = (grad * (1 - t32)).sum(dim=0)[:-1]
+        keep = channels if query else channels - 1  # objectness dropped
+        pos_grad = (grad * t32).sum(dim=0)[:keep]
+        neg_grad = (grad * (1 - t32)).sum(dim=0)[:keep]
     return loss, pos_grad, neg_grad
 
 
 @MODELS.register_module()
 class EQLv2Loss(GradientStatistics, ClassificationLoss):
-    """Equalization Loss v2 (Tan et al., CVPR 2021).
+    r"""Equalization Loss v2 (Tan et al., CVPR 2021).
 
     Exact to the official ``EQLv2`` of tztztztztz/eqlv2: ``C + 1`` sigmoid
     channels (the last is objectness), weights from the accumulated
@@ -133,6 +140,23 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
       (:class:`~mmlongtail.models.losses.protocol.ClassifierProtocol`), so
       ``BBoxHead`` scores its logits with a sigmoid times
       ``1 - objectness`` instead of mmdet 3.x's softmax.
+
+    In a query-based head (mmdet's ``DETRHead``, ``DeformableDETRHead``,
+    ``DINOHead``; chosen when the head registers the loss) it has the
+    ``C``-output form those heads size from ``use_sigmoid``: ``C`` sigmoid
+    channels and no objectness channel (a query head has none; unmatched
+    queries get the all-zero target, so their negative gradients are
+    weighted by :math:`q_j` like every other negative), the head's
+    ``avg_factor``, per-class sigmoid scores. The statistics there are
+    summed over every classification output of a step (each decoder
+    layer's matched queries, the encoder proposals, each layer's denoising
+    queries: all train the classes' classifiers, which is what the ratio
+    measures), each call's sums all-reduced in forward and added when
+    backward reaches its output (as :class:`EqualizedFocalLoss`), so that
+    all calls of one step use the weights of the previous steps, as the
+    single call of an R-CNN step does, whatever order the head makes them
+    in. The sums stay the official ones (unnormalized
+    :math:`w_{ij}|\sigma(x_{ij}) - y_{ij}|`, times ``label_weights``).
 
     It also takes the frame's keyword arguments, ``reduction``,
     ``loss_weight``, ``use_sigmoid`` (see
@@ -178,9 +202,13 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
     def _loss(self, cls_score: Tensor, labels: Tensor,
               label_weights: Optional[Tensor], avg_factor: Optional[float],
               reduction: str) -> Tensor:
-        """``(N, C + 1)`` logits; ``'none'`` gives ``(N,)``. Updates the
-        gradient statistics."""
+        """``(N, C + 1)`` logits (``(N, C)`` in a query head); ``'none'``
+        gives ``(N,)``. Updates the gradient statistics."""
         pos_w, neg_w = self.get_weights()
+        if self.query_head:
+            return self._query_loss(cls_score, labels, label_weights,
+                                    avg_factor, reduction, pos_w[:-1],
+                                    neg_w[:-1])
         loss, pos_grad, neg_grad = eqlv2_loss(cls_score, labels, pos_w,
                                               neg_w, label_weights, reduction,
                                               avg_factor)
@@ -189,10 +217,39 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
         self.add_gradient_sums(self.reduce_gradient_sums(pos_grad, neg_grad))
         return loss
 
+    def _query_loss(self, cls_score: Tensor, labels: Tensor,
+                    label_weights: Optional[Tensor],
+                    avg_factor: Optional[float], reduction: str,
+                    pos_w: Tensor, neg_w: Tensor) -> Tensor:
+        """EQLv2 in a query-based head: ``(N, C)`` logits, background =
+        all-zero target, the head's ``avg_factor``; the statistics are
+        added when backward reaches the output, so that every call of a
+        step (decoder layers, encoder proposals, denoising part) uses the
+        weights of the previous steps and all of them feed the sums."""
+        loss, pos_grad, neg_grad = eqlv2_loss(
+            cls_score, labels, pos_w, neg_w, label_weights, reduction,
+            avg_factor, query=True)
+        if cls_score.requires_grad and torch.is_grad_enabled():
+            # same condition on every rank: the collective matches up
+            self.add_gradient_sums_on_backward(loss, pos_grad, neg_grad)
+        return loss
+
+    def class_probabilities(self, cls_score: Tensor) -> Tensor:
+        """In a query-based head (``C`` outputs): the sigmoid of each
+        logit. The ``C + 1`` R-CNN layout has none (its scores need the
+        objectness row): refused, naming the layout."""
+        if not self.query_head:
+            return super().class_probabilities(cls_score)
+        return cls_score.sigmoid()
+
     # ------------------------------------------------- classifier protocol
     def _layout(self, num_classes: int) -> ClassifierLayout:
         """``C + 1`` sigmoid rows: the classes, then objectness (on for
-        background)."""
+        background); ``C`` sigmoid rows in a query-based head."""
+        if self.query_head:
+            return ClassifierLayout.classes_first(
+                'EQLv2Loss', num_classes, scoring=SIGMOID_SCORING,
+                family=ScoringFamily.SIGMOID)
         scoring = ('sigmoid per class' +
                    (' * (1 - P(background))' if self.test_with_obj else '') +
                    '; background column sigmoid(objectness)')
@@ -207,6 +264,8 @@ class EQLv2Loss(GradientStatistics, ClassificationLoss):
         multiplied by ``1 - sigmoid(objectness)``. The last column stays the
         background (objectness) probability.
         """
+        if self.query_head:
+            return sigmoid_scores_with_background(cls_score)
         if not self.test_with_obj:
             return cls_score.sigmoid()
         return sigmoid_scores_times_objectness(cls_score)

@@ -177,6 +177,17 @@ class FederatedLoss(SigmoidClassifierProtocol, ClassificationLoss):
     its own set from its own batch, as in detectron2; nothing is
     synchronized. A Cascade head has one loss, and one draw, per stage.
 
+    In a query-based head (DINO, Deformable DETR; the query-head mode is
+    taken when the head builds the loss) every call draws once, as
+    detectron2 draws once per loss call of a box predictor: each decoder
+    layer's matched queries, the encoder proposals and each layer's
+    denoising queries get their own draw. A call's positives are the
+    classes of its own targets (the denoising targets are the batch's gt
+    labels; DINO noises the queries' input labels, never the targets), and
+    they are always in its draw (``U`` comes first). Independent draws per
+    output, not one shared draw per step: each output is its own binary
+    problem over its own positives, as each Cascade stage is.
+
     Note detectron2's trap: its ``get_fed_loss_cls_weights`` helper defaults
     the power to 1.0, while its config (``FED_LOSS_FREQ_WEIGHT_POWER``) and
     the paper use 0.5, the default here.

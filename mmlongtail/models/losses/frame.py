@@ -12,6 +12,7 @@ and multiplies by ``loss_weight``.
 logit-gradient sums of EQLv2 and EFL: registered float32 buffers, updated in
 one vectorized op under ``no_grad`` and all-reduced when distributed.
 """
+from functools import partial
 from typing import Dict, Optional, Union
 
 import torch
@@ -22,7 +23,7 @@ from mmlongtail.datasets.category_stats import (CategoryStats, StatsSource,
                                                 load_category_stats)
 from mmlongtail.utils.dist import all_reduce_sum_
 from .protocol import (ClassifierProtocol, SigmoidClassifierProtocol,
-                       check_num_classes, check_reduction)
+                       check_num_classes, check_reduction, watch_host)
 
 AvgFactor = Optional[Union[float, Tensor]]
 LossOutput = Union[Tensor, Dict[str, Tensor]]
@@ -102,6 +103,10 @@ class ClassificationLoss(ClassifierProtocol, nn.Module):
         elif dense_head is not None:
             raise ValueError(f'{owner} has no dense-head layout; drop '
                              'dense_head')
+        else:
+            # a query-based head that registers the loss puts it in the
+            # query-head mode or refuses it (host_registered)
+            watch_host(self)
 
     def _loss(self, cls_score: Tensor, labels: Tensor,
               label_weights: Optional[Tensor], avg_factor: AvgFactor,
@@ -162,6 +167,9 @@ class GradientStatistics:
     #: Added to the accumulated negative gradient before dividing (the
     #: official value of EQLv2 and EFL).
     RATIO_EPS = 1e-10
+    #: Keeps per-class statistics that every call's labels feed (a query
+    #: head refuses binary encoder targets for it).
+    KEEPS_CLASS_STATISTICS = True
 
     def init_gradient_statistics(self, num_classes: int,
                                  initial_ratio: float, use_distributed: bool,
@@ -190,6 +198,21 @@ class GradientStatistics:
         ranks when distributed (every rank must call it)."""
         return all_reduce_sum_(
             torch.cat([pos_grad, neg_grad]), enabled=self.use_distributed)
+
+    def add_gradient_sums_on_backward(self, loss: Tensor, pos_grad: Tensor,
+                                      neg_grad: Tensor) -> None:
+        """All-reduce one call's ``(C,)`` sums now (every rank makes the same
+        calls in forward) and add them when backward reaches ``loss``.
+
+        So every call of a training step (each FPN level of a dense head;
+        each decoder layer, the encoder proposals and the denoising part of
+        a query head) uses the statistics of the previous steps, their
+        backward adds all of them, and an output that is never
+        backpropagated (evaluation) changes nothing: the official EFL's
+        hook on the classifier's output, in closed form.
+        """
+        both = self.reduce_gradient_sums(pos_grad, neg_grad)
+        loss.register_hook(partial(self.add_gradient_sums, both))
 
     @torch.no_grad()
     def add_gradient_sums(self, pos_neg_grad: Tensor, *_) -> None:

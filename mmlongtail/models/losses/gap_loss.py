@@ -287,6 +287,12 @@ class GAPLoss(ClassificationLoss):
         'sampled RoIs (it would rank ~10^5 unsampled anchors per image) '
         'and a C-channel sigmoid classifier')
 
+    #: Why a query-based (DETR-family) head cannot hold it.
+    QUERY_HEAD_REFUSAL = (
+        'GAP ranks the foreground logits of the sampled RoIs of an R-CNN '
+        'bbox head and lays out a C + 1 softmax classifier; a query head '
+        'has C sigmoid outputs and no sampled RoIs')
+
     def __init__(self,
                  num_classes: int,
                  gamma: float = 1.0,

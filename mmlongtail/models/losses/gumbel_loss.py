@@ -203,6 +203,12 @@ class GumbelLoss(ClassificationLoss):
     ``init_cfg=dict(type='Constant', val=0.001, bias=-2,
     override=dict(name='fc_cls'))`` (see the GOL config).
 
+    In a query-based head (DINO, Deformable DETR) it trains the ``C``
+    outputs of every call (decoder layers, encoder proposals, denoising
+    part) as above; the assigner must match on the same Gumbel
+    probabilities: ``dict(type='mmlongtail.LossActivationCost')`` in place
+    of mmdet's sigmoid ``FocalLossCost``, which is refused at build.
+
     It also takes the frame's keyword arguments, ``reduction``,
     ``loss_weight``, ``use_sigmoid`` (see
     :class:`~mmlongtail.models.losses.frame.ClassificationLoss`).

@@ -35,7 +35,7 @@ from mmlongtail.registry import MODELS
 from .class_balanced_loss import class_balanced_weights
 from .frame import ClassificationLoss
 from .protocol import (SOFTMAX_SCORING, ClassifierLayout, ScoringFamily,
-                       empty_loss, host_is_dense_head, watch_host)
+                       empty_loss, host_is_dense_head, host_kind, watch_host)
 
 #: Which count is a class's number of samples (CategoryStats attribute).
 COUNTS = {'instance': 'instance_count', 'image': 'image_count'}
@@ -282,6 +282,8 @@ class LDAMLoss(ClassificationLoss):
         Raises:
             ValueError: ``host`` is a dense head.
         """
+        if host_kind(host) == 'query':  # refused there, naming the fix
+            self.enter_query_head(host)
         dense = host_is_dense_head(host)
         if dense:
             raise ValueError(

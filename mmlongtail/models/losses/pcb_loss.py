@@ -46,7 +46,7 @@ from mmlongtail.utils.runtime import training_progress
 from .eqlv2_loss import EQLv2Loss, eqlv2_loss
 from .frame import AvgFactor, ClassificationLoss, LossOutput
 from .protocol import (ClassifierLayout, empty_loss, host_is_dense_head,
-                       loss_layout, unwatch_host, watch_host)
+                       host_kind, loss_layout, unwatch_host, watch_host)
 from .seesaw_loss import (SeesawLoss, _prepare, _seesaw_log_softmax,
                           seesaw_loss)
 
@@ -189,6 +189,12 @@ class PCBLoss(ClassificationLoss):
         instance_count (Tensor): ``(C,)``, positive RoIs seen per class.
     """
 
+    #: Why a query-based (DETR-family) head cannot hold it.
+    QUERY_HEAD_REFUSAL = (
+        'PCB keeps a confusion matrix over the sampled RoIs of an R-CNN '
+        'BBoxHead and mixes soft labels into a C + 1 RoI classifier; a '
+        'query head has neither')
+
     def __init__(self,
                  loss: dict,
                  num_classes: int,
@@ -292,6 +298,8 @@ class PCBLoss(ClassificationLoss):
     def host_registered(self, host: torch.nn.Module) -> bool:
         """Refuse a dense head: PCB's matrix is over the RoIs of an R-CNN
         ``BBoxHead`` (labels ``C`` = background)."""
+        if host_kind(host) == 'query':  # refused there, naming the fix
+            self.enter_query_head(host)
         dense = host_is_dense_head(host)
         if dense:
             raise ValueError(

@@ -33,9 +33,12 @@ from .checks import (REDUCTIONS, check_cls_score,  # noqa: F401
                      check_label_weights, check_labels, check_num_classes,
                      check_reduction, empty_loss, sigmoid_target_mask,
                      sigmoid_targets)
-from .classifier import (FOREIGN_LAYOUTS, ClassifierProtocol,  # noqa: F401
-                         SigmoidClassifierProtocol, head_layout,
-                         host_is_dense_head, loss_layout,
+from .classifier import (FOREIGN_LAYOUTS, QUERY_LOSS_HINT,  # noqa: F401
+                         ClassifierProtocol, SigmoidClassifierProtocol,
+                         activation_is_sigmoid, binary_encoder_targets,
+                         bind_match_costs,
+                         head_layout, host_is_dense_head,
+                         host_is_query_head, host_kind, loss_layout,
                          register_foreign_layout, unwatch_host,
                          watch_host)
 from .layout import (SIGMOID_SCORING, SOFTMAX_SCORING,  # noqa: F401

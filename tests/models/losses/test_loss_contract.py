@@ -341,3 +341,44 @@ def test_layout_describes_a_real_heads_classifier(name):
     assert scores[:C, :C].argmax(dim=1).tolist() == list(range(C))
     if background:
         assert scores[C:].argmax(dim=1).tolist() == [C]
+
+
+#: Losses with the C-output query-head form (issue 24); every other one is
+#: refused by a query-based head at build, naming what to use.
+QUERY_HEAD_LOSSES = ('ClassBalancedLoss', 'EQLLoss', 'EQLv2Loss',
+                     'EqualizedFocalLoss', 'FederatedLoss', 'FocalLoss',
+                     'GumbelLoss')
+
+
+@pytest.mark.parametrize('name', _names())
+def test_query_head_mode_or_refusal(name):
+    """In mmdet's DETRHead every loss either takes the query-head mode (C
+    outputs, background = all-zero target: finite loss and gradient on
+    (N, C) logits, (N, C) class probabilities in [0, 1]) or is refused at
+    build naming FederatedLoss / EQLv2Loss / FocalLoss."""
+    from mmdet.models.dense_heads import DETRHead
+    from mmengine.registry import DefaultScope
+    if name not in MODELS.module_dict:
+        pytest.skip(f'{name} is not registered (yet)')
+    cfg = dict(type=f'mmlongtail.{name}', **SPECS[name].kwargs)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        if name not in QUERY_HEAD_LOSSES:
+            with pytest.raises(ValueError, match='query-based') as err:
+                DETRHead(num_classes=C, embed_dims=8, loss_cls=cfg,
+                         train_cfg=None)
+            for hint in ('FederatedLoss', 'EQLv2Loss', 'FocalLoss'):
+                assert f'mmlongtail.{hint}' in str(err.value)
+            return
+        head = DETRHead(num_classes=C, embed_dims=8, loss_cls=cfg,
+                        train_cfg=None)
+    loss = head.loss_cls
+    assert loss.query_head and head.cls_out_channels == C
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(12, C, generator=g) * 2).requires_grad_()
+    y = torch.randint(0, C + 1, (12, ), generator=g)
+    torch.manual_seed(0)
+    out = _total(loss(x, y, torch.ones(12), avg_factor=5.0))
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(x.grad).all()
+    prob = loss.class_probabilities(x.detach())
+    assert prob.shape == (12, C) and ((prob >= 0) & (prob <= 1)).all()
