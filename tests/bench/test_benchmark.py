@@ -816,6 +816,72 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
                                 'metrics.json')).st_mtime_ns == t
 
 
+def test_pretrained_start_is_made_for_the_methods_that_read_it(
+        no_bench_env):
+    """The benchmark pretrains the backbone of the first method that starts
+    from it; a part none of whose methods does (the query track, from
+    scratch) gets the full benchmark's start (the two-stage baseline's
+    backbone), not one pretrained for its own backbone, so its runs record
+    the same start as in a full call."""
+    from mmlongtail_bench.benchmark.runner import pretrain_source
+
+    by_key = {m.key: m for m in _methods()}
+    dino, retina = by_key['dino_focal'], by_key['retinanet_focal']
+    assert pretrain_source([dino, retina]) == retina.config
+    assert pretrain_source([by_key['baseline_ce_scratch'], dino]) == \
+        default_methods()[0].config == 'configs/benchmark/baseline_ce.py'
+
+
+def _detections_per_image(path):
+    with open(path) as f:
+        dets = json.load(f)
+    counts = {}
+    for d in dets:
+        counts[d['image_id']] = counts.get(d['image_id'], 0) + 1
+    return sorted(set(counts.values()))
+
+
+def test_query_track_end_to_end(bench_data, tmp_path):
+    """The query track's machinery on a tiny setting: the small DINO
+    (dino_focal, from scratch) trained for 2 iterations (16 images), val on
+    4 images in both passes: the first keeps each image's best 100 across
+    queries x classes, the second is the query head's Fixed-AP mode (each
+    class's best 100 queries, uncapped: all 100 x 40) for AP^fixed and
+    AP^pool; the track's own table."""
+    out_dir = str(tmp_path / 'bench')
+    dino = {m.key: m for m in _methods()}['dino_focal']
+    out = run_benchmark(out_dir=out_dir, methods=[dino], seeds=(0, ),
+                        epochs=1, train_images=16, val_images=4,
+                        pretrain=None)
+    with open(out['files']['json']) as f:
+        run, = json.load(f)['runs']
+    assert run['spec']['track'] == 'query' and run['train_iters'] == 2
+    assert run['fixed_ap_eval_seconds'] > 0
+    # the table's box numbers, AP^fixed and AP^pool included; no masks
+    assert {f'lvis/{k}' for k in TABLE_KEYS if 'segm' not in k} <= set(
+        run['metrics'])
+    assert 'lvis/bbox_APpool_r' in run['metrics']
+    assert not any('segm' in k for k in run['metrics'])
+    # both passes give the standard protocol's box AP (the same best 100
+    # of each image: the model's cap, then the metric's)
+    assert run['fixed_ap_pass_bbox_AP'] == run['metrics']['lvis/bbox_AP']
+    # the detections each pass's metric saw: 100 per image in the first;
+    # in the second, the fixed protocol's file keeps every (query, class)
+    # candidate (the top 10,000 of a class over the split are all 4 x 100)
+    work = run['spec']['work_dir']
+    assert _detections_per_image(osp.join(work, 'lvis.bbox.json')) == [100]
+    assert _detections_per_image(
+        osp.join(work, 'fixed_ap', 'lvis.bbox.fixed.json')) == [100 * 40]
+    with open(out['files']['markdown']) as f:
+        md = f.read()
+    assert md.startswith('**Query-based track (small DINO, boxes only)**')
+    row = next(line for line in md.splitlines()
+               if line.startswith('| DINO focal |'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[:3] == ['DINO focal', 'trained', '0']
+    assert '-' not in cells[3:9] and cells[9:] == ['-'] * 4
+
+
 def test_run_benchmark_reports_a_failed_run(bench_data, tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text(f"_base_ = '{osp.join(BENCH, 'baseline_ce.py')}'\n"
