@@ -42,8 +42,8 @@ def plot_ap_vs_frequency(records: Sequence[dict],
     method's ``seed`` run: points per class and a line through the mean AP
     of each frequency band (:func:`frequency_bands` of ``rule``, the
     dataset's ``(rare_max, common_max)`` images); rare and common ranges
-    shaded. Box-only runs (the one-stage track) appear in the box panel
-    only."""
+    shaded. Box-only runs (the one-stage and query tracks) appear in the
+    box panel only."""
     from mmlongtail.analysis.per_class import load_per_class
     from mmlongtail.analysis.report import agg_pyplot
 
