@@ -45,10 +45,12 @@ demo: demo-data
 clean-demo:
 	rm -rf $(DEMO_WORK_DIR)
 
-# The long-tail benchmark (39 methods x 2 seeds, the second edition's 22 and
-# the wave-3 rows): about 3 h 54 min on 2 otherwise idle CPU cores,
-# simulated from the second edition's per-run figures (docs/benchmark.md,
-# "Budget"). Makes its dataset and held-out split first if
+# The long-tail benchmark (44 methods x 2 seeds, the second edition's 22,
+# the wave-3 rows and the query-based track's 4): about 4 h 51 min on 2
+# otherwise idle CPU cores (4 h 01 min without the query track), simulated
+# from the second edition's per-run figures and the query track's measured
+# curve (docs/benchmark.md, "Budget"; tools/benchmark_longtail.py
+# --estimate). Makes its dataset and held-out split first if
 # missing; finished runs are reused.
 bench: install
 	$(PY) tools/benchmark_longtail.py --data-root $(BENCH_DATA) \

@@ -272,9 +272,13 @@ def _check_query_head(cfg, model, bench):
         assert test_cfg.max_per_img == (100 if bench else 300)
     assert list(cfg.val_evaluator.metric) == ['bbox']
     if bench:
-        # the benchmark's Fixed AP pass updates an R-CNN test config only
-        assert cfg.fixed_ap_eval is None
+        # the benchmark's second val pass: the query head's Fixed AP mode
+        # with 100 per class, for AP^fixed and AP^pool
+        assert cfg.fixed_ap_eval == dict(
+            test_cfg=dict(max_per_img=-1, topk_per_class=100),
+            protocol=['standard', 'fixed', 'pooled'])
         assert list(cfg.val_evaluator.protocol) == ['standard']
+        assert cfg.val_evaluator.max_dets == 100
 
 
 @pytest.mark.parametrize('path', CONFIGS,

@@ -11,9 +11,10 @@
 
 Runs every method of mmlongtail_bench.benchmark.default_methods (two-stage:
 trained, stage 2 on the baseline, post-hoc on the baseline with the
-parameter chosen on the held-out split; one-stage RetinaNet) with every
-seed, evaluates them on the balanced val split and writes results.md,
-results.json, ap_vs_frequency.png and rare_vs_frequent.png under --out-dir,
+parameter chosen on the held-out split; one-stage RetinaNet; query-based
+small DINO) with every seed, evaluates them on the balanced val split and
+writes results.md, results.json, ap_vs_frequency.png and
+rare_vs_frequent.png under --out-dir,
 reusing finished runs whose recorded identity (hashes of the settings,
 resolved config, dataset files, start checkpoint and pretrained backbone)
 is unchanged; the log says why a run runs. Makes the dataset (and its
@@ -42,7 +43,8 @@ from mmlongtail_bench.benchmark import (DATA_ROOT_VAR, TABLE_KEYS,
 from mmlongtail_bench.benchmark.pretrain import (PRETRAIN_SECONDS,
                                                  PretrainSettings,
                                                  pretrain_backbone)
-from mmlongtail_bench.benchmark.runner import measure_cost, parallelism
+from mmlongtail_bench.benchmark.runner import (measure_cost, parallelism,
+                                               pretrain_source)
 from mmlongtail_bench.synthetic import (SyntheticLVISConfig,
                                         generate_synthetic_lvis,
                                         write_heldout_split)
@@ -159,7 +161,7 @@ def main():
     if args.pretrain_only:
         if pretrain is None:
             p.error('--pretrain-only and --no-pretrain exclude each other')
-        rec = pretrain_backbone(pretrain, methods[0].config,
+        rec = pretrain_backbone(pretrain, pretrain_source(methods),
                                 dataset_files(Config.fromfile(
                                     methods[0].config))[0], pretrain_dir,
                                 logger)

@@ -1,7 +1,8 @@
 """The long-tail benchmark on the synthetic dataset (``make bench``).
 
 * :mod:`.methods`: the rows (one config each in ``configs/benchmark/``),
-  their kind (trained, stage 2, post-hoc) and track (two-stage, one-stage);
+  their kind (trained, stage 2, post-hoc) and track (two-stage, one-stage,
+  query-based);
 * :mod:`.run`: one run, trained and evaluated (or, post-hoc, its parameter
   chosen on the held-out split by :func:`mmlongtail.apis.calibrate.sweep`
   and evaluated) in its own process

@@ -37,13 +37,20 @@ RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
     ('posthoc', 'two_stage'): dict(heldout_eval=1.8, eval=69.4,
                                    overhead=1.2),
     ('train', 'one_stage'): dict(epoch=65.6, eval=19.9, overhead=2.1),
+    # the query track (small DINO) before any full run of it: its measured
+    # learning curve (configs/benchmark/dino_focal.py: 610 CPU s for 4
+    # epochs with 4 standard evaluations, start-up included: about 125 +
+    # 25 s an epoch, 10 s overhead) plus the Fixed-AP pass (100 queries x
+    # 40 classes kept per image): 10.8 CPU s on 50 val images against the
+    # standard pass's 5.9, so about 43 s on the 200
+    ('train', 'query'): dict(epoch=125.0, eval=68.0, overhead=10.0),
 }
 
 
 def cost_class(method: Method) -> Tuple[str, str]:
     """The kind of run whose rates apply to ``method``: ``(kind, track)``
-    (a one-stage stage-2 or post-hoc method, none today, costs as its
-    two-stage kind)."""
+    (a one-stage or query stage-2 or post-hoc method, none today, costs
+    as its two-stage kind)."""
     if method.kind != 'train':
         return method.kind, 'two_stage'
     return method.kind, method.track

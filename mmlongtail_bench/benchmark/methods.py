@@ -19,8 +19,10 @@ Three kinds of method, on two tracks:
   value.
 
 Track ``'two_stage'`` is the light Mask R-CNN (boxes and masks), track
-``'one_stage'`` the light RetinaNet (boxes only). The first method of each
-track is that track's baseline: the table compares the others with it.
+``'one_stage'`` the light RetinaNet (boxes only), track ``'query'`` a small
+DINO (boxes only; mmlongtail's ``LongTailDINOHead``). The first method of
+each track is that track's baseline: the table compares the others with
+it.
 """
 import os.path as osp
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 #: What a method does before it is evaluated.
 KINDS = ('train', 'stage2', 'posthoc')
 #: The model families, in table order.
-TRACKS = ('two_stage', 'one_stage')
+TRACKS = ('two_stage', 'one_stage', 'query')
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,12 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('retinanet_focal', 'RetinaNet focal', track='one_stage'),
         m('retinanet_efl', 'RetinaNet EFL', track='one_stage'),
         m('retinanet_efl_rfs', 'RetinaNet EFL + RFS', track='one_stage'),
+        # query-based track (small DINO; the configs' losses in their
+        # query-head mode, the class match cost asking the loss)
+        m('dino_focal', 'DINO focal', track='query'),
+        m('dino_federated', 'DINO federated', track='query'),
+        m('dino_eqlv2', 'DINO EQLv2', track='query'),
+        m('dino_rfs', 'DINO focal + RFS', track='query'),
     ]
 
 

@@ -42,8 +42,8 @@ def plot_ap_vs_frequency(records: Sequence[dict],
     method's ``seed`` run: points per class and a line through the mean AP
     of each frequency band (:func:`frequency_bands` of ``rule``, the
     dataset's ``(rare_max, common_max)`` images); rare and common ranges
-    shaded. Box-only runs (the one-stage track) appear in the box panel
-    only."""
+    shaded. Box-only runs (the one-stage and query tracks) appear in the
+    box panel only."""
     from mmlongtail.analysis.per_class import load_per_class
     from mmlongtail.analysis.report import agg_pyplot
 
@@ -108,8 +108,8 @@ def plot_rare_vs_frequent(summary: dict, path: str) -> str:
     """The benchmark at a glance: per method (rows of
     :func:`.results.summarize`), mean AP_r against mean AP_f, boxes and
     masks side by side, the seeds' range as error bars; markers by kind
-    (trained / stage 2 / post-hoc), hollow for the one-stage track, dashed
-    lines through the two-stage baseline."""
+    (trained / stage 2 / post-hoc), hollow for the one-stage and query
+    tracks, dashed lines through the two-stage baseline."""
     from mmlongtail.analysis.report import agg_pyplot
 
     plt = agg_pyplot()
@@ -127,7 +127,7 @@ def plot_rare_vs_frequent(summary: dict, path: str) -> str:
                 yerr = [[y - 100 * min(row['values'][r])],
                         [100 * max(row['values'][r]) - y]]
                 colour = cmap(i % 20)
-                hollow = row['track'] == 'one_stage'
+                hollow = row['track'] != 'two_stage'
                 ax.errorbar(x, y, xerr=xerr, yerr=yerr,
                             fmt=_KIND_MARKERS[row['kind']], ms=7,
                             color=colour, mfc='white' if hollow else colour,

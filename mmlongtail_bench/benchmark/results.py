@@ -21,7 +21,8 @@ COLUMN_TITLES = ('bbox AP', 'AP_r', 'AP_c', 'AP_f', 'AP^fixed', 'AP^pool',
 ABOVE, BELOW = '▲', '▼'
 _TRACK_TITLES = dict(two_stage='Two-stage track (light Mask R-CNN)',
                      one_stage='One-stage track (light RetinaNet, boxes '
-                     'only)')
+                     'only)',
+                     query='Query-based track (small DINO, boxes only)')
 
 
 def fmt_percent(v: Optional[float]) -> str:

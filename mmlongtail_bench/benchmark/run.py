@@ -231,30 +231,61 @@ def boxes_only(cfg: Config) -> Config:
     return out
 
 
+#: The heads whose own ``test_cfg`` holds the Fixed-AP mode's keys
+#: (``max_per_img``, ``topk_per_class``: mmlongtail's query heads, see
+#: :mod:`mmlongtail.models.dense_heads.query_heads`); ``fixed_ap_eval``'s
+#: ``test_cfg`` is refused for another head (mmdet's dense heads would
+#: ignore ``topk_per_class`` and measure the capped mode again).
+QUERY_HEADS = ('mmlongtail.LongTailDINOHead',
+               'mmlongtail.LongTailDeformableDETRHead')
+
+
 def fixed_ap_config(cfg: Config, out_dir: str) -> Optional[Config]:
     """The second val pass of ``cfg`` (its ``fixed_ap_eval``, see
-    ``configs/benchmark/baseline_ce.py``): boxes only, the RoI head's test
-    config updated with ``fixed_ap_eval['rcnn']`` (the Fixed-AP test-time
-    mode) and the evaluator's protocols set to ``fixed_ap_eval['protocol']``
-    (result files under ``out_dir``); None when the config has no such
-    pass (the one-stage track).
+    ``configs/benchmark/baseline_ce.py`` and ``dino_focal.py``): boxes
+    only, the Fixed-AP test-time mode put in the model's test config and
+    the evaluator's protocols set to ``fixed_ap_eval['protocol']`` (result
+    files under ``out_dir``); None when the config has no such pass (the
+    one-stage track).
+
+    Where the mode goes is named by ``fixed_ap_eval``'s one other key:
+    ``rcnn`` updates the R-CNN heads' ``model.test_cfg.rcnn`` (two-stage
+    track); ``test_cfg`` updates ``model.test_cfg`` itself, the test config
+    of a query head (:data:`QUERY_HEADS`; query track), whose Fixed-AP mode
+    is ``max_per_img=-1, topk_per_class=k``.
 
     Raises:
-        ValueError: If ``fixed_ap_eval`` lacks ``rcnn`` or ``protocol``, or
-            the model has no R-CNN test config to update.
+        ValueError: If ``fixed_ap_eval`` lacks ``protocol`` or does not
+            name exactly one of ``rcnn`` / ``test_cfg``; if the model has
+            no R-CNN test config (``rcnn``), or its head is not a query
+            head or it has no test config (``test_cfg``).
     """
     spec = cfg.get('fixed_ap_eval')
     if spec is None:
         return None
-    missing = [k for k in ('rcnn', 'protocol') if k not in spec]
-    if missing:
-        raise ValueError(f'fixed_ap_eval needs {missing}, got {dict(spec)}')
+    where = [k for k in ('rcnn', 'test_cfg') if k in spec]
+    if 'protocol' not in spec or len(where) != 1:
+        raise ValueError('fixed_ap_eval needs protocol and one of rcnn (an '
+                         'R-CNN test config) or test_cfg (a query head\'s), '
+                         f'got {dict(spec)}')
     out = boxes_only(cfg)
-    rcnn = out.model.get('test_cfg', {}).get('rcnn')
-    if rcnn is None:
-        raise ValueError('fixed_ap_eval is set, but the model has no '
-                         'test_cfg.rcnn to put the Fixed-AP mode in')
-    rcnn.update(spec['rcnn'])
+    test_cfg = out.model.get('test_cfg')
+    if where[0] == 'rcnn':
+        target = (test_cfg or {}).get('rcnn')
+        if target is None:
+            raise ValueError('fixed_ap_eval is set, but the model has no '
+                             'test_cfg.rcnn to put the Fixed-AP mode in')
+    else:
+        head = (out.model.get('bbox_head') or {}).get('type')
+        if head not in QUERY_HEADS or test_cfg is None or \
+                'rcnn' in test_cfg:
+            raise ValueError(
+                'fixed_ap_eval.test_cfg puts the Fixed-AP mode in the test '
+                f'config of a query head ({", ".join(QUERY_HEADS)}); the '
+                f'model\'s bbox_head is {head!r} with test_cfg '
+                f'{None if test_cfg is None else dict(test_cfg)}')
+        target = test_cfg
+    target.update(spec[where[0]])
     out.test_evaluator.protocol = list(spec['protocol'])
     out.test_evaluator.outfile_prefix = osp.join(out_dir, 'lvis')
     return out

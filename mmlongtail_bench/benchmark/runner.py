@@ -120,6 +120,33 @@ def _plain(obj):
     return json.loads(json.dumps(obj, sort_keys=True))
 
 
+def _started_backbone(config: str, checkpoint: str) -> Optional[dict]:
+    """The backbone of ``config`` when it starts from the pretrained
+    ``checkpoint`` (its ``init_cfg`` names it with
+    ``$LONGTAIL_BENCH_PRETRAINED`` set to it), else None."""
+    with _environment({PRETRAINED_VAR: checkpoint}):
+        net = Config.fromfile(config).model.get('backbone')
+    if net is None or (net.get('init_cfg') or {}).get(
+            'checkpoint') != checkpoint:
+        return None
+    return net
+
+
+def pretrain_source(methods: Sequence[Method]) -> str:
+    """The config whose backbone the benchmark pretrains: the first of
+    ``methods`` whose backbone starts from the pretrained start, else the
+    default benchmark's baseline (``configs/benchmark/baseline_ce.py``).
+    A part of the benchmark none of whose methods reads it (the query
+    track, from scratch) thus offers its runs the full benchmark's start,
+    which their identity records (:func:`.run.pretrained_start`), and they
+    are reused by a later full call."""
+    probe = '/pretrained-start-probe.pth'
+    for m in methods:
+        if _started_backbone(m.config, probe) is not None:
+            return m.config
+    return default_methods()[0].config
+
+
 def check_pretrained_backbones(methods: Sequence[Method], checkpoint: str,
                                backbone: dict) -> None:
     """Refuse a method whose config starts from the pretrained
@@ -127,19 +154,16 @@ def check_pretrained_backbones(methods: Sequence[Method], checkpoint: str,
     another backbone than the one pretrained (``backbone``, without
     ``init_cfg``): mmengine's ``Pretrained`` init loads what matches and
     would leave the rest random without an error."""
-    with _environment({PRETRAINED_VAR: checkpoint}):
-        for m in methods:
-            net = Config.fromfile(m.config).model.get('backbone')
-            if net is None or (net.get('init_cfg') or {}).get(
-                    'checkpoint') != checkpoint:
-                continue
-            mine = {k: v for k, v in net.to_dict().items()
-                    if k != 'init_cfg'}
-            if _plain(mine) != _plain(backbone):
-                raise ValueError(
-                    f'{m.label} ({m.config}) starts from the pretrained '
-                    f'backbone {checkpoint}, but its backbone {mine} is not '
-                    f'the one pretrained {backbone}')
+    for m in methods:
+        net = _started_backbone(m.config, checkpoint)
+        if net is None:
+            continue
+        mine = {k: v for k, v in net.to_dict().items() if k != 'init_cfg'}
+        if _plain(mine) != _plain(backbone):
+            raise ValueError(
+                f'{m.label} ({m.config}) starts from the pretrained '
+                f'backbone {checkpoint}, but its backbone {mine} is not '
+                f'the one pretrained {backbone}')
 
 
 def parallelism(workers: Optional[int]) -> Tuple[int, Optional[int]]:
@@ -502,7 +526,7 @@ def run_benchmark(out_dir: str = 'work_dirs/benchmark_longtail',
     pretrained = None
     if pretrain is not None:
         pretrained = pretrain_backbone(
-            pretrain, methods[0].config, data[methods[0].key][0],
+            pretrain, pretrain_source(methods), data[methods[0].key][0],
             pretrain_dir or osp.join(out_dir, 'pretrain'), logger)
         check_pretrained_backbones(methods, pretrained['checkpoint'],
                                    pretrained['backbone'])
@@ -555,7 +579,8 @@ def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
 
     Runs, for one epoch on the full benchmark dataset with the benchmark's
     parallelism: the CE baseline (trained, two-stage), BAGS from it
-    (stage 2), the RetinaNet focal baseline (trained, one-stage), and
+    (stage 2), the RetinaNet focal baseline (trained, one-stage), the DINO
+    focal baseline (trained, query), and
     NorCal (a scorer) and τ-norm (a hook) on the baseline (post-hoc: their
     held-out evaluations and one val evaluation each); then
     :func:`plan_seconds` of :func:`.methods.default_methods` with ``seeds``
@@ -573,7 +598,8 @@ def measure_cost(out_dir: str, config_dir: str = 'configs/benchmark',
     all_methods = default_methods(config_dir)
     by_key = {m.key: m for m in all_methods}
     ms = [by_key[k] for k in ('baseline_ce', 'retinanet_focal',
-                              'bags_decoupled', 'norcal', 'tau_norm')]
+                              'dino_focal', 'bags_decoupled', 'norcal',
+                              'tau_norm')]
     out = run_benchmark(out_dir=out_dir, methods=ms, seeds=(0, ), epochs=1,
                         workers=workers)
     with open(out['files']['json']) as f:

@@ -21,11 +21,11 @@ from mmlongtail.apis.calibration import resolve_param
 
 from mmlongtail_bench.benchmark import (
     DATA_ROOT_VAR, INIT_CHECKPOINT_VAR, PRETRAINED_VAR, RECORDED_RATES,
-    TABLE_KEYS, Method, PretrainSettings,
-    RunSpec, beyond_seed_range, dataset_files, default_methods,
-    estimate_seconds, fixed_ap_config, frequency_bands, heldout_file,
-    measured_rates, pick_best, plan_seconds, results_markdown, run_benchmark,
-    run_config,    set_epochs, simulate, summarize)
+    TABLE_KEYS, TRACKS, Method, PretrainSettings, RunSpec, beyond_seed_range,
+    dataset_files, default_methods, estimate_seconds, fixed_ap_config,
+    frequency_bands, heldout_file, measured_rates, pick_best, plan_seconds,
+    results_markdown, run_benchmark, run_config, set_epochs, simulate,
+    summarize, track_baselines)
 from mmlongtail_bench.benchmark.cost import epoch_scale
 from mmlongtail_bench.benchmark.run import base_dataset
 from mmlongtail_bench.synthetic import (HELDOUT_ANN_FILE, read_frequency_rule,
@@ -55,13 +55,19 @@ def test_default_methods_are_those_of_the_issues():
         'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
         'NCM',
-        'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS'
+        'RetinaNet focal', 'RetinaNet EFL', 'RetinaNet EFL + RFS',
+        'DINO focal', 'DINO federated', 'DINO EQLv2', 'DINO focal + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
     assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 29 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 5 + [
-            ('train', None)] * 3
-    assert [m.track for m in ms] == ['two_stage'] * 37 + ['one_stage'] * 3
+            ('train', None)] * 7
+    assert [m.track for m in ms] == ['two_stage'] * 37 + [
+        'one_stage'] * 3 + ['query'] * 4
+    # each track's baseline is its first row
+    assert track_baselines(ms) == dict(two_stage='baseline_ce',
+                                       one_stage='retinanet_focal',
+                                       query='dino_focal')
     # every post-hoc parameter names the one component of its config that
     # the calibration sweep varies, at a value among the candidates
     params = {m.key: m.param for m in ms if m.kind == 'posthoc'}
@@ -83,6 +89,8 @@ def test_methods_refuse_what_their_kind_cannot_do():
         Method('x', 'X', 'x.py', kind='decoupled')
     with pytest.raises(ValueError, match='track must be one of'):
         Method('x', 'X', 'x.py', track='dense')
+    assert TRACKS == ('two_stage', 'one_stage', 'query')
+    assert Method('x', 'X', 'x.py', track='query').kind == 'train'
     with pytest.raises(ValueError, match="'stage2' method needs init_from"):
         Method('x', 'X', 'x.py', kind='stage2')
     with pytest.raises(ValueError, match="'train' method takes no init_"):
@@ -139,6 +147,11 @@ CHANGES = {
     'lds': ('model.roi_head.bbox_head.type', 'model.roi_head.bbox_head.lds'),
     'fds': ('model.roi_head.bbox_head.type', 'model.roi_head.bbox_head.fds',
             'custom_hooks'),
+    # query track: on dino_focal, the classification loss (its query-head
+    # mode; the class match cost asks it) or the sampler
+    'dino_federated': ('model.bbox_head.loss_cls', ),
+    'dino_eqlv2': ('model.bbox_head.loss_cls', ),
+    'dino_rfs': ('train_dataloader.sampler', ),
 }
 
 
@@ -161,9 +174,11 @@ def _flatten(obj, prefix=''):
 
 
 def _check_one_change(m, cfg):
-    """``cfg`` equals its base row's config but under the paths its change
-    may touch, and touches one of them at least."""
-    base_key, allowed = m.built_on or 'baseline_ce', CHANGES[m.key]
+    """``cfg`` equals its base row's config (``Method.built_on``, else its
+    track's baseline) but under the paths its change may touch, and touches
+    one of them at least."""
+    base_key = m.built_on or track_baselines(_methods())[m.track]
+    allowed = CHANGES[m.key]
     ref = Config.fromfile(osp.join(BENCH, f'{base_key}.py'))
     a, b = _flatten(cfg.to_dict()), _flatten(ref.to_dict())
     changed = {k for k in set(a) | set(b) if a.get(k, KeyError) != b.get(
@@ -182,10 +197,17 @@ def test_every_method_is_its_track_baseline_plus_one_change(monkeypatch):
     monkeypatch.setenv(PRETRAINED_VAR, '/cache/pretrained.pth')
     base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
     retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
-    # the one-stage baseline: the same but for the model (and no masks)
+    dino = Config.fromfile(osp.join(BENCH, 'dino_focal.py'))
+    # the one-stage and query baselines: the same but for the model (and
+    # no masks) and the optimizer
     for key in ('train_cfg', 'param_scheduler', 'train_dataloader',
                 'heldout_ann_file'):
         assert retina[key] == base[key], key
+        assert dino[key] == base[key], key
+    # (the query track from scratch: DINO's own optimizer, see its config)
+    assert dino.model.backbone.init_cfg is None
+    assert dino.optim_wrapper.optimizer == dict(type='AdamW', lr=2e-4,
+                                                weight_decay=1e-4)
     # ... but for its learning rate (a quarter: see retinanet_focal.py)
     assert retina.optim_wrapper.optimizer.lr == 0.01
     assert base.optim_wrapper.optimizer.lr == 0.04
@@ -203,6 +225,9 @@ def test_every_method_is_its_track_baseline_plus_one_change(monkeypatch):
         if m.key in CHANGES:
             _check_one_change(m, cfg)
             continue
+        if m.key in ('retinanet_focal', 'dino_focal'):
+            continue  # the tracks' baselines, checked above
+        assert m.track != 'query', m.key  # its rows: CHANGES
         ref = retina if m.track == 'one_stage' else base
         # same schedule, optimizer, data and evaluation
         for key in ('train_cfg', 'param_scheduler', 'optim_wrapper',
@@ -245,6 +270,44 @@ def test_every_method_is_its_track_baseline_plus_one_change(monkeypatch):
     assert retina.val_evaluator.metric == ['bbox']
     assert retina.model.test_cfg.max_per_img == 100
     assert retina.fixed_ap_eval is None
+    # the query track: the same two passes, boxes only; the first keeps
+    # each image's best 100 across queries x classes, the second is the
+    # query head's Fixed-AP mode (each class's best 100 queries, uncapped),
+    # put in the head's own test_cfg
+    assert dino.val_evaluator == dict(base.val_evaluator, metric=['bbox'],
+                                      protocol=['standard'])
+    assert dino.model.test_cfg == dict(max_per_img=100)
+    fixed = fixed_ap_config(dino, '/tmp/unused/fixed_ap')
+    assert fixed.model.test_cfg == dict(max_per_img=-1, topk_per_class=100)
+    assert fixed.model.bbox_head == dino.model.bbox_head
+    assert fixed.test_evaluator == dict(
+        dino.val_evaluator, protocol=['standard', 'fixed', 'pooled'],
+        outfile_prefix='/tmp/unused/fixed_ap/lvis')
+    assert dino.model.test_cfg == dict(max_per_img=100)  # not changed
+
+
+def test_fixed_ap_config_refuses_a_mode_the_model_cannot_take():
+    """``fixed_ap_eval`` names where its mode goes: ``rcnn`` (an R-CNN
+    test config) or ``test_cfg`` (a query head's own); a head that would
+    ignore ``topk_per_class`` (RetinaNet's) is refused, not evaluated in
+    the capped mode again."""
+    base = Config.fromfile(osp.join(BENCH, 'baseline_ce.py'))
+    retina = Config.fromfile(osp.join(BENCH, 'retinanet_focal.py'))
+    dino = Config.fromfile(osp.join(BENCH, 'dino_focal.py'))
+    query_mode = dict(dino.fixed_ap_eval)
+    retina.fixed_ap_eval = query_mode
+    with pytest.raises(ValueError, match="query head .*LongTailDINOHead.*"
+                       "bbox_head is 'RetinaHead'"):
+        fixed_ap_config(retina, '/tmp/unused')
+    dino.fixed_ap_eval = dict(base.fixed_ap_eval)
+    with pytest.raises(ValueError, match='no test_cfg.rcnn'):
+        fixed_ap_config(dino, '/tmp/unused')
+    dino.fixed_ap_eval = dict(query_mode, rcnn=dict(max_per_img=-1))
+    with pytest.raises(ValueError, match='needs protocol and one of rcnn'):
+        fixed_ap_config(dino, '/tmp/unused')
+    base.fixed_ap_eval = query_mode  # an R-CNN: its test_cfg holds rcnn
+    with pytest.raises(ValueError, match='test config of a query head'):
+        fixed_ap_config(base, '/tmp/unused')
 
 
 def test_set_epochs_keeps_the_last_fifth_at_low_lr():
@@ -454,7 +517,9 @@ def test_summary_tables_marks_and_best_methods():
           Method('p', 'P', 'x', init_from='base', kind='posthoc',
                  param='NorCal.gamma', values=(0.5, 1.0)),
           Method('r', 'Retina', 'x', track='one_stage'),
-          Method('r2', 'Retina 2', 'x', track='one_stage')]
+          Method('r2', 'Retina 2', 'x', track='one_stage'),
+          Method('d', 'DINO', 'x', track='query'),
+          Method('d2', 'DINO 2', 'x', track='query')]
     box = [None] * 4  # no masks
     recs = [
         _record('base', 0, [0.10] * 10),
@@ -469,9 +534,14 @@ def test_summary_tables_marks_and_best_methods():
         _record('r', 1, [0.4] * 6 + box),
         _record('r2', 0, [0.5] * 6 + box),
         _record('r2', 1, [0.6] * 6 + box),
+        # the query track: boxes with AP^fixed / AP^pool, no masks
+        _record('d', 0, [0.2] * 6 + box),
+        _record('d', 1, [0.3] * 6 + box),
+        _record('d2', 0, [0.1] * 6 + box),
+        _record('d2', 1, [0.25] * 6 + box),
     ]
     summary = summarize(recs, ms)
-    assert list(summary) == ['base', 'a', 'b', 'p', 'r', 'r2']
+    assert list(summary) == ['base', 'a', 'b', 'p', 'r', 'r2', 'd', 'd2']
     base = summary['base']
     assert base['seeds'] == [0, 1] and base['vs_baseline'] == {}
     assert base['mean']['segm_APr'] == pytest.approx(0.12)
@@ -489,14 +559,24 @@ def test_summary_tables_marks_and_best_methods():
     assert summary['r2']['vs_baseline']['bbox_AP'] == '▲'
     assert summary['r2']['mean']['segm_AP'] is None
     assert summary['r2']['vs_baseline']['segm_AP'] is None
-    assert pick_best(summary, ms, 'bbox_AP') == dict(two_stage='a',
-                                                     one_stage='r2')
+    # the query track compares with its own baseline (ranges overlap)
+    assert summary['d2']['vs_baseline']['bbox_AP'] == ''
+    assert summary['d2']['vs_baseline']['segm_AP'] is None
+    assert pick_best(summary, ms, 'bbox_AP') == dict(
+        two_stage='a', one_stage='r2', query='d2')
     # segm AP_r: A's mean 0.21 beats P's 0.14; no one-stage method has masks
     assert pick_best(summary, ms, 'segm_APr') == dict(two_stage='a')
     with pytest.raises(ValueError, match='best_by must be one of'):
         pick_best(summary, ms, 'segm_AP50')
     md = results_markdown(summary)
     two, one = md.split('\n\n**One-stage track')
+    one, query = one.split('\n\n**Query-based track')
+    assert query.splitlines()[0] == ' (small DINO, boxes only)**'
+    assert query.splitlines()[4:] == [
+        '| DINO | trained | 0,1 | ' + ' | '.join(['25.0 ± 5.0'] * 6) +
+        ' | - | - | - | - |',
+        '| DINO 2 | trained | 0,1 | ' + ' | '.join(['17.5 ± 7.5'] * 6) +
+        ' | - | - | - | - |']
     lines = two.splitlines()
     assert lines[0] == '**Two-stage track (light Mask R-CNN)**'
     assert lines[2] == ('| method | how | seeds | bbox AP | AP_r | AP_c | '
@@ -545,6 +625,7 @@ def test_cost_model_from_measured_and_recorded_rates():
                                                  eval=20.0, overhead=5.0)
     assert rates['train', 'one_stage'] == RECORDED_RATES['train',
                                                          'one_stage']
+    assert rates['train', 'query'] == RECORDED_RATES['train', 'query']
     base = Method('baseline_ce', 'CE', osp.join(BENCH, 'baseline_ce.py'))
     post = Method('p', 'P', 'x.py', init_from='baseline_ce', kind='posthoc',
                   param='a', values=(1, 2, 3, 4))
@@ -733,6 +814,72 @@ def test_run_benchmark_end_to_end(bench_data, tmp_path):
     for k, t in stamps.items():
         assert os.stat(osp.join(out_dir, f'{k}_seed0',
                                 'metrics.json')).st_mtime_ns == t
+
+
+def test_pretrained_start_is_made_for_the_methods_that_read_it(
+        no_bench_env):
+    """The benchmark pretrains the backbone of the first method that starts
+    from it; a part none of whose methods does (the query track, from
+    scratch) gets the full benchmark's start (the two-stage baseline's
+    backbone), not one pretrained for its own backbone, so its runs record
+    the same start as in a full call."""
+    from mmlongtail_bench.benchmark.runner import pretrain_source
+
+    by_key = {m.key: m for m in _methods()}
+    dino, retina = by_key['dino_focal'], by_key['retinanet_focal']
+    assert pretrain_source([dino, retina]) == retina.config
+    assert pretrain_source([by_key['baseline_ce_scratch'], dino]) == \
+        default_methods()[0].config == 'configs/benchmark/baseline_ce.py'
+
+
+def _detections_per_image(path):
+    with open(path) as f:
+        dets = json.load(f)
+    counts = {}
+    for d in dets:
+        counts[d['image_id']] = counts.get(d['image_id'], 0) + 1
+    return sorted(set(counts.values()))
+
+
+def test_query_track_end_to_end(bench_data, tmp_path):
+    """The query track's machinery on a tiny setting: the small DINO
+    (dino_focal, from scratch) trained for 2 iterations (16 images), val on
+    4 images in both passes: the first keeps each image's best 100 across
+    queries x classes, the second is the query head's Fixed-AP mode (each
+    class's best 100 queries, uncapped: all 100 x 40) for AP^fixed and
+    AP^pool; the track's own table."""
+    out_dir = str(tmp_path / 'bench')
+    dino = {m.key: m for m in _methods()}['dino_focal']
+    out = run_benchmark(out_dir=out_dir, methods=[dino], seeds=(0, ),
+                        epochs=1, train_images=16, val_images=4,
+                        pretrain=None)
+    with open(out['files']['json']) as f:
+        run, = json.load(f)['runs']
+    assert run['spec']['track'] == 'query' and run['train_iters'] == 2
+    assert run['fixed_ap_eval_seconds'] > 0
+    # the table's box numbers, AP^fixed and AP^pool included; no masks
+    assert {f'lvis/{k}' for k in TABLE_KEYS if 'segm' not in k} <= set(
+        run['metrics'])
+    assert 'lvis/bbox_APpool_r' in run['metrics']
+    assert not any('segm' in k for k in run['metrics'])
+    # both passes give the standard protocol's box AP (the same best 100
+    # of each image: the model's cap, then the metric's)
+    assert run['fixed_ap_pass_bbox_AP'] == run['metrics']['lvis/bbox_AP']
+    # the detections each pass's metric saw: 100 per image in the first;
+    # in the second, the fixed protocol's file keeps every (query, class)
+    # candidate (the top 10,000 of a class over the split are all 4 x 100)
+    work = run['spec']['work_dir']
+    assert _detections_per_image(osp.join(work, 'lvis.bbox.json')) == [100]
+    assert _detections_per_image(
+        osp.join(work, 'fixed_ap', 'lvis.bbox.fixed.json')) == [100 * 40]
+    with open(out['files']['markdown']) as f:
+        md = f.read()
+    assert md.startswith('**Query-based track (small DINO, boxes only)**')
+    row = next(line for line in md.splitlines()
+               if line.startswith('| DINO focal |'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[:3] == ['DINO focal', 'trained', '0']
+    assert '-' not in cells[3:9] and cells[9:] == ['-'] * 4
 
 
 def test_run_benchmark_reports_a_failed_run(bench_data, tmp_path):
