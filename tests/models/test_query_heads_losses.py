@@ -638,4 +638,19 @@ def test_statistics_collectives_do_not_depend_on_the_batch(name='eqlv2'):
     assert counts == [5, 5]
     # no positive anywhere: the empty step adds no positive gradient
     torch.testing.assert_close(loss.pos_grad, before[0], rtol=0, atol=0)
-    assert float(losses['dn_loss_cls']) == 0.0
+    assert float(losses['dn_loss_cls'].detach()) == 0.0
+
+
+def test_consistency_hook_refuses_statistics_losses_in_mmdet_dino_ddp(
+        models, monkeypatch):
+    """Review of issue 24: under a multi-rank process group, EQLv2 / EFL
+    in mmdet's own DINOHead (which skips loss_cls for the denoising part
+    of a rank without boxes) is refused, naming LongTailDINOHead; without
+    one (or with a loss that keeps no statistics) it is accepted."""
+    from mmlongtail.utils import dist as dist_utils
+    check_longtail_consistency(models['eqlv2'])
+    monkeypatch.setattr(dist_utils, 'is_distributed', lambda: True)
+    for name in ('eqlv2', 'efl'):
+        with pytest.raises(ValueError, match='LongTailDINOHead'):
+            check_longtail_consistency(models[name])
+    check_longtail_consistency(models['federated'])
