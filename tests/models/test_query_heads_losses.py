@@ -608,3 +608,55 @@ def test_bf16_autocast_train_step_keeps_the_cost_float32(models):
     sum(losses.values()).backward()
     assert np.isfinite(
         model.bbox_head.cls_branches[0].weight.grad.float().sum().item())
+
+
+def test_statistics_collectives_do_not_depend_on_the_batch(name='eqlv2'):
+    """Review of issue 24: a rank whose images have no boxes has no
+    denoising query, and mmdet's DINOHead then skips loss_cls for the
+    denoising part. EQLv2 / EFL all-reduce each call's sums, so that rank
+    would make fewer collectives than the others (3 against 5 here) and
+    pair them wrongly under DDP. LongTailDINOHead makes the same number of
+    statistics collectives with or without ground truth, and the empty
+    calls add nothing."""
+    cfg = tiny_dino(LOSSES[name])
+    cfg['bbox_head']['type'] = 'mmlongtail.LongTailDINOHead'
+    torch.manual_seed(0)
+    model = build(cfg)
+    loss = model.bbox_head.loss_cls
+    counts = []
+    reduce = loss.reduce_gradient_sums
+
+    def counted(*args):
+        counts[-1] += 1
+        return reduce(*args)
+
+    loss.reduce_gradient_sums = counted
+    for empty in (False, True):
+        counts.append(0)
+        data = batch(seed=1)
+        if empty:
+            for sample in data['data_samples']:
+                sample.gt_instances = sample.gt_instances[:0]
+            before = loss.pos_grad.clone(), loss.neg_grad.clone()
+        torch.manual_seed(1)
+        losses = model(**model.data_preprocessor(data, True), mode='loss')
+        sum(v.sum() for v in losses.values()).backward()
+    assert counts == [5, 5]
+    # no positive anywhere: the empty step adds no positive gradient
+    torch.testing.assert_close(loss.pos_grad, before[0], rtol=0, atol=0)
+    assert float(losses['dn_loss_cls'].detach()) == 0.0
+
+
+def test_consistency_hook_refuses_statistics_losses_in_mmdet_dino_ddp(
+        models, monkeypatch):
+    """Review of issue 24: under a multi-rank process group, EQLv2 / EFL
+    in mmdet's own DINOHead (which skips loss_cls for the denoising part
+    of a rank without boxes) is refused, naming LongTailDINOHead; without
+    one (or with a loss that keeps no statistics) it is accepted."""
+    from mmlongtail.utils import dist as dist_utils
+    check_longtail_consistency(models['eqlv2'])
+    monkeypatch.setattr(dist_utils, 'is_distributed', lambda: True)
+    for name in ('eqlv2', 'efl'):
+        with pytest.raises(ValueError, match='LongTailDINOHead'):
+            check_longtail_consistency(models[name])
+    check_longtail_consistency(models['federated'])

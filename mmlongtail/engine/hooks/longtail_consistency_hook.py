@@ -224,6 +224,35 @@ def _check_query_heads(model: nn.Module) -> None:
                 'activation; use mmlongtail.LongTailDINOHead or '
                 'mmlongtail.LongTailDeformableDETRHead, which score with '
                 'the loss\'s class_probabilities')
+        _check_dino_statistics_collectives(head, loss, where)
+
+
+def _check_dino_statistics_collectives(head: nn.Module, loss: nn.Module,
+                                       where: str) -> None:
+    """A loss that all-reduces each call's gradient statistics (EQLv2,
+    EFL) in mmdet's own ``DINOHead`` under a multi-rank process group:
+    refused. That head skips ``loss_cls`` for the denoising part of a rank
+    whose images have no boxes, so the ranks would make different numbers
+    of collectives and pair them wrongly; ``LongTailDINOHead`` still calls
+    the loss there (an empty call)."""
+    from mmdet.models.dense_heads import DINOHead
+
+    from mmlongtail.models.dense_heads.query_heads import LongTailDINOHead
+    from mmlongtail.utils import dist as dist_utils
+    if not isinstance(head, DINOHead) or isinstance(head, LongTailDINOHead):
+        return
+    synced = [m for m in loss.modules()
+              if getattr(m, 'KEEPS_CLASS_STATISTICS', False)
+              and getattr(m, 'use_distributed', False)]
+    if synced and dist_utils.is_distributed():
+        raise ValueError(
+            f'{where} is mmdet\'s DINOHead, which does not call loss_cls '
+            'for the denoising queries of a rank whose images have no '
+            f'boxes, but {type(synced[0]).__name__} all-reduces the '
+            'statistics of every call, so the ranks would pair their '
+            'collectives wrongly; use '
+            "type='mmlongtail.LongTailDINOHead' (same training, and it "
+            'calls the loss there), or use_distributed=False in the loss')
 
 
 def _check_ldam(model: nn.Module) -> None:

@@ -440,4 +440,34 @@ class LongTailDINOHead(QueryHeadPredictMixin, DINOHead):
     """mmdet's ``DINOHead`` (Zhang et al., ICLR 2023) with mmlongtail's test
     time (:class:`QueryHeadPredictMixin`): scores from the loss,
     ``test_cfg.score_calibration``, ``topk_per_class`` (Fixed AP) and
-    ``score_thr``. Arguments as mmdet's; training is mmdet's."""
+    ``score_thr``. Arguments as mmdet's; training is mmdet's, except
+    for one case of :meth:`_loss_dn_single`."""
+
+    def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
+                        batch_gt_instances: List[InstanceData],
+                        batch_img_metas: List[dict],
+                        dn_meta: dict) -> Tuple[Tensor, Tensor, Tensor]:
+        """mmdet's denoising loss of one decoder layer, and with no
+        denoising query (no ground truth in this rank's batch) still one
+        call of a ``loss_cls`` that keeps gradient statistics (EQLv2, EFL).
+
+        mmdet skips ``loss_cls`` there (a constant zero). Those losses
+        all-reduce each call's sums when distributed, on the premise that
+        every rank makes the same calls; a rank whose images have no boxes
+        (DETR's ``RandomCrop`` with ``allow_negative_crop=True`` makes such
+        batches) would make fewer calls than the others and pair its
+        collectives with theirs wrongly (a hang, or sums added to the
+        wrong tensors). The empty call adds nothing and its loss is a zero
+        connected to the graph, so losses and statistics are mmdet's.
+        """
+        loss_cls, loss_bbox, loss_iou = super()._loss_dn_single(
+            dn_cls_scores, dn_bbox_preds, batch_gt_instances,
+            batch_img_metas, dn_meta)
+        scores = dn_cls_scores.reshape(-1, self.cls_out_channels)
+        if len(scores) == 0 and any(
+                getattr(m, 'KEEPS_CLASS_STATISTICS', False)
+                for m in self.loss_cls.modules()):
+            labels = scores.new_zeros((0, ), dtype=torch.long)
+            loss_cls = self.loss_cls(
+                scores, labels, scores.new_zeros((0, )), avg_factor=1.0)
+        return loss_cls, loss_bbox, loss_iou
