@@ -96,12 +96,13 @@ class LossActivationCost(BaseMatchCost):
                 'call bind(loss) when using it on its own')
         with torch.autocast(cls_pred.device.type, enabled=False):
             prob = self.loss.class_probabilities(cls_pred.float()).float()
+            # the ground truths' columns only: (Q, num_gt), not (Q, C)
+            prob = prob[:, gt_labels]
             neg_cost = -(1 - prob + self.eps).log() * (
                 1 - self.alpha) * prob.pow(self.gamma)
             pos_cost = -(prob + self.eps).log() * self.alpha * (
                 1 - prob).pow(self.gamma)
-            cost = pos_cost[:, gt_labels] - neg_cost[:, gt_labels]
-            cost = cost * self.weight
+            cost = (pos_cost - neg_cost) * self.weight
         self.last_dtype = cost.dtype
         return cost
 
