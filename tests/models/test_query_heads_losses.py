@@ -452,6 +452,33 @@ def test_loss_activation_cost_equals_focal_loss_cost():
     assert (ours.gt_inds > 0).sum() == 6
 
 
+def test_cost_and_head_scoring_ask_one_rule():
+    """LossActivationCost and the query heads' scoring resolve a loss's
+    activation by one function (class_probability_fn): bound by hand to
+    mmdet's sigmoid FocalLoss, the cost is mmdet's FocalLossCost; bound to
+    a softmax loss it is refused with the same reason the head gives."""
+    from mmlongtail.models.losses.protocol import class_probability_fn
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        stock_loss = MODELS.build(dict(type='FocalLoss', use_sigmoid=True))
+        softmax = MODELS.build(dict(type='CrossEntropyLoss'))
+        stock = TASK_UTILS.build(SIGMOID_COST)
+    cost = LossActivationCost(weight=2.0)
+    cost.bind(stock_loss)
+    logits, labels = _pred_gt()
+    pred, gt = InstanceData(scores=logits), InstanceData(labels=labels)
+    torch.testing.assert_close(cost(pred, gt), stock(pred, gt), rtol=0,
+                               atol=0)
+    with pytest.raises(ValueError, match='use_sigmoid=False'):
+        LossActivationCost().bind(softmax)
+    with pytest.raises(ValueError, match='use_sigmoid=False'):
+        class_probability_fn(softmax)
+    # an mmlongtail loss answers with its own class_probabilities
+    gol = MODELS.build(LOSSES['gol'])
+    z = torch.randn(3, C)
+    torch.testing.assert_close(class_probability_fn(gol)(z),
+                               torch.exp(-torch.exp(-z)))
+
+
 def test_gol_matches_with_its_gumbel_activation():
     """GOL's queries are matched on its Gumbel probabilities. Query A
     fits the gt box exactly but has class logit 0, query B has logit 3 and

@@ -2,5 +2,5 @@
 with mmlongtail's test time."""
 from .query_heads import (LongTailDeformableDETRHead,  # noqa: F401
                           LongTailDINOHead, QueryHeadPredictMixin,
-                          query_class_probabilities, query_layout,
+                          query_layout,
                           query_test_settings, select_query_detections)

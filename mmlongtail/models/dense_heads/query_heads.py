@@ -8,7 +8,8 @@ the last decoder layer's ``(Q, C)`` logits. Training, matching and the
 forward pass are mmdet's, unchanged. Per image:
 
 (a) **Scores**: ``(Q, C)`` per-class probabilities from the loss,
-    :func:`query_class_probabilities` (``loss_cls.class_probabilities``:
+    :func:`~mmlongtail.models.losses.classifier.loss_class_probabilities`
+    (``loss_cls.class_probabilities``:
     the sigmoid for sigmoid losses, ``exp(-exp(-z))`` for ``GumbelLoss``;
     a plain sigmoid for another package's ``use_sigmoid=True`` loss such as
     mmdet's ``FocalLoss``, as mmdet's head does).
@@ -81,7 +82,9 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmlongtail.models.losses.protocol import (ClassifierLayout, loss_layout,
+from mmlongtail.models.losses.protocol import (ClassifierLayout,
+                                               loss_class_probabilities,
+                                               loss_layout,
                                                with_max_background)
 from mmlongtail.models.roi_heads.bbox_predict import (SCORERS_KEY,
                                                       apply_scorers)
@@ -92,30 +95,6 @@ from mmlongtail.registry import MODELS
 #: ``test_cfg`` keys of the query heads (the R-CNN heads' names).
 MAX_PER_IMG_KEY = 'max_per_img'
 SCORE_THR_KEY = 'score_thr'
-
-
-def query_class_probabilities(loss_cls: Any, cls_score: Tensor) -> Tensor:
-    """``(..., C)`` logits of a query head to per-class probabilities.
-
-    The loss owns its activation (``class_probabilities``, mmlongtail's
-    classifier protocol); another package's loss with ``use_sigmoid=True``
-    (mmdet's ``FocalLoss``) is scored with the sigmoid, as mmdet's
-    ``DETRHead`` does.
-
-    Raises:
-        ValueError: The loss has no per-class form (a softmax loss, or an
-            mmlongtail loss whose layout has none).
-    """
-    fn = getattr(loss_cls, 'class_probabilities', None)
-    if fn is not None:
-        return fn(cls_score)
-    if getattr(loss_cls, 'use_sigmoid', False):
-        return cls_score.sigmoid()
-    raise ValueError(
-        f'{type(loss_cls).__name__} (use_sigmoid=False) scores a softmax '
-        'over C + 1 outputs; the mmlongtail query heads score C per-class '
-        'probabilities: use a sigmoid loss (e.g. mmlongtail.FocalLoss) or '
-        "mmdet's own head")
 
 
 def query_layout(head: Any) -> ClassifierLayout:
@@ -340,7 +319,7 @@ class QueryHeadPredictMixin:
         # layout with a background row that the query mode does not
         # handle) is refused at build, with its own reason
         try:
-            probe = query_class_probabilities(
+            probe = loss_class_probabilities(
                 self.loss_cls, torch.zeros(1, self.cls_out_channels))
         except ValueError as err:
             raise ValueError(
@@ -362,7 +341,7 @@ class QueryHeadPredictMixin:
 
     def query_scores(self, cls_score: Tensor) -> Tensor:
         """Steps (a) and (b): ``(Q, C)`` logits to ``(Q, C)`` scores."""
-        scores = query_class_probabilities(self.loss_cls, cls_score)
+        scores = loss_class_probabilities(self.loss_cls, cls_score)
         scorers = self.query_scorers()
         if scorers:
             C = scores.size(-1)

@@ -3,6 +3,7 @@ learns it sits in, and the layout lookup for any head's loss."""
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
+import torch
 import torch.nn as nn
 from mmdet.models.losses.accuracy import accuracy
 from mmdet.registry import MODELS as MMDET_MODELS
@@ -254,6 +255,39 @@ def host_kind(host: nn.Module) -> Optional[str]:
     if dense is None:
         return None
     return 'dense' if dense else 'roi'
+
+
+def class_probability_fn(loss: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The rule that turns ``(..., C)`` logits of a head without a
+    background output (dense or query-based) into per-class probabilities,
+    as ``loss`` trains them: the one owner that the query heads' scoring and
+    :class:`~mmlongtail.models.task_modules.LossActivationCost` both ask.
+
+    An mmlongtail loss answers with its own ``class_probabilities`` (the
+    sigmoid, or ``exp(-exp(-z))`` for ``GumbelLoss``; a layout without a
+    ``C``-output form raises there, naming itself); another package's
+    ``use_sigmoid=True`` loss (mmdet's ``FocalLoss``) is the sigmoid, as
+    mmdet's ``DETRHead`` and ``FocalLossCost`` compute it.
+
+    Raises:
+        ValueError: Another package's loss with ``use_sigmoid=False`` (a
+            softmax over ``C + 1``), which has no per-class form.
+    """
+    if isinstance(loss, ClassifierProtocol):
+        return loss.class_probabilities
+    if getattr(loss, 'use_sigmoid', False):
+        return torch.sigmoid
+    raise ValueError(
+        f'{type(loss).__name__} (use_sigmoid=False) scores a softmax over '
+        'C + 1 outputs; a head without a background output needs C '
+        'per-class probabilities: use a sigmoid loss (e.g. '
+        'mmlongtail.FocalLoss)')
+
+
+def loss_class_probabilities(loss: nn.Module, cls_score: Tensor) -> Tensor:
+    """``(..., C)`` logits to per-class probabilities by
+    :func:`class_probability_fn` of ``loss``."""
+    return class_probability_fn(loss)(cls_score)
 
 
 def activation_is_sigmoid(loss: nn.Module, num_classes: int) -> bool:

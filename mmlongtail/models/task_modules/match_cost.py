@@ -5,11 +5,11 @@ mmdet's ``FocalLossCost`` scores classes with its own ``sigmoid`` of the
 logits. A loss whose probabilities are not the sigmoid (GOL's Gumbel,
 ``exp(-exp(-z))``) would then be matched with one activation, trained with
 another and scored with a third. :class:`LossActivationCost` asks the loss
-(``loss_cls.class_probabilities``, the one owner of the activation, which the
-query heads' scoring asks too) and computes the same focal-form cost, in
-float32 with autocast off: mmdet's cost overflows in fp16 (mmdet #11559) and
-under bf16 its ``log`` / ``pow`` lose the small differences that decide an
-assignment.
+(``class_probability_fn``: the loss's ``class_probabilities``, the one
+owner of the activation, which the query heads' scoring asks too) and
+computes the same focal-form cost, in float32 with autocast off: mmdet's
+cost overflows in fp16 (mmdet #11559) and under bf16 its ``log`` / ``pow``
+lose the small differences that decide an assignment.
 """
 from typing import Optional, Union
 
@@ -19,6 +19,7 @@ from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from mmlongtail.models.losses.protocol import class_probability_fn
 from mmlongtail.registry import TASK_UTILS
 
 
@@ -73,14 +74,20 @@ class LossActivationCost(BaseMatchCost):
         self.last_dtype: Optional[torch.dtype] = None
 
     def bind(self, loss: nn.Module) -> None:
-        """Take the activation of ``loss`` (a head's ``loss_cls`` with
-        ``class_probabilities``)."""
-        if not callable(getattr(loss, 'class_probabilities', None)):
+        """Take the activation of ``loss`` (a head's ``loss_cls``): the
+        per-class probabilities that
+        :func:`~mmlongtail.models.losses.protocol.class_probability_fn`
+        gives for it, the rule the query heads score with.
+
+        Raises:
+            ValueError: ``loss`` has no per-class form (a softmax loss).
+        """
+        try:
+            class_probability_fn(loss)
+        except ValueError as err:
             raise ValueError(
                 f'LossActivationCost takes its activation from the head\'s '
-                f'loss_cls, but {type(loss).__name__} has no '
-                'class_probabilities; use an mmlongtail loss, or mmdet\'s '
-                'FocalLossCost with a plain sigmoid loss')
+                f'loss_cls, which has none: {err}') from err
         self.loss = loss
 
     def focal_cost(self, cls_pred: Tensor, gt_labels: Tensor) -> Tensor:
@@ -95,7 +102,8 @@ class LossActivationCost(BaseMatchCost):
                 'Put it in such a head\'s train_cfg.assigner.match_costs, or '
                 'call bind(loss) when using it on its own')
         with torch.autocast(cls_pred.device.type, enabled=False):
-            prob = self.loss.class_probabilities(cls_pred.float()).float()
+            prob = class_probability_fn(self.loss)(
+                cls_pred.float()).float()
             # the ground truths' columns only: (Q, num_gt), not (Q, C)
             prob = prob[:, gt_labels]
             neg_cost = -(1 - prob + self.eps).log() * (
