@@ -145,6 +145,12 @@ def default_methods(config_dir: str = 'configs/benchmark') -> List[Method]:
         m('dcl', 'DCL (scheduler + triplet)', built_on='progressive'),
         m('lds', 'LDS (box regression)'),
         m('fds', 'FDS (box regression)'),
+        # the learning-rate sweep of the rows that lost their boxes in the
+        # second edition (the track's LR is 0.04)
+        m('eqlv2_lr0p02', 'EQLv2, LR 0.02', built_on='eqlv2'),
+        m('eqlv2_lr0p01', 'EQLv2, LR 0.01', built_on='eqlv2'),
+        m('ecm_lr0p02', 'ECM + Norm Mask, LR 0.02', built_on='ecm'),
+        m('ecm_lr0p01', 'ECM + Norm Mask, LR 0.01', built_on='ecm'),
         # two-stage track: classifier retrained on the baseline
         m('bags_decoupled', 'BAGS (decoupled)', init_from='baseline_ce',
           kind='stage2'),

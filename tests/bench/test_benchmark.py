@@ -52,6 +52,8 @@ def test_default_methods_are_those_of_the_issues():
         'SMOTE (RoI features)', 'BBN-style cumulative learning',
         'DCL (scheduler + triplet)',
         'LDS (box regression)', 'FDS (box regression)',
+        'EQLv2, LR 0.02', 'EQLv2, LR 0.01', 'ECM + Norm Mask, LR 0.02',
+        'ECM + Norm Mask, LR 0.01',
         'BAGS (decoupled)', 'cRT',
         'LWS', 'NorCal', 'Logit adjustment (post-hoc)', 'τ-norm', 'FRACAL',
         'NCM',
@@ -59,10 +61,10 @@ def test_default_methods_are_those_of_the_issues():
         'DINO focal', 'DINO federated', 'DINO EQLv2', 'DINO focal + RFS'
     ]
     assert all(osp.isfile(m.config) for m in ms)
-    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 29 + [
+    assert [(m.kind, m.init_from) for m in ms] == [('train', None)] * 33 + [
         ('stage2', 'baseline_ce')] * 3 + [('posthoc', 'baseline_ce')] * 5 + [
             ('train', None)] * 7
-    assert [m.track for m in ms] == ['two_stage'] * 37 + [
+    assert [m.track for m in ms] == ['two_stage'] * 41 + [
         'one_stage'] * 3 + ['query'] * 4
     # each track's baseline is its first row
     assert track_baselines(ms) == dict(two_stage='baseline_ce',
@@ -152,6 +154,11 @@ CHANGES = {
     'dino_federated': ('model.bbox_head.loss_cls', ),
     'dino_eqlv2': ('model.bbox_head.loss_cls', ),
     'dino_rfs': ('train_dataloader.sampler', ),
+    # the learning-rate sweep: the LR alone
+    'eqlv2_lr0p02': ('optim_wrapper.optimizer.lr', ),
+    'eqlv2_lr0p01': ('optim_wrapper.optimizer.lr', ),
+    'ecm_lr0p02': ('optim_wrapper.optimizer.lr', ),
+    'ecm_lr0p01': ('optim_wrapper.optimizer.lr', ),
 }
 
 
