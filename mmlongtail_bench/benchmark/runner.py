@@ -51,6 +51,7 @@ from .results import (TABLE_KEYS, fmt_percent, paired_markdown, pick_best,
                       results_markdown, summarize)
 from .identity import identity_changes
 from .pretrain import PretrainSettings, pretrain_backbone
+from .questions import questions_section
 from .run import (INIT_CHECKPOINT_VAR, PRETRAINED_VAR, RunSpec,
                   dataset_files, heldout_file, identity_of, run_config)
 
@@ -420,7 +421,9 @@ def write_results(out_dir: str, records: Sequence[dict],
                   methods: Sequence[Method], seeds: Sequence[int],
                   best_by: str, run_info: dict) -> dict:
     """Write ``results.json``, ``results.md``, ``ap_vs_frequency.png`` and
-    ``rare_vs_frequent.png``.
+    ``rare_vs_frequent.png``, and, when the rows it reads ran,
+    ``questions.png`` with the section of ``results.md`` that answers the
+    second edition's questions (:mod:`.questions`).
 
     Args:
         run_info (dict): ``seconds``, ``workers``, ``threads`` and
@@ -442,6 +445,12 @@ def write_results(out_dir: str, records: Sequence[dict],
         markdown=osp.join(out_dir, 'results.md'),
         plot=osp.join(out_dir, 'ap_vs_frequency.png'),
         summary_plot=osp.join(out_dir, 'rare_vs_frequent.png'))
+    answers, answers_plot = questions_section(
+        records, methods, osp.join(out_dir, 'questions.png'))
+    if answers:
+        table += ('\n\n### The second edition\'s questions, from these '
+                  'runs\n\n' + answers)
+        files['questions_plot'] = answers_plot
     with open(files['json'], 'w') as f:
         json.dump(dict(summary=summary, best=best, best_by=best_by,
                        seeds=list(seeds), **run_info, runs=list(records)),
