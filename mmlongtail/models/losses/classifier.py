@@ -314,10 +314,11 @@ def bind_match_costs(host: nn.Module, loss: nn.Module) -> None:
     """
     from mmdet.models.task_modules.assigners.match_cost import FocalLossCost
 
-    from mmlongtail.models.task_modules.match_cost import LossActivationCost
     costs = getattr(getattr(host, 'assigner', None), 'match_costs', None)
     for cost in costs or ():
-        if isinstance(cost, LossActivationCost):
+        # LossActivationCost says so by a class attribute: it imports this
+        # module's class_probability_fn, so this module does not import it
+        if getattr(cost, 'ASKS_LOSS_ACTIVATION', False):
             cost.bind(loss)
         elif (isinstance(cost, FocalLossCost)
               and not getattr(cost, 'binary_input', False)

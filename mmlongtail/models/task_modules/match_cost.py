@@ -60,6 +60,10 @@ class LossActivationCost(BaseMatchCost):
         eps (float): Added inside the logs. Defaults to 1e-12.
     """
 
+    #: What the loss registration (``bind_match_costs``) binds: a match
+    #: cost that asks the head's loss for its activation.
+    ASKS_LOSS_ACTIVATION = True
+
     def __init__(self,
                  weight: Union[float, int] = 1.0,
                  alpha: Union[float, int] = 0.25,
