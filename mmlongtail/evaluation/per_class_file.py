@@ -60,6 +60,8 @@ class PerClassResult:
         protocols (dict): Every protocol's results: ``{'standard' | 'fixed'
             | 'pooled': {iou type: {...}}}`` (pooled: ``summary`` only).
         source (str): The file read.
+        max_dets (int, optional): The standard protocol's per-image cap the
+            file records (None in memory).
     """
     cat_ids: np.ndarray
     names: List[str]
@@ -71,6 +73,7 @@ class PerClassResult:
     source: str = '<memory>'
     protocol: str = 'standard'
     protocols: Dict[str, Dict[str, dict]] = field(default_factory=dict)
+    max_dets: Optional[int] = None
 
     @property
     def iou_types(self) -> List[str]:
@@ -214,4 +217,5 @@ def load(path: str) -> PerClassResult:
         metrics=protocols.get(protocol, {}),
         source=path,
         protocol=protocol,
-        protocols=protocols)
+        protocols=protocols,
+        max_dets=_opt_int(doc.get('max_dets')))

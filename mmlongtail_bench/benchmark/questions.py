@@ -86,9 +86,13 @@ def _detections(path: str, with_masks: bool):
 def _max_dets(work_dir: str) -> int:
     """The per-image cap the run's standard pass was evaluated with (its
     per-class file records it)."""
-    path = osp.join(work_dir, 'lvis.per_class.json')
-    with open(path, encoding='utf-8') as f:
-        return int(json.load(f)['max_dets'])
+    from mmlongtail.analysis.per_class import load_per_class
+    from mmlongtail.evaluation.per_class_file import path_for
+    path = path_for(osp.join(work_dir, 'lvis'))
+    max_dets = load_per_class(path).max_dets
+    if max_dets is None:
+        raise ValueError(f'{path} records no max_dets')
+    return max_dets
 
 
 def ap_per_iou(precision: np.ndarray, frequency: Sequence[str],
@@ -196,15 +200,11 @@ def breakdown_table(records: Sequence[dict], methods: Sequence[Method],
 
 
 def _per_class(record: dict) -> Tuple[List[str], Dict[str, np.ndarray]]:
-    path = record.get('per_class') or osp.join(record['spec']['work_dir'],
-                                               'lvis.per_class.json')
-    with open(path, encoding='utf-8') as f:
-        data = json.load(f)
-    freq = [c['frequency'] for c in data['categories']]
-    return freq, {
-        task: np.array(data['metrics'][task]['per_class']['AP'],
-                       np.float64)
-        for task, _ in _TASKS if task in data['metrics']
+    from mmlongtail.analysis.per_class import load_per_class
+    res = load_per_class(record['per_class'])
+    return res.frequency, {
+        task: res.per_class(task)
+        for task, _ in _TASKS if task in res.iou_types
     }
 
 

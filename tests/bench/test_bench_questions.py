@@ -4,11 +4,13 @@ box / mask shifts and the post-hoc held-out curves, against hand-derived
 values."""
 import json
 import os.path as osp
+from types import SimpleNamespace
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
+from mmlongtail.evaluation import per_class_file
 from mmlongtail_bench.benchmark import questions as q
 from mmlongtail_bench.benchmark.methods import Method
 
@@ -17,6 +19,21 @@ H = W = 64
 CATS = [dict(id=1, name='a', frequency='f'),
         dict(id=2, name='b', frequency='r'),
         dict(id=3, name='c', frequency='c')]
+
+
+def _write_per_class(path, cats, box=None, mask=None, max_dets=100):
+    """A per-class file written by its owner's writer (per-class AP only)."""
+
+    def out(ap):
+        return SimpleNamespace(summary={'AP': 0.0},
+                               per_class=lambda: {'AP': np.array(ap, float)})
+
+    standard = {} if box is None else {'bbox': out(box), 'segm': out(mask)}
+    per_class_file.write(
+        str(path), categories=cats, num_gt=np.ones(len(cats), int),
+        backend='fast', ann_file=None, num_images=1, max_dets=max_dets,
+        max_dets_per_cat=None, standard=standard, fixed={}, pooled={})
+    return str(path)
 
 
 def _rle(x, y, w, h):
@@ -56,11 +73,10 @@ def _run(tmp_path, name, box_h, mask_h, key='m', seed=0):
                    for x in dets], f)
     with open(d / 'lvis.segm.json', 'w') as f:
         json.dump(dets, f)
-    with open(d / 'lvis.per_class.json', 'w') as f:
-        json.dump(dict(max_dets=100), f)
     return dict(spec=dict(key=key, seed=seed, kind='train',
                           work_dir=str(d),
-                          val_ann_file=_val(tmp_path / 'val.json')))
+                          val_ann_file=_val(tmp_path / 'val.json')),
+                per_class=_write_per_class(d / 'lvis.per_class.json', CATS))
 
 
 def test_ap_per_iou_threshold_by_hand(tmp_path):
@@ -115,12 +131,10 @@ def _per_class_run(tmp_path, name, key, seed, box, mask):
     d = tmp_path / name
     d.mkdir()
     cats = [dict(id=i + 1, frequency=f) for i, f in enumerate('rcff')]
-    with open(d / 'lvis.per_class.json', 'w') as f:
-        json.dump(dict(categories=cats, metrics=dict(
-            bbox=dict(per_class=dict(AP=box)),
-            segm=dict(per_class=dict(AP=mask)))), f)
     return dict(spec=dict(key=key, seed=seed, kind='train',
-                          work_dir=str(d)))
+                          work_dir=str(d)),
+                per_class=_write_per_class(d / 'lvis.per_class.json', cats,
+                                           box, mask))
 
 
 def test_per_class_shift_counts_by_band(tmp_path):
@@ -174,11 +188,7 @@ def test_section_and_plot(tmp_path):
             _run(tmp_path, 's0', 5.2, 10, key='balanced_softmax')]
     for r, box, mask in ((recs[0], [0.6, 1.0, np.nan], [0.3, 1.0, np.nan]),
                          (recs[1], [0.1, 1.0, np.nan], [1.0, 1.0, np.nan])):
-        with open(osp.join(r['spec']['work_dir'], 'lvis.per_class.json'),
-                  'w') as f:
-            json.dump(dict(max_dets=100, categories=CATS, metrics=dict(
-                bbox=dict(per_class=dict(AP=box)),
-                segm=dict(per_class=dict(AP=mask)))), f)
+        _write_per_class(r['per_class'], CATS, box, mask)
     text, path = q.questions_section(recs, methods,
                                      str(tmp_path / 'questions.png'))
     assert '**Boxes and masks per IoU threshold**' in text

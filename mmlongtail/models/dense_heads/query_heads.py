@@ -8,7 +8,7 @@ the last decoder layer's ``(Q, C)`` logits. Training, matching and the
 forward pass are mmdet's, unchanged. Per image:
 
 (a) **Scores**: ``(Q, C)`` per-class probabilities from the loss,
-    :func:`~mmlongtail.models.losses.classifier.loss_class_probabilities`
+    :func:`~mmlongtail.models.losses.classifier.class_probability_fn`
     (``loss_cls.class_probabilities``:
     the sigmoid for sigmoid losses, ``exp(-exp(-z))`` for ``GumbelLoss``;
     a plain sigmoid for another package's ``use_sigmoid=True`` loss such as
@@ -83,7 +83,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmlongtail.models.losses.protocol import (ClassifierLayout,
-                                               loss_class_probabilities,
+                                               class_probability_fn,
                                                loss_layout,
                                                with_max_background)
 from mmlongtail.models.roi_heads.bbox_predict import (SCORERS_KEY,
@@ -319,8 +319,8 @@ class QueryHeadPredictMixin:
         # layout with a background row that the query mode does not
         # handle) is refused at build, with its own reason
         try:
-            probe = loss_class_probabilities(
-                self.loss_cls, torch.zeros(1, self.cls_out_channels))
+            probe = class_probability_fn(self.loss_cls)(
+                torch.zeros(1, self.cls_out_channels))
         except ValueError as err:
             raise ValueError(
                 f'{type(self).__name__} scores C per-class probabilities '
@@ -341,7 +341,7 @@ class QueryHeadPredictMixin:
 
     def query_scores(self, cls_score: Tensor) -> Tensor:
         """Steps (a) and (b): ``(Q, C)`` logits to ``(Q, C)`` scores."""
-        scores = loss_class_probabilities(self.loss_cls, cls_score)
+        scores = class_probability_fn(self.loss_cls)(cls_score)
         scorers = self.query_scorers()
         if scorers:
             C = scores.size(-1)

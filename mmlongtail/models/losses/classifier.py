@@ -284,12 +284,6 @@ def class_probability_fn(loss: nn.Module) -> Callable[[Tensor], Tensor]:
         'mmlongtail.FocalLoss)')
 
 
-def loss_class_probabilities(loss: nn.Module, cls_score: Tensor) -> Tensor:
-    """``(..., C)`` logits to per-class probabilities by
-    :func:`class_probability_fn` of ``loss``."""
-    return class_probability_fn(loss)(cls_score)
-
-
 def activation_is_sigmoid(loss: nn.Module, num_classes: int) -> bool:
     """Whether ``loss``'s per-class probabilities are the plain sigmoid of
     its logits (what mmdet's ``FocalLossCost`` and the DETR heads'

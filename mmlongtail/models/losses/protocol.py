@@ -39,7 +39,7 @@ from .classifier import (FOREIGN_LAYOUTS, QUERY_LOSS_HINT,  # noqa: F401
                          bind_match_costs, class_probability_fn,
                          head_layout, host_is_dense_head,
                          host_is_query_head, host_kind,
-                         loss_class_probabilities, loss_layout,
+                         loss_layout,
                          register_foreign_layout, unwatch_host,
                          watch_host)
 from .layout import (SIGMOID_SCORING, SOFTMAX_SCORING,  # noqa: F401
