@@ -188,6 +188,7 @@ class _Job:
     proc: Optional[subprocess.Popen] = None
     log: Optional[IO] = None
     record: Optional[dict] = None
+    why: str = ''  # why it runs rather than being reused
 
     @property
     def name(self) -> str:
@@ -357,27 +358,33 @@ class _Schedule:
                 self._finish(job, json.load(f), reused=False)
 
     def _start_ready(self) -> None:
+        """Settle every ready run: a reusable one finishes now (so the
+        progress line's count and time left see it at once, not when a
+        worker frees up); another starts when a worker is free. Each run's
+        reuse is checked once."""
         for job in list(self.pending):
-            if len(self.running) >= self.workers:
-                return
             if not self._ready(job):
                 continue
-            self.pending.remove(job)
-            init = None
-            if job.method.init_from is not None:
-                init = self.done[f'{job.method.init_from}_seed{job.seed}'
-                                 ].record['checkpoint']
-            job.spec = self.make_spec(job.method, job.seed, init)
-            record, why = _reusable(job.spec) if self.reuse else (
-                None, 'reuse is off')
-            if record is not None:
-                self._finish(job, record, reused=True)
+            if job.spec is None:
+                init = None
+                if job.method.init_from is not None:
+                    init = self.done[f'{job.method.init_from}_seed'
+                                     f'{job.seed}'].record['checkpoint']
+                job.spec = self.make_spec(job.method, job.seed, init)
+                record, job.why = _reusable(job.spec) if self.reuse else (
+                    None, 'reuse is off')
+                if record is not None:
+                    self.pending.remove(job)
+                    self._finish(job, record, reused=True)
+                    continue
+            if len(self.running) >= self.workers:
                 continue
+            self.pending.remove(job)
             job.launch()
             self.running.append(job)
             self.started[job.name] = time.time()
             self.logger.info(f'started {job.method.label}, seed {job.seed} '
-                             f'({why}) -> {job.spec.work_dir}/job.log')
+                             f'({job.why}) -> {job.spec.work_dir}/job.log')
 
     def time_left(self) -> Tuple[float, str]:
         """Estimated seconds until every run has finished (the schedule of

@@ -10,6 +10,7 @@ import logging
 import os
 import os.path as osp
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -667,6 +668,55 @@ def test_simulate_follows_the_schedule():
     assert simulate([], 2, dict(x=3)) == 3
     with pytest.raises(ValueError, match='3 runs going on 2 workers'):
         simulate([], 2, dict(x=1, y=1, z=1))
+
+
+def test_schedule_settles_reusable_runs_without_waiting_for_a_worker(
+        monkeypatch):
+    """With the one worker busy on a run that cannot be reused, the
+    reusable runs (and a run built on a reused one) finish at once, so the
+    count and the time left see them; the next new run waits for the
+    worker; each run's reuse is checked once."""
+    from mmlongtail_bench.benchmark import runner
+
+    by_key = {m.key: m for m in _methods()}
+    methods = [by_key[k] for k in ('baseline_ce_scratch', 'baseline_ce',
+                                   'crt', 'eqlv2')]
+    reusable = {'baseline_ce_seed0', 'crt_seed0'}
+    checked, launched = [], []
+
+    def fake_reusable(spec):
+        checked.append(spec.name)
+        if spec.name in reusable:
+            return dict(metrics={}, seconds=60.0,
+                        checkpoint=spec.name), 'same identity'
+        return None, 'not run yet'
+
+    class _Proc:
+
+        def poll(self):
+            return None
+
+    def fake_launch(job):
+        launched.append(job.name)
+        job.proc = _Proc()
+
+    def make_spec(method, seed, init):
+        return SimpleNamespace(name=f'{method.key}_seed{seed}', init=init,
+                               work_dir=f'/x/{method.key}_seed{seed}')
+
+    monkeypatch.setattr(runner, '_reusable', fake_reusable)
+    monkeypatch.setattr(runner._Job, 'launch', fake_launch)
+    sched = runner._Schedule(methods, [0], 1, make_spec, reuse=True,
+                             epochs=1)
+    sched._start_ready()
+    assert launched == ['baseline_ce_scratch_seed0']
+    assert sched.reused == ['baseline_ce_seed0', 'crt_seed0']
+    assert sched.done['crt_seed0'].spec.init == 'baseline_ce_seed0'
+    assert [j.name for j in sched.pending] == ['eqlv2_seed0']
+    sched._start_ready()  # the worker is still busy: nothing rechecked
+    assert checked == ['baseline_ce_scratch_seed0', 'baseline_ce_seed0',
+                       'crt_seed0', 'eqlv2_seed0']
+    assert launched == ['baseline_ce_scratch_seed0']
 
 
 @pytest.fixture(scope='module')
