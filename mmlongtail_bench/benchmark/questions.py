@@ -12,6 +12,12 @@ runs (issue 29), as a section of ``results.md`` and one plot each.
   and mask AP minus the baseline's (seed means, from the runs' per-class
   files), counted by frequency band, e.g. how many classes lose box AP and
   gain mask AP.
+* **The same detection's box and mask** (:func:`mask_matched_boxes`): for
+  each ground-truth object, the highest-scoring detection of its class
+  whose mask overlaps it (mask IoU >= 0.5), and that detection's box: its
+  IoU with the object's box and its area over the object's box area.
+  Boxes and masks come from one detection, so a mask that matches with a
+  box that does not says the box is loose while the detection is right.
 * **Held-out curves** (:func:`posthoc_curves`): every candidate value's
   held-out box AP / AP_r, which the post-hoc rows chose from (logit
   adjustment's τ next to NorCal's γ).
@@ -44,6 +50,8 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 BANDS = ('r', 'c', 'f')
 #: Where :func:`iou_breakdown` remembers a run's numbers (its work dir).
 BREAKDOWN_FILE = 'ap_per_iou.json'
+#: Where :func:`mask_matched_boxes` remembers a run's numbers.
+MATCHED_FILE = 'mask_matched_boxes.json'
 _TASKS = (('bbox', 'box'), ('segm', 'mask'))
 
 
@@ -112,6 +120,33 @@ def ap_per_iou(precision: np.ndarray, frequency: Sequence[str],
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
+def _remembered(record: dict, name: str, version: int, compute):
+    """``compute(sources, gt)`` for the run of ``record``, remembered in
+    its work dir as ``name`` with the hashes of the files it reads (the val
+    ground truth and the run's ``lvis.bbox.json`` / ``lvis.segm.json``):
+    computed again when one of them, or ``version``, changes. ``sources``:
+    ``{'bbox' | 'segm': path}`` of the files the run wrote."""
+    from .identity import file_sha256
+
+    work_dir = record['spec']['work_dir']
+    sources = {task: osp.join(work_dir, f'lvis.{task}.json')
+               for task, _ in _TASKS}
+    sources = {t: p for t, p in sources.items() if osp.isfile(p)}
+    key = dict(version=version,
+               val=file_sha256(record['spec']['val_ann_file']),
+               **{t: file_sha256(p) for t, p in sources.items()})
+    saved = osp.join(work_dir, name)
+    if osp.isfile(saved):
+        with open(saved, encoding='utf-8') as f:
+            old = json.load(f)
+        if old.get('key') == key:
+            return old['value']
+    return_value = compute(sources)
+    with open(saved, 'w', encoding='utf-8') as f:
+        json.dump(dict(key=key, value=return_value), f)
+    return return_value
+
+
 def iou_breakdown(record: dict, cache: Optional[dict] = None) -> \
         Dict[str, Dict[str, List[float]]]:
     """AP at each IoU threshold of one run's standard-pass detections:
@@ -126,36 +161,133 @@ def iou_breakdown(record: dict, cache: Optional[dict] = None) -> \
     """
     from mmlongtail.evaluation.lvis_backends import run_evaluation
 
-    from .identity import file_sha256
+    cache = {} if cache is None else cache
+
+    def compute(sources):
+        gt = _gt(record['spec']['val_ann_file'], cache)
+        max_dets = _max_dets(record['spec']['work_dir'])
+        out = {}
+        for task, path in sources.items():
+            res = run_evaluation('fast', gt,
+                                 _detections(path, task == 'segm'), task,
+                                 max_dets=max_dets)
+            out[task] = {
+                'all': ap_per_iou(res.precision, gt.frequency).tolist(),
+                **{b: ap_per_iou(res.precision, gt.frequency, b).tolist()
+                   for b in BANDS}
+            }
+        return out
+
+    return _remembered(record, BREAKDOWN_FILE, 2, compute)
+
+
+def _median(x: Sequence[float]) -> Optional[float]:
+    return float(np.median(x)) if len(x) else None
+
+
+def mask_matched_boxes(record: dict, cache: Optional[dict] = None) -> \
+        Optional[Dict[str, dict]]:
+    """Per frequency band (and ``'all'``), over the val ground-truth
+    objects: ``objects``; ``found``, those that a detection of their class
+    covers with mask IoU >= 0.5; and for each found object the
+    highest-scoring such detection's box: ``box_below_half`` (share of
+    found objects whose box IoU is under 0.5), the medians ``box_iou``,
+    ``mask_iou`` and ``area_ratio`` (the detection's box area over the
+    object's box area; None where nothing was found). None when the run
+    wrote no masks. Remembered as :data:`MATCHED_FILE` like
+    :func:`iou_breakdown`."""
+    import pycocotools.mask as mask_util
 
     cache = {} if cache is None else cache
-    work_dir = record['spec']['work_dir']
-    sources = {task: osp.join(work_dir, f'lvis.{task}.json')
-               for task, _ in _TASKS}
-    sources = {t: p for t, p in sources.items() if osp.isfile(p)}
-    # remembered beside the run, keyed by what it was computed from
-    key = dict(version=1, val=file_sha256(record['spec']['val_ann_file']),
-               **{t: file_sha256(p) for t, p in sources.items()})
-    saved = osp.join(work_dir, BREAKDOWN_FILE)
-    if osp.isfile(saved):
-        with open(saved, encoding='utf-8') as f:
-            old = json.load(f)
-        if old.get('key') == key:
-            return old['ap_per_iou']
-    gt = _gt(record['spec']['val_ann_file'], cache)
-    max_dets = _max_dets(work_dir)
-    out = {}
-    for task, path in sources.items():
-        res = run_evaluation('fast', gt, _detections(path, task == 'segm'),
-                             task, max_dets=max_dets)
-        out[task] = {
-            'all': ap_per_iou(res.precision, gt.frequency).tolist(),
-            **{b: ap_per_iou(res.precision, gt.frequency, b).tolist()
-               for b in BANDS}
-        }
-    with open(saved, 'w', encoding='utf-8') as f:
-        json.dump(dict(key=key, ap_per_iou=out), f)
-    return out
+
+    def compute(sources):
+        if 'segm' not in sources:
+            return None
+        gt = _gt(record['spec']['val_ann_file'], cache)
+        freq = dict(zip(gt.cat_ids.tolist(), gt.frequency))
+        coco = gt.faster_coco()
+        objects: Dict[Tuple[int, int], List[dict]] = {}
+        for a in gt.dataset['annotations']:
+            objects.setdefault((a['image_id'], a['category_id']),
+                               []).append(a)
+        with open(sources['segm'], encoding='utf-8') as f:
+            dets: Dict[Tuple[int, int], List[dict]] = {}
+            for d in json.load(f):
+                dets.setdefault((d['image_id'], d['category_id']),
+                                []).append(d)
+        rows: Dict[str, List[Tuple[float, float, float]]] = {
+            b: [] for b in BANDS}
+        counts = {b: 0 for b in BANDS}
+        for key, objs in objects.items():
+            band = freq[key[1]]
+            counts[band] += len(objs)
+            mine = sorted(dets.get(key, []), key=lambda d: -d['score'])
+            if not mine:
+                continue
+            crowd = [0] * len(objs)
+            box_iou = mask_util.iou([d['bbox'] for d in mine],
+                                    [o['bbox'] for o in objs], crowd)
+            mask_iou = mask_util.iou(
+                [d['segmentation'] for d in mine],
+                [coco.annToRLE(o) for o in objs], crowd)
+            for j, o in enumerate(objs):
+                hit = np.flatnonzero(mask_iou[:, j] >= 0.5)
+                if not len(hit):
+                    continue
+                i = hit[0]
+                w, h = mine[i]['bbox'][2:]
+                rows[band].append((float(box_iou[i, j]),
+                                   float(mask_iou[i, j]),
+                                   w * h / (o['bbox'][2] * o['bbox'][3])))
+        rows['all'] = [r for b in BANDS for r in rows[b]]
+        counts['all'] = sum(counts.values())
+        out = {}
+        for band, found in rows.items():
+            arr = np.array(found, np.float64).reshape(-1, 3)
+            out[band] = dict(
+                objects=counts[band], found=len(found),
+                box_below_half=float((arr[:, 0] < 0.5).mean())
+                if len(found) else None,
+                box_iou=_median(arr[:, 0]), mask_iou=_median(arr[:, 1]),
+                area_ratio=_median(arr[:, 2]))
+        return out
+
+    return _remembered(record, MATCHED_FILE, 1, compute)
+
+
+def matched_markdown(records: Sequence[dict], labels: dict,
+                     rows: Sequence[str] = (BREAKDOWN_ROWS[0], SHIFT_ROW)
+                     ) -> str:
+    """Seed means of :func:`mask_matched_boxes` per band for the ``rows``
+    that ran with masks, as a table; ``''`` when fewer than two did."""
+    cache: dict = {}
+    got = {}
+    for key in rows:
+        per_seed = [mask_matched_boxes(r, cache) for r in _runs(records, key)]
+        per_seed = [m for m in per_seed if m is not None]
+        if per_seed:
+            got[key] = per_seed
+    if len(got) < 2:
+        return ''
+
+    def mean(runs, band, name, scale=1.0, fmt='.2f', unit=''):
+        vals = [r[band][name] for r in runs if r[band][name] is not None]
+        return f'{scale * np.mean(vals):{fmt}}{unit}' if vals else '-'
+
+    lines = ['| method | band | objects | found by a mask | of them, box '
+             'IoU < 0.5 | median box IoU | median mask IoU | median box '
+             'area / object\'s |', '|---|---|' + '---:|' * 6]
+    for key, runs in got.items():
+        for band in BANDS + ('all', ):
+            lines.append(
+                f'| {labels.get(key, key)} | {band} | '
+                f'{mean(runs, band, "objects", fmt=".0f")} | '
+                f'{mean(runs, band, "found", fmt=".0f")} | '
+                f'{mean(runs, band, "box_below_half", 100, ".0f", "%")} | '
+                f'{mean(runs, band, "box_iou")} | '
+                f'{mean(runs, band, "mask_iou")} | '
+                f'{mean(runs, band, "area_ratio")} |')
+    return '\n'.join(lines)
 
 
 def _runs(records: Sequence[dict], key: str) -> List[dict]:
@@ -399,6 +531,13 @@ def questions_section(records: Sequence[dict], methods: Sequence[Method],
             'counted by the signs of the two differences)\n\n' +
             shift_markdown(shift, labels.get(SHIFT_ROW, SHIFT_ROW),
                            labels.get(BREAKDOWN_ROWS[0])))
+    matched = matched_markdown(records, labels)
+    if matched:
+        parts.append(
+            '**The same detection\'s box and mask** (each val object: the '
+            'highest-scoring detection of its class whose mask has IoU >= '
+            '0.5 with it, and that detection\'s box; seed means)\n\n' +
+            matched)
     if curves:
         parts.append('**Held-out curves of the post-hoc rows** (what each '
                      'chose from; seed means, percent)\n\n' +

@@ -193,6 +193,8 @@ def test_section_and_plot(tmp_path):
                                      str(tmp_path / 'questions.png'))
     assert '**Boxes and masks per IoU threshold**' in text
     assert '| f | 1 | 1 | 0 | 0 | 0 | -50.0 | +70.0 |' in text
+    # balanced softmax's class-1 mask (IoU 1) matches, its box (0.52) too
+    assert '| BS | f | 1 | 1 | 0% | 0.52 | 1.00 | 0.52 |' in text
     assert osp.getsize(path) > 10_000
     assert q.questions_section([], methods, 'x.png') == ('', None)
 
@@ -204,3 +206,46 @@ def test_ap_per_iou_leaves_out_classes_without_ground_truth(band, expected):
     p = np.array([[0.5, 1.0, -1], [0.5, 1.0, -1]]).reshape(1, 2, 3, 1)
     got = q.ap_per_iou(p, ['f', 'r', 'c'], band)
     np.testing.assert_allclose(got, [expected])
+
+
+def test_mask_matched_boxes_by_hand(tmp_path):
+    """The frequent object's mask matches (IoU 0.6) while the same
+    detection's box covers 4 of its 10 rows (IoU 0.4, area 0.4 of the
+    object's); a higher-scoring detection whose mask misses is passed
+    over; the rare object is exact."""
+    rec = _run(tmp_path, 'r0', box_h=4, mask_h=6, key='balanced_softmax')
+    path = osp.join(rec['spec']['work_dir'], 'lvis.segm.json')
+    dets = json.load(open(path))
+    dets.append(dict(image_id=1, category_id=1, bbox=[0, 0, 10, 10],
+                     score=0.95, segmentation=_rle(40, 0, 10, 10)))
+    with open(path, 'w') as f:
+        json.dump(dets, f)
+    got = q.mask_matched_boxes(rec)
+    assert got['f'] == dict(objects=1, found=1, box_below_half=1.0,
+                            box_iou=pytest.approx(0.4),
+                            mask_iou=pytest.approx(0.6),
+                            area_ratio=pytest.approx(0.4))
+    assert got['r'] == dict(objects=1, found=1, box_below_half=0.0,
+                            box_iou=1.0, mask_iou=1.0, area_ratio=1.0)
+    assert got['c'] == dict(objects=0, found=0, box_below_half=None,
+                            box_iou=None, mask_iou=None, area_ratio=None)
+    assert got['all']['found'] == 2 and got['all']['box_below_half'] == 0.5
+    assert got['all']['area_ratio'] == pytest.approx(0.7)
+    # remembered; a mask that no longer matches is computed again
+    assert osp.isfile(osp.join(rec['spec']['work_dir'], q.MATCHED_FILE))
+    dets[0]['segmentation'] = _rle(0, 0, 10, 4)  # mask IoU 0.4
+    with open(path, 'w') as f:
+        json.dump(dets, f)
+    again = q.mask_matched_boxes(rec)
+    assert again['f']['found'] == 0 and again['f']['box_iou'] is None
+    # the table reads both rows' seeds; boxes only: no row
+    base = _run(tmp_path, 'b0', box_h=10, mask_h=10, key='baseline_ce')
+    table = q.matched_markdown([base, rec], {'baseline_ce': 'Base',
+                                             'balanced_softmax': 'BS'})
+    assert '| Base | f | 1 | 1 | 0% | 1.00 | 1.00 | 1.00 |' in table
+    assert '| BS | r | 1 | 1 | 0% | 1.00 | 1.00 | 1.00 |' in table
+    assert '| BS | f | 1 | 0 | - | - | - | - |' in table
+    import os
+    os.remove(path)
+    assert q.mask_matched_boxes(rec) is None
+    assert q.matched_markdown([base, rec], {}) == ''
