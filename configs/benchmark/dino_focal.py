@@ -15,6 +15,11 @@
 # the loss for its probabilities). Boxes only: AP, AP_r, AP_c, AP_f of bbox.
 _base_ = './baseline_ce.py'
 
+# From scratch: the pretrained start that baseline_ce.py reads is not this
+# backbone's; its helper keys are reset so that the resolved config, and the
+# run's identity, do not depend on the start offered
+pretrained = 'none'
+pretrained_init = None
 num_classes = 40
 embed = 256
 

@@ -186,11 +186,14 @@ def run_config(spec: RunSpec) -> Config:
 
 def pretrained_start(spec: RunSpec, cfg: Config) -> Optional[str]:
     """The pretrained backbone ``cfg`` (``spec``'s resolved config) starts
-    from: ``spec.pretrained`` when the config names it (it reads
-    ``$LONGTAIL_BENCH_PRETRAINED``), None for a run from scratch."""
+    from: ``spec.pretrained`` when its model names it (it reads
+    ``$LONGTAIL_BENCH_PRETRAINED`` into an ``init_cfg``), None for a run
+    from scratch. Only the model is read: a from-scratch config that
+    inherits the helper keys of ``baseline_ce.py`` resets them, so the start
+    offered is nowhere in its resolved config (tests check both)."""
     if not spec.pretrained:
         return None
-    text = json.dumps(cfg.to_dict(), default=repr)
+    text = json.dumps(cfg.model.to_dict(), default=repr)
     return spec.pretrained if spec.pretrained in text else None
 
 

@@ -276,3 +276,37 @@ def test_a_config_with_another_backbone_is_refused(tmp_path, monkeypatch):
                        "channels': 64"):
         check_pretrained_backbones([Method('w', 'Wide', str(wide))],
                                    '/cache/b.pth', backbone)
+
+
+def test_a_from_scratch_config_does_not_depend_on_the_start_offered(
+        monkeypatch):
+    """Every benchmark config either starts its model from the pretrained
+    backbone offered, or carries no trace of it, so a from-scratch run (the
+    query track, the from-scratch CE row) is reused whatever start a call
+    offers: same config digest offered or not, no pretrained part."""
+    from types import SimpleNamespace
+
+    from mmlongtail_bench.benchmark.run import pretrained_start
+
+    monkeypatch.setenv(DATA_ROOT_VAR, '/data/bench/')
+    offered = '/cache/pretrain/abc/backbone.pth'
+
+    def load(key, start):
+        if start is None:
+            monkeypatch.delenv(PRETRAINED_VAR, raising=False)
+        else:
+            monkeypatch.setenv(PRETRAINED_VAR, start)
+        return Config.fromfile(osp.join(BENCH, f'{key}.py'))
+
+    scratch = set()
+    for m in default_methods(BENCH):
+        cfg = load(m.key, offered)
+        spec = SimpleNamespace(pretrained=offered)
+        if pretrained_start(spec, cfg) == offered:
+            continue
+        scratch.add(m.key)
+        assert offered not in json.dumps(cfg.to_dict(), default=repr), m.key
+        assert config_digest(cfg, {}) == config_digest(load(m.key, None),
+                                                       {}), m.key
+    assert scratch == {'baseline_ce_scratch', 'dino_focal', 'dino_federated',
+                       'dino_eqlv2', 'dino_rfs'}
