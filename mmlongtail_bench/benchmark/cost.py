@@ -24,13 +24,13 @@ from .run import DATA_ROOT_VAR
 
 #: ``(kind, track) -> {'epoch', 'eval', 'heldout_eval', 'overhead'}``
 #: seconds (``epoch``: one pass over the dataset's images), the means of the
-#: second edition's full run (``make bench`` on the 2-core CPU machine, two
-#: runs at a time with one thread each; README, "Budget"): CPU time, which
-#: is what a run takes on an otherwise idle machine (that run's wall times
-#: were within 5% of it when nothing else ran). A two-stage ``eval`` is both
-#: val passes (boxes and masks at 100 per image, then boxes only in the
-#: Fixed-AP mode); ``heldout_eval`` one held-out value (boxes only). Used for
-#: a kind of run until one of it has finished.
+#: third edition's full run (``make bench``, 96 runs, on the 2-core CPU
+#: machine, two runs at a time with one thread each; docs/benchmark.md,
+#: "Budget"): CPU time, which is what a run takes on an otherwise idle
+#: machine (the overhead, start-up and file writing, is wall time). A
+#: two-stage ``eval`` is both val passes (boxes and masks at 100 per image,
+#: then boxes only in the Fixed-AP mode); ``heldout_eval`` one held-out
+#: value (boxes only). Used for a kind of run until one of it has finished.
 RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
     ('train', 'two_stage'): dict(epoch=66.4, eval=65.6, overhead=2.8),
     ('stage2', 'two_stage'): dict(epoch=29.3, eval=64.2, overhead=2.6),
