@@ -32,18 +32,11 @@ from .run import DATA_ROOT_VAR
 #: then boxes only in the Fixed-AP mode); ``heldout_eval`` one held-out
 #: value (boxes only). Used for a kind of run until one of it has finished.
 RECORDED_RATES: Dict[Tuple[str, str], Dict[str, float]] = {
-    ('train', 'two_stage'): dict(epoch=66.4, eval=65.6, overhead=2.8),
-    ('stage2', 'two_stage'): dict(epoch=29.3, eval=64.2, overhead=2.6),
-    ('posthoc', 'two_stage'): dict(heldout_eval=1.8, eval=69.4,
-                                   overhead=1.2),
-    ('train', 'one_stage'): dict(epoch=65.6, eval=19.9, overhead=2.1),
-    # the query track (small DINO) before any full run of it: its measured
-    # learning curve (configs/benchmark/dino_focal.py: 610 CPU s for 4
-    # epochs with 4 standard evaluations, start-up included: about 125 +
-    # 25 s an epoch, 10 s overhead) plus the Fixed-AP pass (100 queries x
-    # 40 classes kept per image): 10.8 CPU s on 50 val images against the
-    # standard pass's 5.9, so about 43 s on the 200
-    ('train', 'query'): dict(epoch=125.0, eval=68.0, overhead=10.0),
+    ('train', 'two_stage'): dict(epoch=48.8, eval=32.8, overhead=2.2),
+    ('stage2', 'two_stage'): dict(epoch=19.6, eval=30.8, overhead=2.1),
+    ('posthoc', 'two_stage'): dict(heldout_eval=1.4, eval=37.4, overhead=1.0),
+    ('train', 'one_stage'): dict(epoch=46.0, eval=15.1, overhead=1.2),
+    ('train', 'query'): dict(epoch=123.2, eval=32.5, overhead=2.7),
 }
 
 
