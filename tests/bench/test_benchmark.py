@@ -706,6 +706,8 @@ def test_schedule_settles_reusable_runs_without_waiting_for_a_worker(
 
     monkeypatch.setattr(runner, '_reusable', fake_reusable)
     monkeypatch.setattr(runner._Job, 'launch', fake_launch)
+    # (no dataset here: an epoch's length is not what this test is about)
+    monkeypatch.setattr(runner, 'estimate_seconds', lambda m, e, r: 60.0)
     sched = runner._Schedule(methods, [0], 1, make_spec, reuse=True,
                              epochs=1)
     sched._start_ready()
