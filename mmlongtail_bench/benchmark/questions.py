@@ -121,7 +121,7 @@ def ap_per_iou(precision: np.ndarray, frequency: Sequence[str],
 
 
 def _remembered(record: dict, name: str, version: int, compute):
-    """``compute(sources, gt)`` for the run of ``record``, remembered in
+    """``compute(sources)`` for the run of ``record``, remembered in
     its work dir as ``name`` with the hashes of the files it reads (the val
     ground truth and the run's ``lvis.bbox.json`` / ``lvis.segm.json``):
     computed again when one of them, or ``version``, changes. ``sources``:

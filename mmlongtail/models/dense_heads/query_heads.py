@@ -319,7 +319,9 @@ class QueryHeadPredictMixin:
         # layout with a background row that the query mode does not
         # handle) is refused at build, with its own reason
         try:
-            probe = class_probability_fn(self.loss_cls)(
+            self._class_probabilities = class_probability_fn(
+                self.loss_cls)
+            probe = self._class_probabilities(
                 torch.zeros(1, self.cls_out_channels))
         except ValueError as err:
             raise ValueError(
@@ -341,7 +343,7 @@ class QueryHeadPredictMixin:
 
     def query_scores(self, cls_score: Tensor) -> Tensor:
         """Steps (a) and (b): ``(Q, C)`` logits to ``(Q, C)`` scores."""
-        scores = class_probability_fn(self.loss_cls)(cls_score)
+        scores = self._class_probabilities(cls_score)
         scorers = self.query_scorers()
         if scorers:
             C = scores.size(-1)
